@@ -1,0 +1,30 @@
+"""fundl: a functional deep-learning library on JAX with hand-written backward rules.
+
+Modules: ``fundl.init`` (initializers), ``fundl.activations``, ``fundl.losses``,
+``fundl.nn`` (layers, models, manual backprop), ``fundl.gradcheck`` (gradient
+verification) and ``fundl.rules`` (how primitives and their rules are declared).
+"""
+
+from fundl import activations, gradcheck, init, losses, nn, rules
+from fundl.nn import Activation, Dense, Sequential, backprop, mlp
+from fundl.rules import Primitive, primitive, reference_mode, using_reference
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Dense",
+    "Primitive",
+    "Sequential",
+    "activations",
+    "backprop",
+    "gradcheck",
+    "init",
+    "losses",
+    "mlp",
+    "nn",
+    "primitive",
+    "reference_mode",
+    "rules",
+    "using_reference",
+]

@@ -1,0 +1,462 @@
+"""Activation functions g(z), each with its hand-written backward rule and g'(z).
+
+Every activation is a :class:`fundl.rules.Primitive`: a plain ``jax.numpy`` reference,
+a forward that saves the cheapest residual, and a backward rule ``dZ = dA ⊙ g'(Z)``
+(the notes' backprop step 3) registered with ``jax.custom_vjp``. Elementwise ones also
+export ``<name>_derivative(z)``, g'(z) itself, also reachable as ``<name>.derivative``.
+
+All are stable for large |z|: no overflow in the forward and no NaN in the gradient at
+|z| = 1e4 (where an untaken branch of a ``where`` could overflow, its input is clamped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+from jax import lax
+
+from fundl.rules import Primitive, primitive
+
+__all__ = [
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "swish",
+    "softplus",
+    "softmax",
+    "log_softmax",
+    "identity",
+    "sigmoid_derivative",
+    "tanh_derivative",
+    "relu_derivative",
+    "leaky_relu_derivative",
+    "elu_derivative",
+    "gelu_derivative",
+    "silu_derivative",
+    "softplus_derivative",
+    "identity_derivative",
+    "get",
+    "names",
+]
+
+
+def _floating(name: str) -> Callable[..., None]:
+    def check(z: Any, **options: Any) -> None:
+        dtype = jnp.result_type(z)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"{name}: expected a floating-point input, got dtype {dtype}")
+        axis = options.get("axis")
+        if axis is not None and not -jnp.ndim(z) <= axis < max(jnp.ndim(z), 1):
+            raise ValueError(f"{name}: axis {axis} is out of range for input of shape {jnp.shape(z)}")
+
+    return check
+
+
+# --- sigmoid -------------------------------------------------------------------------
+
+
+@primitive(check=_floating("sigmoid"))
+def sigmoid(z):
+    """Logistic sigmoid σ(z) = 1 / (1 + e^{-z}); σ'(z) = σ(z)(1 − σ(z)).
+
+    Computed as 1/(1 + e^{-z}) for z ≥ 0 and e^z/(1 + e^z) for z < 0, each branch fed
+    only the z it is used for, so neither overflows (nor its gradient). Saves σ(z).
+
+    Args:
+      z: array of any shape. Returns: array of the same shape, in (0, 1).
+    """
+    zeros = jnp.zeros_like(z)
+    positive = z >= 0
+    e_neg = jnp.exp(-jnp.where(positive, z, zeros))  # e^{-z} where z ≥ 0, else 1
+    e_pos = jnp.exp(jnp.where(positive, zeros, z))  # e^{z} where z < 0, else 1
+    return jnp.where(positive, 1 / (1 + e_neg), e_pos / (1 + e_pos))
+
+
+def sigmoid_fwd(z):
+    s = sigmoid.reference(z)
+    return s, s
+
+
+def sigmoid_bwd(s, g):
+    return (g * s * (1 - s),)
+
+
+def sigmoid_derivative(z):
+    """σ'(z) = σ(z)(1 − σ(z)), elementwise."""
+    s = sigmoid.reference(z)
+    return s * (1 - s)
+
+
+sigmoid.defvjp(sigmoid_fwd, sigmoid_bwd, derivative=sigmoid_derivative)
+
+
+# --- tanh ----------------------------------------------------------------------------
+
+
+@primitive(check=_floating("tanh"))
+def tanh(z):
+    """Hyperbolic tangent; tanh'(z) = 1 − tanh²(z). Saves tanh(z).
+
+    Args:
+      z: array of any shape. Returns: array of the same shape, in (−1, 1).
+    """
+    return jnp.tanh(z)
+
+
+def tanh_fwd(z):
+    t = jnp.tanh(z)
+    return t, t
+
+
+def tanh_bwd(t, g):
+    return (g * (1 - t * t),)
+
+
+def tanh_derivative(z):
+    """tanh'(z) = 1 − tanh²(z), elementwise."""
+    t = jnp.tanh(z)
+    return 1 - t * t
+
+
+tanh.defvjp(tanh_fwd, tanh_bwd, derivative=tanh_derivative)
+
+
+# --- relu ----------------------------------------------------------------------------
+
+
+@primitive(check=_floating("relu"))
+def relu(z):
+    """Rectified linear unit max(0, z); relu'(z) = 1 if z > 0 else 0 (0 at z = 0).
+
+    Saves only the boolean mask z > 0 (a byte per element, not the float input).
+
+    Args:
+      z: array of any shape. Returns: array of the same shape.
+    """
+    return jnp.where(z > 0, z, jnp.zeros_like(z))
+
+
+def relu_fwd(z):
+    mask = z > 0
+    return jnp.where(mask, z, jnp.zeros_like(z)), mask
+
+
+def relu_bwd(mask, g):
+    return (jnp.where(mask, g, jnp.zeros_like(g)),)
+
+
+def relu_derivative(z):
+    """relu'(z) = 1 where z > 0, else 0."""
+    return (z > 0).astype(jnp.result_type(z))
+
+
+relu.defvjp(relu_fwd, relu_bwd, derivative=relu_derivative)
+
+
+# --- leaky_relu ----------------------------------------------------------------------
+
+
+@primitive(check=_floating("leaky_relu"))
+def leaky_relu(z, *, negative_slope=0.01):
+    """Leaky ReLU: z if z > 0 else negative_slope·z; derivative 1 or negative_slope.
+
+    The derivative at z = 0 is ``negative_slope``. Saves the mask z > 0.
+
+    Args:
+      z: array of any shape.
+      negative_slope: slope for z ≤ 0 (0.01 by default, as in the notes).
+    """
+    return jnp.where(z > 0, z, negative_slope * z)
+
+
+def leaky_relu_fwd(z, *, negative_slope):
+    mask = z > 0
+    return jnp.where(mask, z, negative_slope * z), mask
+
+
+def leaky_relu_bwd(mask, g, *, negative_slope):
+    return (jnp.where(mask, g, negative_slope * g),)
+
+
+def leaky_relu_derivative(z, *, negative_slope=0.01):
+    """1 where z > 0, else ``negative_slope``."""
+    dtype = jnp.result_type(z)
+    return jnp.where(z > 0, jnp.ones_like(z), jnp.full_like(z, negative_slope, dtype))
+
+
+leaky_relu.defvjp(leaky_relu_fwd, leaky_relu_bwd, derivative=leaky_relu_derivative)
+
+
+# --- elu -----------------------------------------------------------------------------
+
+
+def _check_elu(z, *, alpha):
+    _floating("elu")(z)
+    if not (isinstance(alpha, (int, float)) and alpha > 0):
+        raise ValueError(f"elu: alpha must be a positive number, got {alpha!r}")
+
+
+@primitive(check=_check_elu)
+def elu(z, *, alpha=1.0):
+    """Exponential linear unit: z if z > 0 else α(e^z − 1).
+
+    elu'(z) = 1 if z > 0 else α e^z = elu(z) + α, so only the output is saved.
+
+    Args:
+      z: array of any shape.
+      alpha: positive saturation value for z → −∞ (1.0 by default).
+    """
+    # expm1 sees only z ≤ 0: a large positive z in the untaken branch would overflow.
+    negative_part = jnp.where(z > 0, jnp.zeros_like(z), z)
+    return jnp.where(z > 0, z, alpha * jnp.expm1(negative_part))
+
+
+def elu_fwd(z, *, alpha):
+    a = elu.reference(z, alpha=alpha)
+    return a, a
+
+
+def elu_bwd(a, g, *, alpha):
+    return (jnp.where(a > 0, g, g * (a + alpha)),)
+
+
+def elu_derivative(z, *, alpha=1.0):
+    """1 where z > 0, else α e^z."""
+    negative_part = jnp.where(z > 0, jnp.zeros_like(z), z)
+    return jnp.where(z > 0, jnp.ones_like(z), alpha * jnp.exp(negative_part))
+
+
+elu.defvjp(elu_fwd, elu_bwd, derivative=elu_derivative)
+
+
+# --- gelu ----------------------------------------------------------------------------
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+@primitive(check=_floating("gelu"))
+def gelu(z, *, approximate=False):
+    """Gaussian error linear unit z·Φ(z).
+
+    Exact: 0.5 z (1 + erf(z/√2)), derivative Φ(z) + z φ(z).
+    ``approximate=True``: 0.5 z (1 + tanh(u)), u = √(2/π)(z + 0.044715 z³), derivative
+    0.5(1 + tanh u) + 0.5 z (1 − tanh² u) √(2/π)(1 + 3·0.044715 z²). Saves z.
+
+    Args:
+      z: array of any shape.
+      approximate: use the tanh approximation (GPT-2, BERT) instead of erf.
+    """
+    if approximate:
+        u = _SQRT_2_OVER_PI * (z + _GELU_CUBIC * z**3)
+        return 0.5 * z * (1 + jnp.tanh(u))
+    return 0.5 * z * (1 + lax.erf(z / math.sqrt(2)))
+
+
+def gelu_fwd(z, *, approximate):
+    return gelu.reference(z, approximate=approximate), z
+
+
+def gelu_bwd(z, g, *, approximate):
+    return (g * gelu_derivative(z, approximate=approximate),)
+
+
+def gelu_derivative(z, *, approximate=False):
+    """GELU'(z): Φ(z) + z φ(z) (exact) or the derivative of the tanh form."""
+    if approximate:
+        t = jnp.tanh(_SQRT_2_OVER_PI * (z + _GELU_CUBIC * z**3))
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * z * z)
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
+    cdf = 0.5 * (1 + lax.erf(z / math.sqrt(2)))
+    pdf = jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return cdf + z * pdf
+
+
+gelu.defvjp(gelu_fwd, gelu_bwd, derivative=gelu_derivative)
+
+
+# --- silu / swish --------------------------------------------------------------------
+
+
+@primitive(check=_floating("silu"))
+def silu(z):
+    """Sigmoid linear unit (swish) z·σ(z); derivative σ(z)(1 + z(1 − σ(z))). Saves z.
+
+    Args:
+      z: array of any shape. Returns: array of the same shape.
+    """
+    return z * sigmoid.reference(z)
+
+
+def silu_fwd(z):
+    return silu.reference(z), z
+
+
+def silu_bwd(z, g):
+    return (g * silu_derivative(z),)
+
+
+def silu_derivative(z):
+    """σ(z)(1 + z(1 − σ(z)))."""
+    s = sigmoid.reference(z)
+    return s * (1 + z * (1 - s))
+
+
+silu.defvjp(silu_fwd, silu_bwd, derivative=silu_derivative)
+swish = silu
+
+
+# --- softplus ------------------------------------------------------------------------
+
+
+@primitive(check=_floating("softplus"))
+def softplus(z):
+    """Softplus log(1 + e^z), computed as logaddexp(z, 0); derivative σ(z). Saves z.
+
+    Args:
+      z: array of any shape. Returns: array of the same shape, positive.
+    """
+    return jnp.logaddexp(z, jnp.zeros_like(z))
+
+
+def softplus_fwd(z):
+    return softplus.reference(z), z
+
+
+def softplus_bwd(z, g):
+    return (g * sigmoid.reference(z),)
+
+
+def softplus_derivative(z):
+    """softplus'(z) = σ(z)."""
+    return sigmoid.reference(z)
+
+
+softplus.defvjp(softplus_fwd, softplus_bwd, derivative=softplus_derivative)
+
+
+# --- identity ------------------------------------------------------------------------
+
+
+@primitive(check=_floating("identity"))
+def identity(z):
+    """The linear activation g(z) = z (regression outputs, logits); g'(z) = 1."""
+    return z
+
+
+def identity_fwd(z):
+    return z, None
+
+
+def identity_bwd(_, g):
+    return (g,)
+
+
+def identity_derivative(z):
+    """1 everywhere."""
+    return jnp.ones_like(z)
+
+
+identity.defvjp(identity_fwd, identity_bwd, derivative=identity_derivative)
+
+
+# --- softmax and log_softmax ---------------------------------------------------------
+
+
+@primitive(check=_floating("softmax"))
+def softmax(z, *, axis=-1):
+    """Softmax along ``axis``: s_i = e^{z_i − max z} / Σ_j e^{z_j − max z}.
+
+    Not elementwise: the VJP is s ⊙ (g − Σ_j g_j s_j). Saves s.
+
+    Args:
+      z: array of any shape.
+      axis: the class axis (last by default).
+    Returns: array of the same shape; each slice along ``axis`` sums to 1.
+    """
+    shifted = z - lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
+    e = jnp.exp(shifted)
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def softmax_fwd(z, *, axis):
+    s = softmax.reference(z, axis=axis)
+    return s, s
+
+
+def softmax_bwd(s, g, *, axis):
+    return (s * (g - jnp.sum(g * s, axis=axis, keepdims=True)),)
+
+
+softmax.defvjp(softmax_fwd, softmax_bwd)
+
+
+@primitive(check=_floating("log_softmax"))
+def log_softmax(z, *, axis=-1):
+    """log softmax along ``axis``: z − max z − log Σ_j e^{z_j − max z}.
+
+    VJP: g − softmax(z) Σ_j g_j, with softmax = exp(output). Saves the output.
+
+    Args:
+      z: array of any shape.
+      axis: the class axis (last by default).
+    """
+    shifted = z - lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
+def log_softmax_fwd(z, *, axis):
+    out = log_softmax.reference(z, axis=axis)
+    return out, out
+
+
+def log_softmax_bwd(out, g, *, axis):
+    return (g - jnp.exp(out) * jnp.sum(g, axis=axis, keepdims=True),)
+
+
+log_softmax.defvjp(log_softmax_fwd, log_softmax_bwd)
+
+
+# --- lookup by name ------------------------------------------------------------------
+
+_BY_NAME: dict[str, Primitive] = {
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "elu": elu,
+    "gelu": gelu,
+    "silu": silu,
+    "swish": silu,
+    "softplus": softplus,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "identity": identity,
+    "linear": identity,
+}
+
+
+def names() -> list[str]:
+    """The activation names :func:`get` accepts."""
+    return sorted(_BY_NAME)
+
+
+def get(name: str | Primitive) -> Primitive:
+    """Look up an activation by name ("relu", "sigmoid", ...); a primitive passes through.
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+    """
+    if isinstance(name, Primitive):
+        return name
+    if not isinstance(name, str) or name not in _BY_NAME:
+        raise ValueError(f"activation: unknown activation {name!r}; known: {', '.join(names())}")
+    return _BY_NAME[name]
+

@@ -1,0 +1,565 @@
+"""Gradient verification: fundl's hand-written rules against autodiff and finite differences.
+
+``check(f, *args)`` differentiates ``f`` three ways, in float64 (x64 is enabled for
+the check and restored after):
+
+1. the hand-written VJP (fundl's rules, the default mode),
+2. JAX autodiff of the reference forward (``fundl.reference_mode()``),
+3. central finite differences, (φ(θ + h e_i) − φ(θ − h e_i)) / 2h, skipping (and
+   counting, in the row's note) elements at a kink, where the two one-sided
+   differences disagree: φ is not differentiable there (a ReLU input at exactly 0),
+
+where φ(θ) = ⟨c, f(θ)⟩ for a random cotangent c (c = 1 for a scalar f, so the check
+is of the full gradient). Beyond first order it also checks (a) a Hessian-vector
+product through the hand-written rules (grad of grad) against the reference's, (b)
+that ``jax.vmap`` of the rule equals the per-example results stacked, and (c) that
+under ``jax.jit`` the rule gives the eager values.
+
+Every comparison gives one row per leaf: the check (which sides were compared), the
+leaf (``params['dense1']['W']``), the max absolute error max|a − b|, the relative
+error max|a − b| / max|b|, and pass/fail. Default tolerances (:class:`Tolerances`):
+
+==========================  ======================================================
+comparison                  passes when, elementwise
+==========================  ======================================================
+hand vs autodiff, hvp,      |a − b| ≤ 1e-7·|b| + 1e-9  (float64: the two should
+vmap, jit, forward          agree to rounding)
+hand vs finite diff         |a − b| ≤ 1e-5·|b| + 1e-6  (step h = 1e-6·max(1, |θ_i|))
+==========================  ======================================================
+
+Low precision: when a differentiated input is bfloat16 or float16, the hand rule runs
+in that dtype and is compared with the float64 reference; finite differences are
+skipped (a fixed step is below these dtypes' resolution). The dtype alone puts any
+gradient some way off float64 — bf16 keeps 8 significant bits, and a few chained
+layers reach several percent — so the check also runs JAX autodiff of the reference in
+the same dtype, and a row passes when
+
+    max|a − b| ≤ max(tol·max|b|, 2 × (autodiff-in-that-dtype's own max error)),
+
+tol = 2⁻⁴ for bfloat16 and 2⁻⁷ for float16 (8 machine epsilons): the hand rule must be
+about as accurate as autodiff at that precision. A wrong rule is off by order one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from fundl import rules
+
+__all__ = ["Tolerances", "Row", "Report", "check", "check_model", "LOW_PRECISION_TOLERANCE"]
+
+LOW_PRECISION_TOLERANCE = {
+    jnp.dtype(jnp.bfloat16): 2.0**-4,
+    jnp.dtype(jnp.float16): 2.0**-7,
+}
+"""Normwise relative tolerance floor, per low-precision dtype (8 machine epsilons)."""
+
+_KINK = 1e-3  # one-sided slopes differing by this much (relative) mark a kink
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """Tolerances of the float64 comparisons (see the module docstring).
+
+    Attributes:
+      rtol, atol: hand-written rule vs reference autodiff, and the hvp, vmap, jit and
+        forward checks.
+      fd_rtol, fd_atol: hand-written rule vs central finite differences.
+    """
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    fd_rtol: float = 1e-5
+    fd_atol: float = 1e-6
+
+
+class Row(NamedTuple):
+    """One comparison of one leaf."""
+
+    check: str  # which sides were compared, e.g. "vjp: hand vs autodiff"
+    leaf: str  # which leaf, e.g. "params['dense1']['W']"
+    max_abs: float  # max |a − b|
+    max_rel: float  # max |a − b| / max |b|
+    tolerance: str  # the rule it was held to
+    passed: bool
+    note: str = ""  # e.g. how many elements finite differences sampled
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """The result of :func:`check`: rows, notes, and a table when printed."""
+
+    function: str
+    precision: str
+    cotangent: str
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        """True when every row passed."""
+        return all(row.passed for row in self.rows)
+
+    def failures(self) -> list[Row]:
+        """The rows that failed."""
+        return [row for row in self.rows if not row.passed]
+
+    def assert_passed(self) -> None:
+        """Raise ``AssertionError`` with the table if any row failed."""
+        if not self.passed:
+            raise AssertionError(f"gradcheck failed:\n{self}")
+
+    def __str__(self) -> str:
+        header = ("check", "leaf", "max abs err", "max rel err", "tolerance", "ok")
+        body = [
+            (
+                r.check,
+                r.leaf + (f" ({r.note})" if r.note else ""),
+                f"{r.max_abs:.2e}",
+                f"{r.max_rel:.2e}",
+                r.tolerance,
+                "ok" if r.passed else "FAIL",
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+
+        def fmt(line: Sequence[str]) -> str:
+            return "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+
+        lines = [
+            f"gradcheck of {self.function} ({self.precision}; cotangent: {self.cotangent})",
+            fmt(header),
+            fmt(["-" * w for w in widths]),
+            *(fmt(line) for line in body),
+        ]
+        lines += [f"note: {note}" for note in self.notes]
+        n_failed = len(self.failures())
+        lines.append(
+            f"PASSED ({len(self.rows)} checks)"
+            if n_failed == 0
+            else f"FAILED ({n_failed} of {len(self.rows)} checks)"
+        )
+        return "\n".join(lines)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _x64() -> Iterator[None]:
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:  # older JAX
+        from jax.experimental import enable_x64 as enable  # type: ignore[no-redef]
+    with enable(True):
+        yield
+
+
+def _is_float(x: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def _arg_names(f: Callable[..., Any], n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for i in range(n):
+        if i < len(params) and params[i].kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            names.append(params[i].name)
+        else:
+            names.append(f"args[{i}]")
+    return names
+
+
+def _max_abs_diff(a: Any, b: Any) -> float:
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return float(diff.max()) if diff.size else 0.0
+
+
+def _compare(
+    name: str,
+    leaf: str,
+    a: Any,
+    b: Any,
+    *,
+    rtol: float,
+    atol: float,
+    normwise: bool,
+    note: str = "",
+    baseline: float | None = None,
+) -> Row:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return Row(name, leaf, math.inf, math.inf, "shapes differ", False, f"{a.shape} vs {b.shape}")
+    diff = np.abs(a - b)
+    finite = bool(np.all(np.isfinite(a)) and np.all(np.isfinite(b)))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(b).max()) if b.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    if not finite:
+        max_abs = max_rel = math.nan
+    if normwise:
+        bound = rtol * scale + atol
+        tolerance = f"≤ {rtol:g}·max|b|"
+        if baseline is not None:
+            bound = max(bound, 2 * baseline)
+            tolerance = f"≤ max({rtol:g}·max|b|, 2×{baseline:.1e})"
+        passed = finite and max_abs <= bound
+    else:
+        passed = finite and bool(np.all(diff <= atol + rtol * np.abs(b)))
+        tolerance = f"rtol {rtol:g}, atol {atol:g}"
+    return Row(name, leaf, max_abs, max_rel, tolerance, passed, note)
+
+
+def _tree_vdot(a: Sequence[jax.Array], b: Sequence[jax.Array]) -> jax.Array:
+    return sum((jnp.vdot(x, y) for x, y in zip(a, b)), jnp.zeros((), jnp.float64))
+
+
+class _Problem(NamedTuple):
+    """f seen as a function of its differentiable leaves: list of arrays -> list of arrays."""
+
+    fn: Callable[[list[jax.Array]], list[jax.Array]]
+    leaves: list[jax.Array]  # the differentiable inputs, in the dtypes f sees
+    names: list[str]  # their key paths
+
+
+def _problem(f: Callable[..., Any], args: tuple, argnums: Sequence[int], cast: Any) -> _Problem:
+    """Split args into differentiable float leaves and fixed ones; cast the float ones.
+
+    ``cast`` maps a float leaf to the dtype f should see (float64, or itself).
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(args)
+    arg_names = _arg_names(f, len(args))
+    all_leaves, diff_index, names = [], [], []
+    for i, (path, leaf) in enumerate(flat):
+        leaf = cast(leaf) if _is_float(leaf) else leaf
+        all_leaves.append(leaf)
+        arg_index = path[0].idx
+        if arg_index in argnums and _is_float(leaf):
+            diff_index.append(i)
+            names.append(arg_names[arg_index] + jax.tree_util.keystr(path[1:]))
+
+    def fn(diff_leaves: list[jax.Array]) -> list[jax.Array]:
+        leaves = list(all_leaves)
+        for i, leaf in zip(diff_index, diff_leaves):
+            leaves[i] = leaf
+        out = f(*jax.tree_util.tree_unflatten(treedef, leaves))
+        return [o for o in jax.tree.leaves(out) if _is_float(o)]
+
+    return _Problem(fn, [all_leaves[i] for i in diff_index], names)
+
+
+def _output_names(f: Callable[..., Any], args: tuple) -> list[str]:
+    out = jax.eval_shape(f, *args)
+    flat = jax.tree_util.tree_flatten_with_path(out)[0]
+    return ["out" + jax.tree_util.keystr(p) for p, o in flat if jnp.issubdtype(o.dtype, jnp.floating)]
+
+
+@contextlib.contextmanager
+def _mode(reference: bool) -> Iterator[None]:
+    # The reference passes also run under "highest" matmul precision (no effect on
+    # float64 values): it is part of jit's cache key, so a jax.jit inside f that the
+    # hand pass traced is traced again, in reference mode, instead of reused.
+    with rules.reference_mode(reference):
+        if reference:
+            with jax.default_matmul_precision("highest"):
+                yield
+        else:
+            yield
+
+
+def _vjp(problem: _Problem, leaves: list[jax.Array], cotangent: list[jax.Array]):
+    out, pullback = jax.vjp(problem.fn, leaves)
+    return out, pullback([c.astype(o.dtype) for c, o in zip(cotangent, out)])[0]
+
+
+def _hvp(problem: _Problem, leaves: list[jax.Array], cotangent: list[jax.Array], v: list[jax.Array]):
+    def grad_dot_v(theta):
+        return _tree_vdot(_vjp(problem, theta, cotangent)[1], [t.astype(x.dtype) for t, x in zip(v, theta)])
+
+    return jax.grad(grad_dot_v)(leaves)
+
+
+def _finite_differences(
+    problem: _Problem,
+    leaves: list[jax.Array],
+    cotangent: list[jax.Array],
+    step: float,
+    max_elements: int,
+    rng: np.random.Generator,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Central differences of φ(θ) = ⟨c, f(θ)⟩ at sampled elements of each leaf.
+
+    Returns, per leaf: the flat indices sampled, the derivative estimates there, and a
+    mask of the elements at a kink — where the one-sided differences (φ(θ+h) − φ(θ))/h
+    and (φ(θ) − φ(θ−h))/h disagree by more than ``_KINK`` relative, so φ is not
+    differentiable within the step (a ReLU input at 0, say) and no estimate holds.
+    """
+    flat, unravel = ravel_pytree(leaves)
+
+    def phi(theta_flat):
+        return _tree_vdot(cotangent, problem.fn(unravel(theta_flat)))
+
+    offsets = np.cumsum([0] + [leaf.size for leaf in leaves])
+    chosen = []
+    for leaf in leaves:
+        idx = np.arange(leaf.size)
+        if leaf.size > max_elements:
+            idx = np.sort(rng.choice(leaf.size, max_elements, replace=False))
+        chosen.append(idx)
+    positions = np.concatenate([start + idx for idx, start in zip(chosen, offsets[:-1])])
+    theta = np.asarray(flat)
+    h = step * np.maximum(1.0, np.abs(theta[positions]))
+    batched_phi = jax.jit(jax.vmap(phi))
+    center = float(phi(jnp.asarray(theta)))
+    plus_values = np.empty(len(positions))
+    minus_values = np.empty(len(positions))
+    chunk = max(1, min(256, len(positions), (1 << 22) // max(theta.size, 1)))
+    for start in range(0, len(positions), chunk):
+        pos, hs = positions[start : start + chunk], h[start : start + chunk]
+        n = len(pos)
+        pad = chunk - n  # a fixed batch shape: one compilation
+        pos_p = np.concatenate([pos, pos[:1].repeat(pad)])
+        hs_p = np.concatenate([hs, hs[:1].repeat(pad)])
+        plus = np.tile(theta, (chunk, 1))
+        minus = plus.copy()
+        rows = np.arange(chunk)
+        plus[rows, pos_p] += hs_p
+        minus[rows, pos_p] -= hs_p
+        values = np.asarray(batched_phi(jnp.asarray(np.concatenate([plus, minus]))))
+        plus_values[start : start + n] = values[:n]
+        minus_values[start : start + n] = values[chunk : chunk + n]
+    forward = (plus_values - center) / h
+    backward = (center - minus_values) / h
+    estimates = (plus_values - minus_values) / (2 * h)
+    kinks = np.abs(forward - backward) > _KINK * np.maximum(1.0, np.abs(estimates))
+    bounds = np.cumsum([len(c) for c in chosen])[:-1]
+    return list(zip(chosen, np.split(estimates, bounds), np.split(kinks, bounds)))
+
+
+def _random_like(key: jax.Array, arrays: Sequence[jax.Array]) -> list[jax.Array]:
+    keys = jax.random.split(key, max(len(arrays), 1))
+    return [jax.random.normal(k, a.shape, jnp.float64) for k, a in zip(keys, arrays)]
+
+
+# --- the check -----------------------------------------------------------------------
+
+
+def check(
+    f: Callable[..., Any],
+    *args: Any,
+    argnums: int | Sequence[int] | None = None,
+    key: int | jax.Array = 0,
+    tolerances: Tolerances = Tolerances(),
+    fd_step: float = 1e-6,
+    fd_max_elements: int = 64,
+    hvp: bool = True,
+    vmap: bool = True,
+    jit: bool = True,
+) -> Report:
+    """Check ``f``'s hand-written rules against autodiff, finite differences and more.
+
+    Args:
+      f: a function of pytrees of arrays, built from fundl primitives (a model, a loss,
+        a single activation). Its floating-point outputs are checked.
+      *args: example inputs. Every floating-point leaf is cast to float64 (unless the
+        differentiated ones are bfloat16/float16, see "Low precision"); integer leaves
+        (labels) are held fixed.
+      argnums: which positional args to differentiate (default: all).
+      key: seed (int) or PRNG key for the random cotangent, tangent and perturbations.
+      tolerances: the float64 tolerances (:class:`Tolerances`).
+      fd_step: relative finite-difference step, h = fd_step·max(1, |θ_i|).
+      fd_max_elements: per leaf, how many elements finite differences visit (a random
+        sample when the leaf is larger; the row says how many).
+      hvp, vmap, jit: run the grad-of-grad, vmap and jit checks.
+
+    Returns:
+      A :class:`Report`; ``print`` it for the table, ``report.passed`` for a verdict,
+      ``report.assert_passed()`` in a test.
+    """
+    if not args:
+        raise ValueError("gradcheck.check: no inputs; call check(f, *example_args)")
+    if argnums is None:
+        argnums = tuple(range(len(args)))
+    elif isinstance(argnums, int):
+        argnums = (argnums,)
+    argnums = tuple(argnums)
+    if not all(isinstance(i, int) and 0 <= i < len(args) for i in argnums):
+        raise ValueError(f"gradcheck.check: argnums {argnums} out of range for {len(args)} args")
+    if not (fd_step > 0 and fd_max_elements > 0):
+        raise ValueError(
+            f"gradcheck.check: fd_step and fd_max_elements must be positive, got {fd_step}, {fd_max_elements}"
+        )
+    diff_dtypes = {
+        jnp.result_type(leaf)
+        for i in argnums
+        for leaf in jax.tree.leaves(args[i])
+        if _is_float(leaf)
+    }
+    if not diff_dtypes:
+        raise ValueError("gradcheck.check: no floating-point inputs to differentiate")
+    low = [d for d in diff_dtypes if d in LOW_PRECISION_TOLERANCE]
+    low_dtype = max(low, key=lambda d: LOW_PRECISION_TOLERANCE[d]) if low else None
+    name = getattr(f, "__name__", type(f).__name__)
+    rng_seed = int(key) if isinstance(key, int) else int(jax.random.randint(key, (), 0, 2**31 - 1))
+    rng = np.random.default_rng(rng_seed)
+
+    with _x64():
+        key64 = jax.random.key(rng_seed)
+        k_ct, k_v, k_batch = jax.random.split(key64, 3)
+        to64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
+        ref = _problem(f, args, argnums, to64)
+        hand = _problem(f, args, argnums, to64 if low_dtype is None else jnp.asarray)
+        out_names = _output_names(f, args)
+        if not out_names:
+            raise ValueError("gradcheck.check: f has no floating-point output to differentiate")
+
+        if low_dtype is None:
+            same = dict(rtol=tolerances.rtol, atol=tolerances.atol, normwise=False)
+            precision = "float64"
+        else:
+            tol = LOW_PRECISION_TOLERANCE[low_dtype]
+            same = dict(rtol=tol, atol=0.0, normwise=True)
+            precision = f"{low_dtype} hand rule vs float64 reference"
+
+        counts_before = dict(rules._trace_counts)
+        with _mode(reference=False):
+            out_shapes = jax.eval_shape(hand.fn, hand.leaves)
+        scalar = len(out_shapes) == 1 and out_shapes[0].shape == ()
+        cotangent = (
+            [jnp.ones((), jnp.float64)] if scalar else _random_like(k_ct, out_shapes)
+        )
+        with _mode(reference=False):
+            hand_out, hand_grad = _vjp(hand, hand.leaves, cotangent)
+        hand_traced = rules._trace_counts["hand"] - counts_before["hand"]
+        with _mode(reference=True):
+            ref_out, ref_grad = _vjp(ref, ref.leaves, cotangent)
+        ref_traced = rules._trace_counts["reference"] - counts_before["reference"]
+        # Low precision: JAX autodiff of the reference in the same dtype sets how far
+        # from float64 this dtype alone lands; the hand rule may be off by twice that.
+        baseline_out = baseline_grad = [None] * len(ref.leaves + ref_out)
+        if low_dtype is not None:
+            with _mode(reference=True):
+                low_out, low_grad = _vjp(hand, hand.leaves, cotangent)
+            baseline_out = [_max_abs_diff(a, b) for a, b in zip(low_out, ref_out)]
+            baseline_grad = [_max_abs_diff(a, b) for a, b in zip(low_grad, ref_grad)]
+
+        rows: list[Row] = []
+        notes: list[str] = []
+        if hand_traced == 0 or ref_traced == 0:
+            notes.append(
+                "no fundl primitive ran in "
+                + ("hand" if hand_traced == 0 else "reference")
+                + " mode: f uses no fundl primitive, or wraps a jax.jit traced before the check; "
+                "'hand vs autodiff' then compares a side with itself"
+            )
+        for n, a, b, base in zip(out_names, hand_out, ref_out, baseline_out):
+            rows.append(_compare("forward: hand vs reference", n, a, b, **same, baseline=base))
+        for n, a, b, base in zip(hand.names, hand_grad, ref_grad, baseline_grad):
+            rows.append(_compare("vjp: hand vs autodiff", n, a, b, **same, baseline=base))
+
+        if low_dtype is None:
+            samples = _finite_differences(ref, ref.leaves, cotangent, fd_step, fd_max_elements, rng)
+            for n, g, (idx, est, kink) in zip(hand.names, hand_grad, samples):
+                note = f"{len(idx)}/{g.size} elements"
+                if kink.any():
+                    note += f", {int(kink.sum())} at a kink skipped"
+                rows.append(
+                    _compare(
+                        "vjp: hand vs finite diff",
+                        n,
+                        np.asarray(g).reshape(-1)[idx][~kink],
+                        est[~kink],
+                        rtol=tolerances.fd_rtol,
+                        atol=tolerances.fd_atol,
+                        normwise=False,
+                        note=note,
+                    )
+                )
+        else:
+            notes.append(f"finite differences skipped: their fixed step is below {low_dtype} resolution")
+
+        if hvp:
+            v = _random_like(k_v, ref.leaves)
+            with _mode(reference=False):
+                hand_hvp = _hvp(hand, hand.leaves, cotangent, v)
+            with _mode(reference=True):
+                ref_hvp = _hvp(ref, ref.leaves, cotangent, v)
+                baseline_hvp = [None] * len(ref_hvp)
+                if low_dtype is not None:
+                    low_hvp = _hvp(hand, hand.leaves, cotangent, v)
+                    baseline_hvp = [_max_abs_diff(a, b) for a, b in zip(low_hvp, ref_hvp)]
+            for n, a, b, base in zip(hand.names, hand_hvp, ref_hvp, baseline_hvp):
+                rows.append(_compare("hvp: hand vs autodiff", n, a, b, **same, baseline=base))
+
+        if vmap or jit:
+            with _mode(reference=False):
+                step = lambda theta: _vjp(hand, theta, cotangent)  # noqa: E731
+                if jit:
+                    jit_out, jit_grad = jax.jit(step)(hand.leaves)
+                    for n, a, b in zip(out_names + hand.names, jit_out + jit_grad, hand_out + hand_grad):
+                        rows.append(_compare("jit: jitted vs eager", n, a, b, **same))
+                if vmap:
+                    batch = 3
+                    noise = _random_like(k_batch, [jnp.zeros((batch, *x.shape)) for x in hand.leaves])
+                    stacked = [
+                        (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
+                        for x, e in zip(hand.leaves, noise)
+                    ]
+                    v_out, v_grad = jax.vmap(step)(stacked)
+                    singles = [step([s[i] for s in stacked]) for i in range(batch)]
+                    for j, n in enumerate(out_names):
+                        expect = jnp.stack([s[0][j] for s in singles])
+                        rows.append(_compare("vmap: batched vs stacked", n, v_out[j], expect, **same))
+                    for j, n in enumerate(hand.names):
+                        expect = jnp.stack([s[1][j] for s in singles])
+                        rows.append(_compare("vmap: batched vs stacked", n, v_grad[j], expect, **same))
+
+    cot = "1 (full gradient of a scalar output)" if scalar else f"random normal (seed {rng_seed})"
+    return Report(name, precision, cot, tuple(rows), tuple(notes))
+
+
+def check_model(
+    model: Any,
+    params: Any,
+    x: Any,
+    y: Any,
+    loss: Callable[..., jax.Array],
+    **options: Any,
+) -> Report:
+    """Check the gradient of ``loss(model.apply(params, x), y)`` with respect to params.
+
+    Args:
+      model: an object with ``apply(params, x)`` (e.g. ``Sequential``) or a function
+        ``apply(params, x)``.
+      params: its parameters.
+      x, y: a batch (inputs and targets).
+      loss: a loss ``loss(predictions, targets) -> scalar``, e.g.
+        ``fundl.losses.softmax_cross_entropy``.
+      **options: passed to :func:`check` (tolerances, key, fd_max_elements, ...).
+    """
+    apply = model.apply if hasattr(model, "apply") else model
+    if not callable(apply):
+        raise TypeError(f"gradcheck.check_model: expected a model with apply or a function, got {model!r}")
+
+    def model_loss(params, x, y):
+        return loss(apply(params, x), y)
+
+    model_loss.__name__ = f"{getattr(loss, '__name__', 'loss')}({type(model).__name__}.apply)"
+    return check(model_loss, params, x, y, argnums=0, **options)

@@ -1,0 +1,439 @@
+"""Losses L(ŷ, y), each with its hand-written backward rule.
+
+Reduction (keyword ``reduction``): "mean" (the default) averages, "sum" adds, "none"
+returns the unreduced losses. The elementwise losses (``mse``, the two binary cross
+entropies) reduce over every element, as PyTorch does; the categorical ones first sum
+over the class axis (the last) and then reduce over the examples, so "none" gives one
+loss per example.
+
+The fused pairs have the notes' clean gradient: for sigmoid + binary cross-entropy
+(:func:`binary_cross_entropy_with_logits`) and softmax + categorical cross-entropy
+(:func:`softmax_cross_entropy`), dL/dz = (ŷ − y)/m with m the number of terms averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fundl.activations import log_softmax, sigmoid
+from fundl.rules import primitive
+
+__all__ = [
+    "mse",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "categorical_cross_entropy",
+    "softmax_cross_entropy",
+    "l2_penalty",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# --- shared helpers ------------------------------------------------------------------
+
+
+def _check_reduction(name: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_float(name: str, what: str, x: Any) -> None:
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: expected floating-point {what}, got dtype {dtype}")
+
+
+def _check_same_shape(name: str, predictions: Any, targets: Any) -> None:
+    _check_float(name, "predictions", predictions)
+    if jnp.shape(predictions) != jnp.shape(targets):
+        raise ValueError(
+            f"{name}: targets must have the shape of the predictions {jnp.shape(predictions)}, "
+            f"got {jnp.shape(targets)}"
+        )
+
+
+def _check_eps(name: str, eps: float | None) -> None:
+    if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps < 0.5):
+        raise ValueError(f"{name}: eps must be None or in (0, 0.5), got {eps!r}")
+
+
+def _reduce(losses: jax.Array, reduction: str) -> jax.Array:
+    if reduction == "mean":
+        return jnp.mean(losses)
+    if reduction == "sum":
+        return jnp.sum(losses)
+    return losses
+
+
+def _expand(g: jax.Array, shape: tuple[int, ...], reduction: str) -> jax.Array:
+    """The cotangent of each unreduced loss term, given the cotangent of the reduction."""
+    if reduction == "none":
+        return g
+    if reduction == "mean":
+        g = g / max(math.prod(shape), 1)
+    return jnp.broadcast_to(g, shape)
+
+
+def _cotangent_for(x: Any, value: jax.Array) -> jax.Array | None:
+    """``value`` as the cotangent of input ``x``; ``None`` (no gradient) for integer x."""
+    dtype = jnp.result_type(x)
+    return value.astype(dtype) if jnp.issubdtype(dtype, jnp.floating) else None
+
+
+def _clip_eps(eps: float | None, dtype: Any) -> float:
+    return float(jnp.finfo(dtype).eps) if eps is None else eps
+
+
+def _straight_through_clip(p: jax.Array, low: float, high: float) -> jax.Array:
+    """clip(p, low, high) in value, identity in gradient."""
+    return p + lax.stop_gradient(jnp.clip(p, low, high) - p)
+
+
+def _is_integer(x: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.integer)
+
+
+def _one_hot(labels: jax.Array, n_classes: int, dtype: Any) -> jax.Array:
+    classes = jnp.arange(n_classes).reshape((1,) * labels.ndim + (n_classes,))
+    return (labels[..., None] == classes).astype(dtype)
+
+
+def _valid_labels(labels: jax.Array, n_classes: int) -> jax.Array:
+    return (labels >= 0) & (labels < n_classes)
+
+
+def _categorical_targets(
+    name: str, scores: Any, targets: Any
+) -> None:
+    """Check class-axis targets: integer labels (shape[:-1]) or probabilities (same shape)."""
+    _check_float(name, "scores", scores)
+    shape = jnp.shape(scores)
+    if len(shape) < 1:
+        raise ValueError(f"{name}: expected scores with a class axis (last), got shape {shape}")
+    n_classes = shape[-1]
+    if _is_integer(targets):
+        if jnp.shape(targets) != shape[:-1]:
+            raise ValueError(
+                f"{name}: integer labels must have shape {shape[:-1]} (scores without the "
+                f"class axis), got {jnp.shape(targets)}"
+            )
+        if not isinstance(targets, jax.core.Tracer) and np.size(targets):
+            values = np.asarray(targets)
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high >= n_classes:
+                raise ValueError(
+                    f"{name}: labels must be in [0, {n_classes}) for {n_classes} classes, "
+                    f"got values in [{low}, {high}]"
+                )
+        return
+    _check_float(name, "targets (integer labels or class probabilities)", targets)
+    if jnp.shape(targets) != shape:
+        raise ValueError(
+            f"{name}: one-hot or probability targets must have the scores' shape {shape}, "
+            f"got {jnp.shape(targets)}; pass integer labels of shape {shape[:-1]} instead"
+        )
+
+
+def _as_distribution(targets: jax.Array, n_classes: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """(probabilities over classes, per-example validity) for labels or probabilities."""
+    if _is_integer(targets):
+        return _one_hot(targets, n_classes, dtype), _valid_labels(targets, n_classes)
+    return targets.astype(dtype), jnp.ones(targets.shape[:-1], bool)
+
+
+# --- mean squared error --------------------------------------------------------------
+
+
+def _check_mse(predictions, targets, *, reduction):
+    _check_reduction("mse", reduction)
+    _check_same_shape("mse", predictions, targets)
+
+
+@primitive(check=_check_mse)
+def mse(predictions, targets, *, reduction="mean"):
+    """Mean squared error: L = mean over elements of (ŷ − y)².
+
+    Backward: dL/dŷ = 2(ŷ − y)/N (N elements for "mean"), dL/dy = −dL/dŷ. Saves ŷ − y.
+
+    Args:
+      predictions: array ŷ of any shape.
+      targets: array y of the same shape.
+      reduction: "mean", "sum" or "none" (elementwise squares).
+    """
+    diff = predictions - targets
+    return _reduce(diff * diff, reduction)
+
+
+def mse_fwd(predictions, targets, *, reduction):
+    diff = predictions - targets
+    return _reduce(diff * diff, reduction), (diff, targets)
+
+
+def mse_bwd(residuals, g, *, reduction):
+    diff, targets = residuals
+    d_pred = 2 * diff * _expand(g, diff.shape, reduction)
+    return d_pred, _cotangent_for(targets, -d_pred)
+
+
+mse.defvjp(mse_fwd, mse_bwd)
+
+
+# --- binary cross-entropy ------------------------------------------------------------
+
+
+def _check_bce(probabilities, targets, *, eps, reduction):
+    _check_reduction("binary_cross_entropy", reduction)
+    _check_eps("binary_cross_entropy", eps)
+    _check_same_shape("binary_cross_entropy", probabilities, targets)
+
+
+@primitive(check=_check_bce)
+def binary_cross_entropy(probabilities, targets, *, eps=None, reduction="mean"):
+    """Binary cross-entropy on probabilities: L = −[y log ŷ + (1 − y) log(1 − ŷ)].
+
+    ŷ is clipped to [eps, 1 − eps] in value only (eps defaults to the machine epsilon
+    of ŷ's dtype), so log never sees 0 and a saturated ŷ still gets the gradient of the
+    loss at the clipped value, pulling it back toward y.
+    Backward: dL/dŷ = (ŷ − y)/(ŷ(1 − ŷ)) / N, dL/dy = log((1 − ŷ)/ŷ) / N.
+    Prefer :func:`binary_cross_entropy_with_logits`: it is exact for any logit.
+
+    Args:
+      probabilities: ŷ in [0, 1], any shape.
+      targets: y in [0, 1], same shape.
+      eps: clipping margin, or None for the dtype's epsilon.
+      reduction: "mean", "sum" or "none" (elementwise).
+    """
+    eps = _clip_eps(eps, probabilities.dtype)
+    p = _straight_through_clip(probabilities, eps, 1 - eps)
+    return _reduce(-(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p)), reduction)
+
+
+def binary_cross_entropy_fwd(probabilities, targets, *, eps, reduction):
+    eps_ = _clip_eps(eps, probabilities.dtype)
+    p = jnp.clip(probabilities, eps_, 1 - eps_)
+    out = _reduce(-(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p)), reduction)
+    return out, (p, targets)
+
+
+def binary_cross_entropy_bwd(residuals, g, *, eps, reduction):
+    p, targets = residuals
+    gl = _expand(g, p.shape, reduction)
+    d_p = gl * (p - targets) / (p * (1 - p))
+    d_targets = gl * (jnp.log1p(-p) - jnp.log(p))
+    return d_p, _cotangent_for(targets, d_targets)
+
+
+binary_cross_entropy.defvjp(binary_cross_entropy_fwd, binary_cross_entropy_bwd)
+
+
+def _check_bce_logits(logits, targets, *, reduction):
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    _check_same_shape("binary_cross_entropy_with_logits", logits, targets)
+
+
+@primitive(check=_check_bce_logits)
+def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean"):
+    """Sigmoid + binary cross-entropy, fused: L = BCE(σ(z), y), exact for any z.
+
+    Computed as max(z, 0) − z·y + log(1 + e^{−|z|}).
+    Backward (the notes' clean rule): dL/dz = (σ(z) − y)/N, dL/dy = −z/N. Saves z, y.
+
+    Args:
+      logits: z, any shape.
+      targets: y in [0, 1], same shape.
+      reduction: "mean", "sum" or "none" (elementwise).
+    """
+    z = logits
+    losses = jnp.maximum(z, 0) - z * targets + jnp.log1p(jnp.exp(-jnp.abs(z)))
+    return _reduce(losses, reduction)
+
+
+def binary_cross_entropy_with_logits_fwd(logits, targets, *, reduction):
+    out = binary_cross_entropy_with_logits.reference(logits, targets, reduction=reduction)
+    return out, (logits, targets)
+
+
+def binary_cross_entropy_with_logits_bwd(residuals, g, *, reduction):
+    z, targets = residuals
+    gl = _expand(g, z.shape, reduction)
+    d_z = gl * (sigmoid.reference(z) - targets)
+    return d_z, _cotangent_for(targets, -gl * z)
+
+
+binary_cross_entropy_with_logits.defvjp(
+    binary_cross_entropy_with_logits_fwd, binary_cross_entropy_with_logits_bwd
+)
+
+
+# --- categorical cross-entropy -------------------------------------------------------
+
+
+def _check_cce(probabilities, targets, *, eps, reduction):
+    _check_reduction("categorical_cross_entropy", reduction)
+    _check_eps("categorical_cross_entropy", eps)
+    _categorical_targets("categorical_cross_entropy", probabilities, targets)
+
+
+@primitive(check=_check_cce)
+def categorical_cross_entropy(probabilities, targets, *, eps=None, reduction="mean"):
+    """Categorical cross-entropy on probabilities: L = −Σ_k y_k log ŷ_k per example.
+
+    ŷ is clipped to [eps, 1] in value only (see :func:`binary_cross_entropy`).
+    Backward: dL/dŷ = −y/ŷ / m, dL/dy = −log ŷ / m. Prefer
+    :func:`softmax_cross_entropy` on logits: exact and cheaper.
+
+    Args:
+      probabilities: ŷ of shape (..., K), each row a distribution (e.g. softmax output).
+      targets: integer labels of shape (...) in [0, K), or one-hot / probability rows
+        of shape (..., K).
+      eps: clipping margin, or None for the dtype's epsilon.
+      reduction: "mean", "sum" or "none" (one loss per example, shape (...)).
+    """
+    dtype = probabilities.dtype
+    eps = _clip_eps(eps, dtype)
+    y, valid = _as_distribution(targets, probabilities.shape[-1], dtype)
+    p = _straight_through_clip(probabilities, eps, 1.0)
+    losses = -jnp.sum(y * jnp.log(p), axis=-1)
+    return _reduce(jnp.where(valid, losses, jnp.nan), reduction)
+
+
+def categorical_cross_entropy_fwd(probabilities, targets, *, eps, reduction):
+    dtype = probabilities.dtype
+    y, valid = _as_distribution(targets, probabilities.shape[-1], dtype)
+    log_p = jnp.log(jnp.clip(probabilities, _clip_eps(eps, dtype), 1.0))
+    losses = -jnp.sum(y * log_p, axis=-1)
+    return _reduce(jnp.where(valid, losses, jnp.nan), reduction), (log_p, targets)
+
+
+def categorical_cross_entropy_bwd(residuals, g, *, eps, reduction):
+    log_p, targets = residuals
+    y, valid = _as_distribution(targets, log_p.shape[-1], log_p.dtype)
+    gl = jnp.where(valid, _expand(g, valid.shape, reduction), 0)[..., None]
+    d_p = -gl * y * jnp.exp(-log_p)
+    return d_p, _cotangent_for(targets, -gl * log_p)
+
+
+categorical_cross_entropy.defvjp(categorical_cross_entropy_fwd, categorical_cross_entropy_bwd)
+
+
+def _check_softmax_ce(logits, labels, *, label_smoothing, reduction):
+    _check_reduction("softmax_cross_entropy", reduction)
+    if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
+        raise ValueError(
+            f"softmax_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing!r}"
+        )
+    _categorical_targets("softmax_cross_entropy", logits, labels)
+
+
+def _smoothed(y: jax.Array, label_smoothing: float) -> jax.Array:
+    if label_smoothing == 0:
+        return y
+    return (1 - label_smoothing) * y + label_smoothing / y.shape[-1]
+
+
+@primitive(check=_check_softmax_ce)
+def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mean"):
+    """Softmax + categorical cross-entropy, fused: L = −Σ_k y_k log softmax(z)_k.
+
+    With label smoothing ε the target is y' = (1 − ε) y + ε/K.
+    Backward (the notes' clean rule): dL/dz = (softmax(z) − y')/m — computed as
+    (softmax(z)·Σ_k y'_k − y')/m, exact also for targets whose sum is off one by
+    rounding — and for probability targets dL/dy = −(1 − ε) log softmax(z)/m.
+    Saves log softmax(z) and the labels.
+    Integer labels out of [0, K) raise a ValueError when the labels are concrete; under
+    ``jit`` the loss of such an example is NaN (and its gradient zero).
+
+    Args:
+      logits: z of shape (..., K).
+      labels: integer labels of shape (...) in [0, K), or one-hot / probability rows
+        of shape (..., K).
+      label_smoothing: ε in [0, 1).
+      reduction: "mean", "sum" or "none" (one loss per example, shape (...)).
+    """
+    log_p = log_softmax.reference(logits)
+    y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
+    losses = -jnp.sum(_smoothed(y, label_smoothing) * log_p, axis=-1)
+    return _reduce(jnp.where(valid, losses, jnp.nan), reduction)
+
+
+def softmax_cross_entropy_fwd(logits, labels, *, label_smoothing, reduction):
+    log_p = log_softmax.reference(logits)
+    y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
+    losses = -jnp.sum(_smoothed(y, label_smoothing) * log_p, axis=-1)
+    return _reduce(jnp.where(valid, losses, jnp.nan), reduction), (log_p, labels)
+
+
+def softmax_cross_entropy_bwd(residuals, g, *, label_smoothing, reduction):
+    log_p, labels = residuals
+    y, valid = _as_distribution(labels, log_p.shape[-1], log_p.dtype)
+    gl = jnp.where(valid, _expand(g, valid.shape, reduction), 0)[..., None]
+    target = _smoothed(y, label_smoothing)
+    # softmax(z)·Σ_k y_k − y: the notes' ŷ − y, exact also for targets that do not sum
+    # to one in floating point (soft labels computed in float32, say).
+    d_logits = gl * (jnp.exp(log_p) * jnp.sum(target, axis=-1, keepdims=True) - target)
+    return d_logits, _cotangent_for(labels, -(1 - label_smoothing) * gl * log_p)
+
+
+softmax_cross_entropy.defvjp(softmax_cross_entropy_fwd, softmax_cross_entropy_bwd)
+
+
+# --- L2 penalty ----------------------------------------------------------------------
+
+PathPredicate = Callable[[tuple, jax.Array], bool]
+
+
+def _penalized(params: Any, include: PathPredicate | None) -> list[bool]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if include is None:
+        return [jnp.ndim(leaf) >= 2 for _, leaf in leaves]
+    return [bool(include(path, leaf)) for path, leaf in leaves]
+
+
+def _check_l2(params, lam, *, include):
+    if isinstance(lam, (int, float)) and not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"l2_penalty: lam must be a non-negative number, got {lam!r}")
+    if include is not None and not callable(include):
+        raise TypeError("l2_penalty: include must be None or a callable (path, leaf) -> bool")
+
+
+@primitive(check=_check_l2)
+def l2_penalty(params, lam, *, include=None):
+    """The notes' L2 term λ/2 Σ_l ‖W^[l]‖², over the weights of a parameter pytree.
+
+    By default every leaf with two or more dims is a weight (dense W, conv kernels);
+    biases and normalization scales (vectors) are left out. ``include(path, leaf)``
+    picks the leaves instead. Backward: dL/dW = λ W on the chosen leaves (0 on the
+    rest), dL/dλ = ½ Σ ‖W‖².
+
+    Args:
+      params: any pytree of arrays.
+      lam: λ ≥ 0, a number or a scalar array (so a sweep can ``vmap`` over it).
+      include: optional predicate ``(key_path, leaf) -> bool``.
+    Returns: a scalar.
+    """
+    chosen = _penalized(params, include)
+    squares = [jnp.sum(leaf * leaf) for leaf, c in zip(jax.tree.leaves(params), chosen) if c]
+    return 0.5 * lam * sum(squares, jnp.zeros((), jnp.result_type(lam, *jax.tree.leaves(params))))
+
+
+def l2_penalty_fwd(params, lam, *, include):
+    return l2_penalty.reference(params, lam, include=include), (params, lam)
+
+
+def l2_penalty_bwd(residuals, g, *, include):
+    params, lam = residuals
+    chosen = iter(_penalized(params, include))
+    d_params = jax.tree.map(
+        lambda w: (g * lam * w).astype(w.dtype) if next(chosen) else jnp.zeros_like(w), params
+    )
+    return d_params, _cotangent_for(lam, g * l2_penalty.reference(params, 1.0, include=include))
+
+
+l2_penalty.defvjp(l2_penalty_fwd, l2_penalty_bwd)

@@ -1,0 +1,72 @@
+"""``Activation``: an activation function as a parameter-free layer of a model."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+
+from fundl import activations
+from fundl.rules import Primitive
+
+__all__ = ["Activation"]
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Activation:
+    """A parameter-free layer A = g(Z), with g a fundl activation.
+
+    Args:
+      fn: an activation name ("relu", "sigmoid", ... see ``fundl.activations.names()``)
+        or a fundl primitive (any function built with ``fundl.primitive``).
+      **options: the activation's options, e.g. ``negative_slope=0.2`` for leaky_relu.
+
+    Example:
+      >>> Activation("leaky_relu", negative_slope=0.2)
+    """
+
+    fn: Primitive
+    options: tuple[tuple[str, Any], ...]
+
+    kind: ClassVar[str] = "activation"
+
+    def __init__(self, fn: str | Primitive, **options: Any) -> None:
+        if not isinstance(fn, (str, Primitive)):
+            raise TypeError(
+                f"Activation: expected an activation name or a fundl primitive, got {fn!r}; "
+                f"known names: {', '.join(activations.names())}"
+            )
+        prim = activations.get(fn)
+        prim._options(options)  # unknown options raise here, when the model is built
+        object.__setattr__(self, "fn", prim)
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
+
+    @property
+    def name(self) -> str:
+        """The activation's name, e.g. "relu"."""
+        return self.fn.name
+
+    def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> dict:
+        """No parameters: returns ``{}``."""
+        del key, input_shape
+        return {}
+
+    def apply(self, params: dict, x: jax.Array) -> jax.Array:
+        """A = g(x), same shape as x."""
+        del params
+        return self.fn(x, **dict(self.options))
+
+    def derivative(self, z: jax.Array) -> jax.Array | None:
+        """g'(z) for elementwise activations; ``None`` for softmax-like ones."""
+        if self.fn.derivative is None:
+            return None
+        return self.fn.derivative(z, **dict(self.options))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Same as the input shape."""
+        return tuple(input_shape)
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.options)
+        return f"Activation({self.name!r}{opts})"

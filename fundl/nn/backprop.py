@@ -1,0 +1,185 @@
+"""Manual backpropagation, exactly the notes' algorithm, for ``Sequential`` MLPs.
+
+Forward, caching Z^[l] and A^[l]; then, without JAX autodiff (batch-first, so the
+notes' column matrices appear transposed: A^[l] is (m, n^[l])):
+
+    dZ^[L]   = A^[L] − Y                      (sigmoid + BCE, softmax + CE)
+    dW^[l]   = (1/m) dZ^[l]ᵀ A^[l-1]          (n^[l], n^[l-1]), as W^[l]
+    db^[l]   = (1/m) Σ_i dZ^[l]_i              (n^[l],)
+    dA^[l-1] = dZ^[l] W^[l]                    (m, n^[l-1])
+    dZ^[l-1] = dA^[l-1] ⊙ g'^[l-1](Z^[l-1])
+
+dZ is per example (the 1/m is applied in dW and db), as in the notes. The result
+equals ``jax.grad`` of the mean loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fundl import activations, losses
+from fundl.nn.activation import Activation
+from fundl.nn.dense import Dense, dense
+from fundl.nn.sequential import Sequential
+from fundl.rules import Primitive
+
+__all__ = ["LayerTrace", "backprop"]
+
+
+class LayerTrace(NamedTuple):
+    """What manual backprop computed at one dense layer l (m examples)."""
+
+    name: str  # the layer's name in params, e.g. "dense2"
+    Z: jax.Array  # Z^[l] = A^[l-1] W^[l]ᵀ + b^[l], (m, n^[l])
+    A: jax.Array  # A^[l] = g^[l](Z^[l]), (m, n^[l])
+    dZ: jax.Array  # dZ^[l], per example, (m, n^[l])
+    dA: jax.Array | None  # dA^[l] = m ∂L/∂A^[l], (m, n^[l]); None at a fused output
+    dW_norm: jax.Array  # ‖dW^[l]‖_F, scalar
+    db_norm: jax.Array | None  # ‖db^[l]‖, scalar; None without a bias
+
+
+class _Unit(NamedTuple):
+    name: str
+    dense: Dense
+    activation: Activation | None
+
+
+# (output activation, loss) pairs with dZ^[L] = prediction − Y; the prediction is A^[L]
+# for losses on probabilities and the activation of Z^[L] for losses on logits.
+_FUSED: dict[tuple[str, Primitive], Primitive | None] = {
+    ("sigmoid", losses.binary_cross_entropy): None,
+    ("softmax", losses.categorical_cross_entropy): None,
+    ("identity", losses.binary_cross_entropy_with_logits): activations.sigmoid,
+    ("identity", losses.softmax_cross_entropy): activations.softmax,
+}
+_CATEGORICAL = (losses.categorical_cross_entropy, losses.softmax_cross_entropy)
+
+
+def _units(model: Any) -> list[_Unit]:
+    if not isinstance(model, Sequential):
+        raise TypeError(f"backprop: expected a Sequential model, got {type(model).__name__}")
+    units: list[_Unit] = []
+    for name, layer in zip(model.names, model.layers):
+        if isinstance(layer, Dense):
+            units.append(_Unit(name, layer, None))
+        elif isinstance(layer, Activation) and units and units[-1].activation is None:
+            units[-1] = units[-1]._replace(activation=layer)
+        else:
+            raise TypeError(
+                f"backprop: supports Sequential models of Dense layers, each followed by at most "
+                f"one activation; layer {name!r} ({layer!r}) does not fit"
+            )
+    if not units:
+        raise TypeError("backprop: the model has no Dense layer")
+    return units
+
+
+def _through_activation(activation: Activation | None, Z: jax.Array, dA: jax.Array) -> jax.Array:
+    """dZ = dA ⊙ g'(Z); for softmax-like g, the hand-written VJP of g."""
+    if activation is None:
+        return dA
+    derivative = activation.derivative(Z)
+    if derivative is not None:
+        return dA * derivative
+    _, pullback = activation.fn.vjp(Z, **dict(activation.options))
+    return pullback(dA)[0]
+
+
+def _output_dZ(
+    unit: _Unit, Z: jax.Array, A: jax.Array, y: jax.Array, loss: Primitive, m: int
+) -> tuple[jax.Array, jax.Array | None]:
+    """(dZ^[L], dA^[L]) at the output, both scaled per example (m ∂L/∂·)."""
+    act_name = "identity" if unit.activation is None else unit.activation.name
+    key = (act_name, loss)
+    if key in _FUSED and not (unit.activation is not None and unit.activation.options):
+        if loss.check is not None:
+            loss.check(A, y, **loss._options({}))
+        link = _FUSED[key]
+        prediction = A if link is None else link.reference(Z)
+        if jnp.issubdtype(jnp.result_type(y), jnp.integer):
+            y = (y[:, None] == jnp.arange(A.shape[-1])[None, :]).astype(A.dtype)
+        terms = m if loss in _CATEGORICAL else A.size  # how many terms the mean averages
+        return (prediction - y) * (m / terms), None
+    _, pullback = loss.vjp(A, y)
+    dA = m * pullback(jnp.ones((), A.dtype))[0]
+    return _through_activation(unit.activation, Z, dA), dA
+
+
+def backprop(
+    model: Sequential,
+    params: dict[str, Any],
+    x: jax.Array,
+    y: jax.Array,
+    loss: Primitive,
+    *,
+    return_intermediates: bool = False,
+) -> Any:
+    """Gradients of ``loss(model.apply(params, x), y)`` by the notes' manual backprop.
+
+    Args:
+      model: a ``Sequential`` of ``Dense`` layers, each followed by at most one
+        activation (e.g. from ``mlp``).
+      params: the model's parameters.
+      x: inputs, (m, n^[0]).
+      y: targets, as ``loss`` takes them (labels or one-hot for the categorical losses).
+      loss: a fundl loss (mean reduction), e.g. ``fundl.losses.binary_cross_entropy``.
+        The fused pairs (sigmoid + ``binary_cross_entropy``, softmax +
+        ``categorical_cross_entropy``, a linear output + ``*_with_logits`` /
+        ``softmax_cross_entropy``) start from dZ^[L] = Ŷ − Y; any other loss starts
+        from its own hand-written rule, dA^[L] = m ∂L/∂A^[L].
+      return_intermediates: also return one :class:`LayerTrace` per dense layer.
+
+    Returns:
+      ``grads`` (the pytree of ``params``), or ``(grads, traces)`` with traces ordered
+      from layer 1 to L.
+    """
+    units = _units(model)
+    if not isinstance(loss, Primitive):
+        raise TypeError(f"backprop: loss must be a fundl loss (a primitive), got {loss!r}")
+    if jnp.ndim(x) != 2:
+        raise ValueError(f"backprop: expected inputs of shape (m, n_0), got shape {jnp.shape(x)}")
+    m = x.shape[0]
+
+    # Forward, caching A^[l-1], Z^[l], A^[l].
+    cache = []
+    A = x
+    for unit in units:
+        layer = params[unit.name]
+        Z = dense.reference(A, layer["W"], layer.get("b"))
+        A_next = Z if unit.activation is None else unit.activation.apply({}, Z)
+        cache.append((A, Z, A_next))
+        A = A_next
+
+    dZ, dA = _output_dZ(units[-1], cache[-1][1], cache[-1][2], y, loss, m)
+    grads: dict[str, Any] = {}
+    traces: list[LayerTrace] = []
+    for l in reversed(range(len(units))):
+        unit = units[l]
+        A_prev, Z, A = cache[l]
+        W = params[unit.name]["W"]
+        dW = (dZ.T @ A_prev / m).astype(W.dtype)
+        layer_grads = {"W": dW}
+        if "b" in params[unit.name]:
+            layer_grads["b"] = (jnp.sum(dZ, axis=0) / m).astype(params[unit.name]["b"].dtype)
+        grads[unit.name] = layer_grads
+        traces.append(
+            LayerTrace(
+                unit.name,
+                Z,
+                A,
+                dZ,
+                dA,
+                jnp.linalg.norm(dW),
+                jnp.linalg.norm(layer_grads["b"]) if "b" in layer_grads else None,
+            )
+        )
+        if l > 0:
+            dA = dZ @ W
+            dZ = _through_activation(units[l - 1].activation, cache[l - 1][1], dA)
+    grads = {name: grads[name] for name in params if name in grads}
+    if return_intermediates:
+        return grads, traces[::-1]
+    return grads

@@ -1,0 +1,141 @@
+"""The dense (fully connected) layer: the primitive ``dense`` and the layer ``Dense``.
+
+Layout (DESIGN.md): W has shape (n_out, n_in), b has shape (n_out,), inputs are
+batch-first, z = x @ Wᵀ + b — the notes' W^[l] of shape (n^[l], n^[l-1]) and
+PyTorch's ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from fundl import init as initializers
+from fundl.rules import primitive
+
+__all__ = ["dense", "Dense"]
+
+
+def _check_dense(x, W, b):
+    x_dtype = jnp.result_type(x)
+    if not jnp.issubdtype(x_dtype, jnp.floating):
+        raise TypeError(f"dense: expected a floating-point input, got dtype {x_dtype}")
+    if jnp.ndim(W) != 2:
+        raise ValueError(f"dense: expected W of shape (n_out, n_in), got shape {jnp.shape(W)}")
+    n_out, n_in = jnp.shape(W)
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != n_in:
+        raise ValueError(
+            f"dense: expected input with last dim {n_in} (W has shape {(n_out, n_in)}), "
+            f"got shape {jnp.shape(x)}"
+        )
+    if b is not None and jnp.shape(b) != (n_out,):
+        raise ValueError(f"dense: expected b of shape {(n_out,)}, got shape {jnp.shape(b)}")
+
+
+def _add_bias(z: jax.Array, b: jax.Array | None) -> jax.Array:
+    if b is None:
+        return z
+    return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
+
+
+@primitive(check=_check_dense)
+def dense(x, W, b=None):
+    """Affine map z = x Wᵀ + b over the last axis of x.
+
+    Backward (the notes' step 2, with the batch summed): for upstream dZ of shape
+    (..., n_out), dW = dZᵀ x summed over every leading dim, db = Σ dZ, dx = dZ W.
+    (The notes' 1/m comes from the loss: a mean loss hands dZ already divided by m.)
+    Saves x and W — what the rule needs (and b, only to know its dtype).
+
+    Args:
+      x: input of shape (..., n_in).
+      W: weight of shape (n_out, n_in).
+      b: bias of shape (n_out,), or None.
+    Returns: z of shape (..., n_out).
+    """
+    return _add_bias(x @ W.T, b)
+
+
+def dense_fwd(x, W, b):
+    return _add_bias(x @ W.T, b), (x, W, b)
+
+
+def dense_bwd(residuals, g):
+    x, W, b = residuals
+    d_W = jnp.einsum("...o,...i->oi", g, x).astype(W.dtype)
+    d_b = None if b is None else jnp.sum(g.reshape(-1, g.shape[-1]), axis=0).astype(b.dtype)
+    d_x = (g @ W).astype(x.dtype)
+    return d_x, d_W, d_b
+
+
+dense.defvjp(dense_fwd, dense_bwd)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Fully connected layer z = x Wᵀ + b with ``params = {"W": (n_out, n_in), "b": (n_out,)}``.
+
+    Args:
+      n_out: number of output units n^[l].
+      use_bias: whether the layer has b.
+      w_init: initializer of W (He normal by default, for ReLU-family layers; use
+        ``fundl.init.xavier_normal`` before tanh or sigmoid).
+      b_init: initializer of b (zeros).
+      param_dtype: dtype of the parameters.
+
+    Takes (..., n_in), returns (..., n_out).
+
+    Example:
+      >>> layer = Dense(3)
+      >>> params = layer.init(jax.random.key(0), (2,))   # {"W": (3, 2), "b": (3,)}
+      >>> z = layer.apply(params, jnp.ones((8, 2)))         # (8, 3)
+    """
+
+    n_out: int
+    use_bias: bool = dataclasses.field(default=True, kw_only=True)
+    w_init: initializers.Initializer = dataclasses.field(
+        default=initializers.he_normal, kw_only=True
+    )
+    b_init: initializers.Initializer = dataclasses.field(default=initializers.zeros, kw_only=True)
+    param_dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
+
+    kind: ClassVar[str] = "dense"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_out, bool) or not isinstance(self.n_out, int) or self.n_out <= 0:
+            raise ValueError(f"Dense: n_out must be a positive integer, got {self.n_out!r}")
+        for name in ("w_init", "b_init"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Dense: {name} must be an initializer function, got {getattr(self, name)!r}")
+
+    def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
+        """Create ``{"W", "b"}`` for inputs of shape ``input_shape`` (last dim n_in)."""
+        if len(input_shape) < 1 or input_shape[-1] <= 0:
+            raise ValueError(f"Dense: expected an input shape (..., n_in), got {tuple(input_shape)}")
+        n_in = int(input_shape[-1])
+        w_key, b_key = jax.random.split(key)
+        params = {"W": self.w_init(w_key, (self.n_out, n_in), self.param_dtype)}
+        if self.use_bias:
+            params["b"] = self.b_init(b_key, (self.n_out,), self.param_dtype)
+        return params
+
+    def apply(self, params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        """z = x Wᵀ + b, for x of shape (..., n_in)."""
+        if "W" not in params:
+            raise ValueError(
+                f"Dense(n_out={self.n_out}): params must hold 'W' (and 'b'), got keys {sorted(params)}"
+            )
+        W = params["W"]
+        if jnp.shape(x)[-1:] != jnp.shape(W)[1:]:
+            raise ValueError(
+                f"Dense(n_out={self.n_out}): expected input with last dim {jnp.shape(W)[1]}, "
+                f"got shape {jnp.shape(x)}"
+            )
+        return dense(x, W, params.get("b") if self.use_bias else None)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(..., n_in) -> (..., n_out)."""
+        return tuple(input_shape[:-1]) + (self.n_out,)

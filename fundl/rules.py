@@ -1,0 +1,226 @@
+"""Hand-written backward rules: how a fundl primitive is declared and switched.
+
+A primitive is a differentiable building block written as three plain functions that
+sit together in its module, in reading order:
+
+    @primitive
+    def relu(z):                      # the reference forward, plain jax.numpy
+        return jnp.where(z > 0, z, 0)
+
+    def relu_fwd(z):                  # forward that saves the residuals
+        return relu(z), z > 0
+
+    def relu_bwd(mask, g):            # backward rule: cotangent in, VJP out
+        return (jnp.where(mask, g, 0),)
+
+    relu.defvjp(relu_fwd, relu_bwd)   # registered with jax.custom_vjp
+
+Positional arguments are the differentiable inputs (arrays or pytrees of arrays);
+keyword-only arguments are static options (hashable Python values such as an axis, a
+slope or a reduction name) and are passed to ``fwd`` and ``bwd`` as keywords.
+
+Calling the primitive runs the hand-written rule (``jax.grad`` then uses ``bwd``).
+Inside ``with reference_mode():`` it runs the reference instead, differentiated by
+JAX itself. The mode is read when a function is *traced*: a function that
+``jax.jit`` has already compiled keeps the mode it was traced in.
+
+================  ===========================  ================================
+mode              reverse mode (grad, vjp,     forward mode (jvp, jacfwd,
+                  grad-of-grad, vmap, jit)     hessian)
+================  ===========================  ================================
+hand (default)    yes, through fundl's rules   no: JAX cannot push tangents
+                                               through a custom_vjp
+reference_mode()  yes, JAX autodiff            yes
+================  ===========================  ================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+
+__all__ = ["Primitive", "primitive", "reference_mode", "using_reference"]
+
+_REFERENCE = contextvars.ContextVar("fundl_reference_mode", default=False)
+
+# Counts of primitive calls traced in each mode; gradcheck reads them to tell whether
+# a pass really ran the rules it meant to run (a stale jit cache would not).
+_trace_counts = {"hand": 0, "reference": 0}
+
+
+@contextlib.contextmanager
+def reference_mode(enabled: bool = True) -> Iterator[None]:
+    """Run every fundl primitive as its plain ``jax.numpy`` reference.
+
+    Inside the block, ``jax.grad`` differentiates the references with JAX autodiff, and
+    forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) work.
+    ``reference_mode(False)`` restores the hand-written rules inside an outer block.
+
+    Example:
+        >>> with fundl.reference_mode():
+        ...     H = jax.hessian(loss)(params)
+    """
+    token = _REFERENCE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
+
+
+def using_reference() -> bool:
+    """True inside ``reference_mode()``: primitives run their references."""
+    return _REFERENCE.get()
+
+
+class Primitive:
+    """A differentiable function with a reference forward and a hand-written VJP.
+
+    Build one with the :func:`primitive` decorator, then register the rule with
+    :meth:`defvjp`. Attributes: ``reference`` (the plain forward), ``fwd``, ``bwd``,
+    ``derivative`` (for elementwise activations, g'(z); else ``None``) and ``name``.
+    """
+
+    def __init__(self, reference: Callable[..., Any], check: Callable[..., None] | None):
+        functools.update_wrapper(self, reference)
+        self.reference = reference
+        self.name = reference.__name__
+        self.check = check
+        self.fwd: Callable[..., Any] | None = None
+        self.bwd: Callable[..., Any] | None = None
+        self.derivative: Callable[..., Any] | None = None
+        signature = inspect.signature(reference)
+        self._defaults = {
+            p.name: p.default
+            for p in signature.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        positional = [
+            p
+            for p in signature.parameters.values()
+            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
+        self._input_names = tuple(p.name for p in positional)
+        self._input_defaults = tuple(p.default for p in positional)
+        self._hand_cache: dict[tuple, Callable[..., Any]] = {}
+
+    def defvjp(
+        self,
+        fwd: Callable[..., Any],
+        bwd: Callable[..., Any],
+        *,
+        derivative: Callable[..., Any] | None = None,
+    ) -> None:
+        """Register ``fwd(*inputs, **options) -> (out, residuals)`` and
+        ``bwd(residuals, g, **options) -> tuple of cotangents, one per input``.
+
+        ``derivative``, for elementwise functions, is g'(z) itself (the notes'
+        backprop step 3 multiplies dA by it).
+        """
+        self.fwd, self.bwd, self.derivative = fwd, bwd, derivative
+        self._hand_cache.clear()
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(kwargs) - set(self._defaults)
+        if unknown:
+            allowed = ", ".join(sorted(self._defaults)) or "none"
+            raise TypeError(
+                f"{self.name}: unknown option(s) {sorted(unknown)}; allowed options: {allowed}"
+            )
+        return {**self._defaults, **kwargs}
+
+    def hand(self, *inputs: Any, **kwargs: Any) -> Any:
+        """Call with the hand-written rule, whatever the mode."""
+        if self.fwd is None or self.bwd is None:
+            raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
+        inputs = self._inputs(inputs)
+        options = self._options(kwargs)
+        key = tuple(sorted(options.items()))
+        fn = self._hand_cache.get(key)
+        if fn is None:
+            fn = self._build_hand(options)
+            self._hand_cache[key] = fn
+        return fn(*inputs)
+
+    def vjp(self, *inputs: Any, **kwargs: Any) -> tuple[Any, Callable[[Any], tuple[Any, ...]]]:
+        """Run the hand-written rule directly, without JAX autodiff.
+
+        Returns ``(out, pullback)`` where ``pullback(g)`` is ``bwd(residuals, g)``: one
+        cotangent per input. This is how :func:`fundl.nn.backprop` steps backward.
+        """
+        if self.fwd is None or self.bwd is None:
+            raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
+        inputs = self._inputs(inputs)
+        options = self._options(kwargs)
+        if self.check is not None:
+            self.check(*inputs, **options)
+        out, residuals = self.fwd(*inputs, **options)
+        return out, lambda g: tuple(self.bwd(residuals, g, **options))
+
+    def _build_hand(self, options: dict[str, Any]) -> Callable[..., Any]:
+        reference, fwd, bwd = self.reference, self.fwd, self.bwd
+
+        @jax.custom_vjp
+        def hand(*inputs):
+            return reference(*inputs, **options)
+
+        def hand_fwd(*inputs):
+            return fwd(*inputs, **options)
+
+        def hand_bwd(residuals, g):
+            return tuple(bwd(residuals, g, **options))
+
+        hand.defvjp(hand_fwd, hand_bwd)
+        return hand
+
+    def _inputs(self, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        n = len(self._input_names)
+        missing = [
+            name
+            for name, default in zip(self._input_names[len(inputs) :], self._input_defaults[len(inputs) :])
+            if default is inspect.Parameter.empty
+        ]
+        if len(inputs) > n or missing:
+            raise TypeError(
+                f"{self.name}: expected inputs ({', '.join(self._input_names)}), "
+                f"got {len(inputs)} positional input(s)"
+            )
+        return tuple(inputs) + self._input_defaults[len(inputs) :]
+
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        inputs = self._inputs(inputs)
+        options = self._options(kwargs)
+        if self.check is not None:
+            self.check(*inputs, **options)
+        if _REFERENCE.get():
+            _trace_counts["reference"] += 1
+            return self.reference(*inputs, **options)
+        _trace_counts["hand"] += 1
+        return self.hand(*inputs, **options)
+
+    def __repr__(self) -> str:
+        return f"<fundl primitive {self.name}>"
+
+
+def primitive(
+    reference: Callable[..., Any] | None = None, *, check: Callable[..., None] | None = None
+) -> Any:
+    """Declare a fundl primitive from its reference forward (a decorator).
+
+    Args:
+      reference: the plain ``jax.numpy`` forward. Positional parameters are the
+        differentiable inputs; keyword-only parameters (with defaults) are static options.
+      check: optional ``check(*inputs, **options)`` run on every call before dispatch,
+        for shape, dtype and value errors (it sees tracers under ``jit``).
+
+    Returns:
+      A :class:`Primitive`; register its rule with ``.defvjp(fwd, bwd)``.
+    """
+    if reference is None:
+        return lambda fn: Primitive(fn, check)
+    return Primitive(reference, check)
