@@ -300,11 +300,14 @@ def _finite_differences(
     problem: _Problem,
     leaves: list[jax.Array],
     cotangent: list[jax.Array],
+    center: float,
     step: float,
     max_elements: int,
     rng: np.random.Generator,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Central differences of φ(θ) = ⟨c, f(θ)⟩ at sampled elements of each leaf.
+
+    ``center`` is φ(θ) itself, already known from the reference pass.
 
     Returns, per leaf: the flat indices sampled, the derivative estimates there, and a
     mask of the elements at a kink — where the one-sided differences (φ(θ+h) − φ(θ))/h
@@ -327,7 +330,6 @@ def _finite_differences(
     theta = np.asarray(flat)
     h = step * np.maximum(1.0, np.abs(theta[positions]))
     batched_phi = jax.jit(jax.vmap(phi))
-    center = float(phi(jnp.asarray(theta)))
     plus_values = np.empty(len(positions))
     minus_values = np.empty(len(positions))
     chunk = max(1, min(256, len(positions), (1 << 22) // max(theta.size, 1)))
@@ -442,21 +444,29 @@ def check(
         with _mode(reference=False):
             out_shapes = jax.eval_shape(hand.fn, hand.leaves)
         scalar = len(out_shapes) == 1 and out_shapes[0].shape == ()
-        cotangent = (
-            [jnp.ones((), jnp.float64)] if scalar else _random_like(k_ct, out_shapes)
-        )
+        cotangent = [jnp.ones((), jnp.float64)] if scalar else _random_like(k_ct, out_shapes)
+
+        # Each pass is one jit compilation (eager, op by op, would compile every op
+        # for every new shape); jit traces on the first call, inside the mode's block.
+        def compiled_vjp(problem: _Problem) -> Callable[[list[jax.Array]], Any]:
+            return jax.jit(lambda theta: _vjp(problem, theta, cotangent))
+
+        def compiled_hvp(problem: _Problem) -> Callable[[list[jax.Array], list[jax.Array]], Any]:
+            return jax.jit(lambda theta, v: _hvp(problem, theta, cotangent, v))
+
         with _mode(reference=False):
-            hand_out, hand_grad = _vjp(hand, hand.leaves, cotangent)
+            hand_step = compiled_vjp(hand)
+            hand_out, hand_grad = hand_step(hand.leaves)
         hand_traced = rules._trace_counts["hand"] - counts_before["hand"]
         with _mode(reference=True):
-            ref_out, ref_grad = _vjp(ref, ref.leaves, cotangent)
+            ref_out, ref_grad = compiled_vjp(ref)(ref.leaves)
         ref_traced = rules._trace_counts["reference"] - counts_before["reference"]
         # Low precision: JAX autodiff of the reference in the same dtype sets how far
         # from float64 this dtype alone lands; the hand rule may be off by twice that.
         baseline_out = baseline_grad = [None] * len(ref.leaves + ref_out)
         if low_dtype is not None:
             with _mode(reference=True):
-                low_out, low_grad = _vjp(hand, hand.leaves, cotangent)
+                low_out, low_grad = compiled_vjp(hand)(hand.leaves)
             baseline_out = [_max_abs_diff(a, b) for a, b in zip(low_out, ref_out)]
             baseline_grad = [_max_abs_diff(a, b) for a, b in zip(low_grad, ref_grad)]
 
@@ -475,7 +485,10 @@ def check(
             rows.append(_compare("vjp: hand vs autodiff", n, a, b, **same, baseline=base))
 
         if low_dtype is None:
-            samples = _finite_differences(ref, ref.leaves, cotangent, fd_step, fd_max_elements, rng)
+            center = float(_tree_vdot(cotangent, ref_out))
+            samples = _finite_differences(
+                ref, ref.leaves, cotangent, center, fd_step, fd_max_elements, rng
+            )
             for n, g, (idx, est, kink) in zip(hand.names, hand_grad, samples):
                 note = f"{len(idx)}/{g.size} elements"
                 if kink.any():
@@ -498,38 +511,37 @@ def check(
         if hvp:
             v = _random_like(k_v, ref.leaves)
             with _mode(reference=False):
-                hand_hvp = _hvp(hand, hand.leaves, cotangent, v)
+                hand_hvp = compiled_hvp(hand)(hand.leaves, v)
             with _mode(reference=True):
-                ref_hvp = _hvp(ref, ref.leaves, cotangent, v)
+                ref_hvp = compiled_hvp(ref)(ref.leaves, v)
                 baseline_hvp = [None] * len(ref_hvp)
                 if low_dtype is not None:
-                    low_hvp = _hvp(hand, hand.leaves, cotangent, v)
+                    low_hvp = compiled_hvp(hand)(hand.leaves, v)
                     baseline_hvp = [_max_abs_diff(a, b) for a, b in zip(low_hvp, ref_hvp)]
             for n, a, b, base in zip(hand.names, hand_hvp, ref_hvp, baseline_hvp):
                 rows.append(_compare("hvp: hand vs autodiff", n, a, b, **same, baseline=base))
 
-        if vmap or jit:
-            with _mode(reference=False):
-                step = lambda theta: _vjp(hand, theta, cotangent)  # noqa: E731
-                if jit:
-                    jit_out, jit_grad = jax.jit(step)(hand.leaves)
-                    for n, a, b in zip(out_names + hand.names, jit_out + jit_grad, hand_out + hand_grad):
-                        rows.append(_compare("jit: jitted vs eager", n, a, b, **same))
-                if vmap:
-                    batch = 3
-                    noise = _random_like(k_batch, [jnp.zeros((batch, *x.shape)) for x in hand.leaves])
-                    stacked = [
-                        (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
-                        for x, e in zip(hand.leaves, noise)
-                    ]
-                    v_out, v_grad = jax.vmap(step)(stacked)
-                    singles = [step([s[i] for s in stacked]) for i in range(batch)]
-                    for j, n in enumerate(out_names):
-                        expect = jnp.stack([s[0][j] for s in singles])
-                        rows.append(_compare("vmap: batched vs stacked", n, v_out[j], expect, **same))
-                    for j, n in enumerate(hand.names):
-                        expect = jnp.stack([s[1][j] for s in singles])
-                        rows.append(_compare("vmap: batched vs stacked", n, v_grad[j], expect, **same))
+        with _mode(reference=False):
+            if jit:
+                eager_out, eager_grad = _vjp(hand, hand.leaves, cotangent)
+                pairs = zip(out_names + hand.names, hand_out + hand_grad, eager_out + eager_grad)
+                for n, a, b in pairs:
+                    rows.append(_compare("jit: jitted vs eager", n, a, b, **same))
+            if vmap:
+                batch = 3
+                noise = _random_like(k_batch, [jnp.zeros((batch, *x.shape)) for x in hand.leaves])
+                stacked = [
+                    (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
+                    for x, e in zip(hand.leaves, noise)
+                ]
+                v_out, v_grad = jax.jit(jax.vmap(lambda t: _vjp(hand, t, cotangent)))(stacked)
+                singles = [hand_step([s[i] for s in stacked]) for i in range(batch)]
+                for j, n in enumerate(out_names):
+                    expect = jnp.stack([s[0][j] for s in singles])
+                    rows.append(_compare("vmap: batched vs stacked", n, v_out[j], expect, **same))
+                for j, n in enumerate(hand.names):
+                    expect = jnp.stack([s[1][j] for s in singles])
+                    rows.append(_compare("vmap: batched vs stacked", n, v_grad[j], expect, **same))
 
     cot = "1 (full gradient of a scalar output)" if scalar else f"random normal (seed {rng_seed})"
     return Report(name, precision, cot, tuple(rows), tuple(notes))
