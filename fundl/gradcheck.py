@@ -355,6 +355,18 @@ def _finite_differences(
     return list(zip(chosen, np.split(estimates, bounds), np.split(kinks, bounds)))
 
 
+@contextlib.contextmanager
+def _reported_as_row(check_name: str, rows: list[Row]) -> Iterator[None]:
+    """A check that raises (a rule JAX cannot differentiate again, say) is a failed row."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - any failure of the rule is the finding
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        rows.append(
+            Row(check_name, "(all)", math.nan, math.nan, "raised", False, f"{type(error).__name__}: {message}")
+        )
+
+
 def _random_like(key: jax.Array, arrays: Sequence[jax.Array]) -> list[jax.Array]:
     keys = jax.random.split(key, max(len(arrays), 1))
     return [jax.random.normal(k, a.shape, jnp.float64) for k, a in zip(keys, arrays)]
@@ -448,25 +460,25 @@ def check(
 
         # Each pass is one jit compilation (eager, op by op, would compile every op
         # for every new shape); jit traces on the first call, inside the mode's block.
-        def compiled_vjp(problem: _Problem) -> Callable[[list[jax.Array]], Any]:
-            return jax.jit(lambda theta: _vjp(problem, theta, cotangent))
+        def compiled_vjp(problem: _Problem) -> Callable[[list[jax.Array], list[jax.Array]], Any]:
+            return jax.jit(lambda theta, ct: _vjp(problem, theta, ct))
 
         def compiled_hvp(problem: _Problem) -> Callable[[list[jax.Array], list[jax.Array]], Any]:
             return jax.jit(lambda theta, v: _hvp(problem, theta, cotangent, v))
 
         with _mode(reference=False):
             hand_step = compiled_vjp(hand)
-            hand_out, hand_grad = hand_step(hand.leaves)
+            hand_out, hand_grad = hand_step(hand.leaves, cotangent)
         hand_traced = rules._trace_counts["hand"] - counts_before["hand"]
         with _mode(reference=True):
-            ref_out, ref_grad = compiled_vjp(ref)(ref.leaves)
+            ref_out, ref_grad = compiled_vjp(ref)(ref.leaves, cotangent)
         ref_traced = rules._trace_counts["reference"] - counts_before["reference"]
         # Low precision: JAX autodiff of the reference in the same dtype sets how far
         # from float64 this dtype alone lands; the hand rule may be off by twice that.
         baseline_out = baseline_grad = [None] * len(ref.leaves + ref_out)
         if low_dtype is not None:
             with _mode(reference=True):
-                low_out, low_grad = compiled_vjp(hand)(hand.leaves)
+                low_out, low_grad = compiled_vjp(hand)(hand.leaves, cotangent)
             baseline_out = [_max_abs_diff(a, b) for a, b in zip(low_out, ref_out)]
             baseline_grad = [_max_abs_diff(a, b) for a, b in zip(low_grad, ref_grad)]
 
@@ -509,33 +521,42 @@ def check(
             notes.append(f"finite differences skipped: their fixed step is below {low_dtype} resolution")
 
         if hvp:
-            v = _random_like(k_v, ref.leaves)
-            with _mode(reference=False):
-                hand_hvp = compiled_hvp(hand)(hand.leaves, v)
-            with _mode(reference=True):
-                ref_hvp = compiled_hvp(ref)(ref.leaves, v)
-                baseline_hvp = [None] * len(ref_hvp)
-                if low_dtype is not None:
-                    low_hvp = compiled_hvp(hand)(hand.leaves, v)
-                    baseline_hvp = [_max_abs_diff(a, b) for a, b in zip(low_hvp, ref_hvp)]
-            for n, a, b, base in zip(hand.names, hand_hvp, ref_hvp, baseline_hvp):
-                rows.append(_compare("hvp: hand vs autodiff", n, a, b, **same, baseline=base))
+            with _reported_as_row("hvp: hand vs autodiff", rows):
+                v = _random_like(k_v, ref.leaves)
+                with _mode(reference=False):
+                    hand_hvp = compiled_hvp(hand)(hand.leaves, v)
+                with _mode(reference=True):
+                    ref_hvp = compiled_hvp(ref)(ref.leaves, v)
+                    baseline_hvp = [None] * len(ref_hvp)
+                    if low_dtype is not None:
+                        low_hvp = compiled_hvp(hand)(hand.leaves, v)
+                        baseline_hvp = [_max_abs_diff(a, b) for a, b in zip(low_hvp, ref_hvp)]
+                for n, a, b, base in zip(hand.names, hand_hvp, ref_hvp, baseline_hvp):
+                    rows.append(_compare("hvp: hand vs autodiff", n, a, b, **same, baseline=base))
 
-        with _mode(reference=False):
-            if jit:
+        if jit:
+            with _reported_as_row("jit: jitted vs eager", rows), _mode(reference=False):
                 eager_out, eager_grad = _vjp(hand, hand.leaves, cotangent)
                 pairs = zip(out_names + hand.names, hand_out + hand_grad, eager_out + eager_grad)
                 for n, a, b in pairs:
                     rows.append(_compare("jit: jitted vs eager", n, a, b, **same))
-            if vmap:
+        if vmap:
+            with _reported_as_row("vmap: batched vs stacked", rows), _mode(reference=False):
+                # A batch of 3 nearby inputs, each with its own cotangent.
                 batch = 3
-                noise = _random_like(k_batch, [jnp.zeros((batch, *x.shape)) for x in hand.leaves])
+                k_theta, k_cot = jax.random.split(k_batch)
+                noise = _random_like(k_theta, [jnp.zeros((batch, *x.shape)) for x in hand.leaves])
                 stacked = [
                     (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
                     for x, e in zip(hand.leaves, noise)
                 ]
-                v_out, v_grad = jax.jit(jax.vmap(lambda t: _vjp(hand, t, cotangent)))(stacked)
-                singles = [hand_step([s[i] for s in stacked]) for i in range(batch)]
+                cot_noise = _random_like(k_cot, [jnp.zeros((batch, *c.shape)) for c in cotangent])
+                stacked_cot = [c[None] + 0.5 * e for c, e in zip(cotangent, cot_noise)]
+                v_out, v_grad = jax.jit(jax.vmap(lambda t, c: _vjp(hand, t, c)))(stacked, stacked_cot)
+                singles = [
+                    hand_step([s[i] for s in stacked], [c[i] for c in stacked_cot])
+                    for i in range(batch)
+                ]
                 for j, n in enumerate(out_names):
                     expect = jnp.stack([s[0][j] for s in singles])
                     rows.append(_compare("vmap: batched vs stacked", n, v_out[j], expect, **same))
@@ -573,5 +594,5 @@ def check_model(
     def model_loss(params, x, y):
         return loss(apply(params, x), y)
 
-    model_loss.__name__ = f"{getattr(loss, '__name__', 'loss')}({type(model).__name__}.apply)"
+    model_loss.__name__ = f"{getattr(loss, '__name__', 'loss')}({getattr(apply, '__qualname__', 'model')})"
     return check(model_loss, params, x, y, argnums=0, **options)

@@ -1,0 +1,115 @@
+"""fundl.nn.sequential: composition, parameter naming, mlp, jit/vmap and errors."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fundl import activations, gradcheck, init, losses
+from fundl.nn import Activation, Dense, Sequential, mlp
+
+
+def test_notes_network_shapes_and_names():
+    model = mlp([2, 3, 3, 1], "relu", "sigmoid")
+    params = model.init(jax.random.key(0))
+    assert model.names == ("dense1", "relu1", "dense2", "relu2", "dense3", "sigmoid1")
+    assert jax.tree.map(jnp.shape, params) == {
+        "dense1": {"W": (3, 2), "b": (3,)},
+        "dense2": {"W": (3, 3), "b": (3,)},
+        "dense3": {"W": (1, 3), "b": (1,)},
+    }
+    assert model.output_shape() == (1,)
+    y = model.apply(params, jnp.ones((5, 2)))
+    chex.assert_shape(y, (5, 1))
+    assert bool(jnp.all((y > 0) & (y < 1)))
+
+
+def test_mlp_picks_he_and_xavier_per_the_notes():
+    model = mlp([2, 3, 1], "tanh", None)
+    dense_layers = [l for l in model.layers if isinstance(l, Dense)]
+    assert dense_layers[0].w_init is init.xavier_normal  # before tanh
+    assert dense_layers[1].w_init is init.xavier_normal  # linear output
+    model = mlp([2, 3, 1], "relu", "sigmoid")
+    dense_layers = [l for l in model.layers if isinstance(l, Dense)]
+    assert dense_layers[0].w_init is init.he_normal
+    assert dense_layers[1].w_init is init.xavier_normal
+
+
+def test_apply_equals_hand_composition():
+    model = Sequential([Dense(4), "tanh", Dense(2)], input_shape=(3,))
+    params = model.init(jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (6, 3))
+    p1, p2 = params["dense1"], params["dense2"]
+    expected = jnp.tanh(x @ p1["W"].T + p1["b"][None, :]) @ p2["W"].T + p2["b"][None, :]
+    chex.assert_trees_all_close(model.apply(params, x), expected, rtol=1e-6)
+
+
+def test_nested_sequential():
+    inner = Sequential([Dense(3), "relu"])
+    model = Sequential([inner, Dense(2)])
+    params = model.init(jax.random.key(0), (4,))
+    assert set(params) == {"sequential1", "dense1"}
+    assert set(params["sequential1"]) == {"dense1"}
+    chex.assert_shape(model.apply(params, jnp.ones((2, 4))), (2, 2))
+
+
+class TestTransforms(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_and_eager_agree(self):
+        model = mlp([3, 5, 2], "relu")
+        params = model.init(jax.random.key(0))
+        x = jax.random.normal(jax.random.key(1), (4, 3))
+        chex.assert_trees_all_close(self.variant(model.apply)(params, x), model.apply(params, x), rtol=1e-6)
+
+
+def test_vmap_over_an_ensemble_of_params():
+    model = mlp([3, 4, 1], "relu")
+    keys = jax.random.split(jax.random.key(0), 5)
+    ensemble = jax.vmap(lambda k: model.init(k))(keys)
+    x = jnp.ones((2, 3))
+    out = jax.vmap(model.apply, in_axes=(0, None))(ensemble, x)
+    chex.assert_shape(out, (5, 2, 1))
+    second = jax.tree.map(lambda a: a[1], ensemble)
+    chex.assert_trees_all_close(out[1], model.apply(second, x), rtol=1e-6)
+
+
+def test_four_layer_mlp_passes_gradcheck():
+    model = mlp([5, 6, 6, 6, 3], "tanh")
+    params = model.init(jax.random.key(3))
+    x = jax.random.normal(jax.random.key(4), (7, 5))
+    y = jax.random.randint(jax.random.key(5), (7,), 0, 3)
+    gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy).assert_passed()
+
+
+def test_custom_primitive_activation():
+    model = mlp([2, 3, 1], activations.softplus, None)
+    params = model.init(jax.random.key(0))
+    assert model.layers[1] == Activation("softplus")
+    chex.assert_shape(model.apply(params, jnp.ones((1, 2))), (1, 1))
+
+
+def test_errors():
+    model = mlp([2, 3, 1])
+    params = model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"dense1: Dense\(n_out=3\): expected input with last dim 2, got shape \(4, 5\)"):
+        model.apply(params, jnp.ones((4, 5)))
+    with pytest.raises(ValueError, match=r"Sequential.init: no input shape; pass init\(key, input_shape\)"):
+        Sequential([Dense(2)]).init(jax.random.key(0))
+    with pytest.raises(TypeError, match=r"Sequential: layer 1 \(42\) is not a layer"):
+        Sequential([Dense(2), 42])
+    with pytest.raises(TypeError, match=r"Sequential: expected a list of layers, got 'relu'"):
+        Sequential("relu")
+    with pytest.raises(ValueError, match=r"mlp: sizes must be at least two positive integers \(n\^\[0\], ..., n\^\[L\]\), got \(3,\)"):
+        mlp([3])
+    with pytest.raises(ValueError, match=r"mlp: sizes must be at least two positive integers .* got \(3, 0\)"):
+        mlp([3, 0])
+    with pytest.raises(ValueError, match=r"activation: unknown activation 'relux'"):
+        mlp([3, 2], "relux")
+
+
+def test_params_are_plain_dicts_of_arrays():
+    params = mlp([2, 3, 1]).init(jax.random.key(0))
+    assert type(params) is dict and type(params["dense1"]) is dict
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(params))
+    np.testing.assert_array_equal(params["dense1"]["b"], np.zeros(3))

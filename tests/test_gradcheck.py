@@ -1,0 +1,290 @@
+"""fundl.gradcheck: passes correct rules, flags planted wrong ones, names the leaf."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fundl import activations, gradcheck, losses
+from fundl.nn import Activation, Dense, Sequential, dense, mlp
+from fundl.rules import primitive
+
+# --- planted wrong rules ---------------------------------------------------------------
+
+
+@primitive
+def tanh_sign_flipped(z):
+    return jnp.tanh(z)
+
+
+tanh_sign_flipped.defvjp(activations.tanh_fwd, lambda t, g: (-g * (1 - t * t),))
+
+
+@primitive
+def relu_without_mask(z):
+    return jnp.where(z > 0, z, jnp.zeros_like(z))
+
+
+relu_without_mask.defvjp(activations.relu_fwd, lambda mask, g: (g,))
+
+
+@primitive
+def mse_without_mean(predictions, targets):
+    diff = predictions - targets
+    return jnp.mean(diff * diff)
+
+
+def _mse_fwd(predictions, targets):
+    diff = predictions - targets
+    return jnp.mean(diff * diff), diff
+
+
+mse_without_mean.defvjp(_mse_fwd, lambda diff, g: (2 * diff * g, -2 * diff * g))  # no 1/N
+
+
+@primitive
+def dense_transposed(x, W, b):
+    return x @ W.T + b[None, :]
+
+
+def _dense_transposed_bwd(residuals, g):
+    x, W, b = residuals
+    return g @ W.T, g.T @ x, g.sum(0)  # dx should be g @ W
+
+
+dense_transposed.defvjp(lambda x, W, b: (x @ W.T + b[None, :], (x, W, b)), _dense_transposed_bwd)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransposedDense(Dense):
+    def apply(self, params, x):
+        return dense_transposed(x, params["W"], params["b"])
+
+
+def _mlp_batch(seed=0, m=8, width=4):
+    x = jax.random.normal(jax.random.key(seed), (m, width))
+    y = jax.random.randint(jax.random.key(seed + 1), (m,), 0, width)
+    return x, y
+
+
+def _failing(report, check_prefix):
+    return {row.leaf for row in report.failures() if row.check.startswith(check_prefix)}
+
+
+def test_sign_flip_is_flagged_against_autodiff_and_finite_differences():
+    z = jax.random.normal(jax.random.key(0), (3, 4))
+    report = gradcheck.check(tanh_sign_flipped, z, jit=False, vmap=False)
+    assert not report.passed
+    assert _failing(report, "vjp: hand vs autodiff") == {"z"}
+    assert _failing(report, "vjp: hand vs finite diff") == {"z"}
+    assert _failing(report, "hvp") == {"z"}
+    assert "FAIL" in str(report)
+
+
+def test_dropped_activation_mask_is_flagged_below_the_activation_only():
+    model = Sequential([Dense(4), relu_without_mask, Dense(4), "relu", Dense(4)], input_shape=(4,))
+    params = model.init(jax.random.key(1))
+    x, y = _mlp_batch()
+    report = gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy, jit=False, vmap=False)
+    bad = _failing(report, "vjp: hand vs autodiff")
+    assert bad == {"params['dense1']['W']", "params['dense1']['b']"}
+    assert _failing(report, "vjp: hand vs finite diff") == bad
+
+
+def test_missing_one_over_m_is_flagged_on_every_parameter():
+    model = mlp([4, 4, 4, 4, 4], "tanh")
+    params = model.init(jax.random.key(2))
+    x, _ = _mlp_batch()
+    report = gradcheck.check_model(model, params, x, x, mse_without_mean, jit=False, vmap=False, hvp=False)
+    expected = {f"params['dense{l}']['{p}']" for l in range(1, 5) for p in "Wb"}
+    assert _failing(report, "vjp: hand vs autodiff") == expected
+    assert _failing(report, "vjp: hand vs finite diff") == expected
+    row = next(r for r in report.rows if r.leaf == "params['dense4']['b']" and r.check == "vjp: hand vs autodiff")
+    np.testing.assert_allclose(row.max_rel, x.size - 1, rtol=1e-6)  # off by exactly the factor N
+
+
+def test_transposed_w_is_flagged_for_the_layers_below():
+    model = Sequential(
+        [Dense(4), "tanh", TransposedDense(4), "tanh", Dense(4), "tanh", Dense(4)], input_shape=(4,)
+    )
+    params = model.init(jax.random.key(3))
+    x, y = _mlp_batch()
+    report = gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy, jit=False, vmap=False)
+    assert _failing(report, "vjp: hand vs autodiff") == {"params['dense1']['W']", "params['dense1']['b']"}
+
+
+def test_wrong_rule_is_flagged_in_bfloat16_too():
+    z = jax.random.normal(jax.random.key(4), (3, 4)).astype(jnp.bfloat16)
+    report = gradcheck.check(tanh_sign_flipped, z, jit=False, vmap=False)
+    assert "bfloat16" in report.precision
+    assert _failing(report, "vjp: hand vs autodiff") == {"z"}
+    assert not any(row.check == "vjp: hand vs finite diff" for row in report.rows)
+    assert any("finite differences skipped" in note for note in report.notes)
+
+
+def test_vmap_inconsistent_rule_is_flagged():
+    @primitive
+    def cumsum(x):
+        return jnp.cumsum(x)
+
+    def cumsum_bwd(_, g):
+        def host(g):  # written for one 1-D example: flattens whatever it is given
+            return np.cumsum(g.ravel()[::-1])[::-1].reshape(g.shape)
+
+        shape = jax.ShapeDtypeStruct(g.shape, g.dtype)
+        return (jax.pure_callback(host, shape, g, vmap_method="expand_dims"),)
+
+    cumsum.defvjp(lambda x: (jnp.cumsum(x), None), cumsum_bwd)
+    report = gradcheck.check(cumsum, jnp.arange(1.0, 4.0), hvp=False)
+    assert [row.check for row in report.failures()] == ["vmap: batched vs stacked"]
+    assert report.failures()[0].leaf == "x"
+
+
+def test_a_rule_that_cannot_be_differentiated_again_is_a_failed_row_not_a_crash():
+    @primitive
+    def square(x):
+        return x * x
+
+    def square_bwd(x, g):
+        host = lambda x, g: 2 * x * g  # noqa: E731
+        return (jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, x.dtype), x, g, vmap_method="broadcast_all"),)
+
+    square.defvjp(lambda x: (x * x, x), square_bwd)
+    report = gradcheck.check(square, jnp.arange(1.0, 4.0))
+    (row,) = report.failures()
+    assert row.check == "hvp: hand vs autodiff" and row.tolerance == "raised"
+    assert "JVP" in row.note
+
+
+# --- correct rules pass --------------------------------------------------------------------
+
+
+@given(
+    widths=st.lists(st.integers(1, 4), min_size=5, max_size=5),
+    m=st.integers(1, 5),
+    activation=st.sampled_from(["relu", "tanh", "gelu", "leaky_relu"]),
+)
+def test_four_layer_mlp_passes(widths, m, activation):
+    model = mlp(widths, activation)
+    params = model.init(jax.random.key(sum(widths)))
+    x = jax.random.normal(jax.random.key(m), (m, widths[0]))
+    y = jax.random.randint(jax.random.key(5), (m,), 0, widths[-1])
+    report = gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy, jit=False)
+    report.assert_passed()
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_model_passes_against_float64(dtype):
+    model = mlp([6, 8, 8, 8, 3], "relu")
+    params = jax.tree.map(lambda a: a.astype(dtype), model.init(jax.random.key(6)))
+    x = jax.random.normal(jax.random.key(7), (16, 6)).astype(dtype)
+    y = jax.random.randint(jax.random.key(8), (16,), 0, 3)
+    report = gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy, jit=False)
+    report.assert_passed()
+    assert str(jnp.dtype(dtype)) in report.precision
+    grad_rows = [r for r in report.rows if r.check == "vjp: hand vs autodiff"]
+    assert all(r.max_rel < gradcheck.LOW_PRECISION_TOLERANCE[jnp.dtype(dtype)] for r in grad_rows)
+    assert all(r.max_abs > 0 for r in grad_rows)  # really ran in low precision
+
+
+def test_kinks_are_skipped_and_counted():
+    # relu at exactly 0: the one-sided slopes are 0 and 1, no derivative to compare.
+    report = gradcheck.check(activations.relu, jnp.array([-1.0, 0.0, 2.0]))
+    report.assert_passed()
+    fd = next(r for r in report.rows if r.check == "vjp: hand vs finite diff")
+    assert fd.note == "3/3 elements, 1 at a kink skipped"
+
+
+def test_large_leaves_are_sampled():
+    report = gradcheck.check(activations.tanh, jnp.linspace(-2, 2, 50), fd_max_elements=10, hvp=False, jit=False, vmap=False)
+    fd = next(r for r in report.rows if r.check == "vjp: hand vs finite diff")
+    assert fd.note == "10/50 elements"
+
+
+def test_report_table_and_api():
+    z = jnp.array([[0.5, -1.0]])
+    report = gradcheck.check(activations.sigmoid, z)
+    text = str(report)
+    lines = text.splitlines()
+    assert lines[0] == "gradcheck of sigmoid (float64; cotangent: random normal (seed 0))"
+    assert lines[1].split() == ["check", "leaf", "max", "abs", "err", "max", "rel", "err", "tolerance", "ok"]
+    assert lines[-1] == f"PASSED ({len(report.rows)} checks)"
+    assert {r.check for r in report.rows} == {
+        "forward: hand vs reference",
+        "vjp: hand vs autodiff",
+        "vjp: hand vs finite diff",
+        "hvp: hand vs autodiff",
+        "jit: jitted vs eager",
+        "vmap: batched vs stacked",
+    }
+    assert report.failures() == []
+    report.assert_passed()
+    scalar = gradcheck.check(lambda z: jnp.sum(activations.sigmoid(z)), z, jit=False)
+    assert scalar.cotangent == "1 (full gradient of a scalar output)"
+
+
+def test_assert_passed_raises_with_the_table():
+    report = gradcheck.check(tanh_sign_flipped, jnp.ones(3), jit=False, vmap=False, hvp=False)
+    with pytest.raises(AssertionError, match=r"gradcheck failed:\ngradcheck of tanh_sign_flipped"):
+        report.assert_passed()
+
+
+def test_x64_is_restored():
+    before = jax.config.jax_enable_x64
+    gradcheck.check(activations.tanh, jnp.ones(2), jit=False, vmap=False, hvp=False)
+    assert jax.config.jax_enable_x64 == before
+    assert jnp.ones(2).dtype == jnp.float32
+
+
+def test_integer_inputs_are_held_fixed_and_argnums_selects():
+    logits = jax.random.normal(jax.random.key(0), (3, 4))
+    labels = jnp.array([0, 3, 1])
+    report = gradcheck.check(losses.softmax_cross_entropy, logits, labels, jit=False)
+    assert {r.leaf for r in report.rows if r.check.startswith("vjp")} == {"logits"}
+    x = jnp.ones((2, 3))
+    W = jnp.ones((4, 3))
+    report = gradcheck.check(dense, x, W, jnp.zeros(4), argnums=1, jit=False, vmap=False, hvp=False)
+    assert {r.leaf for r in report.rows if r.check.startswith("vjp")} == {"W"}
+
+
+def test_function_without_fundl_primitives_is_noted():
+    plain = gradcheck.check(lambda z: jnp.tanh(z), jnp.ones(2), jit=False, vmap=False, hvp=False)
+    plain.assert_passed()
+    assert any("no fundl primitive ran" in note for note in plain.notes)
+
+
+def test_an_inner_jit_is_traced_again_for_the_reference_side():
+    # Without a fresh trace, the reference pass would reuse the hand pass's jaxpr and
+    # compare the wrong rule with itself.
+    inner = jax.jit(tanh_sign_flipped)
+    report = gradcheck.check(lambda z: inner(z) * 2.0, jnp.array([0.3, -0.7]), jit=False, vmap=False, hvp=False)
+    assert _failing(report, "vjp: hand vs autodiff") == {"z"}
+    assert report.notes == ()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"gradcheck.check: no inputs; call check\(f, \*example_args\)"):
+        gradcheck.check(activations.tanh)
+    with pytest.raises(ValueError, match=r"gradcheck.check: no floating-point inputs to differentiate"):
+        gradcheck.check(lambda n: n * 2.0, jnp.arange(3))
+    with pytest.raises(ValueError, match=r"gradcheck.check: argnums \(2,\) out of range for 1 args"):
+        gradcheck.check(activations.tanh, jnp.ones(2), argnums=2)
+    with pytest.raises(ValueError, match=r"gradcheck.check: f has no floating-point output to differentiate"):
+        gradcheck.check(lambda z: jnp.argmax(z), jnp.ones(2))
+    with pytest.raises(TypeError, match=r"gradcheck.check_model: expected a model with apply or a function, got 3"):
+        gradcheck.check_model(3, {}, jnp.ones(1), jnp.ones(1), losses.mse)
+
+
+def test_check_model_with_an_apply_function():
+    model = mlp([3, 4, 2], "relu")
+    params = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+    y = jax.random.normal(jax.random.key(2), (5, 2))
+    report = gradcheck.check_model(model.apply, params, x, y, losses.mse, jit=False)
+    report.assert_passed()
+    assert report.function == "mse(Sequential.apply)"
+    assert Activation("relu") in model.layers
