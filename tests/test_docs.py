@@ -1,0 +1,36 @@
+"""Every public name has a line in docs/api.md, and the README's commands are the CI's."""
+
+import pathlib
+import re
+
+import pytest
+
+import fundl
+from fundl import activations, gradcheck, init, losses, nn, rules
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+API = (ROOT / "docs" / "api.md").read_text()
+
+
+@pytest.mark.parametrize("module", [fundl, init, activations, losses, nn, gradcheck, rules])
+def test_every_public_name_is_documented(module):
+    missing = [name for name in module.__all__ if not re.search(rf"`[^`]*\b{name}\b[^`]*`", API)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("module", [init, activations, losses, nn, gradcheck, rules])
+def test_every_public_function_has_a_docstring(module):
+    objects = {name: getattr(module, name) for name in module.__all__}
+    ours = {name: obj for name, obj in objects.items() if callable(obj) and getattr(obj, "__module__", "").startswith("fundl")}
+    assert len(ours) > 2
+    undocumented = [name for name, obj in ours.items() if not obj.__doc__]
+    assert undocumented == []
+
+
+def test_readme_starts_with_the_two_set_up_commands():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    fence = readme.index("```bash")
+    assert readme[fence + 1] == "pip install -e . && python examples/gradcheck_mlp.py"
+    assert readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q'
+    assert readme[fence + 3] == "```"
+    assert "README.md" in (ROOT / ".ci" / "run").read_text()
