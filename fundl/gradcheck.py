@@ -372,7 +372,151 @@ def _random_like(key: jax.Array, arrays: Sequence[jax.Array]) -> list[jax.Array]
     return [jax.random.normal(k, a.shape, jnp.float64) for k, a in zip(keys, arrays)]
 
 
-# --- the check -----------------------------------------------------------------------
+# --- the check, section by section ----------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every section of one check shares."""
+
+    hand: _Problem  # f of the differentiated leaves, as the hand rule sees them
+    ref: _Problem  # the same in float64, for the reference
+    out_names: list[str]
+    cotangent: list[jax.Array]
+    low_dtype: Any  # None, or the low-precision dtype under check
+    same: dict[str, Any]  # tolerance options of the like-for-like comparisons
+    hand_step: Callable[..., Any] = None  # jitted (θ, c) -> (f(θ), VJP), hand rules
+    hand_out: list[jax.Array] = dataclasses.field(default_factory=list)
+    hand_grad: list[jax.Array] = dataclasses.field(default_factory=list)
+    ref_out: list[jax.Array] = dataclasses.field(default_factory=list)
+    ref_grad: list[jax.Array] = dataclasses.field(default_factory=list)
+
+
+# Each pass is one jit compilation (eager, op by op, would compile every op for every new
+# shape); jit traces on the first call, inside the caller's mode block.
+def _compiled_vjp(problem: _Problem) -> Callable[..., Any]:
+    return jax.jit(lambda theta, ct: _vjp(problem, theta, ct))
+
+
+def _first_order(run: _Run, counts_before: dict[str, int]) -> tuple[list[Row], list[str]]:
+    """Forward and VJP, hand rules against autodiff of the references.
+
+    ``counts_before``: the primitive trace counts before the check traced anything.
+    """
+    with _mode(reference=False):
+        run.hand_step = _compiled_vjp(run.hand)
+        run.hand_out, run.hand_grad = run.hand_step(run.hand.leaves, run.cotangent)
+    with _mode(reference=True):
+        run.ref_out, run.ref_grad = _compiled_vjp(run.ref)(run.ref.leaves, run.cotangent)
+    traced = {mode: rules._trace_counts[mode] - counts_before[mode] for mode in counts_before}
+    notes = [
+        f"no fundl primitive ran in {mode} mode: f uses no fundl primitive, so 'hand vs "
+        "autodiff' compares autodiff with itself (finite differences still check it)"
+        for mode in ("hand", "reference")
+        if traced[mode] == 0
+    ][:1]
+    # Low precision: JAX autodiff of the reference in the same dtype shows how far from
+    # float64 the dtype alone lands; the hand rule may be off by twice that.
+    base_out = base_grad = [None] * (len(run.ref_out) + len(run.ref_grad))
+    if run.low_dtype is not None:
+        with _mode(reference=True):
+            low_out, low_grad = _compiled_vjp(run.hand)(run.hand.leaves, run.cotangent)
+        base_out = [_max_abs_diff(a, b) for a, b in zip(low_out, run.ref_out)]
+        base_grad = [_max_abs_diff(a, b) for a, b in zip(low_grad, run.ref_grad)]
+    rows = [
+        _compare("forward: hand vs reference", n, a, b, **run.same, baseline=base)
+        for n, a, b, base in zip(run.out_names, run.hand_out, run.ref_out, base_out)
+    ] + [
+        _compare("vjp: hand vs autodiff", n, a, b, **run.same, baseline=base)
+        for n, a, b, base in zip(run.hand.names, run.hand_grad, run.ref_grad, base_grad)
+    ]
+    return rows, notes
+
+
+def _finite_difference_rows(
+    run: _Run, tolerances: Tolerances, step: float, max_elements: int, rng: np.random.Generator
+) -> list[Row]:
+    center = float(_tree_vdot(run.cotangent, run.ref_out))
+    samples = _finite_differences(run.ref, run.ref.leaves, run.cotangent, center, step, max_elements, rng)
+    rows = []
+    for n, g, (idx, estimate, kink) in zip(run.hand.names, run.hand_grad, samples):
+        note = f"{len(idx)}/{g.size} elements"
+        if kink.any():
+            note += f", {int(kink.sum())} at a kink skipped"
+        hand = np.asarray(g).reshape(-1)[idx]
+        rows.append(
+            _compare(
+                "vjp: hand vs finite diff",
+                n,
+                hand[~kink],
+                estimate[~kink],
+                rtol=tolerances.fd_rtol,
+                atol=tolerances.fd_atol,
+                normwise=False,
+                note=note,
+            )
+        )
+    return rows
+
+
+def _hvp_rows(run: _Run, key: jax.Array) -> list[Row]:
+    """A Hessian-vector product through the hand rules (grad of grad) vs the references'."""
+    name = "hvp: hand vs autodiff"
+    rows: list[Row] = []
+    with _reported_as_row(name, rows):
+
+        def compiled_hvp(problem: _Problem) -> Callable[..., Any]:
+            return jax.jit(lambda theta, v: _hvp(problem, theta, run.cotangent, v))
+
+        v = _random_like(key, run.ref.leaves)
+        with _mode(reference=False):
+            hand = compiled_hvp(run.hand)(run.hand.leaves, v)
+        with _mode(reference=True):
+            ref = compiled_hvp(run.ref)(run.ref.leaves, v)
+            baseline = [None] * len(ref)
+            if run.low_dtype is not None:
+                low = compiled_hvp(run.hand)(run.hand.leaves, v)
+                baseline = [_max_abs_diff(a, b) for a, b in zip(low, ref)]
+        for n, a, b, base in zip(run.hand.names, hand, ref, baseline):
+            rows.append(_compare(name, n, a, b, **run.same, baseline=base))
+    return rows
+
+
+def _jit_rows(run: _Run) -> list[Row]:
+    """The jitted hand VJP (from the first-order pass) against the same run eagerly."""
+    name = "jit: jitted vs eager"
+    rows: list[Row] = []
+    with _reported_as_row(name, rows), _mode(reference=False):
+        eager_out, eager_grad = _vjp(run.hand, run.hand.leaves, run.cotangent)
+        names = run.out_names + run.hand.names
+        jitted = run.hand_out + run.hand_grad
+        for n, a, b in zip(names, jitted, eager_out + eager_grad):
+            rows.append(_compare(name, n, a, b, **run.same))
+    return rows
+
+
+def _vmap_rows(run: _Run, key: jax.Array, batch: int = 3) -> list[Row]:
+    """vmap of the hand VJP over nearby inputs and cotangents vs each one alone."""
+    name = "vmap: batched vs stacked"
+    rows: list[Row] = []
+    with _reported_as_row(name, rows), _mode(reference=False):
+        k_theta, k_cot = jax.random.split(key)
+        noise = _random_like(k_theta, [jnp.zeros((batch, *x.shape)) for x in run.hand.leaves])
+        thetas = [
+            (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
+            for x, e in zip(run.hand.leaves, noise)
+        ]
+        cot_noise = _random_like(k_cot, [jnp.zeros((batch, *c.shape)) for c in run.cotangent])
+        cotangents = [c[None] + 0.5 * e for c, e in zip(run.cotangent, cot_noise)]
+        batched = jax.jit(jax.vmap(lambda t, c: _vjp(run.hand, t, c)))(thetas, cotangents)
+        singles = [
+            run.hand_step([t[i] for t in thetas], [c[i] for c in cotangents]) for i in range(batch)
+        ]
+        for part, names in ((0, run.out_names), (1, run.hand.names)):
+            for j, n in enumerate(names):
+                stacked = jnp.stack([single[part][j] for single in singles])
+                rows.append(_compare(name, n, batched[part][j], stacked, **run.same))
+    return rows
 
 
 def check(
@@ -409,163 +553,62 @@ def check(
     """
     if not args:
         raise ValueError("gradcheck.check: no inputs; call check(f, *example_args)")
-    if argnums is None:
-        argnums = tuple(range(len(args)))
-    elif isinstance(argnums, int):
-        argnums = (argnums,)
-    argnums = tuple(argnums)
+    argnums = tuple(range(len(args))) if argnums is None else argnums
+    argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not all(isinstance(i, int) and 0 <= i < len(args) for i in argnums):
         raise ValueError(f"gradcheck.check: argnums {argnums} out of range for {len(args)} args")
     if not (fd_step > 0 and fd_max_elements > 0):
         raise ValueError(
             f"gradcheck.check: fd_step and fd_max_elements must be positive, got {fd_step}, {fd_max_elements}"
         )
-    diff_dtypes = {
-        jnp.result_type(leaf)
-        for i in argnums
-        for leaf in jax.tree.leaves(args[i])
-        if _is_float(leaf)
-    }
-    if not diff_dtypes:
+    dtypes = {jnp.result_type(x) for i in argnums for x in jax.tree.leaves(args[i]) if _is_float(x)}
+    if not dtypes:
         raise ValueError("gradcheck.check: no floating-point inputs to differentiate")
-    low = [d for d in diff_dtypes if d in LOW_PRECISION_TOLERANCE]
-    low_dtype = max(low, key=lambda d: LOW_PRECISION_TOLERANCE[d]) if low else None
-    name = getattr(f, "__name__", type(f).__name__)
-    rng_seed = int(key) if isinstance(key, int) else int(jax.random.randint(key, (), 0, 2**31 - 1))
-    rng = np.random.default_rng(rng_seed)
+    low = [d for d in dtypes if d in LOW_PRECISION_TOLERANCE]
+    low_dtype = max(low, key=LOW_PRECISION_TOLERANCE.get) if low else None
+    seed = int(key) if isinstance(key, int) else int(jax.random.randint(key, (), 0, 2**31 - 1))
 
+    counts_before = dict(rules._trace_counts)
     with _x64():
-        key64 = jax.random.key(rng_seed)
-        k_ct, k_v, k_batch = jax.random.split(key64, 3)
+        k_cot, k_hvp, k_vmap = jax.random.split(jax.random.key(seed), 3)
         to64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
-        ref = _problem(f, args, argnums, to64)
         hand = _problem(f, args, argnums, to64 if low_dtype is None else jnp.asarray)
         out_names = _output_names(f, args)
         if not out_names:
             raise ValueError("gradcheck.check: f has no floating-point output to differentiate")
-
-        if low_dtype is None:
-            same = dict(rtol=tolerances.rtol, atol=tolerances.atol, normwise=False)
-            precision = "float64"
-        else:
-            tol = LOW_PRECISION_TOLERANCE[low_dtype]
-            same = dict(rtol=tol, atol=0.0, normwise=True)
-            precision = f"{low_dtype} hand rule vs float64 reference"
-
-        counts_before = dict(rules._trace_counts)
         with _mode(reference=False):
             out_shapes = jax.eval_shape(hand.fn, hand.leaves)
         scalar = len(out_shapes) == 1 and out_shapes[0].shape == ()
-        cotangent = [jnp.ones((), jnp.float64)] if scalar else _random_like(k_ct, out_shapes)
-
-        # Each pass is one jit compilation (eager, op by op, would compile every op
-        # for every new shape); jit traces on the first call, inside the mode's block.
-        def compiled_vjp(problem: _Problem) -> Callable[[list[jax.Array], list[jax.Array]], Any]:
-            return jax.jit(lambda theta, ct: _vjp(problem, theta, ct))
-
-        def compiled_hvp(problem: _Problem) -> Callable[[list[jax.Array], list[jax.Array]], Any]:
-            return jax.jit(lambda theta, v: _hvp(problem, theta, cotangent, v))
-
-        with _mode(reference=False):
-            hand_step = compiled_vjp(hand)
-            hand_out, hand_grad = hand_step(hand.leaves, cotangent)
-        hand_traced = rules._trace_counts["hand"] - counts_before["hand"]
-        with _mode(reference=True):
-            ref_out, ref_grad = compiled_vjp(ref)(ref.leaves, cotangent)
-        ref_traced = rules._trace_counts["reference"] - counts_before["reference"]
-        # Low precision: JAX autodiff of the reference in the same dtype sets how far
-        # from float64 this dtype alone lands; the hand rule may be off by twice that.
-        baseline_out = baseline_grad = [None] * len(ref.leaves + ref_out)
-        if low_dtype is not None:
-            with _mode(reference=True):
-                low_out, low_grad = compiled_vjp(hand)(hand.leaves, cotangent)
-            baseline_out = [_max_abs_diff(a, b) for a, b in zip(low_out, ref_out)]
-            baseline_grad = [_max_abs_diff(a, b) for a, b in zip(low_grad, ref_grad)]
-
-        rows: list[Row] = []
-        notes: list[str] = []
-        if hand_traced == 0 or ref_traced == 0:
-            notes.append(
-                "no fundl primitive ran in "
-                + ("hand" if hand_traced == 0 else "reference")
-                + " mode: f uses no fundl primitive, or wraps a jax.jit traced before the check; "
-                "'hand vs autodiff' then compares a side with itself"
-            )
-        for n, a, b, base in zip(out_names, hand_out, ref_out, baseline_out):
-            rows.append(_compare("forward: hand vs reference", n, a, b, **same, baseline=base))
-        for n, a, b, base in zip(hand.names, hand_grad, ref_grad, baseline_grad):
-            rows.append(_compare("vjp: hand vs autodiff", n, a, b, **same, baseline=base))
-
         if low_dtype is None:
-            center = float(_tree_vdot(cotangent, ref_out))
-            samples = _finite_differences(
-                ref, ref.leaves, cotangent, center, fd_step, fd_max_elements, rng
-            )
-            for n, g, (idx, est, kink) in zip(hand.names, hand_grad, samples):
-                note = f"{len(idx)}/{g.size} elements"
-                if kink.any():
-                    note += f", {int(kink.sum())} at a kink skipped"
-                rows.append(
-                    _compare(
-                        "vjp: hand vs finite diff",
-                        n,
-                        np.asarray(g).reshape(-1)[idx][~kink],
-                        est[~kink],
-                        rtol=tolerances.fd_rtol,
-                        atol=tolerances.fd_atol,
-                        normwise=False,
-                        note=note,
-                    )
-                )
+            same = dict(rtol=tolerances.rtol, atol=tolerances.atol, normwise=False)
+        else:
+            same = dict(rtol=LOW_PRECISION_TOLERANCE[low_dtype], atol=0.0, normwise=True)
+        run = _Run(
+            hand=hand,
+            ref=_problem(f, args, argnums, to64),
+            out_names=out_names,
+            cotangent=[jnp.ones((), jnp.float64)] if scalar else _random_like(k_cot, out_shapes),
+            low_dtype=low_dtype,
+            same=same,
+        )
+
+        rows, notes = _first_order(run, counts_before)
+        if low_dtype is None:
+            rng = np.random.default_rng(seed)
+            rows += _finite_difference_rows(run, tolerances, fd_step, fd_max_elements, rng)
         else:
             notes.append(f"finite differences skipped: their fixed step is below {low_dtype} resolution")
-
         if hvp:
-            with _reported_as_row("hvp: hand vs autodiff", rows):
-                v = _random_like(k_v, ref.leaves)
-                with _mode(reference=False):
-                    hand_hvp = compiled_hvp(hand)(hand.leaves, v)
-                with _mode(reference=True):
-                    ref_hvp = compiled_hvp(ref)(ref.leaves, v)
-                    baseline_hvp = [None] * len(ref_hvp)
-                    if low_dtype is not None:
-                        low_hvp = compiled_hvp(hand)(hand.leaves, v)
-                        baseline_hvp = [_max_abs_diff(a, b) for a, b in zip(low_hvp, ref_hvp)]
-                for n, a, b, base in zip(hand.names, hand_hvp, ref_hvp, baseline_hvp):
-                    rows.append(_compare("hvp: hand vs autodiff", n, a, b, **same, baseline=base))
-
+            rows += _hvp_rows(run, k_hvp)
         if jit:
-            with _reported_as_row("jit: jitted vs eager", rows), _mode(reference=False):
-                eager_out, eager_grad = _vjp(hand, hand.leaves, cotangent)
-                pairs = zip(out_names + hand.names, hand_out + hand_grad, eager_out + eager_grad)
-                for n, a, b in pairs:
-                    rows.append(_compare("jit: jitted vs eager", n, a, b, **same))
+            rows += _jit_rows(run)
         if vmap:
-            with _reported_as_row("vmap: batched vs stacked", rows), _mode(reference=False):
-                # A batch of 3 nearby inputs, each with its own cotangent.
-                batch = 3
-                k_theta, k_cot = jax.random.split(k_batch)
-                noise = _random_like(k_theta, [jnp.zeros((batch, *x.shape)) for x in hand.leaves])
-                stacked = [
-                    (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
-                    for x, e in zip(hand.leaves, noise)
-                ]
-                cot_noise = _random_like(k_cot, [jnp.zeros((batch, *c.shape)) for c in cotangent])
-                stacked_cot = [c[None] + 0.5 * e for c, e in zip(cotangent, cot_noise)]
-                v_out, v_grad = jax.jit(jax.vmap(lambda t, c: _vjp(hand, t, c)))(stacked, stacked_cot)
-                singles = [
-                    hand_step([s[i] for s in stacked], [c[i] for c in stacked_cot])
-                    for i in range(batch)
-                ]
-                for j, n in enumerate(out_names):
-                    expect = jnp.stack([s[0][j] for s in singles])
-                    rows.append(_compare("vmap: batched vs stacked", n, v_out[j], expect, **same))
-                for j, n in enumerate(hand.names):
-                    expect = jnp.stack([s[1][j] for s in singles])
-                    rows.append(_compare("vmap: batched vs stacked", n, v_grad[j], expect, **same))
+            rows += _vmap_rows(run, k_vmap)
 
-    cot = "1 (full gradient of a scalar output)" if scalar else f"random normal (seed {rng_seed})"
-    return Report(name, precision, cot, tuple(rows), tuple(notes))
+    precision = "float64" if low_dtype is None else f"{low_dtype} hand rule vs float64 reference"
+    cotangent = "1 (full gradient of a scalar output)" if scalar else f"random normal (seed {seed})"
+    name = getattr(f, "__name__", type(f).__name__)
+    return Report(name, precision, cotangent, tuple(rows), tuple(notes))
 
 
 def check_model(

@@ -125,7 +125,11 @@ class Primitive:
         self.fwd, self.bwd, self.derivative = fwd, bwd, derivative
         self._hand_cache.clear()
 
-    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def options(self, **kwargs: Any) -> dict[str, Any]:
+        """The full static options of a call: the defaults, updated with ``kwargs``.
+
+        Raises ``TypeError`` for an option the primitive does not take.
+        """
         unknown = set(kwargs) - set(self._defaults)
         if unknown:
             allowed = ", ".join(sorted(self._defaults)) or "none"
@@ -139,7 +143,7 @@ class Primitive:
         if self.fwd is None or self.bwd is None:
             raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
         inputs = self._inputs(inputs)
-        options = self._options(kwargs)
+        options = self.options(**kwargs)
         key = tuple(sorted(options.items()))
         fn = self._hand_cache.get(key)
         if fn is None:
@@ -156,7 +160,7 @@ class Primitive:
         if self.fwd is None or self.bwd is None:
             raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
         inputs = self._inputs(inputs)
-        options = self._options(kwargs)
+        options = self.options(**kwargs)
         if self.check is not None:
             self.check(*inputs, **options)
         out, residuals = self.fwd(*inputs, **options)
@@ -194,7 +198,7 @@ class Primitive:
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         inputs = self._inputs(inputs)
-        options = self._options(kwargs)
+        options = self.options(**kwargs)
         if self.check is not None:
             self.check(*inputs, **options)
         if _REFERENCE.get():

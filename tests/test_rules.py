@@ -103,6 +103,13 @@ def test_bad_calls():
         no_rule(1.0)
 
 
+def test_options_fill_in_defaults():
+    cube, _ = _make_cube()
+    assert cube.options() == {"scale": 1.0}
+    assert cube.options(scale=3.0) == {"scale": 3.0}
+    assert A.softmax.options() == {"axis": -1}
+
+
 def test_primitive_reads_like_its_reference():
     assert A.relu.name == "relu"
     assert A.relu.__doc__.startswith("Rectified linear unit")

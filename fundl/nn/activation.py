@@ -38,7 +38,7 @@ class Activation:
                 f"known names: {', '.join(activations.names())}"
             )
         prim = activations.get(fn)
-        prim._options(options)  # unknown options raise here, when the model is built
+        prim.options(**options)  # unknown options raise here, when the model is built
         object.__setattr__(self, "fn", prim)
         object.__setattr__(self, "options", tuple(sorted(options.items())))
 

@@ -96,11 +96,11 @@ def _output_dZ(
     key = (act_name, loss)
     if key in _FUSED and not (unit.activation is not None and unit.activation.options):
         if loss.check is not None:
-            loss.check(A, y, **loss._options({}))
+            loss.check(A, y, **loss.options())
         link = _FUSED[key]
         prediction = A if link is None else link.reference(Z)
         if jnp.issubdtype(jnp.result_type(y), jnp.integer):
-            y = (y[:, None] == jnp.arange(A.shape[-1])[None, :]).astype(A.dtype)
+            y = losses._one_hot(y, A.shape[-1], A.dtype)
         terms = m if loss in _CATEGORICAL else A.size  # how many terms the mean averages
         return (prediction - y) * (m / terms), None
     _, pullback = loss.vjp(A, y)

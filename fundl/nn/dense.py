@@ -128,13 +128,7 @@ class Dense:
             raise ValueError(
                 f"Dense(n_out={self.n_out}): params must hold 'W' (and 'b'), got keys {sorted(params)}"
             )
-        W = params["W"]
-        if jnp.shape(x)[-1:] != jnp.shape(W)[1:]:
-            raise ValueError(
-                f"Dense(n_out={self.n_out}): expected input with last dim {jnp.shape(W)[1]}, "
-                f"got shape {jnp.shape(x)}"
-            )
-        return dense(x, W, params.get("b") if self.use_bias else None)
+        return dense(x, params["W"], params.get("b") if self.use_bias else None)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., n_in) -> (..., n_out)."""

@@ -106,6 +106,8 @@ class Sequential:
             try:
                 x = layer.apply(params.get(name, {}), x)
             except (ValueError, TypeError) as error:
+                if type(error) not in (ValueError, TypeError):  # JAX's own subclasses
+                    raise
                 raise type(error)(f"{name}: {error}") from error
         return x
 

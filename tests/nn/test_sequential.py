@@ -92,7 +92,7 @@ def test_custom_primitive_activation():
 def test_errors():
     model = mlp([2, 3, 1])
     params = model.init(jax.random.key(0))
-    with pytest.raises(ValueError, match=r"dense1: Dense\(n_out=3\): expected input with last dim 2, got shape \(4, 5\)"):
+    with pytest.raises(ValueError, match=r"dense1: dense: expected input with last dim 2 \(W has shape \(3, 2\)\), got shape \(4, 5\)"):
         model.apply(params, jnp.ones((4, 5)))
     with pytest.raises(ValueError, match=r"Sequential.init: no input shape; pass init\(key, input_shape\)"):
         Sequential([Dense(2)]).init(jax.random.key(0))
