@@ -429,11 +429,13 @@ def l2_penalty_fwd(params, lam, *, include):
 
 def l2_penalty_bwd(residuals, g, *, include):
     params, lam = residuals
-    chosen = iter(_penalized(params, include))
-    d_params = jax.tree.map(
-        lambda w: (g * lam * w).astype(w.dtype) if next(chosen) else jnp.zeros_like(w), params
-    )
-    return d_params, _cotangent_for(lam, g * l2_penalty.reference(params, 1.0, include=include))
+    leaves, treedef = jax.tree.flatten(params)
+    d_leaves = [
+        (g * lam * w).astype(w.dtype) if chosen else jnp.zeros_like(w)
+        for w, chosen in zip(leaves, _penalized(params, include))
+    ]
+    d_lam = g * l2_penalty.reference(params, 1.0, include=include)
+    return jax.tree.unflatten(treedef, d_leaves), _cotangent_for(lam, d_lam)
 
 
 l2_penalty.defvjp(l2_penalty_fwd, l2_penalty_bwd)

@@ -95,6 +95,15 @@ class Primitive:
         self.bwd: Callable[..., Any] | None = None
         self.derivative: Callable[..., Any] | None = None
         signature = inspect.signature(reference)
+        no_default = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+        ]
+        if no_default:
+            raise TypeError(
+                f"primitive {self.name}: keyword-only options need defaults, {no_default} have none"
+            )
         self._defaults = {
             p.name: p.default
             for p in signature.parameters.values()

@@ -34,3 +34,14 @@ def test_readme_starts_with_the_two_set_up_commands():
     assert readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q'
     assert readme[fence + 3] == "```"
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/primitives.md"])
+def test_code_samples_run(page, capsys):
+    text = (ROOT / page).read_text()
+    samples = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert samples
+    for sample in samples:
+        exec(compile(sample, page, "exec"), {})
+    if page == "README.md":
+        assert "PASSED" in capsys.readouterr().out

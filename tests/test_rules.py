@@ -101,6 +101,12 @@ def test_bad_calls():
 
     with pytest.raises(NotImplementedError, match=r"no_rule: no backward rule registered"):
         no_rule(1.0)
+    with pytest.raises(TypeError, match=r"primitive lambda_with_required_option: keyword-only options need defaults, \['axis'\] have none"):
+        primitive(lambda_with_required_option)
+
+
+def lambda_with_required_option(x, *, axis):
+    return x
 
 
 def test_options_fill_in_defaults():
