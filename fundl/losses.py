@@ -14,7 +14,7 @@ The fused pairs have the notes' clean gradient: for sigmoid + binary cross-entro
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from jax import lax
 
 from fundl.activations import log_softmax, sigmoid
 from fundl.rules import primitive
+from fundl.tree import is_weight, mask_tree
 
 __all__ = [
     "mse",
@@ -386,36 +387,29 @@ softmax_cross_entropy.defvjp(softmax_cross_entropy_fwd, softmax_cross_entropy_bw
 
 # --- L2 penalty ----------------------------------------------------------------------
 
-PathPredicate = Callable[[tuple, jax.Array], bool]
-
-
-def _penalized(params: Any, include: PathPredicate | None) -> list[bool]:
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    if include is None:
-        return [jnp.ndim(leaf) >= 2 for _, leaf in leaves]
-    return [bool(include(path, leaf)) for path, leaf in leaves]
+def _penalized(params: Any, include: Any) -> list[bool]:
+    return mask_tree("l2_penalty", params, is_weight if include is None else include)
 
 
 def _check_l2(params, lam, *, include):
     if isinstance(lam, (int, float)) and not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"l2_penalty: lam must be a non-negative number, got {lam!r}")
-    if include is not None and not callable(include):
-        raise TypeError("l2_penalty: include must be None or a callable (path, leaf) -> bool")
 
 
 @primitive(check=_check_l2)
 def l2_penalty(params, lam, *, include=None):
     """The notes' L2 term λ/2 Σ_l ‖W^[l]‖², over the weights of a parameter pytree.
 
-    By default every leaf with two or more dims is a weight (dense W, conv kernels);
-    biases and normalization scales (vectors) are left out. ``include(path, leaf)``
-    picks the leaves instead. Backward: dL/dW = λ W on the chosen leaves (0 on the
+    By default every leaf with two or more dims is a weight (dense W, conv kernels;
+    ``fundl.tree.is_weight``); biases and normalization scales (vectors) are left out.
+    ``include`` picks the leaves instead: a predicate ``(key_path, leaf) -> bool`` or a
+    pytree of bools shaped like ``params``. Backward: dL/dW = λ W on the chosen leaves (0 on the
     rest), dL/dλ = ½ Σ ‖W‖².
 
     Args:
       params: any pytree of arrays.
       lam: λ ≥ 0, a number or a scalar array (so a sweep can ``vmap`` over it).
-      include: optional predicate ``(key_path, leaf) -> bool``.
+      include: optional predicate ``(key_path, leaf) -> bool`` or pytree of bools.
     Returns: a scalar.
     """
     chosen = _penalized(params, include)

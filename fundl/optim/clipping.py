@@ -1,0 +1,77 @@
+"""Gradient clipping and update hygiene: clip by value, by global norm, zero NaNs."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fundl.optim.base import EmptyState, GradientTransformation, _check_number
+from fundl.tree import global_norm
+
+__all__ = ["clip", "clip_by_global_norm", "zero_nans", "ZeroNansState"]
+
+
+def clip(max_abs: float) -> GradientTransformation:
+    """Clip every element to [−a, a]: u ← clip(u, −a, a).
+
+    Args:
+      max_abs: a ≥ 0.
+    """
+    _check_number("clip", "max_abs", max_abs, low=0.0)
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
+        return jax.tree.map(lambda u: jnp.clip(u, -max_abs, max_abs).astype(u.dtype), updates), state
+
+    return GradientTransformation(init, update)
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+    """Rescale all updates together when their global norm exceeds c (Pascanu et al., 2013).
+
+    u ← u · c/‖u‖ if ‖u‖ > c, else u; ‖u‖ = sqrt(Σ over every leaf of Σ u²). The
+    direction is kept; afterwards ‖u‖ = min(‖u‖, c).
+
+    Args:
+      max_norm: c ≥ 0.
+    """
+    _check_number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
+        norm = global_norm(updates)
+        factor = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
+        return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates), state
+
+    return GradientTransformation(init, update)
+
+
+class ZeroNansState(NamedTuple):
+    """Which leaves held a NaN at the last update."""
+
+    found_nan: Any  # a bool scalar per leaf, like params
+
+
+def zero_nans() -> GradientTransformation:
+    """Replace NaN updates by 0 and record, per leaf, whether there were any (opt-in safety).
+
+    A NaN gradient usually means a bug or a diverging run; this keeps one bad batch from
+    poisoning the parameters and the moments, and ``state.found_nan`` tells you it
+    happened. Put it first in a chain.
+    """
+
+    def init(params: Any) -> ZeroNansState:
+        return ZeroNansState(jax.tree.map(lambda p: jnp.zeros([], bool), params))
+
+    def update(updates: Any, state: ZeroNansState, params: Any = None, **extra_args: Any):
+        found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
+        clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
+        return clean, ZeroNansState(found)
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,103 @@
+"""``reduce_on_plateau``: shrink the step when a monitored metric stops improving."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fundl.optim.base import GradientTransformation, _check_number
+
+__all__ = ["reduce_on_plateau", "PlateauState"]
+
+
+class PlateauState(NamedTuple):
+    """State of ``reduce_on_plateau``; every field is a scalar array."""
+
+    scale: jax.Array  # the factor updates are multiplied by, float32, starts at 1
+    best: jax.Array  # best averaged metric so far, float32, starts at +inf
+    plateau_count: jax.Array  # observations without improvement, int32
+    cooldown_count: jax.Array  # observations left before counting again, int32
+    value_sum: jax.Array  # Σ metric over the current accumulation, float32
+    value_count: jax.Array  # metrics in the current accumulation, int32
+
+
+def reduce_on_plateau(
+    factor: float = 0.1,
+    patience: int = 10,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 0.0,
+    cooldown: int = 0,
+    accumulation_size: int = 1,
+    min_scale: float = 0.0,
+) -> GradientTransformation:
+    """Multiply updates by a scale that shrinks by ``factor`` on a plateau of ``value``.
+
+    Each update takes the monitored metric as ``update(..., value=metric)`` (lower is
+    better, e.g. the validation loss). Metrics are averaged over ``accumulation_size``
+    updates into one observation. An observation improves when it is below
+    best − (rtol·|best| + atol); after ``patience`` observations in a row without
+    improvement, scale ← max(scale·factor, min_scale), and the count waits ``cooldown``
+    observations before starting again. Everything is jit-safe (no Python branching on
+    the metric). Put it after the learning-rate scale: ``chain(adam(1e-3),
+    reduce_on_plateau(0.5, 5))``. With per-epoch validation, pass the latest validation
+    loss at every step and set ``accumulation_size`` to the steps per epoch.
+
+    Args:
+      factor: in (0, 1).
+      patience: observations without improvement before a reduction, ≥ 1.
+      rtol, atol: the improvement threshold, both ≥ 0.
+      cooldown: observations to wait after a reduction, ≥ 0.
+      accumulation_size: updates averaged into one observation, ≥ 1.
+      min_scale: the scale never goes below this, ≥ 0.
+    """
+    _check_number("reduce_on_plateau", "factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+    _check_number("reduce_on_plateau", "rtol", rtol, low=0.0)
+    _check_number("reduce_on_plateau", "atol", atol, low=0.0)
+    _check_number("reduce_on_plateau", "min_scale", min_scale, low=0.0)
+    for arg, value, low in (("patience", patience, 1), ("cooldown", cooldown, 0), ("accumulation_size", accumulation_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"reduce_on_plateau: {arg} must be an integer ≥ {low}, got {value!r}")
+
+    def init(params: Any) -> PlateauState:
+        del params
+        return PlateauState(
+            scale=jnp.ones([], jnp.float32),
+            best=jnp.full([], jnp.inf, jnp.float32),
+            plateau_count=jnp.zeros([], jnp.int32),
+            cooldown_count=jnp.zeros([], jnp.int32),
+            value_sum=jnp.zeros([], jnp.float32),
+            value_count=jnp.zeros([], jnp.int32),
+        )
+
+    def update(updates: Any, state: PlateauState, params: Any = None, *, value: Any = None, **extra_args: Any):
+        if value is None:
+            raise ValueError(
+                "reduce_on_plateau: update needs the monitored metric, "
+                "update(grads, state, params, value=validation_loss)"
+            )
+        value_sum = state.value_sum + jnp.asarray(value, jnp.float32)
+        value_count = state.value_count + 1
+        ready = value_count >= accumulation_size
+        mean = value_sum / value_count
+        threshold = state.best - (rtol * jnp.abs(state.best) + atol)
+        improved = jnp.where(jnp.isinf(state.best), jnp.isfinite(mean), mean < threshold)
+        in_cooldown = state.cooldown_count > 0
+        plateau = jnp.where(improved | in_cooldown, 0, state.plateau_count + 1)
+        reduce = plateau >= patience
+        observed = PlateauState(
+            scale=jnp.where(reduce, jnp.maximum(state.scale * factor, min_scale), state.scale),
+            best=jnp.where(improved, mean, state.best),
+            plateau_count=jnp.where(reduce, 0, plateau),
+            cooldown_count=jnp.where(reduce, cooldown, jnp.maximum(state.cooldown_count - 1, 0)),
+            value_sum=jnp.zeros([], jnp.float32),
+            value_count=jnp.zeros([], jnp.int32),
+        )
+        waiting = state._replace(value_sum=value_sum, value_count=value_count)
+        new_state = jax.tree.map(lambda a, b: jnp.where(ready, a, b), observed, waiting)
+        scaled = jax.tree.map(lambda u: (u * new_state.scale).astype(u.dtype), updates)
+        return scaled, new_state
+
+    return GradientTransformation(init, update)

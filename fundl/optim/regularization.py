@@ -1,0 +1,72 @@
+"""L2 regularization (coupled) and weight decay (decoupled).
+
+Both add a multiple of the parameters, u ← u + λp; what differs is where they sit in a
+chain, and so what the adaptive scaling sees:
+
+- :func:`add_l2` goes *before* the adaptive scaling: it adds ∂/∂p of the notes'
+  L_total = L + λ/2 Σ‖W‖², so ``chain(add_l2(λ), adam(α))`` is Adam on the regularized
+  loss (the decay of a weight is divided by √v̂ like its gradient).
+- :func:`add_decayed_weights` goes *after* it (Loshchilov & Hutter's AdamW):
+  ``adamw`` is ``chain(scale_by_adam(), add_decayed_weights(λ), scale_by_learning_rate(α))``,
+  so every weight decays by αλp whatever its gradient history.
+
+For plain SGD the two are the same. By default only weights decay (leaves with two or
+more dims, ``fundl.tree.is_weight``), not biases or normalization scales; ``mask``
+chooses otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from fundl.optim.base import EmptyState, GradientTransformation, _check_number
+from fundl.tree import check_same_structure, is_weight, mask_tree
+
+__all__ = ["add_l2", "add_decayed_weights"]
+
+
+def _add_scaled_params(name: str, arg: str, rate: float, mask: Any) -> GradientTransformation:
+    _check_number(name, arg, rate, low=0.0)
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
+        if params is None:
+            raise ValueError(f"{name}: needs params; call update(grads, state, params)")
+        check_same_structure(name, updates, params, "grads", "params")
+        chosen = mask_tree(name, params, mask)
+        leaves_u, treedef = jax.tree.flatten(updates)
+        leaves_p = jax.tree.leaves(params)
+        out = [
+            (u + rate * p.astype(u.dtype)).astype(u.dtype) if c else u
+            for u, p, c in zip(leaves_u, leaves_p, chosen)
+        ]
+        return jax.tree.unflatten(treedef, out), state
+
+    return GradientTransformation(init, update)
+
+
+def add_l2(lam: float, *, mask: Any = is_weight) -> GradientTransformation:
+    """Coupled L2: g ← g + λp, the gradient of λ/2 Σ‖W‖². Put it before the optimizer.
+
+    Args:
+      lam: λ ≥ 0.
+      mask: which leaves: a predicate ``(key_path, leaf) -> bool`` (default: weights,
+        leaves with ≥ 2 dims), a pytree of bools like params, or None for every leaf.
+    """
+    return _add_scaled_params("add_l2", "lam", lam, mask)
+
+
+def add_decayed_weights(weight_decay: float, *, mask: Any = is_weight) -> GradientTransformation:
+    """Decoupled weight decay: u ← u + λp. Put it after the adaptive scaling (AdamW).
+
+    Args:
+      weight_decay: λ ≥ 0 (the step then multiplies it by the learning rate).
+      mask: as in :func:`add_l2`.
+    """
+    return _add_scaled_params("add_decayed_weights", "weight_decay", weight_decay, mask)
+
+

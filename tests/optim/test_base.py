@@ -1,0 +1,66 @@
+"""fundl.optim.base: chain, apply_updates, identity, and extra arguments."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fundl import optim
+
+
+def test_chain_applies_in_order():
+    params = {"w": jnp.array([3.0, 4.0])}
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale(-2.0))
+    state = opt.init(params)
+    updates, _ = opt.update(params, state)
+    np.testing.assert_allclose(updates["w"], [-1.2, -1.6], rtol=1e-6)  # clip to norm 1, then ×(−2)
+    reverse = optim.chain(optim.scale(-2.0), optim.clip_by_global_norm(1.0))
+    updates, _ = reverse.update(params, reverse.init(params))
+    np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
+
+
+def test_chain_state_holds_each_state():
+    opt = optim.chain(optim.identity(), optim.scale_by_adam())
+    state = opt.init({"w": jnp.zeros(2)})
+    assert isinstance(state, optim.ChainState)
+    assert isinstance(state.inner[0], optim.EmptyState)
+    assert isinstance(state.inner[1], optim.AdamState)
+
+
+def test_apply_updates_keeps_dtypes_and_adds():
+    params = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(2)}
+    updates = {"a": jnp.full((2,), 0.5, jnp.float32), "b": jnp.full((2,), -1.0, jnp.float32)}
+    new = optim.apply_updates(params, updates)
+    assert new["a"].dtype == jnp.bfloat16 and new["b"].dtype == jnp.float32
+    np.testing.assert_array_equal(new["a"].astype(jnp.float32), [1.5, 1.5])
+    np.testing.assert_array_equal(new["b"], [0.0, 0.0])
+
+
+def test_apply_updates_structure_error():
+    with pytest.raises(ValueError, match=r"apply_updates: params and updates differ in structure at \['b'\] only in the first"):
+        optim.apply_updates({"a": jnp.ones(1), "b": jnp.ones(1)}, {"a": jnp.ones(1)})
+
+
+def test_chain_rejects_non_transformations():
+    with pytest.raises(TypeError, match=r"chain: argument 1 is not a GradientTransformation, got 0.1"):
+        optim.chain(optim.identity(), 0.1)
+
+
+def test_extra_arguments_pass_through_chain():
+    opt = optim.chain(optim.sgd(1.0), optim.reduce_on_plateau(0.5, 1))
+    params = {"w": jnp.ones(1)}
+    state = opt.init(params)
+    updates, state = opt.update({"w": jnp.ones(1)}, state, params, value=1.0)
+    np.testing.assert_allclose(updates["w"], [-1.0])
+
+
+class TestJit(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_update_variants_agree(self):
+        opt = optim.chain(optim.clip(0.5), optim.adam(0.1))
+        params = {"w": jnp.array([1.0, -2.0, 3.0])}
+        state = opt.init(params)
+        updates, _ = self.variant(opt.update)({"w": jnp.array([2.0, -0.1, 0.3])}, state, params)
+        # First Adam step: m̂/(√v̂ + ε) = sign(g) for every g ≠ 0 (after clipping to ±0.5).
+        chex.assert_trees_all_close(updates["w"], jnp.array([-0.1, 0.1, -0.1]), rtol=1e-5)

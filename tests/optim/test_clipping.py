@@ -1,0 +1,67 @@
+"""fundl.optim.clipping: global-norm and value clipping, NaN zeroing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fundl import optim
+
+
+def _tree(scale):
+    return {"a": scale * jnp.array([3.0, 0.0]), "b": {"c": scale * jnp.array([[4.0]])}}
+
+
+@given(scale=st.floats(0.01, 100.0), max_norm=st.floats(0.1, 10.0))
+def test_global_norm_after_clipping(scale, max_norm):
+    grads = _tree(scale)  # norm 5·scale
+    opt = optim.clip_by_global_norm(max_norm)
+    clipped, _ = opt.update(grads, opt.init(grads))
+    norm = float(optim.global_norm(clipped))
+    if 5 * scale > max_norm:
+        np.testing.assert_allclose(norm, max_norm, rtol=1e-5)
+        # direction kept
+        np.testing.assert_allclose(clipped["a"] / norm, grads["a"] / (5 * scale), rtol=1e-5, atol=1e-7)
+    else:
+        np.testing.assert_allclose(clipped["a"], grads["a"], rtol=1e-6)
+        np.testing.assert_allclose(norm, 5 * scale, rtol=1e-5)
+
+
+def test_global_norm_value_and_zero_tree():
+    np.testing.assert_allclose(optim.global_norm(_tree(1.0)), 5.0, rtol=1e-6)
+    zeros = jax.tree.map(jnp.zeros_like, _tree(1.0))
+    opt = optim.clip_by_global_norm(1.0)
+    clipped, _ = opt.update(zeros, opt.init(zeros))
+    assert all(bool(jnp.all(x == 0)) for x in jax.tree.leaves(clipped))
+    assert float(optim.global_norm({})) == 0.0
+
+
+def test_global_norm_of_bfloat16_accumulates_in_float32():
+    tree = {"w": jnp.full((4096,), 0.01, jnp.bfloat16)}
+    expected = float(jnp.asarray(0.01, jnp.bfloat16)) * 64.0
+    np.testing.assert_allclose(optim.global_norm(tree), expected, rtol=1e-5)
+
+
+def test_clip_by_value():
+    opt = optim.clip(1.0)
+    grads = {"w": jnp.array([-3.0, -0.5, 0.0, 2.0])}
+    clipped, _ = opt.update(grads, opt.init(grads))
+    np.testing.assert_array_equal(clipped["w"], [-1.0, -0.5, 0.0, 1.0])
+
+
+def test_zero_nans_replaces_and_reports():
+    opt = optim.zero_nans()
+    grads = {"a": jnp.array([1.0, jnp.nan]), "b": jnp.array([2.0])}
+    state = opt.init(grads)
+    clean, state = jax.jit(opt.update)(grads, state)
+    np.testing.assert_array_equal(clean["a"], [1.0, 0.0])
+    assert bool(state.found_nan["a"]) and not bool(state.found_nan["b"])
+
+
+def test_bad_clipping_arguments():
+    with pytest.raises(ValueError, match=r"clip_by_global_norm: max_norm must be in \[0.0, inf\], got -1.0"):
+        optim.clip_by_global_norm(-1.0)
+    with pytest.raises(ValueError, match=r"clip: max_abs must be in \[0.0, inf\], got nan"):
+        optim.clip(float("nan"))
