@@ -2,10 +2,11 @@
 
 Modules: ``fundl.init`` (initializers), ``fundl.activations``, ``fundl.losses``,
 ``fundl.nn`` (layers, models, manual backprop), ``fundl.gradcheck`` (gradient
-verification) and ``fundl.rules`` (how primitives and their rules are declared).
+verification), ``fundl.optim`` (optimizers and schedules), ``fundl.tree`` (pytree
+helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
 
-from fundl import activations, gradcheck, init, losses, nn, rules
+from fundl import activations, gradcheck, init, losses, nn, optim, rules, tree
 from fundl.nn import Activation, Dense, Sequential, backprop, mlp
 from fundl.rules import Primitive, primitive, reference_mode, using_reference
 
@@ -23,8 +24,10 @@ __all__ = [
     "losses",
     "mlp",
     "nn",
+    "optim",
     "primitive",
     "reference_mode",
     "rules",
+    "tree",
     "using_reference",
 ]

@@ -6,19 +6,20 @@ import re
 import pytest
 
 import fundl
-from fundl import activations, gradcheck, init, losses, nn, rules
+from fundl import activations, gradcheck, init, losses, nn, optim, rules, tree
+from fundl.optim import schedules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 API = (ROOT / "docs" / "api.md").read_text()
 
 
-@pytest.mark.parametrize("module", [fundl, init, activations, losses, nn, gradcheck, rules])
+@pytest.mark.parametrize("module", [fundl, init, activations, losses, nn, gradcheck, rules, tree, optim, schedules])
 def test_every_public_name_is_documented(module):
     missing = [name for name in module.__all__ if not re.search(rf"`[^`]*\b{name}\b[^`]*`", API)]
     assert missing == []
 
 
-@pytest.mark.parametrize("module", [init, activations, losses, nn, gradcheck, rules])
+@pytest.mark.parametrize("module", [init, activations, losses, nn, gradcheck, rules, tree, optim, schedules])
 def test_every_public_function_has_a_docstring(module):
     objects = {name: getattr(module, name) for name in module.__all__}
     ours = {name: obj for name, obj in objects.items() if callable(obj) and getattr(obj, "__module__", "").startswith("fundl")}
@@ -36,7 +37,7 @@ def test_readme_starts_with_the_two_set_up_commands():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/primitives.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/primitives.md", "docs/schedules.md"])
 def test_code_samples_run(page, capsys):
     text = (ROOT / page).read_text()
     samples = re.findall(r"```python\n(.*?)```", text, flags=re.S)
