@@ -22,6 +22,7 @@ from fundl.optim.base import (
     apply_updates,
     chain,
     identity,
+    stateless,
 )
 from fundl.optim.clipping import ZeroNansState, clip, clip_by_global_norm, zero_nans
 from fundl.optim.hyperparams import InjectState, inject_hyperparams, with_hyperparams
@@ -92,6 +93,7 @@ __all__ = [
     "scale_by_rms",
     "scale_by_trust_ratio",
     "schedules",
+    "stateless",
     "sgd",
     "with_hyperparams",
     "zero_nans",

@@ -29,6 +29,7 @@ __all__ = [
     "apply_updates",
     "chain",
     "identity",
+    "stateless",
     "ChainState",
     "EmptyState",
     "MomentDtype",
@@ -55,17 +56,22 @@ class ChainState(NamedTuple):
     inner: tuple  # one state per transformation
 
 
-def identity() -> GradientTransformation:
-    """Leave updates unchanged."""
+def stateless(fn: Callable[[Any, Any], Any]) -> GradientTransformation:
+    """A transformation without state from ``fn(updates, params) -> updates``."""
 
     def init(params: Any) -> EmptyState:
         del params
         return EmptyState()
 
     def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
-        return updates, state
+        return fn(updates, params), state
 
     return GradientTransformation(init, update)
+
+
+def identity() -> GradientTransformation:
+    """Leave updates unchanged."""
+    return stateless(lambda updates, params: updates)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:

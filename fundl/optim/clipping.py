@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fundl.optim.base import EmptyState, GradientTransformation, _check_number
+from fundl.optim.base import GradientTransformation, _check_number, stateless
 from fundl.tree import global_norm
 
 __all__ = ["clip", "clip_by_global_norm", "zero_nans", "ZeroNansState"]
@@ -20,14 +20,9 @@ def clip(max_abs: float) -> GradientTransformation:
       max_abs: a ≥ 0.
     """
     _check_number("clip", "max_abs", max_abs, low=0.0)
-
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
-    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
-        return jax.tree.map(lambda u: jnp.clip(u, -max_abs, max_abs).astype(u.dtype), updates), state
-
-    return GradientTransformation(init, update)
+    return stateless(
+        lambda updates, params: jax.tree.map(lambda u: jnp.clip(u, -max_abs, max_abs).astype(u.dtype), updates)
+    )
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -41,15 +36,12 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """
     _check_number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
-    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
+    def fn(updates: Any, params: Any) -> Any:
         norm = global_norm(updates)
         factor = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
-        return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates), state
+        return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
 
-    return GradientTransformation(init, update)
+    return stateless(fn)
 
 
 class ZeroNansState(NamedTuple):

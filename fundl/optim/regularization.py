@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-from fundl.optim.base import EmptyState, GradientTransformation, _check_number
+from fundl.optim.base import GradientTransformation, _check_number, stateless
 from fundl.tree import check_same_structure, is_weight, mask_tree
 
 __all__ = ["add_l2", "add_decayed_weights"]
@@ -30,10 +30,7 @@ __all__ = ["add_l2", "add_decayed_weights"]
 def _add_scaled_params(name: str, arg: str, rate: float, mask: Any) -> GradientTransformation:
     _check_number(name, arg, rate, low=0.0)
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
-    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
+    def fn(updates: Any, params: Any) -> Any:
         if params is None:
             raise ValueError(f"{name}: needs params; call update(grads, state, params)")
         check_same_structure(name, updates, params, "grads", "params")
@@ -44,9 +41,9 @@ def _add_scaled_params(name: str, arg: str, rate: float, mask: Any) -> GradientT
             (u + rate * p.astype(u.dtype)).astype(u.dtype) if c else u
             for u, p, c in zip(leaves_u, leaves_p, chosen)
         ]
-        return jax.tree.unflatten(treedef, out), state
+        return jax.tree.unflatten(treedef, out)
 
-    return GradientTransformation(init, update)
+    return stateless(fn)
 
 
 def add_l2(lam: float, *, mask: Any = is_weight) -> GradientTransformation:

@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from fundl.optim.base import (
-    EmptyState,
     GradientTransformation,
     MomentDtype,
     ScalarOrSchedule,
     _check_moment_dtype,
     _check_number,
     _moments_like,
+    stateless,
     _safe_increment,
     _value_at,
 )
@@ -61,14 +61,7 @@ def _check_against_state(name: str, updates: Any, moments: Any) -> None:
 
 def scale(step_size: float) -> GradientTransformation:
     """Multiply updates by a constant: u ← s·u."""
-
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
-
-    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
-        return jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates), state
-
-    return GradientTransformation(init, update)
+    return stateless(lambda updates, params: jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates))
 
 
 class ScheduleState(NamedTuple):
@@ -346,18 +339,14 @@ def scale_by_trust_ratio(eps: float = 0.0) -> GradientTransformation:
     """
     _check_number("scale_by_trust_ratio", "eps", eps, low=0.0)
 
-    def init(params: Any) -> EmptyState:
-        return EmptyState()
+    def rescale(u, p):
+        p_norm, u_norm = global_norm(p), global_norm(u)
+        ratio = jnp.where((p_norm > 0) & (u_norm > 0), p_norm / (u_norm + eps), 1.0)
+        return (u * ratio.astype(u.dtype)).astype(u.dtype)
 
-    def update(updates: Any, state: EmptyState, params: Any = None, **extra_args: Any):
+    def fn(updates: Any, params: Any) -> Any:
         if params is None:
             raise ValueError("scale_by_trust_ratio: needs params; call update(grads, state, params)")
+        return jax.tree.map(rescale, updates, params)
 
-        def rescale(u, p):
-            p_norm, u_norm = global_norm(p), global_norm(u)
-            ratio = jnp.where((p_norm > 0) & (u_norm > 0), p_norm / (u_norm + eps), 1.0)
-            return (u * ratio.astype(u.dtype)).astype(u.dtype)
-
-        return jax.tree.map(rescale, updates, params), state
-
-    return GradientTransformation(init, update)
+    return stateless(fn)

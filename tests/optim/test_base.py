@@ -64,3 +64,12 @@ class TestJit(chex.TestCase):
         updates, _ = self.variant(opt.update)({"w": jnp.array([2.0, -0.1, 0.3])}, state, params)
         # First Adam step: m̂/(√v̂ + ε) = sign(g) for every g ≠ 0 (after clipping to ±0.5).
         chex.assert_trees_all_close(updates["w"], jnp.array([-0.1, 0.1, -0.1]), rtol=1e-5)
+
+
+def test_stateless_builds_a_transformation_from_a_function():
+    double = optim.stateless(lambda updates, params: jax.tree.map(lambda u, p: 2 * u + p, updates, params))
+    params = {"w": jnp.array([1.0])}
+    state = double.init(params)
+    assert state == optim.EmptyState()
+    updates, _ = double.update({"w": jnp.array([3.0])}, state, params)
+    np.testing.assert_array_equal(updates["w"], [7.0])
