@@ -2,11 +2,27 @@
 
 Modules: ``fundl.init`` (initializers), ``fundl.activations``, ``fundl.losses``,
 ``fundl.nn`` (layers, models, manual backprop), ``fundl.gradcheck`` (gradient
-verification), ``fundl.optim`` (optimizers and schedules), ``fundl.tree`` (pytree
-helpers) and ``fundl.rules`` (how primitives and their rules are declared).
+verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
+and loaders), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
+``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
+(pytree helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
 
-from fundl import activations, gradcheck, init, losses, nn, optim, rules, tree
+from fundl import (
+    activations,
+    checkpoint,
+    data,
+    gradcheck,
+    init,
+    losses,
+    metrics,
+    nn,
+    optim,
+    plot,
+    rules,
+    train,
+    tree,
+)
 from fundl.nn import Activation, Dense, Sequential, backprop, mlp
 from fundl.rules import Primitive, primitive, reference_mode, using_reference
 
@@ -19,15 +35,20 @@ __all__ = [
     "Sequential",
     "activations",
     "backprop",
+    "checkpoint",
+    "data",
     "gradcheck",
     "init",
     "losses",
+    "metrics",
     "mlp",
     "nn",
     "optim",
+    "plot",
     "primitive",
     "reference_mode",
     "rules",
+    "train",
     "tree",
     "using_reference",
 ]

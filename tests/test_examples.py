@@ -1,17 +1,52 @@
-"""The examples run and say what they should."""
+"""The examples run and say what they should (at full scale: each takes seconds)."""
 
 import pathlib
 import runpy
+import warnings
+
+import pytest
+
+from fundl import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _load(name):
+    return runpy.run_path(str(ROOT / "examples" / f"{name}.py"), run_name="example")
+
+
+@pytest.fixture(autouse=True)
+def no_recompilation():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", train.RecompilationWarning)
+        yield
+
+
 def test_gradcheck_mlp_example(capsys):
-    module = runpy.run_path(str(ROOT / "examples" / "gradcheck_mlp.py"), run_name="example")
-    assert module["main"]() == 0
+    assert _load("gradcheck_mlp")["main"]() == 0
     out = capsys.readouterr().out
     assert "1      (3, 2) = (n^[1], n^[0])  (3,)   (16, 3) = (m, n^[1])    relu" in out
     assert "3      (1, 3) = (n^[3], n^[2])  (1,)   (16, 1) = (m, n^[3])    sigmoid" in out
     assert "vjp: hand vs finite diff    params['dense3']['W']" in out
     assert "PASSED (33 checks)" in out
     assert "all gradients agree" in out
+
+
+def test_mlp_digits_reaches_97_percent(tmp_path, capsys):
+    accuracy = _load("mlp_digits")["main"](out=str(tmp_path), progress=False)
+    assert accuracy >= 0.97
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "wall time" in out
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert list((tmp_path / "checkpoints").glob("step_*.safetensors"))
+
+
+def test_custom_loop_reaches_97_percent():
+    assert _load("custom_loop")["main"]() >= 0.97
+
+
+def test_sweep_trains_eight_rates_at_once(capsys):
+    results = _load("sweep_vmap")["main"](epochs=5)
+    assert len(results) == 8
+    assert max(results.values()) >= 0.95  # a good rate learns
+    assert results[0.3] < 0.5  # a rate that is far too large does not

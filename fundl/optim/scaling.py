@@ -242,8 +242,9 @@ def scale_by_adam(
     _check_moment_dtype("scale_by_adam", moment_dtype)
 
     def init(params: Any) -> AdamState:
-        zeros = _moments_like(params, moment_dtype)
-        return AdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        # Two separate buffers: a donated state must not hold one array twice.
+        mu, nu = _moments_like(params, moment_dtype), _moments_like(params, moment_dtype)
+        return AdamState(jnp.zeros([], jnp.int32), mu, nu)
 
     def update(updates: Any, state: AdamState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_adam", updates, state.mu)
