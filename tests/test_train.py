@@ -157,6 +157,24 @@ def test_ensemble_of_seeds_equals_separate_runs():
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], together), alone, rtol=1e-5, atol=1e-6)
 
 
+def test_ensemble_of_learning_rates_equals_separate_runs():
+    rates = [0.001, 0.01, 0.1]
+    opt = optim.inject_hyperparams(optim.adam)(learning_rate=0.01)
+    start = _params()
+    params = jax.tree.map(lambda p: jnp.stack([p] * len(rates)), start)
+    state = jax.vmap(lambda lr: optim.with_hyperparams(opt.init(start), learning_rate=lr))(jnp.array(rates))
+    step = train.make_train_step(loss_fn, opt, ensemble=True)
+    batches = [jax.tree.map(jnp.asarray, _data(8, seed=s)) for s in range(3)]
+    for b in batches:
+        params, state, _ = step(params, state, b)
+    assert step.traces == 1
+    for i, lr in enumerate(rates):
+        alone, alone_state = _params(), optim.adam(lr).init(_params())
+        for b in batches:
+            alone, alone_state = _manual_step(optim.adam(lr), alone, alone_state, b)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], params), alone, rtol=1e-5, atol=1e-6)
+
+
 def test_eval_step_accepts_the_three_return_forms():
     batch = jax.tree.map(jnp.asarray, _data(8))
     p = _params()
