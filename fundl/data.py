@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import operator
 import os
 import zlib
 from collections import deque
@@ -27,6 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fundl._validate import check_int
 
 __all__ = [
     "num_examples",
@@ -46,22 +47,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _int(name: str, arg: str, value: Any, *, low: int) -> int:
-    """``value`` as a Python int ≥ low, or a ValueError naming the function and argument."""
-    if isinstance(value, bool):
-        ok = False
-    else:
-        try:
-            value = operator.index(value)
-            ok = value >= low
-        except TypeError:
-            ok = False
-    if not ok:
-        rule = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name}: {arg} must be {rule}, got {value!r}")
-    return value
 
 
 def _shape(leaf: Any) -> tuple[int, ...]:
@@ -133,8 +118,8 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
       drop_last: drop the final partial batch (n mod b examples) instead of yielding it.
     Returns: the number of batches.
     """
-    n = _int("num_batches", "n", n, low=0)
-    batch_size = _int("num_batches", "batch_size", batch_size, low=1)
+    n = check_int("num_batches", "n", n, low=0)
+    batch_size = check_int("num_batches", "batch_size", batch_size, low=1)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -178,9 +163,9 @@ def batches(
         for batch in batches({"x": x, "y": y}, 128, key=key, epoch=epoch):
             params, opt_state, metrics = step(params, opt_state, batch)
     """
-    batch_size = _int("batches", "batch_size", batch_size, low=1)
-    epoch = _int("batches", "epoch", epoch, low=0)
-    start = _int("batches", "start", start, low=0)
+    batch_size = check_int("batches", "batch_size", batch_size, low=1)
+    epoch = check_int("batches", "epoch", epoch, low=0)
+    start = check_int("batches", "start", start, low=0)
     n = _num_examples("batches", data)
     _check_nonempty("batches", n)
     if drop_last and batch_size > n:
@@ -238,7 +223,7 @@ def epoch_batches(data: Any, batch_size: int, key: jax.Array | None = None, epoc
             xs = epoch_batches(data, 128, key, epoch)
             return jax.lax.scan(step, (params, opt_state), xs)
     """
-    batch_size = _int("epoch_batches", "batch_size", batch_size, low=1)
+    batch_size = check_int("epoch_batches", "batch_size", batch_size, low=1)
     n = _num_examples("epoch_batches", data)
     _check_nonempty("epoch_batches", n)
     if batch_size > n:
@@ -247,7 +232,7 @@ def epoch_batches(data: Any, batch_size: int, key: jax.Array | None = None, epoc
             f"lower batch_size"
         )
     if isinstance(epoch, (int, np.integer)):
-        epoch = _int("epoch_batches", "epoch", epoch, low=0)
+        epoch = check_int("epoch_batches", "epoch", epoch, low=0)
     count = n // batch_size
     used = count * batch_size
 
@@ -377,8 +362,8 @@ def split(
     else:
         if not (isinstance(sizes, Sequence) and len(sizes) == 2):
             raise ValueError(f"split: sizes must be a pair (n1, n2), got {sizes!r}")
-        n1 = _int("split", "sizes[0]", sizes[0], low=1)
-        n2 = _int("split", "sizes[1]", sizes[1], low=1)
+        n1 = check_int("split", "sizes[0]", sizes[0], low=1)
+        n2 = check_int("split", "sizes[1]", sizes[1], low=1)
         if n1 + n2 > n:
             raise ValueError(f"split: sizes {n1} + {n2} = {n1 + n2} exceed the {n} examples")
     if key is None:
@@ -474,7 +459,7 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any = jnp.float32) -> jax.A
       TypeError: labels are not integers (e.g. float32 labels).
       ValueError: K is not a positive integer, or a concrete label lies outside [0, K).
     """
-    num_classes = _int("one_hot", "num_classes", num_classes, low=1)
+    num_classes = check_int("one_hot", "num_classes", num_classes, low=1)
     traced = isinstance(labels, jax.core.Tracer)
     if not traced and not isinstance(labels, (np.ndarray, jax.Array)):
         labels = np.asarray(labels)
@@ -515,7 +500,7 @@ def prefetch_to_device(
         for batch in prefetch_to_device(batches(train, 128, key=key, epoch=epoch)):
             params, opt_state, metrics = step(params, opt_state, batch)
     """
-    size = _int("prefetch_to_device", "size", size, low=1)
+    size = check_int("prefetch_to_device", "size", size, low=1)
     return _prefetch(iter(iterator), size, sharding)
 
 

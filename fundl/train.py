@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import data as fdata
+from fundl._validate import check_int
 from fundl.optim.base import GradientTransformation, apply_updates
 
 __all__ = [
@@ -262,8 +263,7 @@ def init_ensemble(init_fn: Callable[[jax.Array], Any], key: jax.Array, n: int) -
     Example:
       >>> params = init_ensemble(model.init, jax.random.key(0), 8)   # leaves (8, ...)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"init_ensemble: n must be a positive integer, got {n!r}")
+    n = check_int("init_ensemble", "n", n)
     return jax.vmap(init_fn)(jax.random.split(key, n))
 
 
@@ -351,8 +351,7 @@ def make_epoch(
     and run through ``lax.scan``. ``metrics`` are stacked per step.
     """
     _check_optimizer("make_epoch", optimizer)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"make_epoch: batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("make_epoch", "batch_size", batch_size)
     scan = make_scan_steps(loss_fn, optimizer, has_aux=has_aux, jit=False)
 
     def run(params, opt_state, data, key, epoch, *args):
@@ -392,8 +391,7 @@ class EarlyStopping:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"EarlyStopping: patience must be a positive integer, got {self.patience!r}")
+        check_int("EarlyStopping", "patience", self.patience)
         if not (isinstance(self.min_delta, (int, float)) and self.min_delta >= 0):
             raise ValueError(f"EarlyStopping: min_delta must be a number ≥ 0, got {self.min_delta!r}")
         if self.mode not in ("min", "max"):
@@ -507,9 +505,9 @@ def fit(
 
     from fundl.checkpoint import CheckpointManager
 
-    for arg, value in (("epochs", epochs), ("batch_size", batch_size), ("keep_last", keep_last)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"fit: {arg} must be a positive integer, got {value!r}")
+    epochs = check_int("fit", "epochs", epochs)
+    batch_size = check_int("fit", "batch_size", batch_size)
+    keep_last = check_int("fit", "keep_last", keep_last)
     _check_optimizer("fit", optimizer)
     if resume and checkpoint_dir is None:
         raise ValueError("fit: resume=True needs a checkpoint_dir to resume from")

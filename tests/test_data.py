@@ -113,7 +113,7 @@ def test_num_batches_rejects_bad_batch_size(bad):
 
 
 def test_num_batches_rejects_negative_n():
-    with pytest.raises(ValueError, match=r"num_batches: n must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"num_batches: n must be a non-negative integer, got -1"):
         num_batches(-1, 4)
 
 
@@ -225,9 +225,9 @@ def test_batches_errors():
         match=re.escape("batches: start must be in [0, 3] (the number of batches of 10 examples with batch_size 4, drop_last=False), got 4"),
     ):
         batches(d, 4, start=4)
-    with pytest.raises(ValueError, match=r"batches: start must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"batches: start must be a non-negative integer, got -1"):
         batches(d, 4, start=-1)
-    with pytest.raises(ValueError, match=r"batches: epoch must be an integer >= 0, got -2"):
+    with pytest.raises(ValueError, match=r"batches: epoch must be a non-negative integer, got -2"):
         batches(d, 4, key=jax.random.key(0), epoch=-2)
     with pytest.raises(
         ValueError,
@@ -304,7 +304,7 @@ def test_epoch_batches_errors():
         match=r"epoch_batches: batch_size must be a positive integer, got 0",
     ):
         epoch_batches(_dataset(5), 0)
-    with pytest.raises(ValueError, match=r"epoch_batches: epoch must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"epoch_batches: epoch must be a non-negative integer, got -1"):
         epoch_batches(_dataset(5), 2, jax.random.key(0), -1)
 
 

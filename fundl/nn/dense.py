@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl import init as initializers
+from fundl._validate import check_int
 from fundl.rules import primitive
 
 __all__ = ["dense", "Dense"]
@@ -105,8 +106,7 @@ class Dense:
     kind: ClassVar[str] = "dense"
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_out, bool) or not isinstance(self.n_out, int) or self.n_out <= 0:
-            raise ValueError(f"Dense: n_out must be a positive integer, got {self.n_out!r}")
+        check_int("Dense", "n_out", self.n_out)
         for name in ("w_init", "b_init"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"Dense: {name} must be an initializer function, got {getattr(self, name)!r}")

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fundl._validate import check_int
 from fundl.optim.base import GradientTransformation, _moments_like
 
 __all__ = ["accumulate", "AccumulateState"]
@@ -33,8 +34,7 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
       k: micro-batches per step, a positive integer.
       inner: the optimizer to step.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"accumulate: k must be a positive integer, got {k!r}")
+    k = check_int("accumulate", "k", k)
     if not isinstance(inner, GradientTransformation):
         raise TypeError(f"accumulate: inner must be a GradientTransformation, got {inner!r}")
 

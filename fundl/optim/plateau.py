@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fundl._validate import check_int
 from fundl.optim.base import GradientTransformation, _check_number
 
 __all__ = ["reduce_on_plateau", "PlateauState"]
@@ -57,9 +58,9 @@ def reduce_on_plateau(
     _check_number("reduce_on_plateau", "rtol", rtol, low=0.0)
     _check_number("reduce_on_plateau", "atol", atol, low=0.0)
     _check_number("reduce_on_plateau", "min_scale", min_scale, low=0.0)
-    for arg, value, low in (("patience", patience, 1), ("cooldown", cooldown, 0), ("accumulation_size", accumulation_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"reduce_on_plateau: {arg} must be an integer ≥ {low}, got {value!r}")
+    check_int("reduce_on_plateau", "patience", patience)
+    check_int("reduce_on_plateau", "cooldown", cooldown, low=0)
+    check_int("reduce_on_plateau", "accumulation_size", accumulation_size)
 
     def init(params: Any) -> PlateauState:
         del params

@@ -36,6 +36,8 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from fundl._validate import check_int
+
 __all__ = [
     "Schedule",
     "constant",
@@ -85,15 +87,6 @@ def _non_negative(fn: str, arg: str, value: Any) -> float:
     if not (_is_real(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{fn}: {arg} must be a non-negative number, got {value!r}")
     return float(value)
-
-
-def _count(fn: str, arg: str, value: Any, *, minimum: int) -> int:
-    if not (_is_int(value) and value >= minimum):
-        rule = {0: "a non-negative integer", 1: "a positive integer"}.get(
-            minimum, f"an integer >= {minimum}"
-        )
-        raise ValueError(f"{fn}: {arg} must be {rule}, got {value!r}")
-    return int(value)
 
 
 def _label(schedule: Callable[..., jax.Array], fn: str, **args: Any) -> Schedule:
@@ -187,7 +180,7 @@ def step_decay(init_value: float, decay_rate: float, step_size: int) -> Schedule
     fn = "step_decay"
     v0 = _finite(fn, "init_value", init_value)
     r = _positive(fn, "decay_rate", decay_rate)
-    n = _count(fn, "step_size", step_size, minimum=1)
+    n = check_int(fn, "step_size", step_size, low=1)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         return v0 * jnp.power(r, jnp.floor(_float_step(step) / n))
@@ -226,8 +219,8 @@ def exponential_decay(
     fn = "exponential_decay"
     v0 = _finite(fn, "init_value", init_value)
     r = _positive(fn, "decay_rate", decay_rate)
-    n = _count(fn, "transition_steps", transition_steps, minimum=1)
-    s0 = _count(fn, "transition_begin", transition_begin, minimum=0)
+    n = check_int(fn, "transition_steps", transition_steps, low=1)
+    s0 = check_int(fn, "transition_begin", transition_begin, low=0)
     v1 = None if end_value is None else _finite(fn, "end_value", end_value)
     clip = jnp.maximum if r < 1 else jnp.minimum
 
@@ -264,7 +257,7 @@ def inverse_time_decay(
     fn = "inverse_time_decay"
     v0 = _finite(fn, "init_value", init_value)
     r = _non_negative(fn, "decay_rate", decay_rate)
-    n = _count(fn, "decay_steps", decay_steps, minimum=1)
+    n = check_int(fn, "decay_steps", decay_steps, low=1)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         p = _float_step(step) / n
@@ -306,9 +299,9 @@ def polynomial_decay(
     fn = "polynomial_decay"
     v0 = _finite(fn, "init_value", init_value)
     v1 = _finite(fn, "end_value", end_value)
-    n = _count(fn, "decay_steps", decay_steps, minimum=1)
+    n = check_int(fn, "decay_steps", decay_steps, low=1)
     p = _positive(fn, "power", power)
-    s0 = _count(fn, "transition_begin", transition_begin, minimum=0)
+    s0 = check_int(fn, "transition_begin", transition_begin, low=0)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         t = jnp.clip(_float_step(step) - s0, 0.0, n)
@@ -336,7 +329,7 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
     """
     fn = "cosine_decay"
     v0 = _finite(fn, "init_value", init_value)
-    n = _count(fn, "decay_steps", decay_steps, minimum=1)
+    n = check_int(fn, "decay_steps", decay_steps, low=1)
     v1 = _finite(fn, "end_value", end_value)
 
     def schedule(step: int | jax.Array) -> jax.Array:
@@ -375,8 +368,8 @@ def warmup_cosine_decay(
     """
     fn = "warmup_cosine_decay"
     peak = _finite(fn, "peak_value", peak_value)
-    w = _count(fn, "warmup_steps", warmup_steps, minimum=0)
-    n = _count(fn, "decay_steps", decay_steps, minimum=1)
+    w = check_int(fn, "warmup_steps", warmup_steps, low=0)
+    n = check_int(fn, "decay_steps", decay_steps, low=1)
     if n <= w:
         raise ValueError(
             f"{fn}: decay_steps must be greater than warmup_steps (it counts from step 0 and "
@@ -431,7 +424,7 @@ def cyclical(
     fn = "cyclical"
     base = _finite(fn, "base_value", base_value)
     top = _finite(fn, "max_value", max_value)
-    n = _count(fn, "step_size", step_size, minimum=1)
+    n = check_int(fn, "step_size", step_size, low=1)
     if mode not in _CYCLICAL_MODES:
         raise ValueError(f"{fn}: mode must be one of {_CYCLICAL_MODES}, got {mode!r}")
     g = _positive(fn, "gamma", gamma)
@@ -490,7 +483,7 @@ def one_cycle(
     """
     fn = "one_cycle"
     peak = _finite(fn, "max_value", max_value)
-    total = _count(fn, "total_steps", total_steps, minimum=2)
+    total = check_int(fn, "total_steps", total_steps, low=2)
     if not (_is_real(pct_start) and 0 < pct_start < 1):
         raise ValueError(f"{fn}: pct_start must be in (0, 1), got {pct_start!r}")
     if not pct_start * total > 1:
