@@ -14,7 +14,6 @@ from fundl.optim import schedules
 from fundl.optim.accumulation import AccumulateState, accumulate
 from fundl.optim.alias import adagrad, adam, adamw, lamb, lion, momentum, rmsprop, sgd
 from fundl.optim.base import (
-    ChainState,
     EmptyState,
     GradientTransformation,
     MomentDtype,
@@ -52,7 +51,6 @@ __all__ = [
     "AccumulateState",
     "AdagradState",
     "AdamState",
-    "ChainState",
     "EmaState",
     "EmptyState",
     "GradientTransformation",

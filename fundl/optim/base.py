@@ -30,7 +30,6 @@ __all__ = [
     "chain",
     "identity",
     "stateless",
-    "ChainState",
     "EmptyState",
     "MomentDtype",
 ]
@@ -48,12 +47,6 @@ class GradientTransformation(NamedTuple):
 
 class EmptyState(NamedTuple):
     """The state of a stateless transformation."""
-
-
-class ChainState(NamedTuple):
-    """The states of a chain's transformations, in order."""
-
-    inner: tuple  # one state per transformation
 
 
 def stateless(fn: Callable[[Any, Any], Any]) -> GradientTransformation:
@@ -77,8 +70,10 @@ def identity() -> GradientTransformation:
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Apply transformations one after another: ``chain(clip_by_global_norm(1.0), adam(1e-3))``.
 
-    Updates flow through each transformation in order; the state is a
-    :class:`ChainState` of their states. When ``params`` are given, the first
+    Updates flow through each transformation in order; the state is a plain tuple of
+    their states, one per transformation (as optax's: every extra named node a
+    compiled step's arguments carry costs host time on each call, which a small
+    dispatch-bound model feels). When ``params`` are given, the first
     mismatch between the gradients' and the parameters' structures raises a
     ``ValueError`` naming its key path.
     """
@@ -86,17 +81,17 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         if not isinstance(t, GradientTransformation):
             raise TypeError(f"chain: argument {i} is not a GradientTransformation, got {t!r}")
 
-    def init(params: Any) -> ChainState:
-        return ChainState(tuple(t.init(params) for t in transforms))
+    def init(params: Any) -> tuple:
+        return tuple(t.init(params) for t in transforms)
 
-    def update(updates: Any, state: ChainState, params: Any = None, **extra_args: Any):
+    def update(updates: Any, state: tuple, params: Any = None, **extra_args: Any):
         if params is not None:
             check_same_structure("update", updates, params, "grads", "params")
         new_states = []
-        for t, s in zip(transforms, state.inner):
+        for t, s in zip(transforms, state):
             updates, s = t.update(updates, s, params, **extra_args)
             new_states.append(s)
-        return updates, ChainState(tuple(new_states))
+        return updates, tuple(new_states)
 
     return GradientTransformation(init, update)
 
