@@ -1,7 +1,7 @@
 """Checkpoints: a pytree of arrays in one safetensors file, its structure in a JSON manifest.
 
 A checkpoint is one file, ``<name>.safetensors``. Each leaf is a tensor named by its key
-path (``params/dense1/W``, ``opt_state/0/mu/dense1/W``), so PyTorch, Hugging Face
+path (``params/dense1/W``, ``opt_state/mu/dense1/W``), so PyTorch, Hugging Face
 and ``safetensors.numpy`` read the arrays by name. The header's ``__metadata__`` holds,
 under the key ``"fundl"``, a JSON manifest: the format version, the tree's containers
 (dicts, lists, tuples, NamedTuples, ``None``), each leaf's key path, dtype and shape,

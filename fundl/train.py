@@ -10,7 +10,8 @@ The building blocks:
   ``lax.scan``: over pre-batched arrays, or over a whole epoch shuffled on device, so a
   small model is not bound by Python dispatch.
 
-Each compiled step counts its traces (``step.traces``) and, when traced again after its
+Each compiled step is the ``jax.jit`` function itself (no Python wrapper on the hot
+path); it counts its traces (``step.traces``) and, when traced again after its
 first use — a changed shape or dtype, a Python number where an array was — warns once
 with a :class:`RecompilationWarning` naming the argument that changed. The one expected
 re-trace, a smaller final batch of an epoch, is not warned about.
@@ -41,7 +42,6 @@ from fundl.optim.base import GradientTransformation, apply_updates
 
 __all__ = [
     "RecompilationWarning",
-    "CompiledStep",
     "make_train_step",
     "make_eval_step",
     "make_scan_steps",
@@ -101,21 +101,10 @@ def _is_partial_batch(batch_name: str | None, old: Any, new: Any, path: str) -> 
     return shapes_ok and old.dtype == new.dtype
 
 
-class CompiledStep:
-    """A ``jax.jit``-compiled function that counts its traces and warns on re-tracing.
+class _TraceWatch:
+    """Counts a compiled step's traces and warns, once, when it is traced again."""
 
-    Call it like the function. ``traces`` is how many times it has been traced.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str,
-        arg_names: Sequence[str],
-        batch_arg: str | None,
-        donate_argnums: tuple[int, ...] = (),
-    ) -> None:
+    def __init__(self, name: str, arg_names: Sequence[str], batch_arg: str | None) -> None:
         self.name = name
         self.traces = 0
         self._arg_names = tuple(arg_names)
@@ -123,20 +112,7 @@ class CompiledStep:
         self._first: list | None = None
         self._warned = False
 
-        def traced(*args: Any) -> Any:
-            self._on_trace(args)
-            return fn(*args)
-
-        self._jitted = jax.jit(traced, donate_argnums=donate_argnums)
-
-    def __call__(self, *args: Any) -> Any:
-        return self._jitted(*args)
-
-    def lower(self, *args: Any) -> Any:
-        """``jax.jit(...).lower``: the compiled program, for inspection."""
-        return self._jitted.lower(*args)
-
-    def _on_trace(self, args: tuple) -> None:
+    def on_trace(self, args: tuple) -> None:
         self.traces += 1
         signature = _signature(self._arg_names, args)
         if self._first is None:
@@ -172,6 +148,32 @@ class CompiledStep:
             return f"{path_a} changed from {text_a} to {text_b}{hint}"
         return None
 
+
+
+def _compile(
+    fn: Callable[..., Any],
+    *,
+    name: str,
+    arg_names: Sequence[str],
+    batch_arg: str | None,
+    donate_argnums: tuple[int, ...] = (),
+) -> Any:
+    """``jax.jit(fn)`` that counts its traces in ``.traces`` and warns when traced again.
+
+    The jitted function itself is returned — no Python wrapper between the caller and
+    JAX's C++ dispatch, which a step of a few microseconds would feel.
+    """
+    watch = _TraceWatch(name, arg_names, batch_arg)
+
+    def traced(*args: Any) -> Any:
+        watch.on_trace(args)
+        jitted.traces = watch.traces
+        return fn(*args)
+
+    traced.__name__ = traced.__qualname__ = name.replace(" ", "_")
+    jitted = jax.jit(traced, donate_argnums=donate_argnums)
+    jitted.traces = 0
+    return jitted
 
 def _value_and_grad(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
     def wrapped(params, batch, *args):
@@ -229,8 +231,9 @@ def make_train_step(
       ensemble: vmap over a leading axis of ``params`` and ``opt_state`` (N models,
         from N seeds via :func:`init_ensemble`, or N learning rates held in an
         ``inject_hyperparams`` state); ``batch`` and ``args`` are shared.
-      jit: compile (a :class:`CompiledStep`); ``False`` returns the plain function, to
-        compose under your own ``vmap``, ``scan`` or ``jit``.
+      jit: compile — the ``jax.jit`` function itself, with ``.traces`` counting its
+        traces; ``False`` returns the plain function, to compose under your own
+        ``vmap``, ``scan`` or ``jit``.
       donate: donate params and opt_state (their buffers are reused for the outputs:
         do not use the arrays you passed in after the call).
     """
@@ -240,7 +243,7 @@ def make_train_step(
         step = _vmap_models(step)
     if not jit:
         return step
-    return CompiledStep(
+    return _compile(
         step,
         name="train step",
         arg_names=("params", "opt_state", "batch"),
@@ -276,7 +279,7 @@ def make_eval_step(
       metrics_fn: ``metrics_fn(params, batch, *args)`` returning a dict of scalars, a
         scalar (reported as ``{"loss": value}``), or ``(loss, dict)`` like a loss_fn
         with aux — so the training loss function can serve as is.
-      jit: compile (a :class:`CompiledStep`).
+      jit: compile (a ``jax.jit`` function with ``.traces``).
       ensemble: vmap over a leading axis of ``params``.
     """
 
@@ -294,7 +297,7 @@ def make_eval_step(
     fn = evaluate_ensemble if ensemble else evaluate
     if not jit:
         return fn
-    return CompiledStep(fn, name="eval step", arg_names=("params", "batch"), batch_arg="batch")
+    return _compile(fn, name="eval step", arg_names=("params", "batch"), batch_arg="batch")
 
 
 def make_scan_steps(
@@ -325,7 +328,7 @@ def make_scan_steps(
 
     if not jit:
         return run
-    return CompiledStep(
+    return _compile(
         run,
         name="scan steps",
         arg_names=("params", "opt_state", "batches"),
@@ -360,7 +363,7 @@ def make_epoch(
 
     if not jit:
         return run
-    return CompiledStep(
+    return _compile(
         run,
         name="epoch",
         arg_names=("params", "opt_state", "data", "key", "epoch"),

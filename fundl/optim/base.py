@@ -67,33 +67,64 @@ def identity() -> GradientTransformation:
     return stateless(lambda updates, params: updates)
 
 
+def _is_stateless(t: GradientTransformation) -> bool:
+    """Whether ``t`` keeps no state: its state for an empty pytree is ``EmptyState()``."""
+    try:
+        return isinstance(t.init({}), EmptyState)
+    except Exception:  # noqa: BLE001 - an init that needs real params keeps state
+        return False
+
+
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Apply transformations one after another: ``chain(clip_by_global_norm(1.0), adam(1e-3))``.
 
-    Updates flow through each transformation in order; the state is a plain tuple of
-    their states, one per transformation (as optax's: every extra named node a
-    compiled step's arguments carry costs host time on each call, which a small
-    dispatch-bound model feels). When ``params`` are given, the first
-    mismatch between the gradients' and the parameters' structures raises a
-    ``ValueError`` naming its key path.
+    Updates flow through each transformation in order. The state holds the states of
+    the members that keep one (stateless members, such as clipping or a constant
+    learning rate, are recognised when the chain is built): that state itself when
+    one member keeps state — so ``adam(1e-3).init(params)`` is an ``AdamState`` —
+    a tuple of them, in order, when several do, and ``EmptyState()`` when none does.
+    Every node a compiled step's arguments carry costs host time on each call, which a
+    small, dispatch-bound model feels (an extra level of nesting around Adam's state
+    cost 10–20% of a 20 µs step). When ``params`` are given, the first mismatch
+    between the gradients' and the parameters' structures raises a ``ValueError``
+    naming its key path.
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
             raise TypeError(f"chain: argument {i} is not a GradientTransformation, got {t!r}")
+    stateful = [i for i, t in enumerate(transforms) if not _is_stateless(t)]
 
-    def init(params: Any) -> tuple:
-        return tuple(t.init(params) for t in transforms)
+    def init(params: Any) -> Any:
+        states = tuple(transforms[i].init(params) for i in stateful)
+        return _pack(states)
 
-    def update(updates: Any, state: tuple, params: Any = None, **extra_args: Any):
+    def update(updates: Any, state: Any, params: Any = None, **extra_args: Any):
         if params is not None:
             check_same_structure("update", updates, params, "grads", "params")
-        new_states = []
-        for t, s in zip(transforms, state):
-            updates, s = t.update(updates, s, params, **extra_args)
-            new_states.append(s)
-        return updates, tuple(new_states)
+        states = dict(zip(stateful, _unpack(state, len(stateful))))
+        for i, t in enumerate(transforms):
+            updates, new = t.update(updates, states.get(i, EmptyState()), params, **extra_args)
+            if i in states:
+                states[i] = new
+        return updates, _pack(tuple(states[i] for i in stateful))
 
     return GradientTransformation(init, update)
+
+
+def _pack(states: tuple) -> Any:
+    if not states:
+        return EmptyState()
+    return states[0] if len(states) == 1 else states
+
+
+def _unpack(state: Any, n: int) -> tuple:
+    if n == 0:
+        return ()
+    if n == 1:
+        return (state,)
+    if not (isinstance(state, tuple) and len(state) == n):
+        raise ValueError(f"chain: expected a tuple of {n} states, got {type(state).__name__}")
+    return state
 
 
 def apply_updates(params: Any, updates: Any) -> Any:

@@ -31,7 +31,7 @@ def test_accumulated_steps_equal_large_batch_steps():
                 assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
             small_params = optim.apply_updates(small_params, updates)
     chex.assert_trees_all_close(small_params, big_params, rtol=1e-5, atol=1e-6)
-    assert int(small_state.inner[0].count) == 2  # the inner Adam stepped twice
+    assert int(small_state.inner.count) == 2  # the inner Adam stepped twice
     assert int(small_state.mini_step) == 0
 
 
@@ -40,7 +40,7 @@ def test_inner_state_is_untouched_between_steps():
     params = {"w": jnp.zeros(1)}
     state = opt.init(params)
     _, state = opt.update({"w": jnp.ones(1)}, state)
-    np.testing.assert_array_equal(state.inner[0].velocity["w"], [0.0])
+    np.testing.assert_array_equal(state.inner.velocity["w"], [0.0])
     np.testing.assert_array_equal(state.grad_sum["w"], [1.0])
     updates, state = opt.update({"w": jnp.full((1,), 3.0)}, state)
     np.testing.assert_allclose(updates["w"], [-0.2])  # −0.1 · mean(1, 3)

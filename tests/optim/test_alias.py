@@ -296,9 +296,9 @@ def test_bfloat16_params_stay_bfloat16_with_float32_moments(name):
 def test_moments_in_the_param_dtype_on_request():
     params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _params())
     state = optim.adam(1e-3, moment_dtype="param").init(params)
-    assert state[0].mu["dense"]["W"].dtype == jnp.bfloat16
+    assert state.mu["dense"]["W"].dtype == jnp.bfloat16
     state = optim.adam(1e-3, moment_dtype=jnp.float16).init(params)
-    assert state[0].nu["scale"].dtype == jnp.float16
+    assert state.nu["scale"].dtype == jnp.float16
 
 
 def test_float32_moments_keep_small_gradients_that_bfloat16_moments_lose():

@@ -20,12 +20,29 @@ def test_chain_applies_in_order():
     np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
 
 
-def test_chain_state_holds_each_state():
-    opt = optim.chain(optim.identity(), optim.scale_by_adam())
-    state = opt.init({"w": jnp.zeros(2)})
-    assert type(state) is tuple and len(state) == 2
-    assert isinstance(state[0], optim.EmptyState)
-    assert isinstance(state[1], optim.AdamState)
+def test_chain_state_holds_the_states_of_its_stateful_members():
+    params = {"w": jnp.zeros(2)}
+    one = optim.chain(optim.identity(), optim.scale_by_adam(), optim.scale(-0.1))
+    assert isinstance(one.init(params), optim.AdamState)  # the one state itself
+    two = optim.chain(optim.clip(1.0), optim.scale_by_rms(), optim.scale_by_momentum(0.9))
+    state = two.init(params)
+    assert type(state) is tuple and [type(s).__name__ for s in state] == ["RmsState", "TraceState"]
+    none = optim.chain(optim.clip(1.0), optim.scale(-0.1))
+    assert none.init(params) == optim.EmptyState()
+    nested = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.1))
+    assert isinstance(nested.init(params), optim.AdamState)
+    # the states still advance
+    _, state = two.update({"w": jnp.ones(2)}, state)
+    np.testing.assert_allclose(state[1].velocity["w"], 1 / (np.sqrt(0.1) + 1e-8), rtol=1e-6)
+
+
+def test_a_member_whose_init_needs_real_params_keeps_its_state():
+    def init(params):
+        return {"first": params["w"] * 0}  # fails on an empty tree
+
+    keeps = optim.GradientTransformation(init, lambda u, s, p=None, **k: (u, s))
+    opt = optim.chain(keeps, optim.scale(2.0))
+    assert set(opt.init({"w": jnp.ones(1)})) == {"first"}
 
 
 def test_apply_updates_keeps_dtypes_and_adds():

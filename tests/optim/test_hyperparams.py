@@ -85,5 +85,5 @@ def test_errors():
     state = optim.inject_hyperparams(optim.sgd)(learning_rate=0.1).init({"w": jnp.ones(1)})
     with pytest.raises(ValueError, match=r"with_hyperparams: unknown hyperparameter\(s\) \['lr'\]; the state holds \['learning_rate'\]"):
         optim.with_hyperparams(state, lr=0.2)
-    with pytest.raises(TypeError, match=r"with_hyperparams: expected the state of an inject_hyperparams optimizer, got tuple"):
+    with pytest.raises(TypeError, match=r"with_hyperparams: expected the state of an inject_hyperparams optimizer, got EmptyState"):
         optim.with_hyperparams(optim.sgd(0.1).init({"w": jnp.ones(1)}), learning_rate=0.2)
