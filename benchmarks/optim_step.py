@@ -33,7 +33,9 @@ def raw_adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
         t = count.astype(jnp.float32)
         c1, c2 = 1 - b1**t, 1 - b2**t
-        new = jax.tree.map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), params, mu, nu)
+        new = jax.tree.map(
+            lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), params, mu, nu
+        )
         return new, (count, mu, nu)
 
     return init, update

@@ -30,11 +30,26 @@ def residual_bytes(f, *args) -> int:
 def cases():
     key = jax.random.key(0)
     z = jax.random.normal(key, (256, 512))
-    for name in ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu", "softplus", "softmax", "log_softmax"]:
+    for name in [
+        "sigmoid",
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "elu",
+        "gelu",
+        "silu",
+        "softplus",
+        "softmax",
+        "log_softmax",
+    ]:
         yield name, activations.get(name), (z,)
     labels = jax.random.randint(key, (256,), 0, 512)
     yield "softmax_cross_entropy", losses.softmax_cross_entropy, (z, labels)
-    yield "binary_cross_entropy_with_logits", losses.binary_cross_entropy_with_logits, (z, jax.nn.sigmoid(z))
+    yield (
+        "binary_cross_entropy_with_logits",
+        losses.binary_cross_entropy_with_logits,
+        (z, jax.nn.sigmoid(z)),
+    )
     yield "mse", losses.mse, (z, z * 0.5)
     W = jax.random.normal(key, (256, 512))
     yield "dense", fundl.nn.dense, (z, W, jnp.zeros(256))
@@ -42,7 +57,11 @@ def cases():
     params = model.init(key)
     x = jax.random.normal(key, (128, 784))
     y = jax.random.randint(key, (128,), 0, 10)
-    yield "mlp 784-512-256-10, batch 128", lambda p: losses.softmax_cross_entropy(model.apply(p, x), y), (params,)
+    yield (
+        "mlp 784-512-256-10, batch 128",
+        lambda p: losses.softmax_cross_entropy(model.apply(p, x), y),
+        (params,),
+    )
 
 
 def main() -> None:

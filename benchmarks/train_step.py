@@ -97,8 +97,10 @@ class Problem(NamedTuple):
 def make_problem(size: Size, *, seed: int = 0) -> Problem:
     """fundl's initial weights (He for hidden layers, Xavier for the logits), random data."""
     params = fundl.mlp(list(size.sizes), "relu").init(jax.random.key(seed))
-    layers = [(np.asarray(params[f"dense{i}"]["W"]), np.asarray(params[f"dense{i}"]["b"]))
-              for i in range(1, len(size.sizes))]
+    layers = [
+        (np.asarray(params[f"dense{i}"]["W"]), np.asarray(params[f"dense{i}"]["b"]))
+        for i in range(1, len(size.sizes))
+    ]
     rng = np.random.default_rng(seed)
     n_in, n_classes = size.sizes[0], size.sizes[-1]
     x = rng.standard_normal((size.batch, n_in), dtype=np.float32)
@@ -110,8 +112,10 @@ def make_problem(size: Size, *, seed: int = 0) -> Problem:
 
 def device_params(problem: Problem) -> dict[str, dict[str, jax.Array]]:
     """Fresh device buffers (each candidate donates its own), in fundl's layout."""
-    return {f"dense{i}": {"W": jnp.asarray(W), "b": jnp.asarray(b)}
-            for i, (W, b) in enumerate(problem.layers, start=1)}
+    return {
+        f"dense{i}": {"W": jnp.asarray(W), "b": jnp.asarray(b)}
+        for i, (W, b) in enumerate(problem.layers, start=1)
+    }
 
 
 def jax_loop(step: Callable[..., Any], params: Any, opt_state: Any, *batch: Any):
@@ -274,8 +278,12 @@ def build_flax_linen(problem: Problem, size: Size) -> Candidate:
             return nn.Dense(self.sizes[-1])(x)
 
     model = MLP(size.sizes)
-    params = {"params": {f"Dense_{i}": {"kernel": jnp.asarray(W.T), "bias": jnp.asarray(b)}
-                         for i, (W, b) in enumerate(problem.layers)}}
+    params = {
+        "params": {
+            f"Dense_{i}": {"kernel": jnp.asarray(W.T), "bias": jnp.asarray(b)}
+            for i, (W, b) in enumerate(problem.layers)
+        }
+    }
     tx = optax.adam(LEARNING_RATE)
 
     def train_step(params, opt_state, x, y):
@@ -331,8 +339,10 @@ def build_haiku(problem: Problem, size: Size) -> Candidate:
 
     model = hk.without_apply_rng(hk.transform(forward))
     names = ["linear"] + [f"linear_{i}" for i in range(1, len(problem.layers))]
-    params = {name: {"w": jnp.asarray(W.T), "b": jnp.asarray(b)}
-              for name, (W, b) in zip(names, problem.layers)}
+    params = {
+        name: {"w": jnp.asarray(W.T), "b": jnp.asarray(b)}
+        for name, (W, b) in zip(names, problem.layers)
+    }
     tx = optax.adam(LEARNING_RATE)
 
     def train_step(params, opt_state, x, y):
@@ -508,8 +518,10 @@ def versions() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{', '.join(found)}; python {platform.python_version()}; JAX device "
-            f"{jax.devices()[0].platform}; {os.cpu_count()} CPU cores ({cpu})")
+    return (
+        f"{', '.join(found)}; python {platform.python_version()}; JAX device "
+        f"{jax.devices()[0].platform}; {os.cpu_count()} CPU cores ({cpu})"
+    )
 
 
 def table(size: Size, candidates: list[Candidate], rates: dict[str, list[float]]) -> str:
@@ -560,33 +572,51 @@ def targets(
     for size, (candidates, rates) in runs.items():
         name = {c.role: c.name for c in candidates if c.role != "peer"}
         slower = 1 / paired(rates, "fundl", "raw JAX")
-        lines.append(f"- {size.label}: fundl step time ≤ 1.02× raw JAX's: {slower:.3f}× — "
-                     f"{mark(slower <= 1.02)}")
+        lines.append(
+            f"- {size.label}: fundl step time ≤ 1.02× raw JAX's: {slower:.3f}× — "
+            f"{mark(slower <= 1.02)}"
+        )
         peers = [c.name for c in candidates if c.role == "peer" and c.run is not None]
         if peers:
             fastest = min(peers, key=lambda peer: paired(rates, "fundl", peer))
             ratio = paired(rates, "fundl", fastest)
-            lines.append(f"- {size.label}: fundl steps/s ≥ every peer's: fundl ÷ fastest peer "
-                         f"({fastest}) {ratio:.3f}× — {mark(ratio >= 1)}")
+            lines.append(
+                f"- {size.label}: fundl steps/s ≥ every peer's: fundl ÷ fastest peer "
+                f"({fastest}) {ratio:.3f}× — {mark(ratio >= 1)}"
+            )
         ratio = paired(rates, name["fundl scan"], name["raw scan"])
-        lines.append(f"- {size.label}: fundl scan-fused ≥ 0.98× raw JAX scan-fused: "
-                     f"{ratio:.3f}× — {mark(ratio >= 0.98)}")
+        lines.append(
+            f"- {size.label}: fundl scan-fused ≥ 0.98× raw JAX scan-fused: "
+            f"{ratio:.3f}× — {mark(ratio >= 0.98)}"
+        )
     for size, seconds in firsts.items():
         f, r = statistics.median(seconds["fundl"]), statistics.median(seconds["raw"])
-        lines.append(f"- {size.label}: fundl first call no slower than raw JAX's: {f:.3f} s vs "
-                     f"{r:.3f} s (medians) — {mark(f <= r)}")
+        lines.append(
+            f"- {size.label}: fundl first call no slower than raw JAX's: {f:.3f} s vs "
+            f"{r:.3f} s (medians) — {mark(f <= r)}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
-    parser.add_argument("--first-call-repeats", type=int, default=5,
-                        help="fresh processes per first-call measurement (default 5)")
-    parser.add_argument("--only", nargs="+", choices=sorted(SIZES), default=["large", "small"],
-                        help="the sizes to run (default both)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 3 rounds and one first call each")
+    parser.add_argument(
+        "--first-call-repeats",
+        type=int,
+        default=5,
+        help="fresh processes per first-call measurement (default 5)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SIZES),
+        default=["large", "small"],
+        help="the sizes to run (default both)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 3 rounds and one first call each"
+    )
     parser.add_argument("--out", help="also write the Markdown report to this path")
     parser.add_argument("--first-call", choices=["fundl", "raw"], help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -103,7 +103,7 @@ def main() -> None:
         ax.set_ylim(0, 0.112)  # every example peaks at 0.1; a shared scale compares them
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
-    for ax in list(axes.flat)[len(PANELS):]:
+    for ax in list(axes.flat)[len(PANELS) :]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("step")

@@ -31,19 +31,29 @@ def main(epochs: int = 40) -> float:
 
     def loss_fn(params, batch):
         logits = model.apply(params, batch["x"])
-        return losses.softmax_cross_entropy(logits, batch["y"]), {"accuracy": metrics.accuracy(logits, batch["y"])}
+        return losses.softmax_cross_entropy(logits, batch["y"]), {
+            "accuracy": metrics.accuracy(logits, batch["y"])
+        }
 
     step = train.make_train_step(loss_fn, opt, has_aux=True)
     evaluate = train.make_eval_step(loss_fn)
     manager = checkpoint.CheckpointManager(tempfile.mkdtemp(), keep_last=1, monitor="val_loss")
 
     for epoch in range(epochs):
-        for batch in data.prefetch_to_device(data.batches(train_set, 32, key=k_order, epoch=epoch, drop_last=True)):
+        for batch in data.prefetch_to_device(
+            data.batches(train_set, 32, key=k_order, epoch=epoch, drop_last=True)
+        ):
             params, opt_state, logs = step(params, opt_state, batch)
         val_logs = jax.device_get(evaluate(params, val))
-        manager.save(epoch, {"params": params, "opt_state": opt_state}, metrics={"val_loss": float(val_logs["loss"])})
+        manager.save(
+            epoch,
+            {"params": params, "opt_state": opt_state},
+            metrics={"val_loss": float(val_logs["loss"])},
+        )
         if epoch % 10 == 9:
-            print(f"epoch {epoch + 1}: train loss {float(logs['loss']):.4f}, val accuracy {val_logs['accuracy']:.4f}")
+            print(
+                f"epoch {epoch + 1}: train loss {float(logs['loss']):.4f}, val accuracy {val_logs['accuracy']:.4f}"
+            )
 
     best = manager.restore_best(template={"params": params, "opt_state": opt_state})["params"]
     evaluate_test = train.make_eval_step(loss_fn)  # the test set has its own shape: its own program

@@ -33,7 +33,9 @@ def make_batch(key: jax.Array, m: int = 16) -> tuple[jax.Array, jax.Array]:
 
 def print_shapes(model: fundl.Sequential, params: dict, m: int) -> None:
     """Each layer's W, b, Z and A shapes, with the notes' names for the dims."""
-    dense_names = [n for n, layer in zip(model.names, model.layers) if isinstance(layer, fundl.Dense)]
+    dense_names = [
+        n for n, layer in zip(model.names, model.layers) if isinstance(layer, fundl.Dense)
+    ]
     activations = [layer.name for layer in model.layers if isinstance(layer, fundl.Activation)]
     print("layer  W^[l]                    b^[l]  Z^[l], A^[l]            g^[l]")
     for l, (name, g) in enumerate(zip(dense_names, activations), start=1):
@@ -66,7 +68,9 @@ def main() -> int:
             print(f"  d{leaf}^[{name[-1]}]  {diff:.1e}")
     print("\nper-layer gradient norms (gradient-health diagnostics):")
     for trace in traces:
-        print(f"  {trace.name}: |dW| = {float(trace.dW_norm):.4f}, |db| = {float(trace.db_norm):.4f}")
+        print(
+            f"  {trace.name}: |dW| = {float(trace.dW_norm):.4f}, |db| = {float(trace.db_norm):.4f}"
+        )
     print()
 
     report = gradcheck.check_model(model, params, x, y, loss)

@@ -37,13 +37,17 @@ def main(epochs: int = 20) -> dict[float, float]:
 
     def loss_fn(params, batch):
         logits = model.apply(params, batch["x"])
-        return losses.softmax_cross_entropy(logits, batch["y"]), {"accuracy": metrics.accuracy(logits, batch["y"])}
+        return losses.softmax_cross_entropy(logits, batch["y"]), {
+            "accuracy": metrics.accuracy(logits, batch["y"])
+        }
 
     step = train.make_train_step(loss_fn, opt, has_aux=True, ensemble=True)
     evaluate = train.make_eval_step(loss_fn, ensemble=True)
     started = time.perf_counter()
     for epoch in range(epochs):
-        for batch in data.prefetch_to_device(data.batches(train_set, 32, key=k_order, epoch=epoch, drop_last=True)):
+        for batch in data.prefetch_to_device(
+            data.batches(train_set, 32, key=k_order, epoch=epoch, drop_last=True)
+        ):
             params, opt_state, _ = step(params, opt_state, batch)
     accuracy = jax.device_get(evaluate(params, val)["accuracy"])
     print(f"{n} models, {epochs} epochs, one compiled step: {time.perf_counter() - started:.1f} s")

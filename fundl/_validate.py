@@ -19,6 +19,8 @@ def check_int(name: str, arg: str, value: Any, *, low: int = 1) -> int:
         except TypeError:
             ok = False
     if not ok:
-        rule = {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"an integer >= {low}")
+        rule = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            low, f"an integer >= {low}"
+        )
         raise ValueError(f"{name}: {arg} must be {rule}, got {value!r}")
     return value

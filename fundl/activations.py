@@ -54,7 +54,9 @@ def _floating(name: str) -> Callable[..., None]:
             raise TypeError(f"{name}: expected a floating-point input, got dtype {dtype}")
         axis = options.get("axis")
         if axis is not None and not -jnp.ndim(z) <= axis < max(jnp.ndim(z), 1):
-            raise ValueError(f"{name}: axis {axis} is out of range for input of shape {jnp.shape(z)}")
+            raise ValueError(
+                f"{name}: axis {axis} is out of range for input of shape {jnp.shape(z)}"
+            )
 
     return check
 
@@ -459,4 +461,3 @@ def get(name: str | Primitive) -> Primitive:
     if not isinstance(name, str) or name not in _BY_NAME:
         raise ValueError(f"activation: unknown activation {name!r}; known: {', '.join(names())}")
     return _BY_NAME[name]
-

@@ -206,7 +206,9 @@ def _compare(
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape != b.shape:
-        return Row(name, leaf, math.inf, math.inf, "shapes differ", False, f"{a.shape} vs {b.shape}")
+        return Row(
+            name, leaf, math.inf, math.inf, "shapes differ", False, f"{a.shape} vs {b.shape}"
+        )
     diff = np.abs(a - b)
     finite = bool(np.all(np.isfinite(a)) and np.all(np.isfinite(b)))
     max_abs = float(diff.max()) if diff.size else 0.0
@@ -268,7 +270,9 @@ def _problem(f: Callable[..., Any], args: tuple, argnums: Sequence[int], cast: A
 def _output_names(f: Callable[..., Any], args: tuple) -> list[str]:
     out = jax.eval_shape(f, *args)
     flat = jax.tree_util.tree_flatten_with_path(out)[0]
-    return ["out" + jax.tree_util.keystr(p) for p, o in flat if jnp.issubdtype(o.dtype, jnp.floating)]
+    return [
+        "out" + jax.tree_util.keystr(p) for p, o in flat if jnp.issubdtype(o.dtype, jnp.floating)
+    ]
 
 
 @contextlib.contextmanager
@@ -289,9 +293,13 @@ def _vjp(problem: _Problem, leaves: list[jax.Array], cotangent: list[jax.Array])
     return out, pullback([c.astype(o.dtype) for c, o in zip(cotangent, out)])[0]
 
 
-def _hvp(problem: _Problem, leaves: list[jax.Array], cotangent: list[jax.Array], v: list[jax.Array]):
+def _hvp(
+    problem: _Problem, leaves: list[jax.Array], cotangent: list[jax.Array], v: list[jax.Array]
+):
     def grad_dot_v(theta):
-        return _tree_vdot(_vjp(problem, theta, cotangent)[1], [t.astype(x.dtype) for t, x in zip(v, theta)])
+        return _tree_vdot(
+            _vjp(problem, theta, cotangent)[1], [t.astype(x.dtype) for t, x in zip(v, theta)]
+        )
 
     return jax.grad(grad_dot_v)(leaves)
 
@@ -363,7 +371,15 @@ def _reported_as_row(check_name: str, rows: list[Row]) -> Iterator[None]:
     except Exception as error:  # noqa: BLE001 - any failure of the rule is the finding
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         rows.append(
-            Row(check_name, "(all)", math.nan, math.nan, "raised", False, f"{type(error).__name__}: {message}")
+            Row(
+                check_name,
+                "(all)",
+                math.nan,
+                math.nan,
+                "raised",
+                False,
+                f"{type(error).__name__}: {message}",
+            )
         )
 
 
@@ -437,7 +453,9 @@ def _finite_difference_rows(
     run: _Run, tolerances: Tolerances, step: float, max_elements: int, rng: np.random.Generator
 ) -> list[Row]:
     center = float(_tree_vdot(run.cotangent, run.ref_out))
-    samples = _finite_differences(run.ref, run.ref.leaves, run.cotangent, center, step, max_elements, rng)
+    samples = _finite_differences(
+        run.ref, run.ref.leaves, run.cotangent, center, step, max_elements, rng
+    )
     rows = []
     for n, g, (idx, estimate, kink) in zip(run.hand.names, run.hand_grad, samples):
         note = f"{len(idx)}/{g.size} elements"
@@ -597,7 +615,9 @@ def check(
             rng = np.random.default_rng(seed)
             rows += _finite_difference_rows(run, tolerances, fd_step, fd_max_elements, rng)
         else:
-            notes.append(f"finite differences skipped: their fixed step is below {low_dtype} resolution")
+            notes.append(
+                f"finite differences skipped: their fixed step is below {low_dtype} resolution"
+            )
         if hvp:
             rows += _hvp_rows(run, k_hvp)
         if jit:
@@ -632,10 +652,14 @@ def check_model(
     """
     apply = model.apply if hasattr(model, "apply") else model
     if not callable(apply):
-        raise TypeError(f"gradcheck.check_model: expected a model with apply or a function, got {model!r}")
+        raise TypeError(
+            f"gradcheck.check_model: expected a model with apply or a function, got {model!r}"
+        )
 
     def model_loss(params, x, y):
         return loss(apply(params, x), y)
 
-    model_loss.__name__ = f"{getattr(loss, '__name__', 'loss')}({getattr(apply, '__qualname__', 'model')})"
+    model_loss.__name__ = (
+        f"{getattr(loss, '__name__', 'loss')}({getattr(apply, '__qualname__', 'model')})"
+    )
     return check(model_loss, params, x, y, argnums=0, **options)

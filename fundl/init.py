@@ -127,7 +127,9 @@ def variance_scaling(
         if distribution == "normal":
             return std * jax.random.normal(key, shape, dtype)
         if distribution == "truncated_normal":
-            return (std / _TRUNCATED_STD) * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+            return (std / _TRUNCATED_STD) * jax.random.truncated_normal(
+                key, -2.0, 2.0, shape, dtype
+            )
         limit = math.sqrt(3.0) * std
         return jax.random.uniform(key, shape, dtype, -limit, limit)
 
@@ -231,5 +233,3 @@ def for_activation(activation: str | None) -> Initializer:
         return he_normal
     known = sorted(_HE_ACTIVATIONS | _XAVIER_ACTIVATIONS)
     raise ValueError(f"for_activation: unknown activation {activation!r}; known: {known}")
-
-

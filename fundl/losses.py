@@ -110,9 +110,7 @@ def _valid_labels(labels: jax.Array, n_classes: int) -> jax.Array:
     return (labels >= 0) & (labels < n_classes)
 
 
-def _categorical_targets(
-    name: str, scores: Any, targets: Any
-) -> None:
+def _categorical_targets(name: str, scores: Any, targets: Any) -> None:
     """Check class-axis targets: integer labels (shape[:-1]) or probabilities (same shape)."""
     _check_float(name, "scores", scores)
     shape = jnp.shape(scores)
@@ -386,6 +384,7 @@ softmax_cross_entropy.defvjp(softmax_cross_entropy_fwd, softmax_cross_entropy_bw
 
 
 # --- L2 penalty ----------------------------------------------------------------------
+
 
 def _penalized(params: Any, include: Any) -> list[bool]:
     return mask_tree("l2_penalty", params, is_weight if include is None else include)

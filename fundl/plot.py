@@ -33,7 +33,9 @@ def history(
     Returns: the matplotlib Figure.
     """
     if "epoch" not in history or not history["epoch"]:
-        raise ValueError(f"plot.history: expected a fit history with an 'epoch' list, got keys {sorted(history)}")
+        raise ValueError(
+            f"plot.history: expected a fit history with an 'epoch' list, got keys {sorted(history)}"
+        )
     plt = _pyplot()
     metrics = [k for k in history if k not in ("epoch", "time") and not k.startswith("val_")]
     metrics += [k[4:] for k in history if k.startswith("val_") and k[4:] not in metrics]

@@ -112,7 +112,8 @@ class Primitive:
         positional = [
             p
             for p in signature.parameters.values()
-            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            if p.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         ]
         self._input_names = tuple(p.name for p in positional)
         self._input_defaults = tuple(p.default for p in positional)
@@ -195,7 +196,9 @@ class Primitive:
         n = len(self._input_names)
         missing = [
             name
-            for name, default in zip(self._input_names[len(inputs) :], self._input_defaults[len(inputs) :])
+            for name, default in zip(
+                self._input_names[len(inputs) :], self._input_defaults[len(inputs) :]
+            )
             if default is inspect.Parameter.empty
         ]
         if len(inputs) > n or missing:

@@ -83,7 +83,11 @@ def _caller_stacklevel() -> int:
     frame, level = sys._getframe(1), 1
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not (filename == __file__ or f"{os.sep}jax{os.sep}" in filename or f"{os.sep}jaxlib{os.sep}" in filename):
+        if not (
+            filename == __file__
+            or f"{os.sep}jax{os.sep}" in filename
+            or f"{os.sep}jaxlib{os.sep}" in filename
+        ):
             return level
         frame, level = frame.f_back, level + 1
     return 1
@@ -144,10 +148,11 @@ class _TraceWatch:
                 continue
             hint = ""
             if getattr(aval_a, "weak_type", False) != getattr(aval_b, "weak_type", False):
-                hint = " ('~' marks a weak type: a Python number where an array was, or the reverse)"
+                hint = (
+                    " ('~' marks a weak type: a Python number where an array was, or the reverse)"
+                )
             return f"{path_a} changed from {text_a} to {text_b}{hint}"
         return None
-
 
 
 def _compile(
@@ -174,6 +179,7 @@ def _compile(
     jitted = jax.jit(traced, donate_argnums=donate_argnums)
     jitted.traces = 0
     return jitted
+
 
 def _value_and_grad(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
     def wrapped(params, batch, *args):
@@ -203,7 +209,9 @@ def _train_step_fn(loss_fn: Callable[..., Any], optimizer: GradientTransformatio
 
 def _check_optimizer(name: str, optimizer: Any) -> None:
     if not isinstance(optimizer, GradientTransformation):
-        raise TypeError(f"{name}: optimizer must be a fundl.optim GradientTransformation, got {optimizer!r}")
+        raise TypeError(
+            f"{name}: optimizer must be a fundl.optim GradientTransformation, got {optimizer!r}"
+        )
 
 
 def make_train_step(
@@ -396,9 +404,13 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         check_int("EarlyStopping", "patience", self.patience)
         if not (isinstance(self.min_delta, (int, float)) and self.min_delta >= 0):
-            raise ValueError(f"EarlyStopping: min_delta must be a number ≥ 0, got {self.min_delta!r}")
+            raise ValueError(
+                f"EarlyStopping: min_delta must be a number ≥ 0, got {self.min_delta!r}"
+            )
         if self.mode not in ("min", "max"):
-            raise ValueError(f"EarlyStopping: mode must be one of ('min', 'max'), got {self.mode!r}")
+            raise ValueError(
+                f"EarlyStopping: mode must be one of ('min', 'max'), got {self.mode!r}"
+            )
 
     def improved(self, value: float, best: float | None) -> bool:
         """Whether ``value`` beats ``best`` by more than ``min_delta``."""
@@ -406,7 +418,9 @@ class EarlyStopping:
             return False
         if best is None:
             return True
-        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+        return (
+            value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+        )
 
 
 class FitResult(NamedTuple):
@@ -435,7 +449,9 @@ def _check_finite(epoch: int, first_step: int, losses: np.ndarray) -> None:
         )
 
 
-def _evaluate(eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int) -> dict[str, float]:
+def _evaluate(
+    eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int
+) -> dict[str, float]:
     results, sizes = [], []
     for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size)):
         results.append(eval_step(params, batch))
@@ -523,7 +539,11 @@ def fit(
         )
     if val_data is not None:
         fdata.num_examples(val_data)
-    monitor = early_stopping.monitor if early_stopping else ("val_loss" if val_data is not None else "loss")
+    monitor = (
+        early_stopping.monitor
+        if early_stopping
+        else ("val_loss" if val_data is not None else "loss")
+    )
     mode = early_stopping.mode if early_stopping else "min"
     stopper = early_stopping or EarlyStopping(monitor=monitor, patience=10**9, restore_best=False)
 
@@ -536,18 +556,31 @@ def fit(
     if checkpoint_dir is not None:
         manager = CheckpointManager(checkpoint_dir, keep_last=keep_last, monitor=monitor, mode=mode)
     if resume and manager.latest_step() is not None:
-        template = {"params": params, "opt_state": opt_state, "key": key, "step": 0, "epoch": 0, "position": 0}
+        template = {
+            "params": params,
+            "opt_state": opt_state,
+            "key": key,
+            "step": 0,
+            "epoch": 0,
+            "position": 0,
+        }
         restored = manager.restore(template=template)
         meta = manager.read_metadata(manager.latest_step())
         params, opt_state, key = restored["params"], restored["opt_state"], restored["key"]
         start_epoch = int(restored["epoch"])
         history = {k: list(v) for k, v in meta["history"].items()}
         best, best_epoch, wait = meta["best"], meta["best_epoch"], meta["wait"]
-        if early_stopping is not None and early_stopping.restore_best and manager.best_step() is not None:
+        if (
+            early_stopping is not None
+            and early_stopping.restore_best
+            and manager.best_step() is not None
+        ):
             best_params = manager.restore_best(template=template)["params"]
 
-    train_step = make_epoch(loss_fn, optimizer, batch_size, has_aux=has_aux) if scan else make_train_step(
-        loss_fn, optimizer, has_aux=has_aux
+    train_step = (
+        make_epoch(loss_fn, optimizer, batch_size, has_aux=has_aux)
+        if scan
+        else make_train_step(loss_fn, optimizer, has_aux=has_aux)
     )
     eval_step = make_eval_step(eval_fn or loss_fn) if val_data is not None else None
     device_train = jax.device_put(train_data) if scan else None
@@ -568,19 +601,25 @@ def fit(
             if scan:
                 params, opt_state, stacked = train_step(params, opt_state, device_train, key, epoch)
                 per_step = jax.device_get(stacked)
-                step_metrics = [{k: v[i] for k, v in per_step.items()} for i in range(steps_per_epoch)]
+                step_metrics = [
+                    {k: v[i] for k, v in per_step.items()} for i in range(steps_per_epoch)
+                ]
                 sizes = [batch_size] * steps_per_epoch
                 bar.update(steps_per_epoch)
             else:
                 step_metrics, sizes = [], []
-                batches = fdata.batches(train_data, batch_size, key=key, epoch=epoch, drop_last=drop_last)
+                batches = fdata.batches(
+                    train_data, batch_size, key=key, epoch=epoch, drop_last=drop_last
+                )
                 for batch in fdata.prefetch_to_device(batches):
                     params, opt_state, metrics = train_step(params, opt_state, batch)
                     step_metrics.append(metrics)
                     sizes.append(fdata.num_examples(batch))
                     bar.update(1)
                 step_metrics = jax.device_get(step_metrics)
-            _check_finite(epoch + 1, epoch * steps_per_epoch, np.array([m["loss"] for m in step_metrics]))
+            _check_finite(
+                epoch + 1, epoch * steps_per_epoch, np.array([m["loss"] for m in step_metrics])
+            )
             logs = {"epoch": epoch + 1, **fdata.weighted_mean(step_metrics, sizes)}
             if eval_step is not None:
                 val = _evaluate(eval_step, params, val_data, eval_batch_size or batch_size)
@@ -611,7 +650,12 @@ def fit(
                     "position": 0,
                 }
                 meta = {"history": history, "best": best, "best_epoch": best_epoch, "wait": wait}
-                manager.save((epoch + 1) * steps_per_epoch, bundle, metrics={monitor: logs[monitor]}, metadata=meta)
+                manager.save(
+                    (epoch + 1) * steps_per_epoch,
+                    bundle,
+                    metrics={monitor: logs[monitor]},
+                    metadata=meta,
+                )
             stop = any([cb(epoch + 1, logs, params) is True for cb in callbacks])
             if early_stopping is not None and wait >= early_stopping.patience:
                 stopped_early = True

@@ -61,7 +61,10 @@ def _first_difference(a: Any, b: Any) -> str:
     if len(paths_a) != len(paths_b):
         longer, extra = (paths_a, "first") if len(paths_a) > len(paths_b) else (paths_b, "second")
         return f"{longer[min(len(paths_a), len(paths_b))] or '(root)'} only in the {extra}"
-    return "same leaves, different containers: " + f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}"
+    return (
+        "same leaves, different containers: "
+        + f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}"
+    )
 
 
 def check_same_structure(name: str, a: Any, b: Any, what_a: str, what_b: str) -> None:

@@ -33,12 +33,20 @@ FORMULAS = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
     "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(float)),
     "leaky_relu": (lambda z: np.where(z > 0, z, 0.01 * z), lambda z: np.where(z > 0, 1.0, 0.01)),
-    "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))), lambda z: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0)))),
+    "elu": (
+        lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0))),
+        lambda z: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0))),
+    ),
     "gelu": (
         lambda z: 0.5 * z * (1 + _erf(z / math.sqrt(2))),
-        lambda z: 0.5 * (1 + _erf(z / math.sqrt(2))) + z * np.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+        lambda z: (
+            0.5 * (1 + _erf(z / math.sqrt(2))) + z * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        ),
     ),
-    "silu": (lambda z: z * _np_sigmoid(z), lambda z: _np_sigmoid(z) * (1 + z * (1 - _np_sigmoid(z)))),
+    "silu": (
+        lambda z: z * _np_sigmoid(z),
+        lambda z: _np_sigmoid(z) * (1 + z * (1 - _np_sigmoid(z))),
+    ),
     "softplus": (lambda z: np.logaddexp(z, 0), _np_sigmoid),
     "identity": (lambda z: z, lambda z: np.ones_like(z)),
     "softmax": (_np_softmax, None),
@@ -57,7 +65,9 @@ values = hnp.arrays(
 @given(z=values)
 def test_forward_matches_float64_formula(name, z):
     forward, _ = FORMULAS[name]
-    np.testing.assert_allclose(A.get(name)(jnp.asarray(z)), forward(z.astype(np.float64)), rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(
+        A.get(name)(jnp.asarray(z)), forward(z.astype(np.float64)), rtol=2e-6, atol=2e-6
+    )
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
@@ -65,11 +75,15 @@ def test_forward_matches_float64_formula(name, z):
 def test_derivative_matches_formula_and_autodiff(name, z):
     _, derivative = FORMULAS[name]
     prim = A.get(name)
-    np.testing.assert_allclose(prim.derivative(jnp.asarray(z)), derivative(z.astype(np.float64)), rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(
+        prim.derivative(jnp.asarray(z)), derivative(z.astype(np.float64)), rtol=2e-6, atol=2e-6
+    )
     public = getattr(A, f"{prim.name}_derivative")
     assert public is prim.derivative
     autodiff = jax.vmap(jax.grad(prim.reference))(jnp.asarray(z).ravel())
-    np.testing.assert_allclose(prim.derivative(jnp.asarray(z)).ravel(), autodiff, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        prim.derivative(jnp.asarray(z)).ravel(), autodiff, rtol=1e-6, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("name", sorted(FORMULAS))
@@ -85,7 +99,13 @@ def test_gradcheck_all_checks(name):
     z = jax.random.normal(jax.random.key(3), (2, 3)) * 2
     report = gradcheck.check(A.get(name), z)
     report.assert_passed()
-    assert {row.check.split(":")[0] for row in report.rows} == {"forward", "vjp", "hvp", "jit", "vmap"}
+    assert {row.check.split(":")[0] for row in report.rows} == {
+        "forward",
+        "vjp",
+        "hvp",
+        "jit",
+        "vmap",
+    }
 
 
 @pytest.mark.parametrize("name", ["leaky_relu", "elu", "gelu", "softmax", "log_softmax"])
@@ -109,8 +129,14 @@ def test_option_values_are_used():
     u = _C * (z + 0.044715 * z**3)
     np.testing.assert_allclose(A.gelu(z, approximate=True), 0.5 * z * (1 + np.tanh(u)), rtol=1e-6)
     x = jnp.array([[1.0, 2.0], [3.0, 5.0]])
-    np.testing.assert_allclose(A.softmax(x, axis=0), _np_softmax(np.asarray(x, np.float64), axis=0), rtol=1e-6)
-    np.testing.assert_allclose(A.gelu.derivative(z, approximate=True), jax.vmap(jax.grad(lambda v: A.gelu.reference(v, approximate=True)))(z), rtol=1e-6)
+    np.testing.assert_allclose(
+        A.softmax(x, axis=0), _np_softmax(np.asarray(x, np.float64), axis=0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        A.gelu.derivative(z, approximate=True),
+        jax.vmap(jax.grad(lambda v: A.gelu.reference(v, approximate=True)))(z),
+        rtol=1e-6,
+    )
 
 
 def test_residuals_are_the_cheap_ones():
@@ -149,7 +175,13 @@ def test_extreme_values_are_right():
 
 def test_derivative_at_zero_follows_the_stated_convention():
     zero = jnp.zeros(1)
-    for prim, expected in [(A.relu, 0.0), (A.leaky_relu, 0.01), (A.elu, 1.0), (A.sigmoid, 0.25), (A.softplus, 0.5)]:
+    for prim, expected in [
+        (A.relu, 0.0),
+        (A.leaky_relu, 0.01),
+        (A.elu, 1.0),
+        (A.sigmoid, 0.25),
+        (A.softplus, 0.5),
+    ]:
         hand = jax.grad(lambda z: prim(z).sum())(zero)
         np.testing.assert_allclose(hand, [expected], rtol=1e-6)
         np.testing.assert_allclose(prim.derivative(zero), [expected], rtol=1e-6)
@@ -191,16 +223,23 @@ def test_get_and_names():
 
 
 def test_unknown_activation_name():
-    with pytest.raises(ValueError, match=r"activation: unknown activation 'rleu'; known: elu, gelu, "):
+    with pytest.raises(
+        ValueError, match=r"activation: unknown activation 'rleu'; known: elu, gelu, "
+    ):
         A.get("rleu")
 
 
 def test_bad_inputs():
     with pytest.raises(TypeError, match=r"relu: expected a floating-point input, got dtype int32"):
         A.relu(jnp.arange(3))
-    with pytest.raises(ValueError, match=r"softmax: axis 2 is out of range for input of shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"softmax: axis 2 is out of range for input of shape \(2, 3\)"
+    ):
         A.softmax(jnp.ones((2, 3)), axis=2)
     with pytest.raises(ValueError, match=r"elu: alpha must be a positive number, got -1"):
         A.elu(jnp.ones(3), alpha=-1)
-    with pytest.raises(TypeError, match=r"leaky_relu: unknown option\(s\) \['slope'\]; allowed options: negative_slope"):
+    with pytest.raises(
+        TypeError,
+        match=r"leaky_relu: unknown option\(s\) \['slope'\]; allowed options: negative_slope",
+    ):
         A.leaky_relu(jnp.ones(3), slope=0.1)

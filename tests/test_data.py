@@ -70,7 +70,9 @@ def test_num_examples_names_the_disagreeing_leaves():
     bad = {"x": np.zeros((100, 2)), "y": np.zeros(99)}
     with pytest.raises(
         ValueError,
-        match=re.escape("num_examples: leaves disagree on the number of examples: ['x'] has 100, ['y'] has 99"),
+        match=re.escape(
+            "num_examples: leaves disagree on the number of examples: ['x'] has 100, ['y'] has 99"
+        ),
     ):
         num_examples(bad)
     with pytest.raises(ValueError, match=re.escape("[0] has 3, [1] has 4")):
@@ -84,7 +86,10 @@ def test_num_examples_rejects_no_leaves_and_scalars():
     ):
         num_examples({})
     with pytest.raises(
-        ValueError, match=re.escape("num_examples: leaf ['w'] is 0-d (shape ()); every leaf needs a leading dim")
+        ValueError,
+        match=re.escape(
+            "num_examples: leaf ['w'] is 0-d (shape ()); every leaf needs a leading dim"
+        ),
     ):
         num_examples({"x": np.zeros(3), "w": 1.0})
     with pytest.raises(ValueError, match=re.escape("leaf (root) is 0-d")):
@@ -217,12 +222,16 @@ def test_batches_errors():
     d = _dataset(10)
     with pytest.raises(
         ValueError,
-        match=re.escape("batches: drop_last=True with batch_size 16 > 10 examples leaves no batch at all; lower"),
+        match=re.escape(
+            "batches: drop_last=True with batch_size 16 > 10 examples leaves no batch at all; lower"
+        ),
     ):
         batches(d, 16, drop_last=True)
     with pytest.raises(
         ValueError,
-        match=re.escape("batches: start must be in [0, 3] (the number of batches of 10 examples with batch_size 4, drop_last=False), got 4"),
+        match=re.escape(
+            "batches: start must be in [0, 3] (the number of batches of 10 examples with batch_size 4, drop_last=False), got 4"
+        ),
     ):
         batches(d, 4, start=4)
     with pytest.raises(ValueError, match=r"batches: start must be a non-negative integer, got -1"):
@@ -231,7 +240,9 @@ def test_batches_errors():
         batches(d, 4, key=jax.random.key(0), epoch=-2)
     with pytest.raises(
         ValueError,
-        match=re.escape("batches: leaves disagree on the number of examples: ['x'] has 10, ['y'] has 9"),
+        match=re.escape(
+            "batches: leaves disagree on the number of examples: ['x'] has 10, ['y'] has 9"
+        ),
     ):
         batches({"x": d["x"], "y": d["y"][:9]}, 4)
     with pytest.raises(
@@ -304,7 +315,9 @@ def test_epoch_batches_errors():
         match=r"epoch_batches: batch_size must be a positive integer, got 0",
     ):
         epoch_batches(_dataset(5), 0)
-    with pytest.raises(ValueError, match=r"epoch_batches: epoch must be a non-negative integer, got -1"):
+    with pytest.raises(
+        ValueError, match=r"epoch_batches: epoch must be a non-negative integer, got -1"
+    ):
         epoch_batches(_dataset(5), 2, jax.random.key(0), -1)
 
 
@@ -346,12 +359,16 @@ def test_weighted_mean_errors():
         weighted_mean([1.0, 2.0], [0, 0])
     with pytest.raises(
         ValueError,
-        match=re.escape("weighted_mean: values[1] has keys ['acc'], expected those of values[0]: ['loss']"),
+        match=re.escape(
+            "weighted_mean: values[1] has keys ['acc'], expected those of values[0]: ['loss']"
+        ),
     ):
         weighted_mean([{"loss": 1.0}, {"acc": 1.0}], [1, 1])
     with pytest.raises(
         ValueError,
-        match=re.escape("weighted_mean: values[1]['loss'] has shape (2,); expected a scalar metric"),
+        match=re.escape(
+            "weighted_mean: values[1]['loss'] has shape (2,); expected a scalar metric"
+        ),
     ):
         weighted_mean([{"loss": 1.0}, {"loss": np.ones(2)}], [1, 1])
     with pytest.raises(
@@ -588,7 +605,9 @@ def test_load_digits_without_scikit_learn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(
         ImportError,
-        match=re.escape("load_digits needs scikit-learn: pip install 'fundl[examples]' (or pip install scikit-learn)"),
+        match=re.escape(
+            "load_digits needs scikit-learn: pip install 'fundl[examples]' (or pip install scikit-learn)"
+        ),
     ):
         load_digits()
 
@@ -597,7 +616,12 @@ def test_load_digits_without_scikit_learn(monkeypatch):
 
 
 _CODES = {
-    np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E
+    np.uint8: 0x08,
+    np.int8: 0x09,
+    np.int16: 0x0B,
+    np.int32: 0x0C,
+    np.float32: 0x0D,
+    np.float64: 0x0E,
 }
 
 
@@ -653,19 +677,25 @@ def test_load_idx_rejects_bad_magic_and_type(tmp_path):
     bad = _write(tmp_path / "bad", b"\x01\x02" + content[2:])
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {bad} is not an IDX file: expected the magic 00 00 <type> <ndim>, found 01 02 08 03"),
+        match=re.escape(
+            f"load_idx: {bad} is not an IDX file: expected the magic 00 00 <type> <ndim>, found 01 02 08 03"
+        ),
     ):
         load_idx(bad)
     empty = _write(tmp_path / "empty", b"")
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {empty} is not an IDX file: expected the magic 00 00 <type> <ndim>, found an empty file"),
+        match=re.escape(
+            f"load_idx: {empty} is not an IDX file: expected the magic 00 00 <type> <ndim>, found an empty file"
+        ),
     ):
         load_idx(empty)
     code = _write(tmp_path / "code", content[:2] + b"\x0a" + content[3:])
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {code} has unknown IDX type code 0x0a (magic 00 00 0a 03); known: 0x08 (ubyte), 0x09 (sbyte)"),
+        match=re.escape(
+            f"load_idx: {code} has unknown IDX type code 0x0a (magic 00 00 0a 03); known: 0x08 (ubyte), 0x09 (sbyte)"
+        ),
     ):
         load_idx(code)
 
@@ -678,19 +708,25 @@ def test_load_idx_rejects_truncated_and_oversized_files(tmp_path, gz):
     short = _write(tmp_path / "short", content[:-1], gz=gz)
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {short} is truncated: shape (5, 4, 3) of ubyte needs 76 {what} (header 16 + data 60), found 75"),
+        match=re.escape(
+            f"load_idx: {short} is truncated: shape (5, 4, 3) of ubyte needs 76 {what} (header 16 + data 60), found 75"
+        ),
     ):
         load_idx(short)
     long = _write(tmp_path / "long", content + b"\x00\x00", gz=gz)
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {long} is oversized: shape (5, 4, 3) of ubyte needs 76 {what} (header 16 + data 60), found 78"),
+        match=re.escape(
+            f"load_idx: {long} is oversized: shape (5, 4, 3) of ubyte needs 76 {what} (header 16 + data 60), found 78"
+        ),
     ):
         load_idx(long)
     header = _write(tmp_path / "header", content[:10], gz=gz)
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {header} is truncated: its header needs 16 {what} for 3 dims, found 10"),
+        match=re.escape(
+            f"load_idx: {header} is truncated: its header needs 16 {what} for 3 dims, found 10"
+        ),
     ):
         load_idx(header)
 
@@ -700,7 +736,9 @@ def test_load_idx_rejects_a_broken_gzip(tmp_path):
     broken = _write(tmp_path / "broken.gz", gzip.compress(_idx_bytes(images))[:-12])
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {broken} starts with the gzip magic bytes 1f 8b but does not decompress"),
+        match=re.escape(
+            f"load_idx: {broken} starts with the gzip magic bytes 1f 8b but does not decompress"
+        ),
     ):
         load_idx(broken)
 
@@ -711,12 +749,16 @@ def test_load_idx_checks_dims_and_counts(tmp_path):
     lp = _write(tmp_path / "labels", _idx_bytes(labels))
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {lp} holds an array of shape (5,); images must have 3 dims (n, rows, cols)"),
+        match=re.escape(
+            f"load_idx: {lp} holds an array of shape (5,); images must have 3 dims (n, rows, cols)"
+        ),
     ):
         load_idx(lp, ip)
     with pytest.raises(
         ValueError,
-        match=re.escape(f"load_idx: {ip} holds uint8 of shape (5, 4, 3); labels must be integers with 1 dim (n,)"),
+        match=re.escape(
+            f"load_idx: {ip} holds uint8 of shape (5, 4, 3); labels must be integers with 1 dim (n,)"
+        ),
     ):
         load_idx(ip, ip)
     floats = _write(tmp_path / "floats", _idx_bytes(labels.astype(np.float32)))

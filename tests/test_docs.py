@@ -6,14 +6,44 @@ import re
 import pytest
 
 import fundl
-from fundl import activations, checkpoint, data, gradcheck, init, losses, metrics, nn, optim, plot, rules, train, tree
+from fundl import (
+    activations,
+    checkpoint,
+    data,
+    gradcheck,
+    init,
+    losses,
+    metrics,
+    nn,
+    optim,
+    plot,
+    rules,
+    train,
+    tree,
+)
 from fundl.optim import schedules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 API = (ROOT / "docs" / "api.md").read_text()
 
 
-ALL_MODULES = [fundl, init, activations, losses, nn, gradcheck, rules, tree, optim, schedules, data, train, checkpoint, metrics, plot]
+ALL_MODULES = [
+    fundl,
+    init,
+    activations,
+    losses,
+    nn,
+    gradcheck,
+    rules,
+    tree,
+    optim,
+    schedules,
+    data,
+    train,
+    checkpoint,
+    metrics,
+    plot,
+]
 
 
 @pytest.mark.parametrize("module", ALL_MODULES)
@@ -25,7 +55,11 @@ def test_every_public_name_is_documented(module):
 @pytest.mark.parametrize("module", ALL_MODULES[1:])
 def test_every_public_function_has_a_docstring(module):
     objects = {name: getattr(module, name) for name in module.__all__}
-    ours = {name: obj for name, obj in objects.items() if callable(obj) and getattr(obj, "__module__", "").startswith("fundl")}
+    ours = {
+        name: obj
+        for name, obj in objects.items()
+        if callable(obj) and getattr(obj, "__module__", "").startswith("fundl")
+    }
     assert ours
     undocumented = [name for name, obj in ours.items() if not obj.__doc__]
     assert undocumented == []
@@ -40,7 +74,9 @@ def test_readme_starts_with_the_two_set_up_commands():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/primitives.md", "docs/schedules.md", "docs/checkpoint.md"])
+@pytest.mark.parametrize(
+    "page", ["README.md", "docs/primitives.md", "docs/schedules.md", "docs/checkpoint.md"]
+)
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):
     text = (ROOT / page).read_text()
     samples = re.findall(r"```python\n(.*?)```", text, flags=re.S)

@@ -89,7 +89,9 @@ def test_dropped_activation_mask_is_flagged_below_the_activation_only():
     model = Sequential([Dense(4), relu_without_mask, Dense(4), "relu", Dense(4)], input_shape=(4,))
     params = model.init(jax.random.key(1))
     x, y = _mlp_batch()
-    report = gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy, jit=False, vmap=False)
+    report = gradcheck.check_model(
+        model, params, x, y, losses.softmax_cross_entropy, jit=False, vmap=False
+    )
     bad = _failing(report, "vjp: hand vs autodiff")
     assert bad == {"params['dense1']['W']", "params['dense1']['b']"}
     assert _failing(report, "vjp: hand vs finite diff") == bad
@@ -99,11 +101,17 @@ def test_missing_one_over_m_is_flagged_on_every_parameter():
     model = mlp([4, 4, 4, 4, 4], "tanh")
     params = model.init(jax.random.key(2))
     x, _ = _mlp_batch()
-    report = gradcheck.check_model(model, params, x, x, mse_without_mean, jit=False, vmap=False, hvp=False)
+    report = gradcheck.check_model(
+        model, params, x, x, mse_without_mean, jit=False, vmap=False, hvp=False
+    )
     expected = {f"params['dense{l}']['{p}']" for l in range(1, 5) for p in "Wb"}
     assert _failing(report, "vjp: hand vs autodiff") == expected
     assert _failing(report, "vjp: hand vs finite diff") == expected
-    row = next(r for r in report.rows if r.leaf == "params['dense4']['b']" and r.check == "vjp: hand vs autodiff")
+    row = next(
+        r
+        for r in report.rows
+        if r.leaf == "params['dense4']['b']" and r.check == "vjp: hand vs autodiff"
+    )
     np.testing.assert_allclose(row.max_rel, x.size - 1, rtol=1e-6)  # off by exactly the factor N
 
 
@@ -113,8 +121,13 @@ def test_transposed_w_is_flagged_for_the_layers_below():
     )
     params = model.init(jax.random.key(3))
     x, y = _mlp_batch()
-    report = gradcheck.check_model(model, params, x, y, losses.softmax_cross_entropy, jit=False, vmap=False)
-    assert _failing(report, "vjp: hand vs autodiff") == {"params['dense1']['W']", "params['dense1']['b']"}
+    report = gradcheck.check_model(
+        model, params, x, y, losses.softmax_cross_entropy, jit=False, vmap=False
+    )
+    assert _failing(report, "vjp: hand vs autodiff") == {
+        "params['dense1']['W']",
+        "params['dense1']['b']",
+    }
 
 
 def test_wrong_rule_is_flagged_in_bfloat16_too():
@@ -151,7 +164,11 @@ def test_a_rule_that_cannot_be_differentiated_again_is_a_failed_row_not_a_crash(
 
     def square_bwd(x, g):
         host = lambda x, g: 2 * x * g  # noqa: E731
-        return (jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, x.dtype), x, g, vmap_method="broadcast_all"),)
+        return (
+            jax.pure_callback(
+                host, jax.ShapeDtypeStruct(x.shape, x.dtype), x, g, vmap_method="broadcast_all"
+            ),
+        )
 
     square.defvjp(lambda x: (x * x, x), square_bwd)
     report = gradcheck.check(square, jnp.arange(1.0, 4.0))
@@ -200,7 +217,14 @@ def test_kinks_are_skipped_and_counted():
 
 
 def test_large_leaves_are_sampled():
-    report = gradcheck.check(activations.tanh, jnp.linspace(-2, 2, 50), fd_max_elements=10, hvp=False, jit=False, vmap=False)
+    report = gradcheck.check(
+        activations.tanh,
+        jnp.linspace(-2, 2, 50),
+        fd_max_elements=10,
+        hvp=False,
+        jit=False,
+        vmap=False,
+    )
     fd = next(r for r in report.rows if r.check == "vjp: hand vs finite diff")
     assert fd.note == "10/50 elements"
 
@@ -211,7 +235,18 @@ def test_report_table_and_api():
     text = str(report)
     lines = text.splitlines()
     assert lines[0] == "gradcheck of sigmoid (float64; cotangent: random normal (seed 0))"
-    assert lines[1].split() == ["check", "leaf", "max", "abs", "err", "max", "rel", "err", "tolerance", "ok"]
+    assert lines[1].split() == [
+        "check",
+        "leaf",
+        "max",
+        "abs",
+        "err",
+        "max",
+        "rel",
+        "err",
+        "tolerance",
+        "ok",
+    ]
     assert lines[-1] == f"PASSED ({len(report.rows)} checks)"
     assert {r.check for r in report.rows} == {
         "forward: hand vs reference",
@@ -261,21 +296,33 @@ def test_an_inner_jit_is_traced_again_for_the_reference_side():
     # Without a fresh trace, the reference pass would reuse the hand pass's jaxpr and
     # compare the wrong rule with itself.
     inner = jax.jit(tanh_sign_flipped)
-    report = gradcheck.check(lambda z: inner(z) * 2.0, jnp.array([0.3, -0.7]), jit=False, vmap=False, hvp=False)
+    report = gradcheck.check(
+        lambda z: inner(z) * 2.0, jnp.array([0.3, -0.7]), jit=False, vmap=False, hvp=False
+    )
     assert _failing(report, "vjp: hand vs autodiff") == {"z"}
     assert report.notes == ()
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"gradcheck.check: no inputs; call check\(f, \*example_args\)"):
+    with pytest.raises(
+        ValueError, match=r"gradcheck.check: no inputs; call check\(f, \*example_args\)"
+    ):
         gradcheck.check(activations.tanh)
-    with pytest.raises(ValueError, match=r"gradcheck.check: no floating-point inputs to differentiate"):
+    with pytest.raises(
+        ValueError, match=r"gradcheck.check: no floating-point inputs to differentiate"
+    ):
         gradcheck.check(lambda n: n * 2.0, jnp.arange(3))
-    with pytest.raises(ValueError, match=r"gradcheck.check: argnums \(2,\) out of range for 1 args"):
+    with pytest.raises(
+        ValueError, match=r"gradcheck.check: argnums \(2,\) out of range for 1 args"
+    ):
         gradcheck.check(activations.tanh, jnp.ones(2), argnums=2)
-    with pytest.raises(ValueError, match=r"gradcheck.check: f has no floating-point output to differentiate"):
+    with pytest.raises(
+        ValueError, match=r"gradcheck.check: f has no floating-point output to differentiate"
+    ):
         gradcheck.check(lambda z: jnp.argmax(z), jnp.ones(2))
-    with pytest.raises(TypeError, match=r"gradcheck.check_model: expected a model with apply or a function, got 3"):
+    with pytest.raises(
+        TypeError, match=r"gradcheck.check_model: expected a model with apply or a function, got 3"
+    ):
         gradcheck.check_model(3, {}, jnp.ones(1), jnp.ones(1), losses.mse)
 
 

@@ -83,8 +83,16 @@ def test_deterministic_for_a_key_and_different_across_keys():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize(
     "initializer",
-    [init.he_normal, init.xavier_uniform, init.lecun_normal, init.orthogonal, init.zeros, init.ones,
-     init.normal(0.1), init.uniform(0.1)],
+    [
+        init.he_normal,
+        init.xavier_uniform,
+        init.lecun_normal,
+        init.orthogonal,
+        init.zeros,
+        init.ones,
+        init.normal(0.1),
+        init.uniform(0.1),
+    ],
 )
 def test_dtype(initializer, dtype):
     out = initializer(jax.random.key(0), (6, 4), dtype)
@@ -123,7 +131,9 @@ def test_for_activation_follows_the_notes():
 
 @pytest.mark.parametrize("shape", [(0, 3), (3, 0), (3, 3, 0, 4)])
 def test_non_positive_fan_is_an_error(shape):
-    with pytest.raises(ValueError, match=r"he_normal: fans must be positive, got fan_in=\d+, fan_out=\d+ for shape"):
+    with pytest.raises(
+        ValueError, match=r"he_normal: fans must be positive, got fan_in=\d+, fan_out=\d+ for shape"
+    ):
         init.he_normal(jax.random.key(0), shape)
 
 
@@ -134,22 +144,31 @@ def test_scalar_shape_is_an_error():
 
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_, jnp.uint8])
 def test_non_float_dtype_is_an_error(dtype):
-    with pytest.raises(TypeError, match=r"he_uniform: dtype must be a floating type \(e.g. float32\), got"):
+    with pytest.raises(
+        TypeError, match=r"he_uniform: dtype must be a floating type \(e.g. float32\), got"
+    ):
         init.he_uniform(jax.random.key(0), (3, 3), dtype)
     with pytest.raises(TypeError, match=r"zeros: dtype must be a floating type"):
         init.zeros(None, (3,), dtype)
 
 
 def test_bad_variance_scaling_arguments():
-    with pytest.raises(ValueError, match=r"variance_scaling: scale must be a positive number, got -1"):
+    with pytest.raises(
+        ValueError, match=r"variance_scaling: scale must be a positive number, got -1"
+    ):
         init.variance_scaling(-1, "fan_in", "normal")
-    with pytest.raises(ValueError, match=r"variance_scaling: mode must be one of \('fan_in', 'fan_out', 'fan_avg'\), got 'fan'"):
+    with pytest.raises(
+        ValueError,
+        match=r"variance_scaling: mode must be one of \('fan_in', 'fan_out', 'fan_avg'\), got 'fan'",
+    ):
         init.variance_scaling(1.0, "fan", "normal")
     with pytest.raises(ValueError, match=r"distribution must be one of .* got 'cauchy'"):
         init.variance_scaling(1.0, "fan_in", "cauchy")
     with pytest.raises(ValueError, match=r"normal: stddev must be a positive number, got 0"):
         init.normal(0)
-    with pytest.raises(ValueError, match=r"orthogonal: expected a shape with at least 2 dims, got \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"orthogonal: expected a shape with at least 2 dims, got \(5,\)"
+    ):
         init.orthogonal(jax.random.key(0), (5,))
 
 

@@ -36,18 +36,32 @@ def test_mse_value():
     p = np.array([[1.0, 2.0], [3.0, 5.0]])
     t = np.array([[0.0, 2.0], [1.0, 1.0]])
     np.testing.assert_allclose(L.mse(jnp.asarray(p), jnp.asarray(t)), np.mean((p - t) ** 2))
-    np.testing.assert_allclose(L.mse(jnp.asarray(p), jnp.asarray(t), reduction="sum"), np.sum((p - t) ** 2))
-    np.testing.assert_allclose(L.mse(jnp.asarray(p), jnp.asarray(t), reduction="none"), (p - t) ** 2)
+    np.testing.assert_allclose(
+        L.mse(jnp.asarray(p), jnp.asarray(t), reduction="sum"), np.sum((p - t) ** 2)
+    )
+    np.testing.assert_allclose(
+        L.mse(jnp.asarray(p), jnp.asarray(t), reduction="none"), (p - t) ** 2
+    )
 
 
 def test_binary_cross_entropy_values():
     p = np.array([0.9, 0.2, 0.5, 0.999])
     y = np.array([1.0, 0.0, 1.0, 0.0])
     expected = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    np.testing.assert_allclose(L.binary_cross_entropy(jnp.asarray(p, jnp.float32), jnp.asarray(y, jnp.float32), reduction="none"), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        L.binary_cross_entropy(
+            jnp.asarray(p, jnp.float32), jnp.asarray(y, jnp.float32), reduction="none"
+        ),
+        expected,
+        rtol=1e-5,
+    )
     z = np.array([3.0, -1.5, 0.0, 7.0])
     expected = -(y * np.log(_np_sigmoid(z)) + (1 - y) * np.log(1 - _np_sigmoid(z)))
-    np.testing.assert_allclose(L.binary_cross_entropy_with_logits(jnp.asarray(z), jnp.asarray(y)), expected.mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        L.binary_cross_entropy_with_logits(jnp.asarray(z), jnp.asarray(y)),
+        expected.mean(),
+        rtol=1e-6,
+    )
 
 
 def test_categorical_and_softmax_cross_entropy_values():
@@ -56,12 +70,30 @@ def test_categorical_and_softmax_cross_entropy_values():
     log_p = _np_log_softmax(z)
     onehot = np.eye(4)[np.asarray(labels)]
     per_example = -(onehot * log_p).sum(-1)
-    np.testing.assert_allclose(L.softmax_cross_entropy(logits, labels), per_example.mean(), rtol=1e-6)
-    np.testing.assert_allclose(L.softmax_cross_entropy(logits, jnp.asarray(onehot, jnp.float32), reduction="none"), per_example, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(L.softmax_cross_entropy(logits, soft, reduction="sum"), -(np.asarray(soft) * log_p).sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy(logits, labels), per_example.mean(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy(logits, jnp.asarray(onehot, jnp.float32), reduction="none"),
+        per_example,
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy(logits, soft, reduction="sum"),
+        -(np.asarray(soft) * log_p).sum(),
+        rtol=1e-6,
+    )
     probs = jax.nn.softmax(logits)
-    np.testing.assert_allclose(L.categorical_cross_entropy(probs, labels), per_example.mean(), rtol=1e-5)
-    np.testing.assert_allclose(L.categorical_cross_entropy(probs, jnp.asarray(onehot, jnp.float32), reduction="none"), per_example, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        L.categorical_cross_entropy(probs, labels), per_example.mean(), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        L.categorical_cross_entropy(probs, jnp.asarray(onehot, jnp.float32), reduction="none"),
+        per_example,
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_label_smoothing_value():
@@ -69,11 +101,16 @@ def test_label_smoothing_value():
     eps = 0.1
     target = (1 - eps) * np.eye(4)[np.asarray(labels)] + eps / 4
     expected = -(target * _np_log_softmax(np.asarray(logits, np.float64))).sum(-1).mean()
-    np.testing.assert_allclose(L.softmax_cross_entropy(logits, labels, label_smoothing=eps), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy(logits, labels, label_smoothing=eps), expected, rtol=1e-6
+    )
 
 
 def test_l2_penalty_value_and_default_selection():
-    params = {"dense1": {"W": jnp.array([[1.0, 2.0], [3.0, 4.0]]), "b": jnp.array([10.0, 10.0])}, "dense2": {"W": jnp.array([[1.0, -1.0]])}}
+    params = {
+        "dense1": {"W": jnp.array([[1.0, 2.0], [3.0, 4.0]]), "b": jnp.array([10.0, 10.0])},
+        "dense2": {"W": jnp.array([[1.0, -1.0]])},
+    }
     # λ/2 Σ‖W‖² over the matrices only: 0.5·0.1·(30 + 2)
     np.testing.assert_allclose(L.l2_penalty(params, 0.1), 1.6, rtol=1e-6)
     everything = L.l2_penalty(params, 0.1, include=lambda path, leaf: True)
@@ -124,10 +161,17 @@ def test_gradcheck_elementwise_losses(shape, seed, reduction):
     p = jax.random.uniform(k1, shape, minval=0.05, maxval=0.95)
     t = jax.random.uniform(k2, shape)
     for loss in (L.mse, L.binary_cross_entropy, L.binary_cross_entropy_with_logits):
-        gradcheck.check(lambda a, b: loss(a, b, reduction=reduction), p, t, jit=False).assert_passed()
+        gradcheck.check(
+            lambda a, b: loss(a, b, reduction=reduction), p, t, jit=False
+        ).assert_passed()
 
 
-@given(shape=shapes, seed=st.integers(0, 100), reduction=st.sampled_from(["mean", "sum", "none"]), smoothing=st.sampled_from([0.0, 0.2]))
+@given(
+    shape=shapes,
+    seed=st.integers(0, 100),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    smoothing=st.sampled_from([0.0, 0.2]),
+)
 def test_gradcheck_categorical_losses(shape, seed, reduction, smoothing):
     m, k = shape[0], shape[1] + 1
     keys = jax.random.split(jax.random.key(seed), 3)
@@ -135,13 +179,24 @@ def test_gradcheck_categorical_losses(shape, seed, reduction, smoothing):
     labels = jax.random.randint(keys[1], (m,), 0, k)
     soft = jax.nn.softmax(jax.random.normal(keys[2], (m, k)))
     for targets in (labels, soft):
-        sce = lambda z, y: L.softmax_cross_entropy(z, y, label_smoothing=smoothing, reduction=reduction)  # noqa: E731
+        sce = lambda z, y: L.softmax_cross_entropy(
+            z, y, label_smoothing=smoothing, reduction=reduction
+        )  # noqa: E731
         gradcheck.check(sce, logits, targets, jit=False).assert_passed()
         cce = lambda p, y: L.categorical_cross_entropy(p, y, reduction=reduction)  # noqa: E731
         gradcheck.check(cce, jax.nn.softmax(logits), targets, jit=False).assert_passed()
 
 
-@pytest.mark.parametrize("loss", [L.mse, L.binary_cross_entropy, L.binary_cross_entropy_with_logits, L.categorical_cross_entropy, L.softmax_cross_entropy])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        L.mse,
+        L.binary_cross_entropy,
+        L.binary_cross_entropy_with_logits,
+        L.categorical_cross_entropy,
+        L.softmax_cross_entropy,
+    ],
+)
 def test_gradcheck_all_checks(loss):
     logits, labels, soft, _ = _batch(4, m=3, k=3)
     if loss in (L.categorical_cross_entropy, L.softmax_cross_entropy):
@@ -154,7 +209,9 @@ def test_gradcheck_all_checks(loss):
 def test_gradcheck_l2_penalty():
     params = {"a": {"W": jnp.ones((3, 2)) * 0.5, "b": jnp.arange(3.0)}, "k": jnp.ones((2, 2, 1, 3))}
     gradcheck.check(L.l2_penalty, params, 0.3).assert_passed()
-    gradcheck.check(lambda p: L.l2_penalty(p, 0.3, include=lambda path, leaf: True), params, jit=False).assert_passed()
+    gradcheck.check(
+        lambda p: L.l2_penalty(p, 0.3, include=lambda path, leaf: True), params, jit=False
+    ).assert_passed()
 
 
 # --- stability and bad input -----------------------------------------------------------
@@ -169,15 +226,23 @@ def test_stable_for_extreme_logits():
     assert bool(jnp.all(jnp.isfinite(grad)))
     zb = jnp.array([1e4, -1e4, 1e4, -1e4])
     yb = jnp.array([1.0, 0.0, 0.0, 1.0])
-    np.testing.assert_allclose(L.binary_cross_entropy_with_logits(zb, yb, reduction="none"), [0.0, 0.0, 1e4, 1e4])
+    np.testing.assert_allclose(
+        L.binary_cross_entropy_with_logits(zb, yb, reduction="none"), [0.0, 0.0, 1e4, 1e4]
+    )
     assert bool(jnp.all(jnp.isfinite(jax.grad(L.binary_cross_entropy_with_logits)(zb, yb))))
 
 
 def test_labels_out_of_range():
     logits = jnp.zeros((3, 4))
-    with pytest.raises(ValueError, match=r"softmax_cross_entropy: labels must be in \[0, 4\) for 4 classes, got values in \[0, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"softmax_cross_entropy: labels must be in \[0, 4\) for 4 classes, got values in \[0, 4\]",
+    ):
         L.softmax_cross_entropy(logits, jnp.array([0, 4, 1]))
-    with pytest.raises(ValueError, match=r"categorical_cross_entropy: labels must be in \[0, 4\) for 4 classes, got values in \[-1, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"categorical_cross_entropy: labels must be in \[0, 4\) for 4 classes, got values in \[-1, 1\]",
+    ):
         L.categorical_cross_entropy(jax.nn.softmax(logits), jnp.array([-1, 0, 1]))
 
 
@@ -185,27 +250,49 @@ def test_labels_out_of_range_under_jit_give_nan_not_a_wrong_number():
     logits = jnp.zeros((3, 4))
     loss = jax.jit(L.softmax_cross_entropy)(logits, jnp.array([0, 7, 1]))
     assert bool(jnp.isnan(loss))
-    per_example = jax.jit(lambda z, y: L.softmax_cross_entropy(z, y, reduction="none"))(logits, jnp.array([0, 7, 1]))
+    per_example = jax.jit(lambda z, y: L.softmax_cross_entropy(z, y, reduction="none"))(
+        logits, jnp.array([0, 7, 1])
+    )
     np.testing.assert_allclose(np.asarray(per_example)[[0, 2]], [np.log(4)] * 2, rtol=1e-6)
     assert bool(jnp.isnan(per_example[1]))
 
 
 def test_shape_and_dtype_errors():
-    with pytest.raises(ValueError, match=r"mse: targets must have the shape of the predictions \(3, 1\), got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mse: targets must have the shape of the predictions \(3, 1\), got \(3,\)",
+    ):
         L.mse(jnp.ones((3, 1)), jnp.ones(3))
-    with pytest.raises(ValueError, match=r"softmax_cross_entropy: integer labels must have shape \(3,\) \(scores without the class axis\), got \(3, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"softmax_cross_entropy: integer labels must have shape \(3,\) \(scores without the class axis\), got \(3, 1\)",
+    ):
         L.softmax_cross_entropy(jnp.ones((3, 4)), jnp.zeros((3, 1), jnp.int32))
-    with pytest.raises(ValueError, match=r"one-hot or probability targets must have the scores' shape \(3, 4\), got \(3, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"one-hot or probability targets must have the scores' shape \(3, 4\), got \(3, 5\)",
+    ):
         L.softmax_cross_entropy(jnp.ones((3, 4)), jnp.ones((3, 5)))
-    with pytest.raises(TypeError, match=r"binary_cross_entropy_with_logits: expected floating-point predictions, got dtype int32"):
+    with pytest.raises(
+        TypeError,
+        match=r"binary_cross_entropy_with_logits: expected floating-point predictions, got dtype int32",
+    ):
         L.binary_cross_entropy_with_logits(jnp.ones(3, jnp.int32), jnp.ones(3))
-    with pytest.raises(ValueError, match=r"mse: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"):
+    with pytest.raises(
+        ValueError, match=r"mse: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"
+    ):
         L.mse(jnp.ones(3), jnp.ones(3), reduction="avg")
-    with pytest.raises(ValueError, match=r"softmax_cross_entropy: label_smoothing must be in \[0, 1\), got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"softmax_cross_entropy: label_smoothing must be in \[0, 1\), got 1.5"
+    ):
         L.softmax_cross_entropy(jnp.ones((2, 3)), jnp.zeros(2, jnp.int32), label_smoothing=1.5)
-    with pytest.raises(ValueError, match=r"l2_penalty: lam must be a non-negative number, got -0.1"):
+    with pytest.raises(
+        ValueError, match=r"l2_penalty: lam must be a non-negative number, got -0.1"
+    ):
         L.l2_penalty({"W": jnp.ones((2, 2))}, -0.1)
-    with pytest.raises(ValueError, match=r"binary_cross_entropy: eps must be None or in \(0, 0.5\), got 0.7"):
+    with pytest.raises(
+        ValueError, match=r"binary_cross_entropy: eps must be None or in \(0, 0.5\), got 0.7"
+    ):
         L.binary_cross_entropy(jnp.ones(2) * 0.5, jnp.ones(2), eps=0.7)
 
 

@@ -17,7 +17,13 @@ def test_accuracy_with_labels_one_hot_and_binary():
 
 
 def test_accuracy_errors():
-    with pytest.raises(ValueError, match=r"accuracy: integer labels must have shape \(4,\) \(scores without the class axis\), got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"accuracy: integer labels must have shape \(4,\) \(scores without the class axis\), got \(3,\)",
+    ):
         metrics.accuracy(jnp.ones((4, 2)), jnp.zeros(3, jnp.int32))
-    with pytest.raises(ValueError, match=r"accuracy: one-hot targets must have the scores' shape \(4, 2\), got \(4, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"accuracy: one-hot targets must have the scores' shape \(4, 2\), got \(4, 3\)",
+    ):
         metrics.accuracy(jnp.ones((4, 2)), jnp.ones((4, 3)))

@@ -6,7 +6,13 @@ import pytest
 
 from fundl import plot
 
-HISTORY = {"epoch": [1, 2, 3], "loss": [1.0, 0.5, 0.3], "accuracy": [0.5, 0.8, 0.9], "val_loss": [1.1, 0.7, 0.6], "time": [0.1] * 3}
+HISTORY = {
+    "epoch": [1, 2, 3],
+    "loss": [1.0, 0.5, 0.3],
+    "accuracy": [0.5, 0.8, 0.9],
+    "val_loss": [1.1, 0.7, 0.6],
+    "time": [0.1] * 3,
+}
 
 
 def test_history_draws_loss_and_accuracy(tmp_path):
@@ -19,9 +25,13 @@ def test_history_draws_loss_and_accuracy(tmp_path):
 
 
 def test_errors(monkeypatch):
-    with pytest.raises(ValueError, match=r"plot.history: expected a fit history with an 'epoch' list"):
+    with pytest.raises(
+        ValueError, match=r"plot.history: expected a fit history with an 'epoch' list"
+    ):
         plot.history({"loss": [1.0]})
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"fundl.plot needs matplotlib: pip install 'fundl\[plots\]'"):
+    with pytest.raises(
+        ImportError, match=r"fundl.plot needs matplotlib: pip install 'fundl\[plots\]'"
+    ):
         plot.history(HISTORY)

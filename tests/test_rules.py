@@ -90,9 +90,13 @@ def test_mode_is_read_at_trace_time():
 
 def test_bad_calls():
     cube, _ = _make_cube()
-    with pytest.raises(TypeError, match=r"cube: unknown option\(s\) \['scael'\]; allowed options: scale"):
+    with pytest.raises(
+        TypeError, match=r"cube: unknown option\(s\) \['scael'\]; allowed options: scale"
+    ):
         cube(1.0, scael=2.0)
-    with pytest.raises(TypeError, match=r"cube: expected inputs \(x\), got 2 positional input\(s\)"):
+    with pytest.raises(
+        TypeError, match=r"cube: expected inputs \(x\), got 2 positional input\(s\)"
+    ):
         cube(1.0, 2.0)
 
     @primitive
@@ -101,7 +105,10 @@ def test_bad_calls():
 
     with pytest.raises(NotImplementedError, match=r"no_rule: no backward rule registered"):
         no_rule(1.0)
-    with pytest.raises(TypeError, match=r"primitive lambda_with_required_option: keyword-only options need defaults, \['axis'\] have none"):
+    with pytest.raises(
+        TypeError,
+        match=r"primitive lambda_with_required_option: keyword-only options need defaults, \['axis'\] have none",
+    ):
         primitive(lambda_with_required_option)
 
 

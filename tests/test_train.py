@@ -26,7 +26,9 @@ def loss_fn(params, batch):
 
 def loss_with_accuracy(params, batch):
     logits = MODEL.apply(params, batch["x"])
-    return losses.softmax_cross_entropy(logits, batch["y"]), {"accuracy": metrics.accuracy(logits, batch["y"])}
+    return losses.softmax_cross_entropy(logits, batch["y"]), {
+        "accuracy": metrics.accuracy(logits, batch["y"])
+    }
 
 
 def _params(seed=1):
@@ -62,7 +64,9 @@ def test_params_and_opt_state_are_donated():
     step(params, state, jax.tree.map(jnp.asarray, _data(8)))
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(params))
     kept = _params()
-    train.make_train_step(loss_fn, opt, donate=False)(kept, opt.init(kept), jax.tree.map(jnp.asarray, _data(8)))
+    train.make_train_step(loss_fn, opt, donate=False)(
+        kept, opt.init(kept), jax.tree.map(jnp.asarray, _data(8))
+    )
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(kept))
 
 
@@ -96,7 +100,10 @@ def test_recompilation_warns_once_and_names_the_argument():
     params, state = _params(), opt.init(_params())
     batch = jax.tree.map(jnp.asarray, _data(8))
     params, state, _ = step(params, state, batch, 0.5)
-    with pytest.warns(train.RecompilationWarning, match=r"train step is being compiled again \(trace 2\) because args\[0\] changed from ~float32\[\] to float32\[\] \('~' marks a weak type"):
+    with pytest.warns(
+        train.RecompilationWarning,
+        match=r"train step is being compiled again \(trace 2\) because args\[0\] changed from ~float32\[\] to float32\[\] \('~' marks a weak type",
+    ):
         params, state, _ = step(params, state, batch, jnp.float32(0.5))
     with warnings.catch_warnings():
         warnings.simplefilter("error", train.RecompilationWarning)
@@ -111,7 +118,10 @@ def test_retrace_for_a_changed_batch_shape_names_the_leaf():
     batch = jax.tree.map(jnp.asarray, _data(8))
     params, state, _ = step(params, state, batch)
     bigger = jax.tree.map(jnp.asarray, _data(12))
-    with pytest.warns(train.RecompilationWarning, match=r"batch\['x'\] changed from float32\[8,3\] to float32\[12,3\]"):
+    with pytest.warns(
+        train.RecompilationWarning,
+        match=r"batch\['x'\] changed from float32\[8,3\] to float32\[12,3\]",
+    ):
         step(params, state, bigger)
 
 
@@ -154,7 +164,9 @@ def test_ensemble_of_seeds_equals_separate_runs():
     for i, k in enumerate(jax.random.split(jax.random.key(5), n)):
         single = MODEL.init(k)
         alone, _ = _manual_step(opt, single, opt.init(single), batch)
-        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], together), alone, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x: x[i], together), alone, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_ensemble_of_learning_rates_equals_separate_runs():
@@ -162,7 +174,9 @@ def test_ensemble_of_learning_rates_equals_separate_runs():
     opt = optim.inject_hyperparams(optim.adam)(learning_rate=0.01)
     start = _params()
     params = jax.tree.map(lambda p: jnp.stack([p] * len(rates)), start)
-    state = jax.vmap(lambda lr: optim.with_hyperparams(opt.init(start), learning_rate=lr))(jnp.array(rates))
+    state = jax.vmap(lambda lr: optim.with_hyperparams(opt.init(start), learning_rate=lr))(
+        jnp.array(rates)
+    )
     step = train.make_train_step(loss_fn, opt, ensemble=True)
     batches = [jax.tree.map(jnp.asarray, _data(8, seed=s)) for s in range(3)]
     for b in batches:
@@ -172,7 +186,9 @@ def test_ensemble_of_learning_rates_equals_separate_runs():
         alone, alone_state = _params(), optim.adam(lr).init(_params())
         for b in batches:
             alone, alone_state = _manual_step(optim.adam(lr), alone, alone_state, b)
-        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], params), alone, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x: x[i], params), alone, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_eval_step_accepts_the_three_return_forms():
@@ -189,7 +205,9 @@ def test_eval_step_accepts_the_three_return_forms():
 def _fit(**kwargs):
     options = dict(epochs=3, batch_size=8, key=jax.random.key(0), progress=False)
     options.update(kwargs)
-    return train.fit(loss_with_accuracy, _params(), optim.adam(0.05), _data(40), has_aux=True, **options)
+    return train.fit(
+        loss_with_accuracy, _params(), optim.adam(0.05), _data(40), has_aux=True, **options
+    )
 
 
 def test_fit_trains_and_records_history():
@@ -204,19 +222,57 @@ def test_fit_trains_and_records_history():
 def test_fit_epoch_metrics_weight_the_partial_batch_by_size():
     # drop_last=False: 40 examples in batches of 16, 16, 8; the epoch loss is the mean
     # over examples, so with a constant-loss "optimizer" (lr 0) it equals the full-data loss.
-    result = train.fit(loss_fn, _params(), optim.sgd(0.0), _data(40), epochs=1, batch_size=16, key=jax.random.key(0), drop_last=False, progress=False)
+    result = train.fit(
+        loss_fn,
+        _params(),
+        optim.sgd(0.0),
+        _data(40),
+        epochs=1,
+        batch_size=16,
+        key=jax.random.key(0),
+        drop_last=False,
+        progress=False,
+    )
     np.testing.assert_allclose(result.history["loss"][0], loss_fn(_params(), _data(40)), rtol=1e-5)
 
 
 def test_fit_does_not_touch_the_callers_params():
     params = _params()
-    train.fit(loss_fn, params, optim.sgd(0.1), _data(16), epochs=1, batch_size=8, key=jax.random.key(0), progress=False)
+    train.fit(
+        loss_fn,
+        params,
+        optim.sgd(0.1),
+        _data(16),
+        epochs=1,
+        batch_size=8,
+        key=jax.random.key(0),
+        progress=False,
+    )
     assert not any(x.is_deleted() for x in jax.tree.leaves(params))
 
 
 def test_scan_fit_equals_per_step_fit():
-    a = train.fit(loss_fn, _params(), optim.adam(0.05), _data(40), epochs=2, batch_size=8, key=jax.random.key(2), progress=False)
-    b = train.fit(loss_fn, _params(), optim.adam(0.05), _data(40), epochs=2, batch_size=8, key=jax.random.key(2), progress=False, scan=True)
+    a = train.fit(
+        loss_fn,
+        _params(),
+        optim.adam(0.05),
+        _data(40),
+        epochs=2,
+        batch_size=8,
+        key=jax.random.key(2),
+        progress=False,
+    )
+    b = train.fit(
+        loss_fn,
+        _params(),
+        optim.adam(0.05),
+        _data(40),
+        epochs=2,
+        batch_size=8,
+        key=jax.random.key(2),
+        progress=False,
+        scan=True,
+    )
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
 
@@ -231,16 +287,35 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
     # counts as an improvement on epoch 1, so patience 2 stops after epoch 3.
     stopper = train.EarlyStopping("val_loss", patience=2, min_delta=0.5)
     result = train.fit(
-        loss_fn, _params(), optim.sgd(3.0), _data(40), epochs=30, batch_size=8, key=jax.random.key(0),
-        val_data=_data(20, seed=3), early_stopping=stopper, callbacks=[record], progress=False,
+        loss_fn,
+        _params(),
+        optim.sgd(3.0),
+        _data(40),
+        epochs=30,
+        batch_size=8,
+        key=jax.random.key(0),
+        val_data=_data(20, seed=3),
+        early_stopping=stopper,
+        callbacks=[record],
+        progress=False,
     )
     assert result.stopped_early and [e for e, _, _ in seen] == [1, 2, 3]
     assert result.best_epoch == 1
     assert seen[2][1] < seen[0][1]  # epoch 3 was lower, but not by min_delta
     chex.assert_trees_all_close(jax.tree.map(np.asarray, result.params), seen[0][2])
     without_restore = train.fit(
-        loss_fn, _params(), optim.sgd(3.0), _data(40), epochs=30, batch_size=8, key=jax.random.key(0),
-        val_data=_data(20, seed=3), early_stopping=train.EarlyStopping("val_loss", patience=2, min_delta=0.5, restore_best=False), progress=False,
+        loss_fn,
+        _params(),
+        optim.sgd(3.0),
+        _data(40),
+        epochs=30,
+        batch_size=8,
+        key=jax.random.key(0),
+        val_data=_data(20, seed=3),
+        early_stopping=train.EarlyStopping(
+            "val_loss", patience=2, min_delta=0.5, restore_best=False
+        ),
+        progress=False,
     )
     chex.assert_trees_all_close(jax.tree.map(np.asarray, without_restore.params), seen[2][2])
 
@@ -254,16 +329,50 @@ def test_nan_loss_stops_with_the_step():
     d = _data(40)
     d["x"][13] = np.nan  # example 13 poisons its batch
     key = jax.random.key(0)
-    position = next(i for i, b in enumerate(data.batches(d, 8, key=key, epoch=0, drop_last=True)) if np.isnan(b["x"]).any())
-    with pytest.raises(FloatingPointError, match=rf"fit: the loss became nan at step {position + 1} \(epoch 1, batch {position + 1}\)"):
-        train.fit(loss_fn, _params(), optim.sgd(0.1), d, epochs=2, batch_size=8, key=key, progress=False)
+    position = next(
+        i
+        for i, b in enumerate(data.batches(d, 8, key=key, epoch=0, drop_last=True))
+        if np.isnan(b["x"]).any()
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"fit: the loss became nan at step {position + 1} \(epoch 1, batch {position + 1}\)",
+    ):
+        train.fit(
+            loss_fn, _params(), optim.sgd(0.1), d, epochs=2, batch_size=8, key=key, progress=False
+        )
 
 
 def test_resume_is_bit_identical(tmp_path):
     common = dict(batch_size=8, key=jax.random.key(4), val_data=_data(20, seed=3), progress=False)
-    straight = train.fit(loss_fn, _params(), optim.adam(0.05), _data(40), epochs=4, checkpoint_dir=tmp_path / "a", **common)
-    train.fit(loss_fn, _params(), optim.adam(0.05), _data(40), epochs=2, checkpoint_dir=tmp_path / "b", **common)
-    resumed = train.fit(loss_fn, _params(), optim.adam(0.05), _data(40), epochs=4, checkpoint_dir=tmp_path / "b", resume=True, **common)
+    straight = train.fit(
+        loss_fn,
+        _params(),
+        optim.adam(0.05),
+        _data(40),
+        epochs=4,
+        checkpoint_dir=tmp_path / "a",
+        **common,
+    )
+    train.fit(
+        loss_fn,
+        _params(),
+        optim.adam(0.05),
+        _data(40),
+        epochs=2,
+        checkpoint_dir=tmp_path / "b",
+        **common,
+    )
+    resumed = train.fit(
+        loss_fn,
+        _params(),
+        optim.adam(0.05),
+        _data(40),
+        epochs=4,
+        checkpoint_dir=tmp_path / "b",
+        resume=True,
+        **common,
+    )
     for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves(straight.opt_state), jax.tree.leaves(resumed.opt_state)):
@@ -289,19 +398,49 @@ def test_progress_bar_shows_epochs(capsys):
 def test_fit_errors():
     with pytest.raises(ValueError, match=r"fit: batch_size must be a positive integer, got 0"):
         _fit(batch_size=0)
-    with pytest.raises(ValueError, match=r"fit: batch_size 64 is larger than the 40 training examples with drop_last"):
+    with pytest.raises(
+        ValueError,
+        match=r"fit: batch_size 64 is larger than the 40 training examples with drop_last",
+    ):
         _fit(batch_size=64)
     with pytest.raises(ValueError, match=r"leaves disagree on the number of examples"):
-        train.fit(loss_fn, _params(), optim.sgd(0.1), {"x": np.ones((4, 3)), "y": np.ones(3, np.int32)}, epochs=1, batch_size=2, key=jax.random.key(0), progress=False)
+        train.fit(
+            loss_fn,
+            _params(),
+            optim.sgd(0.1),
+            {"x": np.ones((4, 3)), "y": np.ones(3, np.int32)},
+            epochs=1,
+            batch_size=2,
+            key=jax.random.key(0),
+            progress=False,
+        )
     with pytest.raises(ValueError, match=r"fit: cannot monitor 'val_accuracy'"):
         _fit(early_stopping=train.EarlyStopping("val_accuracy"))
     with pytest.raises(ValueError, match=r"fit: resume=True needs a checkpoint_dir"):
         _fit(resume=True)
     bad_labels = _data(40)
     bad_labels["y"] = bad_labels["y"].astype(np.float32)  # float labels of the wrong shape
-    with pytest.raises(ValueError, match=r"softmax_cross_entropy: one-hot or probability targets must have the scores' shape \(8, 2\), got \(8,\)"):
-        train.fit(loss_fn, _params(), optim.sgd(0.1), bad_labels, epochs=1, batch_size=8, key=jax.random.key(0), progress=False)
-    with pytest.raises(ValueError, match=r"EarlyStopping: patience must be a positive integer, got 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"softmax_cross_entropy: one-hot or probability targets must have the scores' shape \(8, 2\), got \(8,\)",
+    ):
+        train.fit(
+            loss_fn,
+            _params(),
+            optim.sgd(0.1),
+            bad_labels,
+            epochs=1,
+            batch_size=8,
+            key=jax.random.key(0),
+            progress=False,
+        )
+    with pytest.raises(
+        ValueError, match=r"EarlyStopping: patience must be a positive integer, got 0"
+    ):
         train.EarlyStopping(patience=0)
-    with pytest.raises(TypeError, match=r"fit: optimizer must be a fundl.optim GradientTransformation"):
-        train.fit(loss_fn, _params(), "adam", _data(8), epochs=1, batch_size=4, key=jax.random.key(0))
+    with pytest.raises(
+        TypeError, match=r"fit: optimizer must be a fundl.optim GradientTransformation"
+    ):
+        train.fit(
+            loss_fn, _params(), "adam", _data(8), epochs=1, batch_size=4, key=jax.random.key(0)
+        )

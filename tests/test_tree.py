@@ -8,7 +8,9 @@ from fundl import tree
 
 
 def test_global_norm():
-    np.testing.assert_allclose(tree.global_norm({"a": jnp.array([3.0]), "b": [jnp.array([[4.0]])]}), 5.0)
+    np.testing.assert_allclose(
+        tree.global_norm({"a": jnp.array([3.0]), "b": [jnp.array([[4.0]])]}), 5.0
+    )
     assert tree.global_norm([]).dtype == jnp.float32
 
 

@@ -109,12 +109,16 @@ class Dense:
         check_int("Dense", "n_out", self.n_out)
         for name in ("w_init", "b_init"):
             if not callable(getattr(self, name)):
-                raise TypeError(f"Dense: {name} must be an initializer function, got {getattr(self, name)!r}")
+                raise TypeError(
+                    f"Dense: {name} must be an initializer function, got {getattr(self, name)!r}"
+                )
 
     def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
         """Create ``{"W", "b"}`` for inputs of shape ``input_shape`` (last dim n_in)."""
         if len(input_shape) < 1 or input_shape[-1] <= 0:
-            raise ValueError(f"Dense: expected an input shape (..., n_in), got {tuple(input_shape)}")
+            raise ValueError(
+                f"Dense: expected an input shape (..., n_in), got {tuple(input_shape)}"
+            )
         n_in = int(input_shape[-1])
         w_key, b_key = jax.random.split(key)
         params = {"W": self.w_init(w_key, (self.n_out, n_in), self.param_dtype)}

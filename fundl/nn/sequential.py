@@ -144,7 +144,9 @@ def mlp(
       >>> model = mlp([2, 3, 3, 1], "relu", "sigmoid")   # the notes' 3-layer network
     """
     sizes = tuple(sizes)
-    if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+    if len(sizes) < 2 or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes
+    ):
         raise ValueError(
             f"mlp: sizes must be at least two positive integers (n^[0], ..., n^[L]), got {sizes}"
         )

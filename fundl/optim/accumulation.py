@@ -39,7 +39,9 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
         raise TypeError(f"accumulate: inner must be a GradientTransformation, got {inner!r}")
 
     def init(params: Any) -> AccumulateState:
-        return AccumulateState(jnp.zeros([], jnp.int32), _moments_like(params, None), inner.init(params))
+        return AccumulateState(
+            jnp.zeros([], jnp.int32), _moments_like(params, None), inner.init(params)
+        )
 
     def update(updates: Any, state: AccumulateState, params: Any = None, **extra_args: Any):
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype), state.grad_sum, updates)

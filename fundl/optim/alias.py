@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fundl.optim.base import GradientTransformation, MomentDtype, ScalarOrSchedule, _check_number, chain
+from fundl.optim.base import (
+    GradientTransformation,
+    MomentDtype,
+    ScalarOrSchedule,
+    _check_number,
+    chain,
+)
 from fundl.optim.regularization import add_decayed_weights
 from fundl.optim.scaling import (
     scale_by_adagrad,
@@ -81,7 +87,9 @@ def momentum(
     """
     _check_number("momentum", "learning_rate", learning_rate, low=0.0)
     _check_number("momentum", "beta", beta, low=0.0, high=1.0, high_open=True)
-    return chain(scale_by_ema(beta, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate))
+    return chain(
+        scale_by_ema(beta, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate)
+    )
 
 
 def rmsprop(
@@ -134,7 +142,9 @@ def adam(
       moment_dtype: dtype of m and v.
     """
     _check_number("adam", "learning_rate", learning_rate, low=0.0)
-    return chain(scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate))
+    return chain(
+        scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate)
+    )
 
 
 def adamw(

@@ -21,7 +21,9 @@ def clip(max_abs: float) -> GradientTransformation:
     """
     _check_number("clip", "max_abs", max_abs, low=0.0)
     return stateless(
-        lambda updates, params: jax.tree.map(lambda u: jnp.clip(u, -max_abs, max_abs).astype(u.dtype), updates)
+        lambda updates, params: jax.tree.map(
+            lambda u: jnp.clip(u, -max_abs, max_abs).astype(u.dtype), updates
+        )
     )
 
 

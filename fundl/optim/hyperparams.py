@@ -57,7 +57,9 @@ def inject_hyperparams(
         factory(**kwargs)  # validate the hyperparameters now, with the user's values
 
         def values_at(count: jax.Array, hyperparams: dict[str, jax.Array]) -> dict[str, jax.Array]:
-            scheduled = {k: jnp.asarray(s(count), jnp.result_type(float)) for k, s in schedules.items()}
+            scheduled = {
+                k: jnp.asarray(s(count), jnp.result_type(float)) for k, s in schedules.items()
+            }
             return {**hyperparams, **scheduled}
 
         def init(params: Any) -> InjectState:

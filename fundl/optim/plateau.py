@@ -54,7 +54,9 @@ def reduce_on_plateau(
       accumulation_size: updates averaged into one observation, ≥ 1.
       min_scale: the scale never goes below this, ≥ 0.
     """
-    _check_number("reduce_on_plateau", "factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+    _check_number(
+        "reduce_on_plateau", "factor", factor, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     _check_number("reduce_on_plateau", "rtol", rtol, low=0.0)
     _check_number("reduce_on_plateau", "atol", atol, low=0.0)
     _check_number("reduce_on_plateau", "min_scale", min_scale, low=0.0)
@@ -73,7 +75,14 @@ def reduce_on_plateau(
             value_count=jnp.zeros([], jnp.int32),
         )
 
-    def update(updates: Any, state: PlateauState, params: Any = None, *, value: Any = None, **extra_args: Any):
+    def update(
+        updates: Any,
+        state: PlateauState,
+        params: Any = None,
+        *,
+        value: Any = None,
+        **extra_args: Any,
+    ):
         if value is None:
             raise ValueError(
                 "reduce_on_plateau: update needs the monitored metric, "

@@ -65,5 +65,3 @@ def add_decayed_weights(weight_decay: float, *, mask: Any = is_weight) -> Gradie
       mask: as in :func:`add_l2`.
     """
     return _add_scaled_params("add_decayed_weights", "weight_decay", weight_decay, mask)
-
-

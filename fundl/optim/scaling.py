@@ -61,7 +61,9 @@ def _check_against_state(name: str, updates: Any, moments: Any) -> None:
 
 def scale(step_size: float) -> GradientTransformation:
     """Multiply updates by a constant: u ← s·u."""
-    return stateless(lambda updates, params: jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates))
+    return stateless(
+        lambda updates, params: jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates)
+    )
 
 
 class ScheduleState(NamedTuple):
@@ -122,9 +124,13 @@ def scale_by_momentum(
 
     def update(updates: Any, state: TraceState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_momentum", updates, state.velocity)
-        velocity = jax.tree.map(lambda g, v: momentum * v + g.astype(v.dtype), updates, state.velocity)
+        velocity = jax.tree.map(
+            lambda g, v: momentum * v + g.astype(v.dtype), updates, state.velocity
+        )
         if nesterov:
-            out = jax.tree.map(lambda g, v: (g.astype(v.dtype) + momentum * v).astype(g.dtype), updates, velocity)
+            out = jax.tree.map(
+                lambda g, v: (g.astype(v.dtype) + momentum * v).astype(g.dtype), updates, velocity
+            )
         else:
             out = jax.tree.map(lambda g, v: v.astype(g.dtype), updates, velocity)
         return out, TraceState(velocity)
@@ -175,7 +181,11 @@ class RmsState(NamedTuple):
 
 
 def scale_by_rms(
-    decay: float = 0.9, eps: float = 1e-8, *, centered: bool = False, moment_dtype: MomentDtype = None
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    *,
+    centered: bool = False,
+    moment_dtype: MomentDtype = None,
 ) -> GradientTransformation:
     """RMSprop (Hinton, 2012; PyTorch's form): v ← ρv + (1 − ρ)g²; u ← g / (√v + ε).
 
@@ -202,12 +212,16 @@ def scale_by_rms(
             lambda g, v: decay * v + (1 - decay) * jnp.square(g.astype(v.dtype)), updates, state.nu
         )
         if centered:
-            mu = jax.tree.map(lambda g, m: decay * m + (1 - decay) * g.astype(m.dtype), updates, state.mu)
+            mu = jax.tree.map(
+                lambda g, m: decay * m + (1 - decay) * g.astype(m.dtype), updates, state.mu
+            )
             variance = jax.tree.map(lambda v, m: v - jnp.square(m), nu, mu)
         else:
             mu, variance = (), nu
         out = jax.tree.map(
-            lambda g, v: (g.astype(v.dtype) / (jnp.sqrt(v) + eps)).astype(g.dtype), updates, variance
+            lambda g, v: (g.astype(v.dtype) / (jnp.sqrt(v) + eps)).astype(g.dtype),
+            updates,
+            variance,
         )
         return out, RmsState(nu, mu)
 
@@ -282,7 +296,9 @@ def scale_by_adagrad(
       eps: ε > 0, outside the square root (PyTorch: 1e-10).
       moment_dtype: dtype of G.
     """
-    _check_number("scale_by_adagrad", "initial_accumulator_value", initial_accumulator_value, low=0.0)
+    _check_number(
+        "scale_by_adagrad", "initial_accumulator_value", initial_accumulator_value, low=0.0
+    )
     _check_number("scale_by_adagrad", "eps", eps, low=0.0, low_open=True)
     _check_moment_dtype("scale_by_adagrad", moment_dtype)
 
@@ -292,7 +308,9 @@ def scale_by_adagrad(
 
     def update(updates: Any, state: AdagradState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_adagrad", updates, state.sum_of_squares)
-        total = jax.tree.map(lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares)
+        total = jax.tree.map(
+            lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares
+        )
         out = jax.tree.map(
             lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, total
         )
@@ -307,7 +325,9 @@ class LionState(NamedTuple):
     mu: Any  # momentum m, like params, in the moment dtype
 
 
-def scale_by_lion(b1: float = 0.9, b2: float = 0.99, *, moment_dtype: MomentDtype = None) -> GradientTransformation:
+def scale_by_lion(
+    b1: float = 0.9, b2: float = 0.99, *, moment_dtype: MomentDtype = None
+) -> GradientTransformation:
     """Lion's direction (Chen et al., 2023): u ← sign(β₁m + (1 − β₁)g); m ← β₂m + (1 − β₂)g.
 
     Args:
@@ -325,7 +345,9 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99, *, moment_dtype: MomentDtyp
     def update(updates: Any, state: LionState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_lion", updates, state.mu)
         out = jax.tree.map(
-            lambda g, m: jnp.sign(b1 * m + (1 - b1) * g.astype(m.dtype)).astype(g.dtype), updates, state.mu
+            lambda g, m: jnp.sign(b1 * m + (1 - b1) * g.astype(m.dtype)).astype(g.dtype),
+            updates,
+            state.mu,
         )
         mu = jax.tree.map(lambda g, m: b2 * m + (1 - b2) * g.astype(m.dtype), updates, state.mu)
         return out, LionState(mu)
@@ -347,7 +369,9 @@ def scale_by_trust_ratio(eps: float = 0.0) -> GradientTransformation:
 
     def fn(updates: Any, params: Any) -> Any:
         if params is None:
-            raise ValueError("scale_by_trust_ratio: needs params; call update(grads, state, params)")
+            raise ValueError(
+                "scale_by_trust_ratio: needs params; call update(grads, state, params)"
+            )
         return jax.tree.map(rescale, updates, params)
 
     return stateless(fn)

@@ -232,9 +232,14 @@ def exponential_decay(
         return value if v1 is None else clip(value, v1)
 
     return _label(
-        schedule, fn, init_value=init_value, decay_rate=decay_rate,
-        transition_steps=transition_steps, staircase=staircase,
-        transition_begin=transition_begin, end_value=end_value,
+        schedule,
+        fn,
+        init_value=init_value,
+        decay_rate=decay_rate,
+        transition_steps=transition_steps,
+        staircase=staircase,
+        transition_begin=transition_begin,
+        end_value=end_value,
     )
 
 
@@ -266,8 +271,12 @@ def inverse_time_decay(
         return v0 / (1.0 + r * p)
 
     return _label(
-        schedule, fn, init_value=init_value, decay_rate=decay_rate,
-        decay_steps=decay_steps, staircase=staircase,
+        schedule,
+        fn,
+        init_value=init_value,
+        decay_rate=decay_rate,
+        decay_steps=decay_steps,
+        staircase=staircase,
     )
 
 
@@ -308,8 +317,13 @@ def polynomial_decay(
         return (v0 - v1) * jnp.power(1.0 - t / n, p) + v1
 
     return _label(
-        schedule, fn, init_value=init_value, end_value=end_value, decay_steps=decay_steps,
-        power=power, transition_begin=transition_begin,
+        schedule,
+        fn,
+        init_value=init_value,
+        end_value=end_value,
+        decay_steps=decay_steps,
+        power=power,
+        transition_begin=transition_begin,
     )
 
 
@@ -388,8 +402,13 @@ def warmup_cosine_decay(
         return jnp.where(s < w, warmup, decay)
 
     return _label(
-        schedule, fn, peak_value=peak_value, warmup_steps=warmup_steps,
-        decay_steps=decay_steps, init_value=init_value, end_value=end_value,
+        schedule,
+        fn,
+        peak_value=peak_value,
+        warmup_steps=warmup_steps,
+        decay_steps=decay_steps,
+        init_value=init_value,
+        end_value=end_value,
     )
 
 
@@ -444,8 +463,13 @@ def cyclical(
         return base + height
 
     return _label(
-        schedule, fn, base_value=base_value, max_value=max_value, step_size=step_size,
-        mode=mode, gamma=gamma,
+        schedule,
+        fn,
+        base_value=base_value,
+        max_value=max_value,
+        step_size=step_size,
+        mode=mode,
+        gamma=gamma,
     )
 
 
@@ -507,6 +531,11 @@ def one_cycle(
         return jnp.where(s <= end_up, up, down)
 
     return _label(
-        schedule, fn, max_value=max_value, total_steps=total_steps, pct_start=pct_start,
-        div_factor=div_factor, final_div_factor=final_div_factor,
+        schedule,
+        fn,
+        max_value=max_value,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
     )

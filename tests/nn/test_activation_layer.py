@@ -28,7 +28,12 @@ def test_primitives_names_and_hashing():
 def test_bad_activation():
     with pytest.raises(ValueError, match=r"activation: unknown activation 'rel'; known:"):
         Activation("rel")
-    with pytest.raises(TypeError, match=r"Activation: expected an activation name or a fundl primitive, got <ufunc 'sin'>"):
+    with pytest.raises(
+        TypeError,
+        match=r"Activation: expected an activation name or a fundl primitive, got <ufunc 'sin'>",
+    ):
         Activation(np.sin)
-    with pytest.raises(TypeError, match=r"relu: unknown option\(s\) \['alpha'\]; allowed options: none"):
+    with pytest.raises(
+        TypeError, match=r"relu: unknown option\(s\) \['alpha'\]; allowed options: none"
+    ):
         Activation("relu", alpha=1.0)

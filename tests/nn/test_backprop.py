@@ -25,7 +25,13 @@ CASES = [
     ([2, 5, 4, 3], "elu", None, losses.softmax_cross_entropy, "labels"),
     ([2, 4, 2], "gelu", None, losses.mse, "real"),
     ([2, 4, 2], "softplus", "tanh", losses.mse, "real"),
-    ([2, 4, 3], "softmax", None, losses.softmax_cross_entropy, "labels"),  # non-elementwise hidden g
+    (
+        [2, 4, 3],
+        "softmax",
+        None,
+        losses.softmax_cross_entropy,
+        "labels",
+    ),  # non-elementwise hidden g
     ([2, 4, 3], "sigmoid", "sigmoid", losses.binary_cross_entropy, "binary3"),  # multi-output BCE
 ]
 
@@ -58,7 +64,9 @@ def test_fused_output_starts_from_a_minus_y():
     params = model.init(jax.random.key(0))
     x, ky = _data()
     y = _targets("binary", ky, 16, 1)
-    grads, traces = backprop(model, params, x, y, losses.binary_cross_entropy, return_intermediates=True)
+    grads, traces = backprop(
+        model, params, x, y, losses.binary_cross_entropy, return_intermediates=True
+    )
     assert [t.name for t in traces] == ["dense1", "dense2", "dense3"]
     out = traces[-1]
     chex.assert_trees_all_close(out.dZ, out.A - y)  # dZ[L] = A[L] − Y
@@ -79,11 +87,17 @@ def test_jit_compatible_with_static_model():
     x, ky = _data()
     y = _targets("labels", ky, 16, 3)
     fn = jax.jit(backprop, static_argnums=(0, 4))
-    chex.assert_trees_all_close(fn(model, params, x, y, losses.softmax_cross_entropy), backprop(model, params, x, y, losses.softmax_cross_entropy), rtol=1e-6)
+    chex.assert_trees_all_close(
+        fn(model, params, x, y, losses.softmax_cross_entropy),
+        backprop(model, params, x, y, losses.softmax_cross_entropy),
+        rtol=1e-6,
+    )
 
 
 def test_no_bias_layers():
-    model = Sequential([Dense(3, use_bias=False), "relu", Dense(1, use_bias=False)], input_shape=(2,))
+    model = Sequential(
+        [Dense(3, use_bias=False), "relu", Dense(1, use_bias=False)], input_shape=(2,)
+    )
     params = model.init(jax.random.key(0))
     x, ky = _data()
     y = _targets("real", ky, 16, 1)
@@ -94,7 +108,10 @@ def test_no_bias_layers():
 
 def test_errors():
     x = jnp.ones((4, 2))
-    with pytest.raises(TypeError, match=r"backprop: supports Sequential models of Dense layers, each followed by at most one activation; layer 'relu1'"):
+    with pytest.raises(
+        TypeError,
+        match=r"backprop: supports Sequential models of Dense layers, each followed by at most one activation; layer 'relu1'",
+    ):
         backprop(Sequential(["relu", Dense(1)]), {}, x, x, losses.mse)
     with pytest.raises(TypeError, match=r"layer 'tanh1'"):
         backprop(Sequential([Dense(2), "relu", "tanh"]), {}, x, x, losses.mse)
@@ -104,7 +121,9 @@ def test_errors():
     params = model.init(jax.random.key(0))
     with pytest.raises(TypeError, match=r"backprop: loss must be a fundl loss \(a primitive\)"):
         backprop(model, params, x, x[:, :1], lambda a, b: jnp.mean((a - b) ** 2))
-    with pytest.raises(ValueError, match=r"backprop: expected inputs of shape \(m, n_0\), got shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"backprop: expected inputs of shape \(m, n_0\), got shape \(2,\)"
+    ):
         backprop(model, params, jnp.ones(2), x, losses.mse)
     with pytest.raises(ValueError, match=r"softmax_cross_entropy: labels must be in \[0, 1\)"):
         backprop(model, params, x, jnp.array([0, 1, 0, 0]), losses.softmax_cross_entropy)

@@ -16,7 +16,9 @@ def test_forward_is_x_wt_plus_b_in_float64():
     x = np.random.default_rng(0).normal(size=(5, 3))
     W = np.random.default_rng(1).normal(size=(4, 3))
     b = np.random.default_rng(2).normal(size=4)
-    np.testing.assert_allclose(dense(jnp.asarray(x), jnp.asarray(W), jnp.asarray(b)), x @ W.T + b, rtol=1e-5)
+    np.testing.assert_allclose(
+        dense(jnp.asarray(x), jnp.asarray(W), jnp.asarray(b)), x @ W.T + b, rtol=1e-5
+    )
 
 
 def test_backward_is_the_notes_algebra():
@@ -49,7 +51,9 @@ def test_gradcheck_any_leading_dims(lead, n_in, n_out, bias):
 
 def test_gradcheck_all_checks():
     kx, kw = jax.random.split(jax.random.key(3))
-    gradcheck.check(dense, jax.random.normal(kx, (2, 3, 4)), jax.random.normal(kw, (5, 4)), jnp.ones(5)).assert_passed()
+    gradcheck.check(
+        dense, jax.random.normal(kx, (2, 3, 4)), jax.random.normal(kw, (5, 4)), jnp.ones(5)
+    ).assert_passed()
 
 
 def test_layer_init_shapes_and_initializers():
@@ -58,7 +62,9 @@ def test_layer_init_shapes_and_initializers():
     chex.assert_shape(params["W"], (3, 2))
     chex.assert_shape(params["b"], (3,))
     np.testing.assert_array_equal(params["b"], np.zeros(3))
-    np.testing.assert_array_equal(params["W"], init.he_normal(jax.random.split(jax.random.key(0))[0], (3, 2)))
+    np.testing.assert_array_equal(
+        params["W"], init.he_normal(jax.random.split(jax.random.key(0))[0], (3, 2))
+    )
     custom = Dense(3, w_init=init.ones, b_init=init.ones, use_bias=True, param_dtype=jnp.bfloat16)
     params = custom.init(jax.random.key(0), (2,))
     assert params["W"].dtype == jnp.bfloat16
@@ -91,7 +97,10 @@ def test_layer_is_hashable_and_static():
 def test_mismatched_input_width():
     layer = Dense(3)
     params = layer.init(jax.random.key(0), (2,))
-    with pytest.raises(ValueError, match=r"dense: expected input with last dim 2 \(W has shape \(3, 2\)\), got shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"dense: expected input with last dim 2 \(W has shape \(3, 2\)\), got shape \(4, 5\)",
+    ):
         layer.apply(params, jnp.ones((4, 5)))
     with pytest.raises(ValueError, match=r"dense: expected b of shape \(3,\), got shape \(2,\)"):
         dense(jnp.ones((4, 2)), params["W"], jnp.ones(2))
@@ -106,5 +115,7 @@ def test_bad_hyperparameters():
         Dense(2.5)
     with pytest.raises(TypeError, match=r"Dense: w_init must be an initializer function, got 'he'"):
         Dense(2, w_init="he")
-    with pytest.raises(ValueError, match=r"Dense\(n_out=3\): params must hold 'W' \(and 'b'\), got keys \[\]"):
+    with pytest.raises(
+        ValueError, match=r"Dense\(n_out=3\): params must hold 'W' \(and 'b'\), got keys \[\]"
+    ):
         Dense(3).apply({}, jnp.ones((1, 2)))

@@ -60,7 +60,9 @@ class TestTransforms(chex.TestCase):
         model = mlp([3, 5, 2], "relu")
         params = model.init(jax.random.key(0))
         x = jax.random.normal(jax.random.key(1), (4, 3))
-        chex.assert_trees_all_close(self.variant(model.apply)(params, x), model.apply(params, x), rtol=1e-6)
+        chex.assert_trees_all_close(
+            self.variant(model.apply)(params, x), model.apply(params, x), rtol=1e-6
+        )
 
 
 def test_vmap_over_an_ensemble_of_params():
@@ -92,17 +94,27 @@ def test_custom_primitive_activation():
 def test_errors():
     model = mlp([2, 3, 1])
     params = model.init(jax.random.key(0))
-    with pytest.raises(ValueError, match=r"dense1: dense: expected input with last dim 2 \(W has shape \(3, 2\)\), got shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"dense1: dense: expected input with last dim 2 \(W has shape \(3, 2\)\), got shape \(4, 5\)",
+    ):
         model.apply(params, jnp.ones((4, 5)))
-    with pytest.raises(ValueError, match=r"Sequential.init: no input shape; pass init\(key, input_shape\)"):
+    with pytest.raises(
+        ValueError, match=r"Sequential.init: no input shape; pass init\(key, input_shape\)"
+    ):
         Sequential([Dense(2)]).init(jax.random.key(0))
     with pytest.raises(TypeError, match=r"Sequential: layer 1 \(42\) is not a layer"):
         Sequential([Dense(2), 42])
     with pytest.raises(TypeError, match=r"Sequential: expected a list of layers, got 'relu'"):
         Sequential("relu")
-    with pytest.raises(ValueError, match=r"mlp: sizes must be at least two positive integers \(n\^\[0\], ..., n\^\[L\]\), got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mlp: sizes must be at least two positive integers \(n\^\[0\], ..., n\^\[L\]\), got \(3,\)",
+    ):
         mlp([3])
-    with pytest.raises(ValueError, match=r"mlp: sizes must be at least two positive integers .* got \(3, 0\)"):
+    with pytest.raises(
+        ValueError, match=r"mlp: sizes must be at least two positive integers .* got \(3, 0\)"
+    ):
         mlp([3, 0])
     with pytest.raises(ValueError, match=r"activation: unknown activation 'relux'"):
         mlp([3, 2], "relux")

@@ -26,7 +26,9 @@ def test_accumulated_steps_equal_large_batch_steps():
         big_params = optim.apply_updates(big_params, updates)
         for i in range(3):
             sl = slice(4 * i, 4 * i + 4)
-            updates, small_state = update(grad(small_params, x[sl], y[sl]), small_state, small_params)
+            updates, small_state = update(
+                grad(small_params, x[sl], y[sl]), small_state, small_params
+            )
             if i < 2:
                 assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
             small_params = optim.apply_updates(small_params, updates)

@@ -183,7 +183,9 @@ def test_trajectory_on_a_quadratic_matches_numpy(name, x64):
     theirs = _np_run(reference, params, grad_fn, 6)
     for step, (a, b) in enumerate(zip(ours, theirs)):
         for k in a:
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-10, atol=1e-12, err_msg=f"{name} step {step + 1} {k}")
+            np.testing.assert_allclose(
+                a[k], b[k], rtol=1e-10, atol=1e-12, err_msg=f"{name} step {step + 1} {k}"
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -237,7 +239,9 @@ def test_converges_on_least_squares(name):
     opt = _factory(name)(schedule)
     if name in ("adamw", "lion", "lamb"):  # weight decay moves the minimum: check without it
         opt = {"adamw": optim.adam, "lion": optim.lion, "lamb": optim.lamb}[name](schedule)
-    final = jax.jit(functools.partial(_run_scan, opt, loss=loss, steps=steps))({"W": jnp.zeros((1, 3))})
+    final = jax.jit(functools.partial(_run_scan, opt, loss=loss, steps=steps))(
+        {"W": jnp.zeros((1, 3))}
+    )
     np.testing.assert_allclose(final["W"], w_star, atol=2e-2, err_msg=name)
 
 
@@ -250,7 +254,9 @@ def test_converges_on_rosenbrock(name):
         x, y = p["xy"][0], p["xy"][1]
         return (1 - x) ** 2 + 100 * (y - x * x) ** 2
 
-    final = jax.jit(functools.partial(_run_scan, opt, loss=rosenbrock, steps=20000))({"xy": jnp.array([-1.0, 1.5])})
+    final = jax.jit(functools.partial(_run_scan, opt, loss=rosenbrock, steps=20000))(
+        {"xy": jnp.array([-1.0, 1.5])}
+    )
     np.testing.assert_allclose(final["xy"], [1.0, 1.0], atol=5e-2, err_msg=name)
 
 
@@ -260,13 +266,18 @@ def test_converges_on_rosenbrock(name):
 def _params():
     # dtypes given explicitly: jnp.full((2,), 0.5) would be weak-typed, and the first
     # apply_updates would make it strong — a new input type, so a second compilation.
-    return {"dense": {"W": jnp.ones((3, 2)), "b": jnp.zeros(3)}, "scale": jnp.full((2,), 0.5, jnp.float32)}
+    return {
+        "dense": {"W": jnp.ones((3, 2)), "b": jnp.zeros(3)},
+        "scale": jnp.full((2,), 0.5, jnp.float32),
+    }
 
 
 def _grads(params, seed=0):
     keys = jax.random.split(jax.random.key(seed), len(jax.tree.leaves(params)))
     leaves, treedef = jax.tree.flatten(params)
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    return jax.tree.unflatten(
+        treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -348,7 +359,11 @@ def test_any_pytree_of_params(name):
         x: jax.Array
         y: jax.Array
 
-    params = [jnp.ones((2, 2)), (jnp.ones(3), Point(jnp.ones((2, 1)), jnp.zeros(1))), {"k": jnp.ones(())}]
+    params = [
+        jnp.ones((2, 2)),
+        (jnp.ones(3), Point(jnp.ones((2, 1)), jnp.zeros(1))),
+        {"k": jnp.ones(())},
+    ]
     opt = _factory(name)(0.01)
     state = opt.init(params)
     updates, state = opt.update(_grads(params), state, params)
@@ -393,7 +408,9 @@ def test_learning_rate_schedule_is_followed(x64):
     for _ in range(4):
         updates, state = opt.update({"w": jnp.ones(1)}, state)
         steps.append(-float(updates["w"][0]))
-    np.testing.assert_allclose(steps, [0.1, 0.05, 0.025, 0.0125], rtol=1e-7)  # schedules are float32
+    np.testing.assert_allclose(
+        steps, [0.1, 0.05, 0.025, 0.0125], rtol=1e-7
+    )  # schedules are float32
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -408,13 +425,31 @@ def test_learning_rate_schedule_is_followed(x64):
         (lambda: optim.adam(1e-3, b2=-0.1), r"scale_by_adam: b2 must be in \[0.0, 1.0\), got -0.1"),
         (lambda: optim.adam(1e-3, eps=0.0), r"scale_by_adam: eps must be in \(0.0, inf\], got 0.0"),
         (lambda: optim.sgd(0.1, momentum=1.0), r"sgd: momentum must be in \[0.0, 1.0\), got 1.0"),
-        (lambda: optim.rmsprop(0.1, momentum=-0.5), r"rmsprop: momentum must be in \[0.0, 1.0\), got -0.5"),
-        (lambda: optim.rmsprop(0.1, decay=1.5), r"scale_by_rms: decay must be in \[0.0, 1.0\), got 1.5"),
+        (
+            lambda: optim.rmsprop(0.1, momentum=-0.5),
+            r"rmsprop: momentum must be in \[0.0, 1.0\), got -0.5",
+        ),
+        (
+            lambda: optim.rmsprop(0.1, decay=1.5),
+            r"scale_by_rms: decay must be in \[0.0, 1.0\), got 1.5",
+        ),
         (lambda: optim.momentum(0.1, beta=1.0), r"momentum: beta must be in \[0.0, 1.0\), got 1.0"),
-        (lambda: optim.adamw(0.1, weight_decay=-1.0), r"add_decayed_weights: weight_decay must be in \[0.0, inf\], got -1.0"),
-        (lambda: optim.sgd(0.1, nesterov=True), r"sgd: nesterov=True needs a momentum > 0, got momentum=0"),
-        (lambda: optim.adam(0.1, moment_dtype=jnp.int32), r"scale_by_adam: moment_dtype must be None, 'param' or a floating dtype"),
-        (lambda: optim.adagrad(0.1, initial_accumulator_value=-1), r"scale_by_adagrad: initial_accumulator_value must be in \[0.0, inf\], got -1"),
+        (
+            lambda: optim.adamw(0.1, weight_decay=-1.0),
+            r"add_decayed_weights: weight_decay must be in \[0.0, inf\], got -1.0",
+        ),
+        (
+            lambda: optim.sgd(0.1, nesterov=True),
+            r"sgd: nesterov=True needs a momentum > 0, got momentum=0",
+        ),
+        (
+            lambda: optim.adam(0.1, moment_dtype=jnp.int32),
+            r"scale_by_adam: moment_dtype must be None, 'param' or a floating dtype",
+        ),
+        (
+            lambda: optim.adagrad(0.1, initial_accumulator_value=-1),
+            r"scale_by_adagrad: initial_accumulator_value must be in \[0.0, inf\], got -1",
+        ),
     ],
 )
 def test_bad_hyperparameters_raise_when_built(build, message):
@@ -427,7 +462,13 @@ def test_structure_mismatch_names_the_first_differing_key_path():
     params = _params()
     state = opt.init(params)
     grads = {"dense": {"W": jnp.ones((3, 2)), "bias": jnp.zeros(3)}, "scale": jnp.ones(2)}
-    with pytest.raises(ValueError, match=r"update: grads and params differ in structure at \['dense'\]\['bias'\] vs \['dense'\]\['b'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"update: grads and params differ in structure at \['dense'\]\['bias'\] vs \['dense'\]\['b'\]",
+    ):
         opt.update(grads, state, params)
-    with pytest.raises(ValueError, match=r"scale_by_adam: grads and optimizer state differ in structure at \['dense'\]\['bias'\] vs \['dense'\]\['b'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"scale_by_adam: grads and optimizer state differ in structure at \['dense'\]\['bias'\] vs \['dense'\]\['b'\]",
+    ):
         opt.update(grads, state)

@@ -55,12 +55,17 @@ def test_apply_updates_keeps_dtypes_and_adds():
 
 
 def test_apply_updates_structure_error():
-    with pytest.raises(ValueError, match=r"apply_updates: params and updates differ in structure at \['b'\] only in the first"):
+    with pytest.raises(
+        ValueError,
+        match=r"apply_updates: params and updates differ in structure at \['b'\] only in the first",
+    ):
         optim.apply_updates({"a": jnp.ones(1), "b": jnp.ones(1)}, {"a": jnp.ones(1)})
 
 
 def test_chain_rejects_non_transformations():
-    with pytest.raises(TypeError, match=r"chain: argument 1 is not a GradientTransformation, got 0.1"):
+    with pytest.raises(
+        TypeError, match=r"chain: argument 1 is not a GradientTransformation, got 0.1"
+    ):
         optim.chain(optim.identity(), 0.1)
 
 
@@ -84,7 +89,9 @@ class TestJit(chex.TestCase):
 
 
 def test_stateless_builds_a_transformation_from_a_function():
-    double = optim.stateless(lambda updates, params: jax.tree.map(lambda u, p: 2 * u + p, updates, params))
+    double = optim.stateless(
+        lambda updates, params: jax.tree.map(lambda u, p: 2 * u + p, updates, params)
+    )
     params = {"w": jnp.array([1.0])}
     state = double.init(params)
     assert state == optim.EmptyState()

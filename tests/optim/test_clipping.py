@@ -23,7 +23,9 @@ def test_global_norm_after_clipping(scale, max_norm):
     if 5 * scale > max_norm:
         np.testing.assert_allclose(norm, max_norm, rtol=1e-5)
         # direction kept
-        np.testing.assert_allclose(clipped["a"] / norm, grads["a"] / (5 * scale), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            clipped["a"] / norm, grads["a"] / (5 * scale), rtol=1e-5, atol=1e-7
+        )
     else:
         np.testing.assert_allclose(clipped["a"], grads["a"], rtol=1e-6)
         np.testing.assert_allclose(norm, 5 * scale, rtol=1e-5)
@@ -61,7 +63,9 @@ def test_zero_nans_replaces_and_reports():
 
 
 def test_bad_clipping_arguments():
-    with pytest.raises(ValueError, match=r"clip_by_global_norm: max_norm must be in \[0.0, inf\], got -1.0"):
+    with pytest.raises(
+        ValueError, match=r"clip_by_global_norm: max_norm must be in \[0.0, inf\], got -1.0"
+    ):
         optim.clip_by_global_norm(-1.0)
     with pytest.raises(ValueError, match=r"clip: max_abs must be in \[0.0, inf\], got nan"):
         optim.clip(float("nan"))

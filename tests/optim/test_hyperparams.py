@@ -76,14 +76,22 @@ def test_static_arguments_pass_through():
     state = opt.init(params)
     assert set(state.hyperparams) == {"learning_rate"}
     updates, _ = opt.update({"b": jnp.zeros(2)}, state, params)
-    np.testing.assert_allclose(updates["b"], [-0.1 * 1e-4] * 2, rtol=1e-5)  # decayed: mask reached adamw
+    np.testing.assert_allclose(
+        updates["b"], [-0.1 * 1e-4] * 2, rtol=1e-5
+    )  # decayed: mask reached adamw
 
 
 def test_errors():
     with pytest.raises(ValueError, match=r"adam: learning_rate must be in \[0.0, inf\], got -1.0"):
         optim.inject_hyperparams(optim.adam)(learning_rate=-1.0)
     state = optim.inject_hyperparams(optim.sgd)(learning_rate=0.1).init({"w": jnp.ones(1)})
-    with pytest.raises(ValueError, match=r"with_hyperparams: unknown hyperparameter\(s\) \['lr'\]; the state holds \['learning_rate'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"with_hyperparams: unknown hyperparameter\(s\) \['lr'\]; the state holds \['learning_rate'\]",
+    ):
         optim.with_hyperparams(state, lr=0.2)
-    with pytest.raises(TypeError, match=r"with_hyperparams: expected the state of an inject_hyperparams optimizer, got EmptyState"):
+    with pytest.raises(
+        TypeError,
+        match=r"with_hyperparams: expected the state of an inject_hyperparams optimizer, got EmptyState",
+    ):
         optim.with_hyperparams(optim.sgd(0.1).init({"w": jnp.ones(1)}), learning_rate=0.2)

@@ -44,7 +44,11 @@ def test_needs_a_value_and_valid_arguments():
     opt = optim.reduce_on_plateau()
     with pytest.raises(ValueError, match=r"reduce_on_plateau: update needs the monitored metric"):
         opt.update({"w": jnp.ones(1)}, opt.init({"w": jnp.ones(1)}))
-    with pytest.raises(ValueError, match=r"reduce_on_plateau: factor must be in \(0.0, 1.0\), got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"reduce_on_plateau: factor must be in \(0.0, 1.0\), got 1.5"
+    ):
         optim.reduce_on_plateau(factor=1.5)
-    with pytest.raises(ValueError, match=r"reduce_on_plateau: patience must be a positive integer, got 0"):
+    with pytest.raises(
+        ValueError, match=r"reduce_on_plateau: patience must be a positive integer, got 0"
+    ):
         optim.reduce_on_plateau(patience=0)

@@ -19,7 +19,9 @@ def test_add_l2_is_the_gradient_of_l2_penalty():
     opt = optim.add_l2(0.1)
     updates, _ = opt.update(grads, opt.init(params), params)
     penalty_grad = jax.grad(losses.l2_penalty)(params, 0.1)
-    chex.assert_trees_all_close(updates, jax.tree.map(lambda g, d: g + d, grads, penalty_grad), rtol=1e-6)
+    chex.assert_trees_all_close(
+        updates, jax.tree.map(lambda g, d: g + d, grads, penalty_grad), rtol=1e-6
+    )
     np.testing.assert_array_equal(updates["dense"]["b"], [1.0, 1.0])  # biases are not weights
 
 
@@ -52,16 +54,23 @@ def test_coupled_and_decoupled_agree_for_sgd_and_differ_for_adam():
     adam_l2 = step(optim.chain(optim.add_l2(0.01), optim.adam(0.1)))
     adamw = step(optim.adamw(0.1, weight_decay=0.01))
     # AdamW: −α(sign(g) + λp) at the first step; coupled: the decay is inside the sign.
-    np.testing.assert_allclose(adamw["dense"]["W"], -0.1 * (1 + 0.01 * params["dense"]["W"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        adamw["dense"]["W"], -0.1 * (1 + 0.01 * params["dense"]["W"]), rtol=1e-5
+    )
     np.testing.assert_allclose(adam_l2["dense"]["W"], -0.1 * np.ones((2, 2)), rtol=1e-5)
 
 
 def test_needs_params_and_matching_mask():
     opt = optim.add_l2(0.1)
-    with pytest.raises(ValueError, match=r"add_l2: needs params; call update\(grads, state, params\)"):
+    with pytest.raises(
+        ValueError, match=r"add_l2: needs params; call update\(grads, state, params\)"
+    ):
         opt.update(_params(), opt.init(_params()))
     bad = optim.add_decayed_weights(0.1, mask={"dense": {"W": True}})
-    with pytest.raises(ValueError, match=r"add_decayed_weights: params and mask differ in structure at \['dense'\]\['b'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"add_decayed_weights: params and mask differ in structure at \['dense'\]\['b'\]",
+    ):
         bad.update(_params(), bad.init(_params()), _params())
     with pytest.raises(ValueError, match=r"add_l2: lam must be in \[0.0, inf\], got -0.5"):
         optim.add_l2(-0.5)

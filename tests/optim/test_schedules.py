@@ -311,7 +311,10 @@ def test_bounded_and_monotone(step):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: schedules.constant(float("nan")), r"constant: value must be a finite number, got nan"),
+        (
+            lambda: schedules.constant(float("nan")),
+            r"constant: value must be a finite number, got nan",
+        ),
         (lambda: schedules.constant("0.1"), r"constant: value must be a finite number, got '0\.1'"),
         (
             lambda: schedules.piecewise_constant(0.1, [(10, 0.5)]),
@@ -333,9 +336,18 @@ def test_bounded_and_monotone(step):
             lambda: schedules.piecewise_constant(float("inf"), {}),
             r"piecewise_constant: init_value must be a finite number, got inf",
         ),
-        (lambda: schedules.step_decay(0.1, 0.5, 0), r"step_decay: step_size must be a positive integer, got 0"),
-        (lambda: schedules.step_decay(0.1, 0.5, True), r"step_decay: step_size must be a positive integer, got True"),
-        (lambda: schedules.step_decay(0.1, -0.5, 10), r"step_decay: decay_rate must be a positive number, got -0\.5"),
+        (
+            lambda: schedules.step_decay(0.1, 0.5, 0),
+            r"step_decay: step_size must be a positive integer, got 0",
+        ),
+        (
+            lambda: schedules.step_decay(0.1, 0.5, True),
+            r"step_decay: step_size must be a positive integer, got True",
+        ),
+        (
+            lambda: schedules.step_decay(0.1, -0.5, 10),
+            r"step_decay: decay_rate must be a positive number, got -0\.5",
+        ),
         (
             lambda: schedules.exponential_decay(0.1, 0.0, 10),
             r"exponential_decay: decay_rate must be a positive number, got 0\.0",
@@ -368,7 +380,10 @@ def test_bounded_and_monotone(step):
             lambda: schedules.polynomial_decay(0.1, None, 100),
             r"polynomial_decay: end_value must be a finite number, got None",
         ),
-        (lambda: schedules.cosine_decay(0.1, 0), r"cosine_decay: decay_steps must be a positive integer, got 0"),
+        (
+            lambda: schedules.cosine_decay(0.1, 0),
+            r"cosine_decay: decay_steps must be a positive integer, got 0",
+        ),
         (
             lambda: schedules.warmup_cosine_decay(1.0, 10, 10),
             r"warmup_cosine_decay: decay_steps must be greater than warmup_steps \(it counts from step 0 "
@@ -382,14 +397,26 @@ def test_bounded_and_monotone(step):
             lambda: schedules.cyclical(0.01, 0.1, 5, mode="triangle"),
             r"cyclical: mode must be one of \('triangular', 'triangular2', 'exp_range'\), got 'triangle'",
         ),
-        (lambda: schedules.cyclical(0.01, 0.1, 0), r"cyclical: step_size must be a positive integer, got 0"),
+        (
+            lambda: schedules.cyclical(0.01, 0.1, 0),
+            r"cyclical: step_size must be a positive integer, got 0",
+        ),
         (
             lambda: schedules.cyclical(0.01, 0.1, 5, mode="exp_range", gamma=0.0),
             r"cyclical: gamma must be a positive number, got 0\.0",
         ),
-        (lambda: schedules.one_cycle(0.1, 1), r"one_cycle: total_steps must be an integer >= 2, got 1"),
-        (lambda: schedules.one_cycle(0.1, 100, pct_start=1.0), r"one_cycle: pct_start must be in \(0, 1\), got 1\.0"),
-        (lambda: schedules.one_cycle(0.1, 100, pct_start=0), r"one_cycle: pct_start must be in \(0, 1\), got 0"),
+        (
+            lambda: schedules.one_cycle(0.1, 1),
+            r"one_cycle: total_steps must be an integer >= 2, got 1",
+        ),
+        (
+            lambda: schedules.one_cycle(0.1, 100, pct_start=1.0),
+            r"one_cycle: pct_start must be in \(0, 1\), got 1\.0",
+        ),
+        (
+            lambda: schedules.one_cycle(0.1, 100, pct_start=0),
+            r"one_cycle: pct_start must be in \(0, 1\), got 0",
+        ),
         (
             lambda: schedules.one_cycle(0.1, 3),
             r"one_cycle: pct_start \* total_steps must be greater than 1 so the rise ends after step 0, "
@@ -417,9 +444,17 @@ def test_numpy_hyperparameters_are_accepted():
 
 def test_public_api():
     assert set(schedules.__all__) == {
-        "Schedule", "constant", "piecewise_constant", "step_decay", "exponential_decay",
-        "inverse_time_decay", "polynomial_decay", "cosine_decay", "warmup_cosine_decay",
-        "cyclical", "one_cycle",
+        "Schedule",
+        "constant",
+        "piecewise_constant",
+        "step_decay",
+        "exponential_decay",
+        "inverse_time_decay",
+        "polynomial_decay",
+        "cosine_decay",
+        "warmup_cosine_decay",
+        "cyclical",
+        "one_cycle",
     }
     for name in schedules.__all__:
         if name != "Schedule":
