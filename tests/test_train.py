@@ -283,40 +283,28 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
     def record(epoch, logs, params):
         seen.append((epoch, logs["val_loss"], jax.tree.map(np.asarray, params)))
 
-    # val_loss per epoch here: 0.42, 0.48, 0.012, ... — with min_delta 0.5 no later epoch
-    # counts as an improvement on epoch 1, so patience 2 stops after epoch 3.
-    stopper = train.EarlyStopping("val_loss", patience=2, min_delta=0.5)
-    result = train.fit(
-        loss_fn,
-        _params(),
-        optim.sgd(3.0),
-        _data(40),
-        epochs=30,
-        batch_size=8,
-        key=jax.random.key(0),
-        val_data=_data(20, seed=3),
-        early_stopping=stopper,
-        callbacks=[record],
-        progress=False,
-    )
+    def run(restore_best, callbacks=()):
+        # val_loss per epoch here: 0.42, 0.48, 0.012, ... — with min_delta 0.5 no later
+        # epoch counts as an improvement on epoch 1, so patience 2 stops after epoch 3.
+        stopper = train.EarlyStopping("val_loss", 2, 0.5, restore_best=restore_best)
+        options = dict(epochs=30, batch_size=8, key=jax.random.key(0), progress=False)
+        return train.fit(
+            loss_fn,
+            _params(),
+            optim.sgd(3.0),
+            _data(40),
+            val_data=_data(20, seed=3),
+            early_stopping=stopper,
+            callbacks=callbacks,
+            **options,
+        )
+
+    result = run(restore_best=True, callbacks=[record])
     assert result.stopped_early and [e for e, _, _ in seen] == [1, 2, 3]
     assert result.best_epoch == 1
     assert seen[2][1] < seen[0][1]  # epoch 3 was lower, but not by min_delta
     chex.assert_trees_all_close(jax.tree.map(np.asarray, result.params), seen[0][2])
-    without_restore = train.fit(
-        loss_fn,
-        _params(),
-        optim.sgd(3.0),
-        _data(40),
-        epochs=30,
-        batch_size=8,
-        key=jax.random.key(0),
-        val_data=_data(20, seed=3),
-        early_stopping=train.EarlyStopping(
-            "val_loss", patience=2, min_delta=0.5, restore_best=False
-        ),
-        progress=False,
-    )
+    without_restore = run(restore_best=False)
     chex.assert_trees_all_close(jax.tree.map(np.asarray, without_restore.params), seen[2][2])
 
 
