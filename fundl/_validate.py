@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import jax.numpy as jnp
+
 
 def check_int(name: str, arg: str, value: Any, *, low: int = 1) -> int:
     """``value`` as a Python int ≥ ``low``; else ``ValueError`` naming the function and argument.
@@ -24,3 +26,10 @@ def check_int(name: str, arg: str, value: Any, *, low: int = 1) -> int:
         )
         raise ValueError(f"{name}: {arg} must be {rule}, got {value!r}")
     return value
+
+
+def check_floating(name: str, expected: str, x: Any) -> None:
+    """``TypeError(f"{name}: expected {expected}, got dtype ...")`` unless x is floating."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: expected {expected}, got dtype {dtype}")

@@ -18,6 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
+from fundl._validate import check_floating
 from fundl.rules import Primitive, primitive
 
 __all__ = [
@@ -49,9 +50,7 @@ __all__ = [
 
 def _floating(name: str) -> Callable[..., None]:
     def check(z: Any, **options: Any) -> None:
-        dtype = jnp.result_type(z)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"{name}: expected a floating-point input, got dtype {dtype}")
+        check_floating(name, "a floating-point input", z)
         axis = options.get("axis")
         if axis is not None and not -jnp.ndim(z) <= axis < max(jnp.ndim(z), 1):
             raise ValueError(

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fundl._validate import check_floating
 from fundl.activations import log_softmax, sigmoid
 from fundl.rules import primitive
 from fundl.tree import is_weight, mask_tree
@@ -46,9 +47,7 @@ def _check_reduction(name: str, reduction: str) -> None:
 
 
 def _check_float(name: str, what: str, x: Any) -> None:
-    dtype = jnp.result_type(x)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name}: expected floating-point {what}, got dtype {dtype}")
+    check_floating(name, f"floating-point {what}", x)
 
 
 def _check_same_shape(name: str, predictions: Any, targets: Any) -> None:

@@ -452,11 +452,17 @@ def _check_finite(epoch: int, first_step: int, losses: np.ndarray) -> None:
 def _evaluate(
     eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int
 ) -> dict[str, float]:
-    results, sizes = [], []
-    for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size)):
-        results.append(eval_step(params, batch))
-        sizes.append(fdata.num_examples(batch))
-    return fdata.weighted_mean(jax.device_get(results), sizes)
+    n = fdata.num_examples(data)
+    results = [
+        eval_step(params, b) for b in fdata.prefetch_to_device(fdata.batches(data, batch_size))
+    ]
+    return fdata.weighted_mean(jax.device_get(results), _batch_sizes(n, batch_size, False))
+
+
+def _batch_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
+    """The sizes of one epoch's batches, as ``fundl.data.batches`` cuts them."""
+    full, rest = divmod(n, batch_size)
+    return [batch_size] * full + ([rest] if rest and not drop_last else [])
 
 
 def _format(logs: dict[str, float]) -> dict[str, str]:
@@ -607,14 +613,13 @@ def fit(
                 sizes = [batch_size] * steps_per_epoch
                 bar.update(steps_per_epoch)
             else:
-                step_metrics, sizes = [], []
+                step_metrics, sizes = [], _batch_sizes(n_train, batch_size, drop_last)
                 batches = fdata.batches(
                     train_data, batch_size, key=key, epoch=epoch, drop_last=drop_last
                 )
                 for batch in fdata.prefetch_to_device(batches):
                     params, opt_state, metrics = train_step(params, opt_state, batch)
                     step_metrics.append(metrics)
-                    sizes.append(fdata.num_examples(batch))
                     bar.update(1)
                 step_metrics = jax.device_get(step_metrics)
             _check_finite(

@@ -14,16 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from fundl import init as initializers
-from fundl._validate import check_int
+from fundl._validate import check_floating, check_int
 from fundl.rules import primitive
 
 __all__ = ["dense", "Dense"]
 
 
 def _check_dense(x, W, b):
-    x_dtype = jnp.result_type(x)
-    if not jnp.issubdtype(x_dtype, jnp.floating):
-        raise TypeError(f"dense: expected a floating-point input, got dtype {x_dtype}")
+    check_floating("dense", "a floating-point input", x)
     if jnp.ndim(W) != 2:
         raise ValueError(f"dense: expected W of shape (n_out, n_in), got shape {jnp.shape(W)}")
     n_out, n_in = jnp.shape(W)
