@@ -1,15 +1,35 @@
-"""Checks shared by every module that validates hyperparameters when they are given."""
+"""Argument checks, in one place: every public function checks what enters with these.
+
+Each check names the function and the argument, shows the value it got and states the
+rule, so a bad hyperparameter fails where it is given — when an optimizer, schedule or
+layer is built — and never deep inside a traced step. All of them raise ``ValueError``
+(``check_floating``, a dtype check on data, raises ``TypeError``).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
+from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "check_int",
+    "check_number",
+    "check_choice",
+    "check_bool",
+    "check_floating",
+    "as_key",
+]
 
 
-def check_int(name: str, arg: str, value: Any, *, low: int = 1) -> int:
-    """``value`` as a Python int ≥ ``low``; else ``ValueError`` naming the function and argument.
+def check_int(name: str, arg: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
+    """``value`` as a Python int in [low, high]; else ``ValueError`` naming the function and argument.
 
     Python and numpy integers pass; bools, floats (even 2.0) and strings do not.
     """
@@ -17,15 +37,152 @@ def check_int(name: str, arg: str, value: Any, *, low: int = 1) -> int:
     if ok:
         try:
             value = operator.index(value)
-            ok = value >= low
+            ok = value >= low and (high is None or value <= high)
         except TypeError:
             ok = False
     if not ok:
-        rule = {0: "a non-negative integer", 1: "a positive integer"}.get(
-            low, f"an integer >= {low}"
-        )
+        if high is not None:
+            rule = f"an integer in [{low}, {high}]"
+        else:
+            rule = {0: "a non-negative integer", 1: "a positive integer"}.get(
+                low, f"an integer >= {low}"
+            )
         raise ValueError(f"{name}: {arg} must be {rule}, got {value!r}")
     return value
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"
+    left = "-inf" if low is None else f"{low:g}"
+    right = "inf" if high is None else f"{high:g}"
+    return f"{lo}{left}, {right}{hi}"
+
+
+def _in_range(
+    x: np.ndarray, low: float | None, high: float | None, low_open: bool, high_open: bool
+) -> bool:
+    ok = np.isfinite(x)
+    if low is not None:
+        ok &= x > low if low_open else x >= low
+    if high is not None:
+        ok &= x < high if high_open else x <= high
+    return bool(np.all(ok))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (str, bytes, bool)):
+        return f"{value!r} (a {type(value).__name__})"
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
+    return repr(value)
+
+
+def check_number(
+    name: str,
+    arg: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    array: bool = False,
+    schedule: bool = False,
+) -> Any:
+    """Check a real hyperparameter: its type, that it is finite, and that it lies in range.
+
+    Accepted: Python and numpy real numbers (not bool, not str); with ``array=True`` also
+    scalar arrays (a concrete one is checked by value; a traced one — inside ``vmap`` or
+    ``jit`` — only by dtype); with ``schedule=True`` also a schedule ``step -> value``.
+    A fundl schedule carries ``bounds`` (its lowest and highest value over all steps),
+    and both must lie in range; any other callable is evaluated at step 0 and that
+    value checked.
+
+    Returns: a Python float for a number; arrays and schedules unchanged.
+    Raises: ``ValueError`` naming ``name`` and ``arg``, the value and the rule.
+    """
+    interval = _interval(low, high, low_open, high_open)
+    others = [kind for kind, ok in (("a scalar array", array), ("a schedule", schedule)) if ok]
+    rule = f"a finite number in {interval}"
+    if others:
+        rule += f", or {' or '.join(others)} with values there"
+
+    def fail(got: str, hint: str = "") -> ValueError:
+        return ValueError(f"{name}: {arg} must be {rule}; got {got}{hint}")
+
+    if isinstance(value, bool) or isinstance(value, np.bool_):
+        raise fail(repr(value), " (a bool, not a number)")
+    if isinstance(value, (str, bytes)):
+        try:
+            hint = f"; pass the number {float(value)!r}, not the string"
+        except ValueError:
+            hint = ""
+        raise fail(_describe(value), hint)
+    if isinstance(value, numbers.Real):
+        if not _in_range(np.float64(value), low, high, low_open, high_open):
+            raise fail(repr(value))
+        return float(value)
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        dtype = np.dtype(value.dtype) if not _is_key(value) else None
+        if not array or dtype is None or dtype.kind not in "iuf":
+            raise fail(_describe(value))
+        if np.ndim(value) != 0:
+            raise fail(_describe(value), "; pass a scalar")
+        if not isinstance(value, jax.core.Tracer):
+            x = np.asarray(value, np.float64)
+            if not _in_range(x, low, high, low_open, high_open):
+                raise fail(f"an array holding {x.item():.7g}")
+        return value
+    if callable(value):
+        if not schedule:
+            raise fail(f"the callable {value!r}", " (this argument takes no schedule)")
+        return _check_schedule(name, arg, value, fail, low, high, low_open, high_open)
+    raise fail(_describe(value))
+
+
+def _check_schedule(name, arg, value, fail, low, high, low_open, high_open) -> Any:
+    bounds = getattr(value, "bounds", None)
+    if bounds is not None:
+        lowest, highest = (float(b) for b in bounds)
+        label = getattr(value, "__name__", repr(value))
+        # A schedule may grow without bound (an LR range test) where the range is open above.
+        unbounded_ok = highest == math.inf and high is None
+        for which, v in (("lowest", lowest), ("highest", highest)):
+            if which == "highest" and unbounded_ok:
+                continue
+            if not _in_range(np.float64(v), low, high, low_open, high_open):
+                raise fail(f"the schedule {label}, whose {which} value is {v!r}")
+        return value
+    try:
+        first = np.asarray(jax.device_get(value(0)), np.float64)
+    except Exception as error:  # noqa: BLE001 - any failure of the schedule is the finding
+        raise ValueError(
+            f"{name}: {arg} is callable, so it is taken as a schedule step -> value, but "
+            f"{arg}(0) raised {type(error).__name__}: {error}"
+        ) from error
+    if first.ndim != 0 or not _in_range(first, low, high, low_open, high_open):
+        raise fail(f"a schedule whose value at step 0 is {first.tolist()!r}")
+    return value
+
+
+def check_choice(name: str, arg: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``; else ``ValueError`` listing every allowed value."""
+    try:
+        ok = value in tuple(choices)
+    except TypeError:  # an unhashable or uncomparable value
+        ok = False
+    if not ok:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}: {arg} must be one of {allowed}; got {value!r}")
+    return value
+
+
+def check_bool(name: str, arg: str, value: Any) -> bool:
+    """``value`` if it is a Python or numpy bool; else ``ValueError`` (1 and "yes" are not bools)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: {arg} must be True or False, got {_describe(value)}")
+    return bool(value)
 
 
 def check_floating(name: str, expected: str, x: Any) -> None:
@@ -33,3 +190,26 @@ def check_floating(name: str, expected: str, x: Any) -> None:
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name}: expected {expected}, got dtype {dtype}")
+
+
+def _is_key(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def as_key(name: str, key: Any, *, arg: str = "key") -> jax.Array:
+    """A PRNG key from what a user passes: a typed key, a raw ``uint32[2]`` key or an int seed.
+
+    An int seed ``s`` becomes ``jax.random.key(s)``, so ``model.init(0)`` works as
+    ``model.init(jax.random.key(0))`` does. Anything else raises ``ValueError``.
+    """
+    if _is_key(key):
+        return key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return jax.random.key(int(key))
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape[-1:] == (2,):
+        return key  # a raw key from jax.random.PRNGKey
+    raise ValueError(
+        f"{name}: {arg} must be a PRNG key (jax.random.key(seed)) or an int seed, "
+        f"got {_describe(key)}"
+    )

@@ -1,11 +1,78 @@
-"""Evaluation metrics (not differentiated): accuracy."""
+"""Evaluation metrics (not differentiated) and the one rule for "best so far".
+
+:func:`accuracy` scores predictions; :class:`Monitor` says which of two values of a
+metric is better, the one rule early stopping, the checkpoint manager and ``fit``
+share.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["accuracy"]
+from fundl._validate import check_choice, check_number
+
+__all__ = ["accuracy", "Monitor"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Monitor:
+    """A metric to watch and what counts as an improvement of it.
+
+    A value improves on the best so far when it is better by more than ``min_delta``:
+    ``value < best − min_delta`` for mode "min", ``value > best + min_delta`` for "max".
+    A tie is not an improvement (so the earlier of two equal values stays the best),
+    NaN never is, and the first non-NaN value always is.
+
+    Args:
+      name: the metric's key in the logs, e.g. "val_loss" or "val_accuracy".
+      mode: "min" (lower is better, a loss) or "max" (higher is better, an accuracy).
+      min_delta: the smallest change that counts, ≥ 0.
+
+    Example:
+      >>> Monitor("val_accuracy", "max").improved(0.91, best=0.90)
+      True
+    """
+
+    name: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Monitor: name must be a metric name (a str), got {self.name!r}")
+        check_choice("Monitor", "mode", self.mode, ("min", "max"))
+        object.__setattr__(
+            self, "min_delta", check_number("Monitor", "min_delta", self.min_delta, low=0.0)
+        )
+
+    def improved(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best`` (``None``: nothing yet) by more than ``min_delta``."""
+        value = float(value)
+        if math.isnan(value):
+            return False
+        if best is None or math.isnan(best):
+            return True
+        if self.mode == "min":
+            return value < best - self.min_delta
+        return value > best + self.min_delta
+
+    def best(self, values: Iterable[tuple[Any, float]]) -> tuple[Any, float] | None:
+        """The first ``(tag, value)`` pair holding the best value, scanning in order.
+
+        ``values`` are ``(tag, value)`` pairs (a step or an epoch and the metric);
+        ``None`` when there is none or every value is NaN.
+        """
+        found = None
+        for tag, value in values:
+            if self.improved(value, None if found is None else found[1]):
+                found = (tag, float(value))
+        return found
 
 
 def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 settings.register_profile("fundl", max_examples=6, deadline=None, derandomize=True)
 settings.load_profile("fundl")
