@@ -136,26 +136,28 @@ tanh.defvjp(tanh_fwd, tanh_bwd, derivative=tanh_derivative)
 def relu(z):
     """Rectified linear unit max(0, z); relu'(z) = 1 if z > 0 else 0 (0 at z = 0).
 
-    Saves only the boolean mask z > 0 (a byte per element, not the float input).
+    A NaN input gives NaN (as ``jax.nn.relu``): the test is ``z <= 0``, false for NaN,
+    so NaN takes the identity branch, and its gradient passes through there too.
+    Saves only the boolean mask ¬(z ≤ 0) (a byte per element, not the float input).
 
     Args:
       z: array of any shape. Returns: array of the same shape.
     """
-    return jnp.where(z > 0, z, jnp.zeros_like(z))
+    return jnp.where(z <= 0, jnp.zeros_like(z), z)
 
 
 def relu_fwd(z):
-    mask = z > 0
-    return jnp.where(mask, z, jnp.zeros_like(z)), mask
+    keep = ~(z <= 0)  # z > 0, or NaN
+    return jnp.where(keep, z, jnp.zeros_like(z)), keep
 
 
-def relu_bwd(mask, g):
-    return (jnp.where(mask, g, jnp.zeros_like(g)),)
+def relu_bwd(keep, g):
+    return (jnp.where(keep, g, jnp.zeros_like(g)),)
 
 
 def relu_derivative(z):
-    """relu'(z) = 1 where z > 0, else 0."""
-    return (z > 0).astype(jnp.result_type(z))
+    """relu'(z) = 1 where z > 0, else 0 (1 at NaN, as autodiff of the reference)."""
+    return (~(z <= 0)).astype(jnp.result_type(z))
 
 
 relu.defvjp(relu_fwd, relu_bwd, derivative=relu_derivative)

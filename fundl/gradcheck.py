@@ -414,17 +414,18 @@ def _compiled_vjp(problem: _Problem) -> Callable[..., Any]:
     return jax.jit(lambda theta, ct: _vjp(problem, theta, ct))
 
 
-def _first_order(run: _Run, counts_before: dict[str, int]) -> tuple[list[Row], list[str]]:
+def _first_order(run: _Run, calls: dict[str, int]) -> tuple[list[Row], list[str]]:
     """Forward and VJP, hand rules against autodiff of the references.
 
-    ``counts_before``: the primitive trace counts before the check traced anything.
+    ``calls``: the live count of primitive calls since the check began
+    (:func:`fundl.rules.count_calls`), read after both passes have traced.
     """
     with _mode(reference=False):
         run.hand_step = _compiled_vjp(run.hand)
         run.hand_out, run.hand_grad = run.hand_step(run.hand.leaves, run.cotangent)
     with _mode(reference=True):
         run.ref_out, run.ref_grad = _compiled_vjp(run.ref)(run.ref.leaves, run.cotangent)
-    traced = {mode: rules._trace_counts[mode] - counts_before[mode] for mode in counts_before}
+    traced = dict(calls)
     notes = [
         f"no fundl primitive ran in {mode} mode: f uses no fundl primitive, so 'hand vs "
         "autodiff' compares autodiff with itself (finite differences still check it)"
@@ -586,8 +587,7 @@ def check(
     low_dtype = max(low, key=LOW_PRECISION_TOLERANCE.get) if low else None
     seed = int(key) if isinstance(key, int) else int(jax.random.randint(key, (), 0, 2**31 - 1))
 
-    counts_before = dict(rules._trace_counts)
-    with _x64():
+    with rules.count_calls() as calls, _x64():
         k_cot, k_hvp, k_vmap = jax.random.split(jax.random.key(seed), 3)
         to64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
         hand = _problem(f, args, argnums, to64 if low_dtype is None else jnp.asarray)
@@ -610,7 +610,7 @@ def check(
             same=same,
         )
 
-        rows, notes = _first_order(run, counts_before)
+        rows, notes = _first_order(run, calls)
         if low_dtype is None:
             rng = np.random.default_rng(seed)
             rows += _finite_difference_rows(run, tolerances, fd_step, fd_max_elements, rng)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fundl._validate import check_floating
+from fundl._validate import check_choice, check_floating, check_number
 from fundl.activations import log_softmax, sigmoid
 from fundl.rules import primitive
 from fundl.tree import is_weight, mask_tree
@@ -42,8 +42,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_reduction(name: str, reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_choice(name, "reduction", reduction, _REDUCTIONS)
 
 
 def _check_float(name: str, what: str, x: Any) -> None:
@@ -59,9 +58,27 @@ def _check_same_shape(name: str, predictions: Any, targets: Any) -> None:
         )
 
 
+def _check_probabilities(name: str, probabilities: Any, remedy: str) -> None:
+    """Concrete probabilities must lie in [0, 1] (NaN passes: NaN in gives NaN out).
+
+    Outside [0, 1] they are most likely logits, which clipping would turn into a
+    near-perfect score without a word. Traced values (under jit) are not checked.
+    """
+    if isinstance(probabilities, jax.core.Tracer) or not np.size(probabilities):
+        return
+    values = np.asarray(probabilities, np.float64)
+    outside = (values < 0) | (values > 1)
+    if outside.any():
+        low, high = np.nanmin(values), np.nanmax(values)
+        raise ValueError(
+            f"{name}: probabilities must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] "
+            f"({int(outside.sum())} outside); if these are logits (raw scores), use {remedy}"
+        )
+
+
 def _check_eps(name: str, eps: float | None) -> None:
-    if eps is not None and not (isinstance(eps, (int, float)) and 0 < eps < 0.5):
-        raise ValueError(f"{name}: eps must be None or in (0, 0.5), got {eps!r}")
+    if eps is not None:
+        check_number(name, "eps", eps, low=0.0, high=0.5, low_open=True, high_open=True)
 
 
 def _reduce(losses: jax.Array, reduction: str) -> jax.Array:
@@ -101,7 +118,7 @@ def _is_integer(x: Any) -> bool:
 
 
 def _one_hot(labels: jax.Array, n_classes: int, dtype: Any) -> jax.Array:
-    classes = jnp.arange(n_classes).reshape((1,) * labels.ndim + (n_classes,))
+    classes = jnp.arange(n_classes, dtype=labels.dtype).reshape((1,) * labels.ndim + (n_classes,))
     return (labels[..., None] == classes).astype(dtype)
 
 
@@ -190,6 +207,9 @@ def _check_bce(probabilities, targets, *, eps, reduction):
     _check_reduction("binary_cross_entropy", reduction)
     _check_eps("binary_cross_entropy", eps)
     _check_same_shape("binary_cross_entropy", probabilities, targets)
+    _check_probabilities(
+        "binary_cross_entropy", probabilities, "binary_cross_entropy_with_logits"
+    )
 
 
 @primitive(check=_check_bce)
@@ -277,6 +297,9 @@ def _check_cce(probabilities, targets, *, eps, reduction):
     _check_reduction("categorical_cross_entropy", reduction)
     _check_eps("categorical_cross_entropy", eps)
     _categorical_targets("categorical_cross_entropy", probabilities, targets)
+    _check_probabilities(
+        "categorical_cross_entropy", probabilities, "softmax_cross_entropy on the logits"
+    )
 
 
 @primitive(check=_check_cce)
@@ -323,11 +346,22 @@ categorical_cross_entropy.defvjp(categorical_cross_entropy_fwd, categorical_cros
 
 def _check_softmax_ce(logits, labels, *, label_smoothing, reduction):
     _check_reduction("softmax_cross_entropy", reduction)
-    if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
-        raise ValueError(
-            f"softmax_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing!r}"
-        )
+    check_number(
+        "softmax_cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0,
+        high_open=True,
+    )
     _categorical_targets("softmax_cross_entropy", logits, labels)
+
+
+def _cross_entropy_terms(y: jax.Array, log_p: jax.Array) -> jax.Array:
+    """−Σ_k y_k log p_k over the class axis, with 0·log 0 = 0.
+
+    A class masked with a −inf logit has log p = −inf; where its target is 0 the term is
+    0, not 0·(−inf) = NaN (the second ``where`` keeps autodiff of the reference finite).
+    """
+    absent = y == 0
+    safe_log_p = jnp.where(absent, jnp.zeros_like(log_p), log_p)
+    return -jnp.sum(jnp.where(absent, jnp.zeros_like(y), y * safe_log_p), axis=-1)
 
 
 def _smoothed(y: jax.Array, label_smoothing: float) -> jax.Array:
@@ -344,7 +378,8 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mea
     Backward (the notes' clean rule): dL/dz = (softmax(z) − y')/m — computed as
     (softmax(z)·Σ_k y'_k − y')/m, exact also for targets whose sum is off one by
     rounding — and for probability targets dL/dy = −(1 − ε) log softmax(z)/m.
-    Saves log softmax(z) and the labels.
+    Saves log softmax(z) and the labels. Masking works: a class whose logit is −inf gets
+    probability 0 and, where its target is 0, adds nothing to the loss.
     Integer labels out of [0, K) raise a ValueError when the labels are concrete; under
     ``jit`` the loss of such an example is NaN (and its gradient zero).
 
@@ -357,14 +392,14 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mea
     """
     log_p = log_softmax.reference(logits)
     y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
-    losses = -jnp.sum(_smoothed(y, label_smoothing) * log_p, axis=-1)
+    losses = _cross_entropy_terms(_smoothed(y, label_smoothing), log_p)
     return _reduce(jnp.where(valid, losses, jnp.nan), reduction)
 
 
 def softmax_cross_entropy_fwd(logits, labels, *, label_smoothing, reduction):
     log_p = log_softmax.reference(logits)
     y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
-    losses = -jnp.sum(_smoothed(y, label_smoothing) * log_p, axis=-1)
+    losses = _cross_entropy_terms(_smoothed(y, label_smoothing), log_p)
     return _reduce(jnp.where(valid, losses, jnp.nan), reduction), (log_p, labels)
 
 
@@ -390,8 +425,7 @@ def _penalized(params: Any, include: Any) -> list[bool]:
 
 
 def _check_l2(params, lam, *, include):
-    if isinstance(lam, (int, float)) and not (math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"l2_penalty: lam must be a non-negative number, got {lam!r}")
+    check_number("l2_penalty", "lam", lam, low=0.0, array=True)
 
 
 @primitive(check=_check_l2)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl._validate import check_choice, check_number
 
@@ -75,31 +76,67 @@ class Monitor:
         return found
 
 
+def _check_label_range(labels: jax.Array, n_classes: int, what: str) -> None:
+    """Concrete integer labels must be class indices; traced ones are not checked."""
+    if isinstance(labels, jax.core.Tracer) or labels.size == 0:
+        return
+    values = np.asarray(labels)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"accuracy: {what} must be in [0, {n_classes}), got values in [{low}, {high}]"
+        )
+
+
 def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of examples whose highest score is the label: mean(argmax(ŷ) = y).
 
     Args:
-      scores: logits or probabilities, (..., K); or (..., 1) for a binary output.
-      labels: integer labels (...), or one-hot / probability targets (..., K).
+      scores: logits or probabilities, (..., K) with K ≥ 2; or (..., 1) for a binary
+        output, whose prediction is ŷ > 0.5 (pass probabilities — sigmoid outputs —
+        not logits).
+      labels: integer labels (...) in [0, K), or one-hot / probability targets
+        (..., K); for a binary output, 0/1 labels of shape (...) or (..., 1).
 
-    For K ≥ 2 the predicted class is argmax over the last axis. For a single output
-    (shape (..., 1)) the prediction is ŷ > 0.5 — pass probabilities (sigmoid outputs),
-    not logits — and labels are 0/1 of the same shape.
-    Returns: a scalar in [0, 1].
+    Returns: a scalar in [0, 1]; NaN when any score is NaN (NaN in gives NaN out, so a
+    diverged model never scores well). Concrete labels outside the classes raise
+    ``ValueError``; under ``jit`` they simply never match.
+
+    Example:
+      >>> float(fundl.metrics.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
+      0.5
     """
     scores = jnp.asarray(scores)
     labels = jnp.asarray(labels)
-    if scores.ndim >= 1 and scores.shape[-1] == 1 and labels.shape == scores.shape:
-        return jnp.mean(((scores > 0.5) == (labels > 0.5)).astype(jnp.float32))
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
+    if scores.ndim < 1:
+        raise ValueError(f"accuracy: scores need a class axis (last), got shape {scores.shape}")
+    integer = jnp.issubdtype(labels.dtype, jnp.integer)
+    if scores.shape[-1] == 1:  # one sigmoid output per example
+        if labels.shape == scores.shape[:-1]:
+            labels = labels[..., None]
         if labels.shape != scores.shape:
             raise ValueError(
-                f"accuracy: one-hot targets must have the scores' shape {scores.shape}, got {labels.shape}"
+                f"accuracy: labels of a binary output {scores.shape} must have shape "
+                f"{scores.shape[:-1]} or {scores.shape}, got {labels.shape}"
             )
-        labels = jnp.argmax(labels, axis=-1)
-    if labels.shape != scores.shape[:-1]:
-        raise ValueError(
-            f"accuracy: integer labels must have shape {scores.shape[:-1]} (scores without the "
-            f"class axis), got {labels.shape}"
-        )
-    return jnp.mean((jnp.argmax(scores, axis=-1) == labels).astype(jnp.float32))
+        if integer:
+            _check_label_range(labels, 2, "binary labels")
+        hits = (scores > 0.5) == (labels > 0.5)
+    else:
+        if not integer:
+            if labels.shape != scores.shape:
+                raise ValueError(
+                    f"accuracy: one-hot targets must have the scores' shape {scores.shape}, "
+                    f"got {labels.shape}"
+                )
+            labels = jnp.argmax(labels, axis=-1)
+        elif labels.shape != scores.shape[:-1]:
+            raise ValueError(
+                f"accuracy: integer labels must have shape {scores.shape[:-1]} (scores without "
+                f"the class axis), got {labels.shape}"
+            )
+        else:
+            _check_label_range(labels, scores.shape[-1], "labels")
+        hits = jnp.argmax(scores, axis=-1) == labels
+    value = jnp.mean(hits.astype(jnp.float32))
+    return jnp.where(jnp.any(jnp.isnan(scores)), jnp.float32(jnp.nan), value)

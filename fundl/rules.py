@@ -24,34 +24,37 @@ Inside ``with reference_mode():`` it runs the reference instead, differentiated 
 JAX itself. The mode is read when a function is *traced*: a function that
 ``jax.jit`` has already compiled keeps the mode it was traced in.
 
-================  ===========================  ================================
-mode              reverse mode (grad, vjp,     forward mode (jvp, jacfwd,
-                  grad-of-grad, vmap, jit)     hessian)
-================  ===========================  ================================
-hand (default)    yes, through fundl's rules   no: JAX cannot push tangents
-                                               through a custom_vjp
-reference_mode()  yes, JAX autodiff            yes
-================  ===========================  ================================
+Reverse mode (``grad``, ``vjp``, ``jacrev``), grad of grad and ``hessian``, ``vmap``,
+``jit`` and ``scan`` work in both modes; forward mode alone (``jvp``, ``jacfwd``,
+``linearize``) needs ``reference_mode()``, because a ``jax.custom_vjp`` has no
+forward rule. The table in docs/gradient-verification.md, checked by a test, lists
+each transformation.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import jax
 
-__all__ = ["Primitive", "primitive", "reference_mode", "using_reference"]
+__all__ = ["Primitive", "primitive", "reference_mode", "using_reference", "count_calls"]
 
 _REFERENCE = contextvars.ContextVar("fundl_reference_mode", default=False)
-
-# Counts of primitive calls traced in each mode; gradcheck reads them to tell whether
-# a pass really ran the rules it meant to run (a stale jit cache would not).
-_trace_counts = {"hand": 0, "reference": 0}
+_COUNTERS: contextvars.ContextVar[tuple[collections.Counter, ...]] = contextvars.ContextVar(
+    "fundl_call_counters", default=()
+)
+_FORWARD_MODE_HINT = (
+    "forward-mode autodiff (jax.jvp, jax.jacfwd, jax.linearize) cannot run through "
+    "fundl's hand-written reverse rules (a jax.custom_vjp has no forward rule): use "
+    "reverse mode (jax.grad, jax.jacrev, jax.vjp; jax.hessian works too), or run the "
+    "plain references inside `with fundl.reference_mode():`"
+)
 
 
 @contextlib.contextmanager
@@ -76,6 +79,57 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
 def using_reference() -> bool:
     """True inside ``reference_mode()``: primitives run their references."""
     return _REFERENCE.get()
+
+
+@contextlib.contextmanager
+def count_calls() -> Iterator[collections.Counter]:
+    """Count the fundl primitive calls made (or traced) inside the block, by mode.
+
+    Yields a ``collections.Counter`` with keys ``"hand"`` and ``"reference"``; blocks
+    nest, and each counts what ran inside it. A call traced by ``jax.jit`` counts once
+    per trace, a cached compiled call not at all — which is how ``fundl.gradcheck`` tells
+    that a pass really ran the rules it meant to run.
+
+    Example:
+      >>> with fundl.rules.count_calls() as calls:
+      ...     _ = fundl.activations.relu(jnp.ones(3))
+      >>> calls["hand"]
+      1
+    """
+    counter: collections.Counter = collections.Counter(hand=0, reference=0)
+    token = _COUNTERS.set(_COUNTERS.get() + (counter,))
+    try:
+        yield counter
+    finally:
+        _COUNTERS.reset(token)
+
+
+def _hashable(name: str, option: str, value: Any) -> Hashable:
+    """A hashable stand-in for an option value, for the rule cache.
+
+    Hashable values are themselves; a pytree of hashable leaves (a dict mask of bools,
+    say) is its tree structure and leaves; anything else raises ``TypeError``.
+    """
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        pass
+    leaves, treedef = jax.tree.flatten(value)
+    frozen = []
+    for leaf in leaves:
+        if hasattr(leaf, "shape") and getattr(leaf, "size", 2) == 1:
+            leaf = leaf.item()  # a 0-d numpy bool in a mask
+        try:
+            hash(leaf)
+        except TypeError:
+            raise TypeError(
+                f"{name}: option {option}={value!r} must be hashable (a static option keys "
+                "the compiled rule), or a pytree of hashable leaves; got a leaf of type "
+                f"{type(leaf).__name__}"
+            ) from None
+        frozen.append(leaf)
+    return (treedef, tuple(frozen))
 
 
 class Primitive:
@@ -154,7 +208,7 @@ class Primitive:
             raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
         inputs = self._inputs(inputs)
         options = self.options(**kwargs)
-        key = tuple(sorted(options.items()))
+        key = tuple(sorted((k, _hashable(self.name, k, v)) for k, v in options.items()))
         fn = self._hand_cache.get(key)
         if fn is None:
             fn = self._build_hand(options)
@@ -213,11 +267,18 @@ class Primitive:
         options = self.options(**kwargs)
         if self.check is not None:
             self.check(*inputs, **options)
-        if _REFERENCE.get():
-            _trace_counts["reference"] += 1
+        mode = "reference" if _REFERENCE.get() else "hand"
+        for counter in _COUNTERS.get():
+            counter[mode] += 1
+        if mode == "reference":
             return self.reference(*inputs, **options)
-        _trace_counts["hand"] += 1
-        return self.hand(*inputs, **options)
+        try:
+            return self.hand(*inputs, **options)
+        except TypeError as error:
+            message = str(error)
+            if "forward-mode autodiff" in message and "reference_mode" not in message:
+                raise TypeError(f"{self.name}: {_FORWARD_MODE_HINT}") from error
+            raise
 
     def __repr__(self) -> str:
         return f"<fundl primitive {self.name}>"

@@ -335,3 +335,36 @@ def test_check_model_with_an_apply_function():
     report.assert_passed()
     assert report.function == "mse(Sequential.apply)"
     assert Activation("relu") in model.layers
+
+
+# --- the defaults must be tight enough to catch small errors -----------------------------
+
+
+@primitive
+def tanh_slightly_off(z):
+    return jnp.tanh(z)
+
+
+# A rule off by a relative 1e-5 (as a wrongly rounded constant would be): loosening the
+# default tolerances a thousandfold would let it through; the defaults must not.
+tanh_slightly_off.defvjp(activations.tanh_fwd, lambda t, g: ((1 + 1e-5) * g * (1 - t * t),))
+
+
+def test_a_rule_off_by_one_part_in_a_hundred_thousand_fails():
+    z = jnp.linspace(-2.0, 2.0, 7)
+    report = gradcheck.check(tanh_slightly_off, z, jit=False, vmap=False, hvp=False)
+    assert _failing(report, "vjp: hand vs autodiff") == {"z"}
+    row = next(r for r in report.rows if r.check == "vjp: hand vs autodiff")
+    np.testing.assert_allclose(row.max_rel, 1e-5, rtol=1e-3)
+
+
+def test_finite_differences_are_central_at_a_sharply_curved_point():
+    # −log p has curvature 1/p² = 1e4 at p = 0.01: a forward difference with h = 1e-6
+    # is off by h/(2p) ≈ 5e-5 relative, five times fd_rtol; a central one by ~h²/p².
+    p = jnp.array([0.01, 0.98, 0.5])
+    y = jnp.array([1.0, 0.0, 1.0])
+    bce = lambda p, y: losses.binary_cross_entropy(p, y, reduction="sum")  # noqa: E731
+    report = gradcheck.check(bce, p, y, jit=False, vmap=False, hvp=False)
+    fd = [r for r in report.rows if r.check == "vjp: hand vs finite diff"]
+    assert fd and all(r.passed for r in fd), str(report)
+    assert report.passed

@@ -53,8 +53,11 @@ class Activation:
         return {}
 
     def apply(self, params: dict, x: jax.Array) -> jax.Array:
-        """A = g(x), same shape as x."""
-        del params
+        """A = g(x), same shape as x. ``params`` must be empty (``{}``)."""
+        if params:
+            raise ValueError(
+                f"{self!r}: has no parameters, got params with keys {sorted(params, key=str)}"
+            )
         return self.fn(x, **dict(self.options))
 
     def derivative(self, z: jax.Array) -> jax.Array | None:

@@ -100,7 +100,7 @@ def _output_dZ(
         link = _FUSED[key]
         prediction = A if link is None else link.reference(Z)
         if jnp.issubdtype(jnp.result_type(y), jnp.integer):
-            y = losses._one_hot(y, A.shape[-1], A.dtype)
+            y = jax.nn.one_hot(y, A.shape[-1], dtype=A.dtype)
         terms = m if loss in _CATEGORICAL else A.size  # how many terms the mean averages
         return (prediction - y) * (m / terms), None
     _, pullback = loss.vjp(A, y)

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from fundl import init as initializers
-from fundl._validate import check_floating, check_int
+from fundl._validate import as_key, check_bool, check_floating, check_int
+from fundl.nn.base import check_params
 from fundl.rules import primitive
 
 __all__ = ["dense", "Dense"]
@@ -105,6 +106,16 @@ class Dense:
 
     def __post_init__(self) -> None:
         check_int("Dense", "n_out", self.n_out)
+        check_bool("Dense", "use_bias", self.use_bias)
+        try:
+            dtype = jnp.dtype(self.param_dtype)
+        except TypeError:
+            dtype = None
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"Dense: param_dtype must be a floating dtype (e.g. jnp.float32), "
+                f"got {self.param_dtype!r}"
+            )
         for name in ("w_init", "b_init"):
             if not callable(getattr(self, name)):
                 raise TypeError(
@@ -112,7 +123,11 @@ class Dense:
                 )
 
     def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
-        """Create ``{"W", "b"}`` for inputs of shape ``input_shape`` (last dim n_in)."""
+        """Create ``{"W", "b"}`` for inputs of shape ``input_shape`` (last dim n_in).
+
+        ``key`` is a PRNG key or an int seed.
+        """
+        key = as_key("Dense.init", key)
         if len(input_shape) < 1 or input_shape[-1] <= 0:
             raise ValueError(
                 f"Dense: expected an input shape (..., n_in), got {tuple(input_shape)}"
@@ -125,12 +140,25 @@ class Dense:
         return params
 
     def apply(self, params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-        """z = x Wᵀ + b, for x of shape (..., n_in)."""
-        if "W" not in params:
-            raise ValueError(
-                f"Dense(n_out={self.n_out}): params must hold 'W' (and 'b'), got keys {sorted(params)}"
-            )
-        return dense(x, params["W"], params.get("b") if self.use_bias else None)
+        """z = x Wᵀ + b, for x of shape (..., n_in).
+
+        ``params`` must be what ``init`` makes for this input (checked when traced:
+        ``ValueError`` naming the leaf and both shapes otherwise).
+        """
+        if isinstance(params, dict) and "W" in params:
+            # An input whose width disagrees with W is the usual mistake: say so first.
+            _check_dense(x, params["W"], params.get("b") if self.use_bias else None)
+        check_params(self, params, jnp.shape(x))
+        return dense(x, params["W"], params["b"] if self.use_bias else None)
+
+    def __repr__(self) -> str:
+        fields = [repr(self.n_out)]
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name != "n_out" and value is not field.default and value != field.default:
+                shown = getattr(value, "__name__", None) or repr(value)
+                fields.append(f"{field.name}={shown}")
+        return f"Dense({', '.join(fields)})"
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., n_in) -> (..., n_out)."""

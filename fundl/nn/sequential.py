@@ -16,6 +16,7 @@ import jax
 
 from fundl import activations
 from fundl import init as initializers
+from fundl._validate import as_key
 from fundl.nn.activation import Activation
 from fundl.nn.dense import Dense
 from fundl.rules import Primitive
@@ -87,9 +88,10 @@ class Sequential:
         """Create the parameters: ``{layer name: layer params}`` for layers that have any.
 
         Args:
-          key: a PRNG key; each layer gets its own split of it.
+          key: a PRNG key (or an int seed); each layer gets its own split of it.
           input_shape: shape of an input (leading batch dims optional), e.g. ``(784,)``.
         """
+        key = as_key("Sequential.init", key)
         shape = self._shape(input_shape)
         params = {}
         keys = jax.random.split(key, max(len(self.layers), 1))
@@ -101,7 +103,13 @@ class Sequential:
         return params
 
     def apply(self, params: dict[str, Any], x: jax.Array) -> jax.Array:
-        """Run the layers in order on x (batch-first)."""
+        """Run the layers in order on x (batch-first).
+
+        The parameters are checked when traced: every entry must be a layer of this
+        model, and each layer checks its own against its config (``ValueError`` naming
+        the layer and the leaf otherwise).
+        """
+        self._check_names(params)
         for name, layer in zip(self.names, self.layers):
             try:
                 x = layer.apply(params.get(name, {}), x)
@@ -110,6 +118,20 @@ class Sequential:
                     raise
                 raise type(error)(f"{name}: {error}") from error
         return x
+
+    def _check_names(self, params: Any) -> None:
+        if not isinstance(params, dict):
+            raise TypeError(
+                f"Sequential.apply: params must be a dict {{layer name: layer params}} as "
+                f"init makes it, got {type(params).__name__}"
+            )
+        extra = sorted(set(params) - set(self.names), key=str)
+        if extra:
+            raise ValueError(
+                f"Sequential.apply: params has {', '.join(map(repr, extra))}, which is not a "
+                f"layer of this model (its layers: {', '.join(self.names)}); are these another "
+                "model's parameters?"
+            )
 
     def output_shape(self, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """The output shape for an input of shape ``input_shape``."""
