@@ -1,6 +1,6 @@
 """fundl: a functional deep-learning library on JAX with hand-written backward rules.
 
-Modules: ``fundl.init`` (initializers), ``fundl.activations``, ``fundl.losses``,
+Modules: ``fundl.initializers``, ``fundl.activations``, ``fundl.losses``,
 ``fundl.nn`` (layers, models, manual backprop), ``fundl.gradcheck`` (gradient
 verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
 and loaders), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
@@ -13,7 +13,7 @@ from fundl import (
     checkpoint,
     data,
     gradcheck,
-    init,
+    initializers,
     losses,
     metrics,
     nn,
@@ -38,7 +38,7 @@ __all__ = [
     "checkpoint",
     "data",
     "gradcheck",
-    "init",
+    "initializers",
     "losses",
     "metrics",
     "mlp",

@@ -124,8 +124,10 @@ def check_number(
             raise fail(repr(value))
         return float(value)
     if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-        dtype = np.dtype(value.dtype) if not _is_key(value) else None
-        if not array or dtype is None or dtype.kind not in "iuf":
+        real = not _is_key(value) and (
+            jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+        )
+        if not array or not real:
             raise fail(_describe(value))
         if np.ndim(value) != 0:
             raise fail(_describe(value), "; pass a scalar")

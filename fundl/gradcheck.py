@@ -230,7 +230,9 @@ def _compare(
 
 
 def _tree_vdot(a: Sequence[jax.Array], b: Sequence[jax.Array]) -> jax.Array:
-    return sum((jnp.vdot(x, y) for x, y in zip(a, b)), jnp.zeros((), jnp.float64))
+    """Σ ⟨a_i, b_i⟩, accumulated in float64 whatever the leaves' dtypes."""
+    terms = (jnp.vdot(x, y).astype(jnp.float64) for x, y in zip(a, b))
+    return sum(terms, jnp.zeros((), jnp.float64))
 
 
 class _Problem(NamedTuple):
@@ -521,9 +523,10 @@ def _vmap_rows(run: _Run, key: jax.Array, batch: int = 3) -> list[Row]:
     with _reported_as_row(name, rows), _mode(reference=False):
         k_theta, k_cot = jax.random.split(key)
         noise = _random_like(k_theta, [jnp.zeros((batch, *x.shape)) for x in run.hand.leaves])
+        wide = [x[None].astype(e.dtype) for x, e in zip(run.hand.leaves, noise)]
         thetas = [
-            (x[None] + 0.01 * e * (1 + jnp.abs(x[None]))).astype(x.dtype)
-            for x, e in zip(run.hand.leaves, noise)
+            (w + 0.01 * e * (1 + jnp.abs(w))).astype(x.dtype)
+            for w, e, x in zip(wide, noise, run.hand.leaves)
         ]
         cot_noise = _random_like(k_cot, [jnp.zeros((batch, *c.shape)) for c in run.cotangent])
         cotangents = [c[None] + 0.5 * e for c, e in zip(run.cotangent, cot_noise)]

@@ -426,6 +426,12 @@ def _penalized(params: Any, include: Any) -> list[bool]:
 
 def _check_l2(params, lam, *, include):
     check_number("l2_penalty", "lam", lam, low=0.0, array=True)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), chosen in zip(flat, _penalized(params, include)):
+        if chosen:
+            check_floating(
+                "l2_penalty", f"floating-point weights at params{jax.tree_util.keystr(path)}", leaf
+            )
 
 
 @primitive(check=_check_l2)

@@ -121,7 +121,7 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
             )
         if integer:
             _check_label_range(labels, 2, "binary labels")
-        hits = (scores > 0.5) == (labels > 0.5)
+        hits = (scores > 0.5) == (labels.astype(scores.dtype) > 0.5)
     else:
         if not integer:
             if labels.shape != scores.shape:

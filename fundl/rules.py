@@ -67,7 +67,9 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
 
     Example:
         >>> with fundl.reference_mode():
-        ...     H = jax.hessian(loss)(params)
+        ...     _, tangent = jax.jvp(fundl.activations.tanh, (jnp.zeros(2),), (jnp.ones(2),))
+        >>> tangent
+        Array([1., 1.], dtype=float32)
     """
     token = _REFERENCE.set(bool(enabled))
     try:

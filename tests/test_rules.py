@@ -55,7 +55,11 @@ def test_options_reach_forward_and_backward():
 
 
 def test_forward_mode_needs_reference_mode():
-    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+    with pytest.raises(
+        TypeError,
+        match=r"tanh: forward-mode autodiff \(jax.jvp, jax.jacfwd, jax.linearize\) cannot run "
+        r"through fundl's hand-written reverse rules .*jax.jacrev.*fundl.reference_mode\(\)",
+    ):
         jax.jvp(A.tanh, (jnp.ones(2),), (jnp.ones(2),))
     with fundl.reference_mode():
         _, tangent = jax.jvp(A.tanh, (jnp.ones(2),), (jnp.ones(2),))
@@ -128,3 +132,31 @@ def test_primitive_reads_like_its_reference():
     assert A.relu.__doc__.startswith("Rectified linear unit")
     assert A.relu.fwd is A.relu_fwd and A.relu.bwd is A.relu_bwd
     assert repr(A.relu) == "<fundl primitive relu>"
+
+
+def test_count_calls_counts_each_mode_and_nests():
+    cube, _ = _make_cube()
+    with fundl.rules.count_calls() as outer:
+        cube(1.0)
+        with fundl.rules.count_calls() as inner, fundl.reference_mode():
+            cube(1.0)
+            jax.jit(lambda x: cube(x))(2.0)
+        fn = jax.jit(lambda x: cube(x))
+        fn(1.0)
+        fn(3.0)  # cached: not traced again, not counted
+    assert dict(inner) == {"hand": 0, "reference": 2}
+    assert dict(outer) == {"hand": 2, "reference": 2}
+
+
+def test_options_may_be_pytrees_of_hashable_leaves_but_not_arrays():
+    @primitive
+    def masked_sum(x, *, mask=None):
+        return x["a"] * (1.0 if mask is None or mask["a"] else 0.0)
+
+    masked_sum.defvjp(lambda x, *, mask: (masked_sum.reference(x, mask=mask), None),
+                      lambda _, g, *, mask: ({"a": g * (1.0 if mask["a"] else 0.0)},))
+    x = {"a": jnp.float32(2.0)}
+    assert float(jax.grad(lambda x: masked_sum(x, mask={"a": True}))(x)["a"]) == 1.0
+    assert float(jax.grad(lambda x: masked_sum(x, mask={"a": False}))(x)["a"]) == 0.0
+    with pytest.raises(TypeError, match=r"masked_sum: option mask=.* must be hashable"):
+        masked_sum(x, mask={"a": np.ones(3)})

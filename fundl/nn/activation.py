@@ -24,6 +24,7 @@ class Activation:
 
     Example:
       >>> Activation("leaky_relu", negative_slope=0.2)
+      Activation('leaky_relu', negative_slope=0.2)
     """
 
     fn: Primitive

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from fundl import init as initializers
+from fundl import initializers
 from fundl._validate import as_key, check_bool, check_floating, check_int
 from fundl.nn.base import check_params
 from fundl.rules import primitive
@@ -82,7 +82,7 @@ class Dense:
       n_out: number of output units n^[l].
       use_bias: whether the layer has b.
       w_init: initializer of W (He normal by default, for ReLU-family layers; use
-        ``fundl.init.xavier_normal`` before tanh or sigmoid).
+        ``fundl.initializers.xavier_normal`` before tanh or sigmoid).
       b_init: initializer of b (zeros).
       param_dtype: dtype of the parameters.
 

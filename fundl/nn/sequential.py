@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import jax
 
 from fundl import activations
-from fundl import init as initializers
+from fundl import initializers
 from fundl._validate import as_key
 from fundl.nn.activation import Activation
 from fundl.nn.dense import Dense
@@ -48,7 +48,8 @@ class Sequential:
     Example:
       >>> model = Sequential([Dense(3), "relu", Dense(1), "sigmoid"], input_shape=(2,))
       >>> params = model.init(jax.random.key(0))   # {"dense1": {...}, "dense2": {...}}
-      >>> y_hat = model.apply(params, x)            # x: (m, 2) -> (m, 1)
+      >>> model.apply(params, jnp.ones((5, 2))).shape   # (m, 2) -> (m, 1)
+      (5, 1)
     """
 
     layers: tuple[Any, ...]
@@ -160,7 +161,7 @@ def mlp(
     Each hidden layer is ``Dense`` followed by ``activation``; the output layer is
     ``Dense`` followed by ``output_activation`` (none for a linear output or logits).
     Weights default to the notes' rule: He for ReLU-family activations, Xavier for
-    tanh/sigmoid/softmax and linear outputs (``fundl.init.for_activation``).
+    tanh/sigmoid/softmax and linear outputs (``fundl.initializers.for_activation``).
 
     Example:
       >>> model = mlp([2, 3, 3, 1], "relu", "sigmoid")   # the notes' 3-layer network

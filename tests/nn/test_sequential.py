@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fundl import activations, gradcheck, init, losses
+from fundl import activations, gradcheck, initializers, losses
 from fundl.nn import Activation, Dense, Sequential, mlp
 
 
@@ -28,12 +28,12 @@ def test_notes_network_shapes_and_names():
 def test_mlp_picks_he_and_xavier_per_the_notes():
     model = mlp([2, 3, 1], "tanh", None)
     dense_layers = [l for l in model.layers if isinstance(l, Dense)]
-    assert dense_layers[0].w_init is init.xavier_normal  # before tanh
-    assert dense_layers[1].w_init is init.xavier_normal  # linear output
+    assert dense_layers[0].w_init is initializers.xavier_normal  # before tanh
+    assert dense_layers[1].w_init is initializers.xavier_normal  # linear output
     model = mlp([2, 3, 1], "relu", "sigmoid")
     dense_layers = [l for l in model.layers if isinstance(l, Dense)]
-    assert dense_layers[0].w_init is init.he_normal
-    assert dense_layers[1].w_init is init.xavier_normal
+    assert dense_layers[0].w_init is initializers.he_normal
+    assert dense_layers[1].w_init is initializers.xavier_normal
 
 
 def test_apply_equals_hand_composition():
@@ -125,3 +125,33 @@ def test_params_are_plain_dicts_of_arrays():
     assert type(params) is dict and type(params["dense1"]) is dict
     assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(params))
     np.testing.assert_array_equal(params["dense1"]["b"], np.zeros(3))
+
+
+def test_another_models_params_are_refused_naming_the_layer():
+    x = jnp.ones((100, 2))
+    model = mlp([2, 16, 16, 3])
+    deeper = mlp([2, 16, 16, 16, 3]).init(jax.random.key(0))
+    with pytest.raises(
+        ValueError,
+        match=r"Sequential.apply: params has 'dense4', which is not a layer of this model \(its "
+        r"layers: dense1, relu1, dense2, relu2, dense3\); are these another model's parameters",
+    ):
+        model.apply(deeper, x)
+    narrower = mlp([2, 16, 16]).init(jax.random.key(0))
+    with pytest.raises(
+        ValueError,
+        match=r"dense2: Dense\(3, w_init=xavier_normal\): params\['W'\] has shape \(16, 16\); "
+        r"for inputs of shape \(100, 16\) it expects \(3, 16\)",
+    ):
+        mlp([2, 16, 3]).apply(narrower, x)
+    with pytest.raises(ValueError, match=r"relu1: Activation\('relu'\): has no parameters"):
+        model.apply({**model.init(0), "relu1": {"W": jnp.ones(1)}}, x)
+    with pytest.raises(TypeError, match=r"Sequential.apply: params must be a dict"):
+        model.apply([1, 2], x)
+    # under jit the check runs once, when traced
+    jax.jit(model.apply)(model.init(0), x)
+
+
+def test_an_int_seed_is_a_key():
+    model = mlp([2, 3, 1])
+    chex.assert_trees_all_equal(model.init(3), model.init(jax.random.key(3)))

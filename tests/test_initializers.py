@@ -1,4 +1,4 @@
-"""fundl.init: variances against the formulas, within the sampling error of the draw."""
+"""fundl.initializers: variances against the formulas, within the sampling error of the draw."""
 
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fundl import init
+from fundl import initializers as init
 
 # (initializer, target variance as a function of (fan_in, fan_out))
 VARIANCE = {
@@ -175,3 +175,13 @@ def test_bad_variance_scaling_arguments():
 def test_fan_out_mode():
     initializer = init.variance_scaling(1.0, "fan_out", "normal")
     _check_moments(initializer(jax.random.key(7), (250, 400)), 1 / 250)
+
+
+def test_the_old_module_name_is_a_deprecated_alias():
+    import importlib
+    import sys
+
+    sys.modules.pop("fundl.init", None)
+    with pytest.warns(DeprecationWarning, match=r"fundl.init is now fundl.initializers"):
+        old = importlib.import_module("fundl.init")
+    assert old.he_normal is init.he_normal and old.__all__ == init.__all__

@@ -1,0 +1,238 @@
+"""Initializers: every random weight in fundl comes from one of these.
+
+(Named ``fundl.initializers``, as ``jax.nn.initializers``, so it does not read like a
+model's ``init``; ``fundl.init`` remains as a deprecated alias.)
+
+An initializer is ``init_fn(key, shape, dtype=jnp.float32) -> Array``. All the random
+ones are :func:`variance_scaling` with a fixed ``(scale, mode, distribution)``:
+
+================  ===============================  ==========================
+initializer       variance                         distribution
+================  ===============================  ==========================
+he_normal         2 / fan_in                       N(0, var)
+he_uniform        2 / fan_in                       U(-a, a), a = sqrt(3 var)
+xavier_normal     2 / (fan_in + fan_out)           N(0, var)
+xavier_uniform    2 / (fan_in + fan_out)           U(-a, a)
+lecun_normal      1 / fan_in                       N(0, var)
+lecun_uniform     1 / fan_in                       U(-a, a)
+================  ===============================  ==========================
+
+Fans (see :func:`fans`): a dense weight ``(n_out, n_in)`` has fan_in = n_in and
+fan_out = n_out; a conv kernel HWIO ``(kh, kw, c_in, c_out)`` (any number of spatial
+dims) has fan_in = kh·kw·c_in and fan_out = kh·kw·c_out; a vector ``(n,)`` has both n.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Initializer",
+    "fans",
+    "variance_scaling",
+    "he_normal",
+    "he_uniform",
+    "xavier_normal",
+    "xavier_uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "orthogonal",
+    "normal",
+    "uniform",
+    "zeros",
+    "ones",
+    "for_activation",
+]
+
+Initializer = Callable[..., jax.Array]
+"""``init_fn(key, shape, dtype=jnp.float32) -> Array``."""
+
+Mode = Literal["fan_in", "fan_out", "fan_avg"]
+Distribution = Literal["normal", "truncated_normal", "uniform"]
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+# Standard deviation of N(0, 1) truncated to [-2, 2]; dividing by it restores the variance.
+_TRUNCATED_STD = 0.87962566103423978
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Return ``(fan_in, fan_out)`` of a weight shape.
+
+    ``(n,)`` -> (n, n); ``(n_out, n_in)`` -> (n_in, n_out) (fundl's dense layout);
+    ``(*spatial, c_in, c_out)`` (HWIO) -> (prod(spatial)·c_in, prod(spatial)·c_out).
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 0:
+        raise ValueError("fans: a scalar shape () has no fan; expected at least 1 dim")
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        n_out, n_in = shape
+        return n_in, n_out
+    receptive = math.prod(shape[:-2])
+    return receptive * shape[-2], receptive * shape[-1]
+
+
+def _check_dtype(name: str, dtype: Any) -> jnp.dtype:
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: dtype must be a floating type (e.g. float32), got {dtype}")
+    return dtype
+
+
+def variance_scaling(
+    scale: float, mode: Mode, distribution: Distribution, *, name: str | None = None
+) -> Initializer:
+    """Build an initializer with variance ``scale / n``, n chosen by ``mode``.
+
+    n = fan_in, fan_out or (fan_in + fan_out)/2 for ``mode`` = "fan_in", "fan_out",
+    "fan_avg". ``distribution``: "normal" draws N(0, var); "truncated_normal" draws a
+    normal cut at two standard deviations, rescaled so the variance is still var;
+    "uniform" draws U(-a, a) with a = sqrt(3·var).
+
+    Args:
+      scale: positive variance multiplier (2 for He, 1 for LeCun and Xavier).
+      mode: which fan divides the scale.
+      distribution: the shape of the distribution.
+      name: the name used in error messages (defaults to a description).
+
+    Returns:
+      ``init_fn(key, shape, dtype=jnp.float32) -> Array``.
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"variance_scaling: scale must be a positive number, got {scale!r}")
+    if mode not in _MODES:
+        raise ValueError(f"variance_scaling: mode must be one of {_MODES}, got {mode!r}")
+    if distribution not in _DISTRIBUTIONS:
+        raise ValueError(
+            f"variance_scaling: distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}"
+        )
+    label = name or f"variance_scaling({scale}, {mode!r}, {distribution!r})"
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        dtype = _check_dtype(label, dtype)
+        fan_in, fan_out = fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        if fan_in <= 0 or fan_out <= 0:
+            raise ValueError(
+                f"{label}: fans must be positive, got fan_in={fan_in}, fan_out={fan_out} "
+                f"for shape {tuple(shape)}"
+            )
+        std = math.sqrt(scale / n)
+        if distribution == "normal":
+            return std * jax.random.normal(key, shape, dtype)
+        if distribution == "truncated_normal":
+            return (std / _TRUNCATED_STD) * jax.random.truncated_normal(
+                key, -2.0, 2.0, shape, dtype
+            )
+        limit = math.sqrt(3.0) * std
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+    init.__name__ = init.__qualname__ = label
+    init.__doc__ = f"{label}: variance {scale}/{mode}, {distribution} distribution."
+    return init
+
+
+he_normal = variance_scaling(2.0, "fan_in", "normal", name="he_normal")
+he_normal.__doc__ = "He (Kaiming) normal: W ~ N(0, 2/fan_in). For ReLU-family layers."
+he_uniform = variance_scaling(2.0, "fan_in", "uniform", name="he_uniform")
+he_uniform.__doc__ = "He uniform: U(-a, a), a = sqrt(6/fan_in), variance 2/fan_in."
+xavier_normal = variance_scaling(1.0, "fan_avg", "normal", name="xavier_normal")
+xavier_normal.__doc__ = "Xavier (Glorot) normal: W ~ N(0, 2/(fan_in+fan_out)). For tanh/sigmoid."
+xavier_uniform = variance_scaling(1.0, "fan_avg", "uniform", name="xavier_uniform")
+xavier_uniform.__doc__ = (
+    "Xavier (Glorot) uniform: U(-a, a), a = sqrt(6/(fan_in+fan_out)), variance 2/(fan_in+fan_out)."
+)
+glorot_normal = xavier_normal
+glorot_uniform = xavier_uniform
+lecun_normal = variance_scaling(1.0, "fan_in", "normal", name="lecun_normal")
+lecun_normal.__doc__ = "LeCun normal: W ~ N(0, 1/fan_in). For SELU and linear layers."
+lecun_uniform = variance_scaling(1.0, "fan_in", "uniform", name="lecun_uniform")
+lecun_uniform.__doc__ = "LeCun uniform: U(-a, a), a = sqrt(3/fan_in), variance 1/fan_in."
+
+
+def normal(stddev: float = 1e-2) -> Initializer:
+    """Build an initializer drawing N(0, stddev²), whatever the fans."""
+    if not (math.isfinite(stddev) and stddev > 0):
+        raise ValueError(f"normal: stddev must be a positive number, got {stddev!r}")
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return stddev * jax.random.normal(key, shape, _check_dtype("normal", dtype))
+
+    init.__name__ = init.__qualname__ = f"normal({stddev})"
+    return init
+
+
+def uniform(scale: float = 1e-2) -> Initializer:
+    """Build an initializer drawing U(-scale, scale), whatever the fans."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"uniform: scale must be a positive number, got {scale!r}")
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, _check_dtype("uniform", dtype), -scale, scale)
+
+    init.__name__ = init.__qualname__ = f"uniform({scale})"
+    return init
+
+
+def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """A (semi-)orthogonal matrix, for recurrent and deep linear layers.
+
+    The weight is viewed as a matrix ``(prod(shape[:-1]), shape[-1])`` — for a dense
+    ``(n_out, n_in)`` weight, the weight itself — and has orthonormal rows when it is
+    wide and orthonormal columns when it is tall: Q from the QR of a Gaussian matrix,
+    signs fixed by diag(R) so the draw is uniform (Haar) over orthogonal matrices.
+    """
+    dtype = _check_dtype("orthogonal", dtype)
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 2:
+        raise ValueError(f"orthogonal: expected a shape with at least 2 dims, got {shape}")
+    rows, cols = math.prod(shape[:-1]), shape[-1]
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"orthogonal: fans must be positive, got shape {shape}")
+    tall = (max(rows, cols), min(rows, cols))
+    a = jax.random.normal(key, tall, jnp.float32)
+    q, r = jnp.linalg.qr(a)
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    if rows < cols:
+        q = q.T
+    return q.reshape(shape).astype(dtype)
+
+
+def zeros(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """All zeros (biases, batch-norm shifts). ``key`` is ignored."""
+    del key
+    return jnp.zeros(shape, _check_dtype("zeros", dtype))
+
+
+def ones(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """All ones (batch-norm scales). ``key`` is ignored."""
+    del key
+    return jnp.ones(shape, _check_dtype("ones", dtype))
+
+
+_HE_ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu", "swish", "softplus"})
+_XAVIER_ACTIVATIONS = frozenset({"sigmoid", "tanh", "softmax", "log_softmax", "identity"})
+
+
+def for_activation(activation: str | None) -> Initializer:
+    """The notes' rule of thumb: He for ReLU-family layers, Xavier for the rest.
+
+    He (``he_normal``) for relu, leaky_relu, elu, gelu, silu/swish, softplus; Xavier
+    (``xavier_normal``) for sigmoid, tanh, softmax, log_softmax and a linear output
+    (``None`` or "identity").
+    """
+    if activation is None or activation in _XAVIER_ACTIVATIONS:
+        return xavier_normal
+    if activation in _HE_ACTIVATIONS:
+        return he_normal
+    known = sorted(_HE_ACTIVATIONS | _XAVIER_ACTIVATIONS)
+    raise ValueError(f"for_activation: unknown activation {activation!r}; known: {known}")

@@ -1,0 +1,31 @@
+"""Training: compiled update steps (jit, vmap, scan), and the ``fit`` loop built on them.
+
+Modules: ``steps`` (:func:`make_train_step`, :func:`make_eval_step`,
+:func:`make_scan_steps`, :func:`make_epoch`, :func:`init_ensemble`), ``recompile``
+(the :class:`RecompilationWarning` every compiled step gives when traced again, naming
+the argument that changed), ``early_stopping`` (:class:`EarlyStopping`), ``progress``
+(the bar or the per-epoch lines of ``fit``) and ``fit`` (:func:`fit`, :class:`FitResult`).
+"""
+
+from fundl.train.early_stopping import EarlyStopping
+from fundl.train.fit import FitResult, fit
+from fundl.train.recompile import RecompilationWarning
+from fundl.train.steps import (
+    init_ensemble,
+    make_epoch,
+    make_eval_step,
+    make_scan_steps,
+    make_train_step,
+)
+
+__all__ = [
+    "RecompilationWarning",
+    "make_train_step",
+    "make_eval_step",
+    "make_scan_steps",
+    "make_epoch",
+    "init_ensemble",
+    "EarlyStopping",
+    "FitResult",
+    "fit",
+]

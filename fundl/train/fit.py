@@ -1,0 +1,401 @@
+"""``fit``: epochs of shuffled mini-batches, validation, history, early stopping, checkpoints.
+
+The loop, in the order it runs each epoch: the compiled updates over the epoch's
+batches (or the whole epoch in one ``lax.scan``), a check that the loss and the
+parameters are finite, validation (also checked), the epoch's logs, the best-so-far
+bookkeeping, a checkpoint, callbacks, early stopping. Nothing syncs with the host
+inside an epoch.
+
+A checkpoint written by ``fit`` holds the tree ``{"params", "opt_state", "key", "step",
+"epoch", "position"}`` (position: the batch within the epoch, 0 at an epoch's end),
+the epoch's logs as its metrics, and the metadata ``{"history", "best", "best_epoch",
+"wait"}`` (NaN written as null) — everything ``resume=True`` needs to continue
+bit-identically. ``fundl.checkpoint.restore_params(directory)`` reads the parameters
+back in another process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fundl import data as fdata
+from fundl._validate import as_key, check_bool, check_int
+from fundl.checkpoint import CheckpointError, CheckpointManager
+from fundl.metrics import Monitor
+from fundl.optim.base import GradientTransformation
+from fundl.train.early_stopping import EarlyStopping
+from fundl.train.progress import Progress
+from fundl.train.steps import build_epoch, build_train_step, check_optimizer, make_eval_step
+
+__all__ = ["FitResult", "fit"]
+
+Callback = Callable[[int, dict[str, float], Any], Any]
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns."""
+
+    params: Any  # the final parameters (the best epoch's with restore_best)
+    opt_state: Any  # the optimizer state after the last epoch run
+    history: dict[str, list[float]]  # per epoch: "epoch", "loss", ..., "val_loss", ..., "time"
+    best_epoch: int | None  # 1-based epoch of the best monitored value
+    stopped_early: bool  # whether early stopping or a callback ended the run
+
+
+@dataclasses.dataclass
+class _State:
+    """Everything that changes from epoch to epoch, and is saved in a checkpoint."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    epoch: int = 0  # epochs done
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0  # epochs since the best
+    best_params: Any = None
+
+
+def _copy(tree: Any) -> Any:
+    """A device copy: donated buffers of the next step must not be kept anywhere."""
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
+# --- checks -----------------------------------------------------------------------------
+
+
+@jax.jit
+def _finite_leaves(tree: Any) -> list[jax.Array]:
+    return [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+
+
+def _check_finite_losses(epoch: int, first_step: int, losses: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        i = int(bad[0])
+        raise FloatingPointError(
+            f"fit: the loss became {losses[i]} at step {first_step + i + 1} (epoch {epoch}, "
+            f"batch {i + 1}); lower the learning rate, clip gradients "
+            "(fundl.optim.clip_by_global_norm) or check the loss function"
+        )
+
+
+def _check_finite_params(epoch: int, params: Any) -> None:
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    finite = jax.device_get(_finite_leaves(params))
+    bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(flat, finite) if not ok]
+    if bad:
+        raise FloatingPointError(
+            f"fit: after epoch {epoch} the parameters hold NaN or inf in params{bad[0]}"
+            + (f" and {len(bad) - 1} more leaves" if len(bad) > 1 else "")
+            + " although every loss was finite; lower the learning rate or clip gradients"
+        )
+
+
+def _check_finite_metrics(epoch: int, logs: dict[str, float]) -> None:
+    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise FloatingPointError(
+            f"fit: {name} is {value} after epoch {epoch} (the training loss and the parameters "
+            f"are finite); check the validation data and the metrics function"
+        )
+
+
+# --- resuming ---------------------------------------------------------------------------
+
+
+def _encode_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    return {k: [v if math.isfinite(v) else None for v in vs] for k, vs in history.items()}
+
+
+def _decode_history(history: dict[str, list]) -> dict[str, list[float]]:
+    return {k: [math.nan if v is None else float(v) for v in vs] for k, vs in history.items()}
+
+
+def _saved_tree(state: _State, steps_per_epoch: int) -> dict[str, Any]:
+    return {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "key": state.key,
+        "step": state.epoch * steps_per_epoch,
+        "epoch": state.epoch,
+        "position": 0,  # epochs end on a batch boundary: the next epoch starts at batch 0
+    }
+
+
+def _resume(
+    manager: CheckpointManager,
+    state: _State,
+    steps_per_epoch: int,
+    early_stopping: EarlyStopping | None,
+) -> _State:
+    """The state of the newest readable checkpoint fit wrote in ``manager``'s directory."""
+    latest = manager.latest_step()
+    if latest is None:
+        return state
+    try:
+        meta = manager.read_metadata(latest)
+    except CheckpointError:
+        meta = None  # unreadable: restore_latest warns and falls back to an older step
+    if meta is not None and "history" not in meta:
+        raise ValueError(
+            f"fit: cannot resume from {manager.path(latest)}: it was not written by fit (its "
+            "metadata has no 'history'); restore it with CheckpointManager.restore and continue "
+            "your own loop, or point fit at a directory of its own"
+        )
+    template = _saved_tree(state, steps_per_epoch)
+    step, restored = manager.restore_latest(template=template)
+    meta = manager.read_metadata(step)
+    resumed = _State(
+        params=restored["params"],
+        opt_state=restored["opt_state"],
+        key=restored["key"],
+        epoch=int(restored["epoch"]),
+        history=_decode_history(meta["history"]),
+        best=meta["best"],
+        best_epoch=meta["best_epoch"],
+        wait=meta["wait"],
+    )
+    if early_stopping is not None and early_stopping.restore_best and resumed.best_epoch:
+        best_step = resumed.best_epoch * steps_per_epoch
+        if best_step in manager.steps():
+            resumed.best_params = manager.restore(
+                best_step, template={"params": state.params}, partial=True
+            )["params"]
+        else:
+            warnings.warn(
+                f"fit: the checkpoint of the best epoch ({resumed.best_epoch}) was pruned, so "
+                "restore_best cannot return its parameters after this resume; give the "
+                f"CheckpointManager monitor={early_stopping.monitor!r} to keep it",
+                stacklevel=3,
+            )
+    return resumed
+
+
+# --- one epoch --------------------------------------------------------------------------
+
+
+def _train_epoch(
+    step: Callable[..., Any],
+    state: _State,
+    train_data: Any,
+    batch_size: int,
+    drop_last: bool,
+    scan: bool,
+    progress: Progress,
+) -> tuple[list[dict], list[int]]:
+    """Run one epoch of updates on ``state``; return its per-step metrics and batch sizes."""
+    traces = step.traces
+    if scan:
+        state.params, state.opt_state, stacked = step(
+            state.params, state.opt_state, train_data, state.key, state.epoch
+        )
+        per_step = jax.device_get(stacked)
+        count = len(per_step["loss"])
+        progress.advance(count, compiled=step.traces > traces)
+        return [{k: v[i] for k, v in per_step.items()} for i in range(count)], [batch_size] * count
+    step_metrics, sizes = [], []
+    batches = fdata.batches(
+        train_data, batch_size, key=state.key, epoch=state.epoch, drop_last=drop_last
+    )
+    for batch in fdata.prefetch_to_device(batches):
+        state.params, state.opt_state, metrics = step(state.params, state.opt_state, batch)
+        step_metrics.append(metrics)
+        sizes.append(fdata.num_examples(batch))
+        progress.advance(1, compiled=step.traces > traces)
+        traces = step.traces
+    return jax.device_get(step_metrics), sizes
+
+
+def _evaluate(
+    eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int
+) -> dict[str, float]:
+    results, sizes = [], []
+    for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size)):
+        results.append(eval_step(params, batch))
+        sizes.append(fdata.num_examples(batch))
+    return fdata.weighted_mean(jax.device_get(results), sizes)
+
+
+def _record(state: _State, logs: dict[str, float], monitor: Monitor) -> None:
+    """Append the logs to the history and update the best-so-far bookkeeping."""
+    for k, v in logs.items():
+        state.history.setdefault(k, []).append(float(v))
+    if monitor.name not in logs:
+        available = sorted(k for k in logs if k not in ("epoch", "time"))
+        raise ValueError(f"fit: cannot monitor {monitor.name!r}: the epoch logs hold {available}")
+    if monitor.improved(logs[monitor.name], state.best):
+        state.best, state.best_epoch, state.wait = float(logs[monitor.name]), state.epoch, 0
+    else:
+        state.wait += 1
+
+
+# --- fit --------------------------------------------------------------------------------
+
+
+def fit(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    optimizer: GradientTransformation,
+    train_data: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    key: Any,
+    val_data: Any = None,
+    eval_fn: Callable[..., Any] | None = None,
+    eval_batch_size: int | None = None,
+    has_aux: bool = False,
+    drop_last: bool = False,
+    scan: bool = False,
+    early_stopping: EarlyStopping | None = None,
+    checkpoints: CheckpointManager | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Iterable[Callback] = (),
+) -> FitResult:
+    """Train ``params`` on ``train_data`` for ``epochs`` epochs of shuffled mini-batches.
+
+    Each epoch visits the examples in the order ``fold_in(key, epoch)`` gives (see
+    :func:`fundl.data.batches`), one compiled update per batch — or, with ``scan=True``,
+    the whole epoch in one compiled ``lax.scan`` — then validates, logs the mean of every
+    metric weighted by batch size, saves a checkpoint, runs the callbacks and checks
+    early stopping. The data are checked once before training (finite floats, integers
+    that fit JAX's dtypes); a loss, parameter or validation metric that becomes NaN or
+    inf raises ``FloatingPointError`` at the end of its epoch, naming the step or leaf.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> loss`` or, with ``has_aux``, ``(loss, dict)``.
+      params: the initial parameters (copied, not donated).
+      optimizer: a ``fundl.optim`` transformation.
+      train_data, val_data: pytrees of arrays with a leading axis of examples.
+      epochs, batch_size: positive integers.
+      key: the PRNG key (or int seed) that orders the data.
+      eval_fn: metrics on a validation batch, ``(params, batch) -> dict | scalar |
+        (loss, dict)``; default ``loss_fn``. Logged with a ``val_`` prefix.
+      eval_batch_size: batch size for validation (default ``batch_size``).
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+      drop_last: drop an epoch's final partial training batch (one compiled shape; each
+        epoch reshuffles, so every example is still seen); by default it is a smaller
+        batch, compiled once more, as ``fundl.data.batches`` does. ``scan=True``
+        always drops it.
+      scan: run each epoch as one compiled ``lax.scan`` (fastest for small models).
+      early_stopping: an :class:`EarlyStopping`, or None. Its monitor also decides
+        ``best_epoch``; without it, "val_loss" (or "loss" without validation data).
+      checkpoints: a :class:`fundl.checkpoint.CheckpointManager`: one checkpoint per
+        epoch, its keep-last and keep-best rules applied (give it
+        ``monitor="val_loss"`` to keep the best epoch).
+      resume: continue from the newest readable checkpoint of ``checkpoints`` (a
+        corrupt newest one is skipped with a warning), bit-identically.
+      progress: report progress (a bar in a terminal or notebook, one line per epoch
+        in a log file).
+      callbacks: ``callback(epoch, logs, params)`` after each epoch; returning ``True``
+        stops training.
+
+    Returns:
+      A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early)``.
+    """
+    epochs = check_int("fit", "epochs", epochs)
+    batch_size = check_int("fit", "batch_size", batch_size)
+    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+    eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size)
+    for arg, value in (("has_aux", has_aux), ("drop_last", drop_last), ("scan", scan),
+                       ("resume", resume), ("progress", progress)):
+        check_bool("fit", arg, value)
+    check_optimizer("fit", optimizer)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"fit: early_stopping must be an EarlyStopping, got {early_stopping!r}")
+    if checkpoints is not None and not isinstance(checkpoints, CheckpointManager):
+        raise TypeError(
+            f"fit: checkpoints must be a fundl.checkpoint.CheckpointManager, got {checkpoints!r}"
+        )
+    if resume and checkpoints is None:
+        raise ValueError(
+            "fit: resume=True needs checkpoints=CheckpointManager(directory) to resume from"
+        )
+    callbacks = tuple(callbacks)
+    if not all(callable(cb) for cb in callbacks):
+        raise TypeError("fit: callbacks must be functions callback(epoch, logs, params)")
+    n_train = fdata.validate(train_data, name="train_data")
+    if val_data is not None:
+        fdata.validate(val_data, name="val_data")
+    steps_per_epoch = fdata.num_batches(n_train, batch_size, drop_last=drop_last or scan)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"fit: batch_size {batch_size} is larger than the {n_train} training examples "
+            "with drop_last (or scan=True); lower it"
+        )
+    monitor = (
+        early_stopping.rule
+        if early_stopping is not None
+        else Monitor("val_loss" if val_data is not None else "loss")
+    )
+
+    params = _copy(params)
+    state = _State(params, optimizer.init(params), as_key("fit", key))
+    if resume:
+        state = _resume(checkpoints, state, steps_per_epoch, early_stopping)
+    step = (
+        build_epoch("fit", loss_fn, optimizer, batch_size, has_aux=has_aux)
+        if scan
+        else build_train_step("fit", loss_fn, optimizer, has_aux=has_aux)
+    )
+    eval_step = make_eval_step(eval_fn or loss_fn) if val_data is not None else None
+    epoch_data = jax.device_put(train_data) if scan else train_data
+    report = Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch)
+    stopped_early = False
+    try:
+        while state.epoch < epochs and not stopped_early:
+            report.start_epoch(state.epoch)
+            started = time.perf_counter()
+            step_metrics, sizes = _train_epoch(
+                step, state, epoch_data, batch_size, drop_last, scan, report
+            )
+            state.epoch += 1
+            losses = np.array([m["loss"] for m in step_metrics])
+            _check_finite_losses(state.epoch, (state.epoch - 1) * steps_per_epoch, losses)
+            _check_finite_params(state.epoch, state.params)
+            logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, sizes)}
+            if eval_step is not None:
+                traces = eval_step.traces
+                val = _evaluate(eval_step, state.params, val_data, eval_batch_size)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+                if eval_step.traces > traces:
+                    report.compiled()
+            _check_finite_metrics(state.epoch, logs)
+            logs["time"] = time.perf_counter() - started
+            _record(state, logs, monitor)
+            if state.wait == 0 and early_stopping is not None and early_stopping.restore_best:
+                state.best_params = _copy(state.params)
+            report.end_epoch(logs)
+            if checkpoints is not None:
+                checkpoints.save(
+                    state.epoch * steps_per_epoch,
+                    _saved_tree(state, steps_per_epoch),
+                    metrics={k: v for k, v in logs.items() if k != "epoch"},
+                    metadata={
+                        "history": _encode_history(state.history),
+                        "best": state.best,
+                        "best_epoch": state.best_epoch,
+                        "wait": state.wait,
+                    },
+                )
+            stop = any([cb(state.epoch, logs, state.params) is True for cb in callbacks])
+            waited = early_stopping is not None and state.wait >= early_stopping.patience
+            stopped_early = stop or waited
+    finally:
+        report.close()
+
+    params = state.best_params if state.best_params is not None else state.params
+    return FitResult(params, state.opt_state, state.history, state.best_epoch, stopped_early)

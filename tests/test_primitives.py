@@ -1,0 +1,209 @@
+"""Every fundl primitive, one row each, through the checks every primitive must pass.
+
+A new primitive gets all of them by adding a row to ``PRIMITIVES_UNDER_TEST`` (as
+optax's tests do for optimizers): the full gradient check (hand rule vs autodiff and
+finite differences in float64, grad of grad, vmap, jit), NaN propagating exactly as
+the reference propagates it, dtypes kept, integer inputs refused with the primitive's
+name, and options that are hashable static arguments.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fundl import activations as A
+from fundl import gradcheck
+from fundl import losses as L
+from fundl.nn import dense
+from fundl.rules import Primitive
+
+
+def _normal(seed, shape, scale=1.0):
+    return scale * jax.random.normal(jax.random.key(seed), shape)
+
+
+def _probabilities(seed, shape):
+    return jax.random.uniform(jax.random.key(seed), shape, minval=0.05, maxval=0.95)
+
+
+def _labels(seed, m, k):
+    return jax.random.randint(jax.random.key(seed), (m,), 0, k)
+
+
+def _soft(seed, shape):
+    return jax.nn.softmax(_normal(seed, shape))
+
+
+class Case(NamedTuple):
+    """One row: a primitive, example inputs, options, and which input is the data."""
+
+    id: str
+    fn: Primitive
+    inputs: Callable[[], tuple[Any, ...]]  # float32 example inputs
+    options: dict = {}
+    data: int = 0  # the input that gets a NaN and must be floating
+
+
+PRIMITIVES_UNDER_TEST = [
+    Case("sigmoid", A.sigmoid, lambda: (_normal(0, (2, 3), 2.0),)),
+    Case("tanh", A.tanh, lambda: (_normal(1, (2, 3), 2.0),)),
+    Case("relu", A.relu, lambda: (_normal(2, (2, 3), 2.0),)),
+    Case("leaky_relu", A.leaky_relu, lambda: (_normal(3, (2, 3), 2.0),), {"negative_slope": 0.2}),
+    Case("elu", A.elu, lambda: (_normal(4, (2, 3), 2.0),), {"alpha": 0.5}),
+    Case("gelu", A.gelu, lambda: (_normal(5, (2, 3), 2.0),)),
+    Case("gelu_tanh", A.gelu, lambda: (_normal(6, (2, 3), 2.0),), {"approximate": True}),
+    Case("silu", A.silu, lambda: (_normal(7, (2, 3), 2.0),)),
+    Case("softplus", A.softplus, lambda: (_normal(8, (2, 3), 2.0),)),
+    Case("identity", A.identity, lambda: (_normal(9, (2, 3)),)),
+    Case("softmax", A.softmax, lambda: (_normal(10, (2, 3), 2.0),), {"axis": 0}),
+    Case("log_softmax", A.log_softmax, lambda: (_normal(11, (2, 3), 2.0),)),
+    Case("mse", L.mse, lambda: (_normal(12, (3, 2)), _normal(13, (3, 2)))),
+    Case(
+        "binary_cross_entropy",
+        L.binary_cross_entropy,
+        lambda: (_probabilities(14, (3, 2)), _probabilities(15, (3, 2))),
+        {"reduction": "sum"},
+    ),
+    Case(
+        "binary_cross_entropy_with_logits",
+        L.binary_cross_entropy_with_logits,
+        lambda: (_normal(16, (3, 2), 2.0), _probabilities(17, (3, 2))),
+        {"reduction": "none"},
+    ),
+    Case(
+        "categorical_cross_entropy",
+        L.categorical_cross_entropy,
+        lambda: (_soft(18, (3, 4)), _labels(19, 3, 4)),
+    ),
+    Case(
+        "categorical_cross_entropy_soft",
+        L.categorical_cross_entropy,
+        lambda: (_soft(20, (3, 4)), _soft(21, (3, 4))),
+        {"reduction": "none"},
+    ),
+    Case(
+        "softmax_cross_entropy",
+        L.softmax_cross_entropy,
+        lambda: (_normal(22, (3, 4), 2.0), _labels(23, 3, 4)),
+        {"label_smoothing": 0.1},
+    ),
+    Case(
+        "softmax_cross_entropy_soft",
+        L.softmax_cross_entropy,
+        lambda: (_normal(24, (3, 4), 2.0), _soft(25, (3, 4))),
+        {"reduction": "sum"},
+    ),
+    Case(
+        "l2_penalty",
+        L.l2_penalty,
+        lambda: ({"W": _normal(26, (3, 2)), "b": _normal(27, (3,))}, jnp.float32(0.3)),
+    ),
+    Case(
+        "l2_penalty_mask",
+        L.l2_penalty,
+        lambda: ({"W": _normal(28, (3, 2)), "b": _normal(29, (3,))}, jnp.float32(0.3)),
+        {"include": {"W": True, "b": True}},  # a pytree option: hashed by its leaves
+    ),
+    Case("dense", dense, lambda: (_normal(30, (2, 3, 4)), _normal(31, (5, 4)), _normal(32, (5,)))),
+]
+IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
+
+
+def _call(case):
+    return lambda *inputs: case.fn(*inputs, **case.options)
+
+
+def test_every_primitive_has_a_row():
+    in_table = {case.fn for case in PRIMITIVES_UNDER_TEST}
+    declared = {getattr(m, n) for m in (A, L) for n in m.__all__} | {dense}
+    primitives = {obj for obj in declared if isinstance(obj, Primitive)}
+    assert primitives - in_table == set()
+
+
+@pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
+def test_gradcheck_passes_every_check(case):
+    report = gradcheck.check(_call(case), *case.inputs())
+    report.assert_passed()
+    assert {row.check.split(":")[0] for row in report.rows} == {
+        "forward",
+        "vjp",
+        "hvp",
+        "jit",
+        "vmap",
+    }
+
+
+def _with_nan(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    first = leaves[0].reshape(-1).at[1].set(jnp.nan).reshape(leaves[0].shape)
+    return jax.tree.unflatten(treedef, [first, *leaves[1:]])
+
+
+def _assert_same_nans_and_values(a, b, what):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=f"{what}: NaN positions")
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
+@pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
+def test_nan_propagates_as_the_reference_propagates_it(case):
+    inputs = list(case.inputs())
+    inputs[case.data] = _with_nan(inputs[case.data])
+    fn = _call(case)
+    out, pullback = jax.vjp(fn, *inputs)
+    with __import__("fundl").reference_mode():
+        ref_out, ref_pullback = jax.vjp(fn, *inputs)
+    assert np.isnan(np.asarray(jax.tree.leaves(out)[0], np.float64)).any()  # NaN in, NaN out
+    _assert_same_nans_and_values(out, ref_out, "forward")
+    cotangent = jax.tree.map(jnp.ones_like, out)
+    grads = pullback(cotangent)[case.data]
+    ref_grads = ref_pullback(cotangent)[case.data]
+    _assert_same_nans_and_values(grads, ref_grads, "vjp")
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
+def test_low_precision_dtype_is_kept(case, dtype):
+    def low(x):
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    inputs = jax.tree.map(low, list(case.inputs()))  # strict promotion: no mixed dtypes
+    fn = _call(case)
+    out = fn(*inputs)
+    assert {x.dtype for x in jax.tree.leaves(out)} == {jnp.dtype(dtype)}
+
+    def scalar(data):
+        args = list(inputs)
+        args[case.data] = data
+        return sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(fn(*args)))
+
+    grads = jax.grad(scalar)(inputs[case.data])
+    assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype(dtype)}
+
+
+@pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
+def test_integer_data_is_refused_naming_the_primitive(case):
+    inputs = list(case.inputs())
+    inputs[case.data] = jax.tree.map(lambda x: x.astype(jnp.int32), inputs[case.data])
+    with pytest.raises(TypeError, match=rf"^{case.fn.name}: .*floating"):
+        _call(case)(*inputs)
+
+
+@pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
+def test_options_are_static_and_traced_once(case):
+    traces = []
+
+    def fn(*inputs):
+        traces.append(1)
+        return _call(case)(*inputs)
+
+    jitted = jax.jit(fn)
+    first = jitted(*case.inputs())
+    again = jitted(*case.inputs())
+    assert len(traces) == 1
+    jax.tree.map(np.testing.assert_array_equal, first, again)

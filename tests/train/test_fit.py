@@ -1,0 +1,297 @@
+"""fundl.train.fit: the loop end to end — history, weighting, early stopping, checkpoints,
+resume, non-finite values, progress — against hand-computed expectations."""
+
+import json
+import warnings
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fundl import data, optim, train
+from fundl.checkpoint import CheckpointManager
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run(toy):
+    """fit on the toy problem, with its defaults overridable."""
+
+    def fit(loss=None, optimizer=None, train_data=None, **kwargs):
+        options = dict(epochs=3, batch_size=8, key=jax.random.key(0), progress=False)
+        options.update(kwargs)
+        loss = loss or toy.loss_fn
+        return train.fit(
+            loss,
+            toy.params(),
+            optimizer or optim.adam(0.05),
+            toy.data(40) if train_data is None else train_data,
+            **options,
+        )
+
+    return fit
+
+
+# --- what fit computes ----------------------------------------------------------------------
+
+
+def test_fit_trains_and_records_history(toy, run):
+    result = run(
+        toy.loss_with_accuracy, has_aux=True, val_data=toy.data(20, seed=3), epochs=5
+    )
+    h = result.history
+    assert h["epoch"] == [1, 2, 3, 4, 5]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "time"} <= set(h)
+    assert h["loss"][-1] < h["loss"][0]
+    assert h["val_accuracy"][-1] >= 0.8
+
+
+def test_every_training_example_is_used_by_default_and_drop_last_drops(toy, run):
+    # lr 0: the epoch loss is the mean of the examples the epoch visited.
+    # 40 examples, batches of 16: 16, 16, 8 by default; 16, 16 with drop_last.
+    full = run(optimizer=optim.sgd(0.0), epochs=1, batch_size=16)
+    everything = toy.loss_fn(toy.params(), toy.data(40))
+    np.testing.assert_allclose(full.history["loss"][0], everything, rtol=1e-5)
+    dropped = run(optimizer=optim.sgd(0.0), epochs=1, batch_size=16, drop_last=True)
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(0), 0), 40))
+    kept = jax.tree.map(lambda a: a[order[:32]], toy.data(40))
+    np.testing.assert_allclose(dropped.history["loss"][0], toy.loss_fn(toy.params(), kept), rtol=1e-5)
+    assert abs(dropped.history["loss"][0] - full.history["loss"][0]) > 1e-4
+
+
+def test_validation_weights_its_partial_last_batch_by_size(toy, run):
+    # 20 validation examples in batches of 8, 8, 4: the mean over examples, not batches.
+    val = toy.data(20, seed=3)
+    result = run(optimizer=optim.sgd(0.0), epochs=1, val_data=val, eval_batch_size=8)
+    np.testing.assert_allclose(
+        result.history["val_loss"][0], toy.loss_fn(toy.params(), val), rtol=1e-5
+    )
+
+
+def test_fit_does_not_touch_the_callers_params(toy):
+    params = toy.params()
+    train.fit(toy.loss_fn, params, optim.sgd(0.1), toy.data(16), epochs=1, batch_size=8,
+              key=0, progress=False)
+    assert not any(x.is_deleted() for x in jax.tree.leaves(params))
+
+
+def test_scan_fit_equals_per_step_fit(run):
+    a = run(epochs=2, key=jax.random.key(2), drop_last=True)
+    b = run(epochs=2, key=jax.random.key(2), scan=True)
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
+
+
+def test_an_int_seed_is_a_key(run):
+    a, b = run(epochs=1, key=5), run(epochs=1, key=jax.random.key(5))
+    chex.assert_trees_all_equal(a.params, b.params)
+
+
+# --- early stopping and the best epoch ---------------------------------------------------
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(toy, run):
+    seen = []
+
+    def record(epoch, logs, params):
+        seen.append((epoch, logs["val_loss"], jax.tree.map(np.asarray, params)))
+
+    def stop_run(restore_best, callbacks=()):
+        # val_loss per epoch here: 0.42, 0.48, 0.012, ... — with min_delta 0.5 no later
+        # epoch counts as an improvement on epoch 1, so patience 2 stops after epoch 3.
+        stopper = train.EarlyStopping("val_loss", 2, 0.5, restore_best=restore_best)
+        return run(optimizer=optim.sgd(3.0), epochs=30, val_data=toy.data(20, seed=3),
+                   early_stopping=stopper, callbacks=callbacks, drop_last=True)
+
+    result = stop_run(restore_best=True, callbacks=[record])
+    assert result.stopped_early and [e for e, _, _ in seen] == [1, 2, 3]
+    assert result.best_epoch == 1
+    assert seen[2][1] < seen[0][1]  # epoch 3 was lower, but not by min_delta
+    chex.assert_trees_all_close(jax.tree.map(np.asarray, result.params), seen[0][2])
+    without_restore = stop_run(restore_best=False)
+    chex.assert_trees_all_close(jax.tree.map(np.asarray, without_restore.params), seen[2][2])
+
+
+def test_a_tie_is_not_an_improvement(run):
+    # lr 0: every epoch has exactly the same loss. Epoch 1 is the best; epochs 2 and 3 tie
+    # with it, so patience 2 stops after epoch 3 and the best stays epoch 1.
+    stopper = train.EarlyStopping("loss", patience=2)
+    result = run(optimizer=optim.sgd(0.0), epochs=10, early_stopping=stopper)
+    assert result.history["epoch"] == [1, 2, 3] and result.stopped_early
+    assert result.best_epoch == 1
+
+
+def test_callback_can_stop(toy, run):
+    result = run(epochs=10, callbacks=[lambda epoch, logs, params: epoch == 2])
+    assert result.history["epoch"] == [1, 2] and result.stopped_early
+
+
+# --- non-finite values are never silent --------------------------------------------------
+
+
+def test_nan_or_inf_in_the_data_is_refused_before_training(toy, run):
+    bad = toy.data(40)
+    bad["x"][13, 1] = np.nan
+    with pytest.raises(ValueError, match=r"train_data.*\['x'\].*example 13"):
+        run(train_data=bad)
+    with pytest.raises(ValueError, match=r"val_data.*\['x'\]"):
+        run(val_data={"x": np.full((4, 3), np.inf, np.float32), "y": np.zeros(4, np.int32)})
+
+
+def test_a_nan_loss_stops_with_the_step(toy, run):
+    def sqrt_loss(params, batch):  # finite inputs; NaN where x0 < -10 (example 13 only)
+        return toy.loss_fn(params, batch) + jnp.sum(jnp.sqrt(batch["x"][:, 0] + 10.0))
+
+    d = toy.data(40)
+    d["x"][13, 0] = -100.0
+    key = jax.random.key(0)
+    position = next(
+        i for i, b in enumerate(data.batches(d, 8, key=key, epoch=0)) if (b["x"][:, 0] < -10).any()
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"fit: the loss became nan at step {position + 1} \(epoch 1, batch {position + 1}\)",
+    ):
+        run(sqrt_loss, optim.sgd(0.1), train_data=d, key=key)
+
+
+def test_parameters_that_become_nan_with_a_finite_loss_are_caught(toy, run):
+    def kinked(params, batch):  # finite value; gradient 0/0 = NaN where W = 0
+        w = params["dense1"]["W"].at[0, 0].set(0.0)
+        return toy.loss_fn(params, batch) + jnp.sqrt(jnp.abs(w[0, 0]))
+
+    with pytest.raises(
+        FloatingPointError,
+        match=r"fit: after epoch 1 the parameters hold NaN or inf in params\['dense1'\]\['W'\]",
+    ):
+        run(kinked, optim.sgd(0.1), epochs=2, batch_size=40)
+
+
+def test_a_nan_validation_metric_is_caught_even_with_checkpoints(toy, run, tmp_path):
+    def nan_accuracy(params, batch):
+        return {"loss": toy.loss_fn(params, batch), "accuracy": jnp.float32(jnp.nan)}
+
+    with pytest.raises(FloatingPointError, match=r"fit: val_accuracy is nan after epoch 1"):
+        run(val_data=toy.data(20, seed=3), eval_fn=nan_accuracy,
+            checkpoints=CheckpointManager(tmp_path, monitor="val_loss"))
+
+
+# --- checkpoints and resume ---------------------------------------------------------------
+
+
+def test_resume_is_bit_identical(toy, run, tmp_path):
+    common = dict(batch_size=8, key=jax.random.key(4), val_data=toy.data(20, seed=3))
+    straight = run(epochs=4, checkpoints=CheckpointManager(tmp_path / "a"), **common)
+    run(epochs=2, checkpoints=CheckpointManager(tmp_path / "b"), **common)
+    resumed = run(epochs=4, checkpoints=CheckpointManager(tmp_path / "b"), resume=True, **common)
+    chex.assert_trees_all_equal(straight.params, resumed.params)
+    chex.assert_trees_all_equal(straight.opt_state, resumed.opt_state)
+    assert straight.history["loss"] == resumed.history["loss"]
+
+
+def test_checkpoints_keep_latest_and_best_and_give_back_the_params(toy, run, tmp_path):
+    from fundl.checkpoint import restore_params
+
+    manager = CheckpointManager(tmp_path, keep_last=1, monitor="val_loss")
+    result = run(epochs=4, val_data=toy.data(20, seed=3), checkpoints=manager)
+    assert manager.latest_step() == 4 * 5
+    best = manager.best_step()
+    assert best in manager.steps() and best == result.history["val_loss"].index(
+        min(result.history["val_loss"])) * 5 + 5
+    latest = restore_params(tmp_path, which="latest")
+    chex.assert_trees_all_equal(latest, result.params)
+
+
+def test_resume_falls_back_from_a_corrupt_newest_checkpoint(toy, run, tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    run(epochs=2, checkpoints=manager)
+    newest = manager.path(manager.latest_step())
+    raw = bytearray(newest.read_bytes())
+    raw[-3] ^= 0xFF  # flip a data byte: the checksum no longer matches
+    newest.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=str(newest.name)):
+        resumed = run(epochs=3, checkpoints=manager, resume=True)
+    assert resumed.history["epoch"] == [1, 2, 3]  # epoch 1 restored, epochs 2 and 3 run
+
+
+def test_resume_from_a_checkpoint_fit_did_not_write_says_so(toy, run, tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(7, {"params": toy.params()})
+    with pytest.raises(ValueError, match=r"fit: cannot resume from .*step_00000007.* not written by fit"):
+        run(checkpoints=manager, resume=True)
+
+
+def test_history_with_nan_entries_is_stored_as_null(toy, tmp_path):
+    from fundl.train.fit import _decode_history, _encode_history
+
+    encoded = _encode_history({"loss": [0.5, float("nan")]})
+    assert json.dumps(encoded) == '{"loss": [0.5, null]}'
+    assert np.isnan(_decode_history(encoded)["loss"][1])
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+def test_progress_bar_in_a_terminal(run, capsys, monkeypatch):
+    monkeypatch.setattr("fundl.train.progress._interactive", lambda: True)
+    run(epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "loss=" in err
+
+
+def test_progress_in_a_log_file_is_one_plain_line_per_epoch(run, capsys, monkeypatch):
+    monkeypatch.setattr("fundl.train.progress._interactive", lambda: False)
+    run(epochs=3, progress=True)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "\r" not in err and len(lines) == 3
+    assert lines[0].startswith("epoch 1/3  loss ") and "eta" in lines[0]
+    assert lines[2].startswith("epoch 3/3") and "eta" not in lines[2]
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_fit_errors(toy, run):
+    with pytest.raises(ValueError, match=r"fit: batch_size must be a positive integer, got 0"):
+        run(batch_size=0)
+    with pytest.raises(
+        ValueError,
+        match=r"fit: batch_size 64 is larger than the 40 training examples with drop_last",
+    ):
+        run(batch_size=64, drop_last=True)
+    with pytest.raises(ValueError, match=r"leaves disagree on the number of examples"):
+        run(train_data={"x": np.ones((4, 3)), "y": np.ones(3, np.int32)})
+    with pytest.raises(ValueError, match=r"fit: cannot monitor 'val_accuracy'"):
+        run(early_stopping=train.EarlyStopping("val_accuracy"))
+    with pytest.raises(ValueError, match=r"fit: resume=True needs checkpoints=CheckpointManager"):
+        run(resume=True)
+    with pytest.raises(TypeError, match=r"fit: checkpoints must be a fundl.checkpoint.CheckpointManager"):
+        run(checkpoints="runs/x")
+    with pytest.raises(ValueError, match=r"fit: drop_last must be True or False, got 1"):
+        run(drop_last=1)
+    bad_labels = toy.data(40)
+    bad_labels["y"] = bad_labels["y"].astype(np.float32)  # float labels of the wrong shape
+    with pytest.raises(
+        ValueError,
+        match=r"softmax_cross_entropy: one-hot or probability targets must have the scores' "
+        r"shape \(8, 2\), got \(8,\)",
+    ):
+        run(train_data=bad_labels)
+    with pytest.raises(ValueError, match=r"EarlyStopping: patience must be a positive integer, got 0"):
+        train.EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match=r"EarlyStopping: mode must be one of 'min', 'max'; got 'best'"):
+        train.EarlyStopping(mode="best")
+    with pytest.raises(TypeError, match=r"fit: optimizer must be a fundl.optim GradientTransformation"):
+        run(optimizer="adam")
+    with pytest.raises(TypeError, match=r"fit: loss_fn returned a tuple of 2; .* pass has_aux=True"):
+        run(toy.loss_with_accuracy)
+
+
+def test_no_warning_when_fit_validates_every_epoch(toy, run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", train.RecompilationWarning)
+        run(epochs=2, val_data=toy.data(20, seed=3), eval_batch_size=8)
