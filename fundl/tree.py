@@ -1,4 +1,4 @@
-"""Pytree helpers shared by losses and optimizers: norms, weight masks, structure checks."""
+"""Pytree helpers shared by losses and optimizers: norms, masks, structure and shape checks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,34 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["global_norm", "is_weight", "mask_tree", "check_same_structure"]
+__all__ = [
+    "global_norm",
+    "accumulation_dtype",
+    "is_weight",
+    "mask_tree",
+    "check_mask",
+    "check_same_structure",
+    "check_same_shapes",
+]
 
 PathPredicate = Callable[[tuple, Any], bool]
+
+
+def accumulation_dtype(tree: Any) -> np.dtype:
+    """The dtype to accumulate ``tree``'s leaves in: their widest floating dtype, at least float32.
+
+    bfloat16 and float16 leaves give float32, float64 leaves (with x64 on) float64. It is
+    read from the dtypes alone, never from JAX's promotion rules, so it holds under
+    ``jax_numpy_dtype_promotion="strict"``; cast each leaf to it explicitly.
+    """
+    widest = np.dtype(np.float32)
+    for leaf in jax.tree.leaves(tree):
+        dtype = np.dtype(jnp.result_type(leaf))
+        if jnp.issubdtype(dtype, jnp.inexact) and dtype.itemsize > widest.itemsize:
+            widest = dtype
+    return widest
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -18,13 +42,11 @@ def global_norm(tree: Any) -> jax.Array:
 
     Args:
       tree: any pytree of arrays.
-    Returns: a scalar.
+    Returns: a scalar in :func:`accumulation_dtype` of the tree.
     """
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.zeros((), jnp.float32)
-    dtype = jnp.promote_types(jnp.float32, jnp.result_type(*leaves))
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(dtype))) for leaf in leaves))
+    dtype = accumulation_dtype(tree)
+    leaves = [jnp.asarray(leaf).astype(dtype) for leaf in jax.tree.leaves(tree)]
+    return jnp.sqrt(sum((jnp.sum(jnp.square(x)) for x in leaves), jnp.zeros((), dtype)))
 
 
 def is_weight(path: tuple, leaf: Any) -> bool:
@@ -35,6 +57,29 @@ def is_weight(path: tuple, leaf: Any) -> bool:
     """
     del path
     return jnp.ndim(leaf) >= 2
+
+
+def _where(path: tuple) -> str:
+    """A key path as the user indexes it: ``['dense']['W']``, or ``(root)`` for the tree itself."""
+    return jax.tree_util.keystr(path) or "(root)"
+
+
+def check_mask(name: str, arg: str, mask: Any) -> Any:
+    """``mask`` if it is None, a predicate ``(key_path, leaf) -> bool`` or a pytree of bools.
+
+    Checked when an optimizer is built (the parameters come later, so the mask's
+    structure is checked against them by :func:`mask_tree`). Raises ``ValueError``
+    naming ``name``, ``arg`` and the key path of the first leaf that is not a bool.
+    """
+    if mask is None or callable(mask):
+        return mask
+    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        if not isinstance(leaf, (bool, np.bool_)):
+            raise ValueError(
+                f"{name}: {arg} must be None, a predicate (key_path, leaf) -> bool or a pytree "
+                f"of bools; got {leaf!r} at {_where(path)}"
+            )
+    return mask
 
 
 def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[bool]:
@@ -53,23 +98,49 @@ def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[
 
 
 def _first_difference(a: Any, b: Any) -> str:
-    paths_a = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
-    paths_b = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(b)[0]]
+    paths_a = [_where(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    paths_b = [_where(p) for p, _ in jax.tree_util.tree_flatten_with_path(b)[0]]
     for pa, pb in zip(paths_a, paths_b):
         if pa != pb:
-            return f"{pa or '(root)'} vs {pb or '(root)'}"
+            return f"{pa} vs {pb}"
     if len(paths_a) != len(paths_b):
         longer, extra = (paths_a, "first") if len(paths_a) > len(paths_b) else (paths_b, "second")
-        return f"{longer[min(len(paths_a), len(paths_b))] or '(root)'} only in the {extra}"
+        return f"{longer[min(len(paths_a), len(paths_b))]} only in the {extra}"
     return (
         "same leaves, different containers: "
         + f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}"
     )
 
 
-def check_same_structure(name: str, a: Any, b: Any, what_a: str, what_b: str) -> None:
-    """Raise ``ValueError`` naming the first differing key path if a and b differ in structure."""
+def check_same_structure(
+    name: str, a: Any, b: Any, what_a: str, what_b: str, *, hint: str = ""
+) -> None:
+    """Raise ``ValueError`` naming the first differing key path if a and b differ in structure.
+
+    ``hint`` (e.g. "; the state may belong to another model") ends the message.
+    """
     if jax.tree.structure(a) != jax.tree.structure(b):
         raise ValueError(
-            f"{name}: {what_a} and {what_b} differ in structure at {_first_difference(a, b)}"
+            f"{name}: {what_a} and {what_b} differ in structure at {_first_difference(a, b)}{hint}"
         )
+
+
+def check_same_shapes(
+    name: str, a: Any, b: Any, what_a: str, what_b: str, *, hint: str = ""
+) -> None:
+    """As :func:`check_same_structure`, then leaf by leaf: the same shape, never a broadcast.
+
+    Raises ``ValueError(f"{name}: {what_a} and {what_b} differ in shape at {key_path}:
+    {shape_a} vs {shape_b}{hint}")`` for the first leaf whose shapes differ. Shapes are
+    static, so under ``jit`` the check runs once, when the function is traced.
+    """
+    check_same_structure(name, a, b, what_a, what_b, hint=hint)
+    leaves_b = jax.tree.leaves(b)
+    for i, leaf_a in enumerate(jax.tree.leaves(a)):
+        shape_a, shape_b = jnp.shape(leaf_a), jnp.shape(leaves_b[i])
+        if shape_a != shape_b:
+            path = jax.tree_util.tree_flatten_with_path(a)[0][i][0]
+            raise ValueError(
+                f"{name}: {what_a} and {what_b} differ in shape at {_where(path)}: "
+                f"{shape_a} vs {shape_b}{hint}"
+            )

@@ -4,8 +4,9 @@
 ``updates, state = opt.update(grads, state, params)``;
 ``params = fundl.optim.apply_updates(params, updates)``.
 
-Modules: ``base`` (the contract, ``chain``, ``apply_updates``), ``scaling`` (the
-``scale_by_*`` blocks), ``regularization`` (L2 and weight decay), ``clipping``,
+Modules: ``base`` (the contract, ``chain``, ``apply_updates``, and ``HYPERPARAMETERS``,
+the rule of every hyperparameter, checked when a transformation is built), ``scaling``
+(the ``scale_by_*`` blocks), ``regularization`` (L2 and weight decay), ``clipping``,
 ``accumulation``, ``hyperparams`` (hyperparameters in the state), ``plateau``
 (``reduce_on_plateau``), ``alias`` (the named optimizers) and ``schedules``.
 """
@@ -14,14 +15,17 @@ from fundl.optim import schedules
 from fundl.optim.accumulation import AccumulateState, accumulate
 from fundl.optim.alias import adagrad, adam, adamw, lamb, lion, momentum, rmsprop, sgd
 from fundl.optim.base import (
+    HYPERPARAMETERS,
     EmptyState,
     GradientTransformation,
     MomentDtype,
+    Range,
     ScalarOrSchedule,
     apply_updates,
     chain,
     identity,
     stateless,
+    validated,
 )
 from fundl.optim.clipping import ZeroNansState, clip, clip_by_global_norm, zero_nans
 from fundl.optim.hyperparams import InjectState, inject_hyperparams, with_hyperparams
@@ -48,6 +52,7 @@ from fundl.optim.scaling import (
 from fundl.tree import global_norm
 
 __all__ = [
+    "HYPERPARAMETERS",
     "AccumulateState",
     "AdagradState",
     "AdamState",
@@ -58,6 +63,7 @@ __all__ = [
     "LionState",
     "MomentDtype",
     "PlateauState",
+    "Range",
     "RmsState",
     "ScalarOrSchedule",
     "ScheduleState",
@@ -92,6 +98,7 @@ __all__ = [
     "scale_by_trust_ratio",
     "schedules",
     "stateless",
+    "validated",
     "sgd",
     "with_hyperparams",
     "zero_nans",

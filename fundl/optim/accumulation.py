@@ -8,8 +8,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fundl._validate import check_int
-from fundl.optim.base import GradientTransformation, _moments_like
+from fundl.optim.base import (
+    GradientTransformation,
+    _check_against_state,
+    _moments_like,
+    validated,
+)
 
 __all__ = ["accumulate", "AccumulateState"]
 
@@ -22,6 +26,7 @@ class AccumulateState(NamedTuple):
     inner: Any  # the wrapped optimizer's state
 
 
+@validated
 def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
     """Average the gradients of k micro-batches, then take one step of ``inner``.
 
@@ -34,9 +39,6 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
       k: micro-batches per step, a positive integer.
       inner: the optimizer to step.
     """
-    k = check_int("accumulate", "k", k)
-    if not isinstance(inner, GradientTransformation):
-        raise TypeError(f"accumulate: inner must be a GradientTransformation, got {inner!r}")
 
     def init(params: Any) -> AccumulateState:
         return AccumulateState(
@@ -44,6 +46,7 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
         )
 
     def update(updates: Any, state: AccumulateState, params: Any = None, **extra_args: Any):
+        _check_against_state("accumulate", updates, state.grad_sum)
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype), state.grad_sum, updates)
 
         def step(_):

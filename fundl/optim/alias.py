@@ -5,6 +5,9 @@ schedule ``step -> α`` (see :mod:`fundl.optim.schedules`). Batch, stochastic an
 mini-batch gradient descent are the same optimizer fed batches of different sizes —
 the whole set, one example, or b examples per step: the batch size belongs to the data
 pipeline, not the optimizer.
+
+Each optimizer checks its hyperparameters when it is built, by the rules of
+:data:`fundl.optim.HYPERPARAMETERS`, so an error names the optimizer you called.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from fundl.optim.base import (
     GradientTransformation,
     MomentDtype,
     ScalarOrSchedule,
-    _check_number,
     chain,
+    validated,
 )
 from fundl.optim.regularization import add_decayed_weights
 from fundl.optim.scaling import (
@@ -35,11 +38,12 @@ __all__ = ["sgd", "momentum", "rmsprop", "adam", "adamw", "adagrad", "lion", "la
 
 
 def _has_momentum(momentum: Any) -> bool:
-    # A traced or array momentum (a sweep) always gets a velocity: the state's structure
-    # may not depend on a value.
-    return momentum is not None and not (isinstance(momentum, (int, float)) and momentum == 0)
+    # Checked numbers arrive as floats. A traced or array momentum (a sweep) always gets
+    # a velocity: the state's structure may not depend on a value.
+    return not (isinstance(momentum, float) and momentum == 0)
 
 
+@validated
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: float = 0.0,
@@ -58,8 +62,6 @@ def sgd(
       nesterov: use Nesterov momentum (needs μ > 0).
       moment_dtype: dtype of v.
     """
-    _check_number("sgd", "learning_rate", learning_rate, low=0.0)
-    _check_number("sgd", "momentum", momentum, low=0.0, high=1.0, high_open=True)
     if nesterov and not _has_momentum(momentum):
         raise ValueError("sgd: nesterov=True needs a momentum > 0, got momentum=0")
     if not _has_momentum(momentum):
@@ -70,6 +72,7 @@ def sgd(
     )
 
 
+@validated
 def momentum(
     learning_rate: ScalarOrSchedule, beta: float = 0.9, *, moment_dtype: MomentDtype = None
 ) -> GradientTransformation:
@@ -85,13 +88,12 @@ def momentum(
       beta: β in [0, 1).
       moment_dtype: dtype of v.
     """
-    _check_number("momentum", "learning_rate", learning_rate, low=0.0)
-    _check_number("momentum", "beta", beta, low=0.0, high=1.0, high_open=True)
     return chain(
         scale_by_ema(beta, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate)
     )
 
 
+@validated
 def rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: float = 0.9,
@@ -114,14 +116,13 @@ def rmsprop(
       momentum: μ in [0, 1).
       moment_dtype: dtype of the moments.
     """
-    _check_number("rmsprop", "learning_rate", learning_rate, low=0.0)
-    _check_number("rmsprop", "momentum", momentum, low=0.0, high=1.0, high_open=True)
     blocks = [scale_by_rms(decay, eps, centered=centered, moment_dtype=moment_dtype)]
     if _has_momentum(momentum):
         blocks.append(scale_by_momentum(momentum, moment_dtype=moment_dtype))
     return chain(*blocks, scale_by_learning_rate(learning_rate))
 
 
+@validated
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -141,12 +142,12 @@ def adam(
       eps: ε > 0.
       moment_dtype: dtype of m and v.
     """
-    _check_number("adam", "learning_rate", learning_rate, low=0.0)
     return chain(
         scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate)
     )
 
 
+@validated
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -170,7 +171,6 @@ def adamw(
       mask: which leaves decay (default: weights, not biases or norm scales).
       moment_dtype: dtype of m and v.
     """
-    _check_number("adamw", "learning_rate", learning_rate, low=0.0)
     return chain(
         scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype),
         add_decayed_weights(weight_decay, mask=mask),
@@ -178,6 +178,7 @@ def adamw(
     )
 
 
+@validated
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: float = 0.0,
@@ -193,13 +194,13 @@ def adagrad(
       eps: ε > 0.
       moment_dtype: dtype of G.
     """
-    _check_number("adagrad", "learning_rate", learning_rate, low=0.0)
     return chain(
         scale_by_adagrad(initial_accumulator_value, eps, moment_dtype=moment_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
 
+@validated
 def lion(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -221,7 +222,6 @@ def lion(
       mask: which leaves decay.
       moment_dtype: dtype of m.
     """
-    _check_number("lion", "learning_rate", learning_rate, low=0.0)
     return chain(
         scale_by_lion(b1, b2, moment_dtype=moment_dtype),
         add_decayed_weights(weight_decay, mask=mask),
@@ -229,6 +229,7 @@ def lion(
     )
 
 
+@validated
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -252,7 +253,6 @@ def lamb(
       mask: which leaves decay.
       moment_dtype: dtype of m and v.
     """
-    _check_number("lamb", "learning_rate", learning_rate, low=0.0)
     return chain(
         scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype),
         add_decayed_weights(weight_decay, mask=mask),

@@ -10,18 +10,27 @@ A gradient transformation is a pair of pure functions (optax's contract):
 vmapped, scanned, donated, checkpointed and sharded. Extra keyword arguments (such as
 ``value=`` for :func:`fundl.optim.reduce_on_plateau`) pass through :func:`chain` to
 every transformation; the ones that do not use them ignore them.
+
+Every hyperparameter is checked when a transformation is built, by the rule its name
+has in :data:`HYPERPARAMETERS` (the blocks and the named optimizers are
+:func:`validated`, :func:`fundl.optim.with_hyperparams` reads the same table). The
+gradients are checked against the parameters and the state leaf by leaf, shapes
+included, when ``update`` is traced: nothing broadcasts silently.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import functools
+import inspect
+import types
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fundl.tree import check_same_structure
+from fundl._validate import check_bool, check_int, check_number
+from fundl.tree import accumulation_dtype, check_mask, check_same_shapes, check_same_structure
 
 __all__ = [
     "GradientTransformation",
@@ -32,10 +41,18 @@ __all__ = [
     "stateless",
     "EmptyState",
     "MomentDtype",
+    "Range",
+    "HYPERPARAMETERS",
+    "validated",
 ]
 
 ScalarOrSchedule = Any
 """A float (or scalar array), or a schedule ``step -> value``."""
+
+MomentDtype = Any
+"""Where moment estimates live: None (the default: the parameter's dtype, at least
+float32, so bfloat16 parameters get float32 moments), "param" (the parameter's own
+dtype), or a floating dtype."""
 
 
 class GradientTransformation(NamedTuple):
@@ -47,6 +64,144 @@ class GradientTransformation(NamedTuple):
 
 class EmptyState(NamedTuple):
     """The state of a stateless transformation."""
+
+
+# --- hyperparameter rules ----------------------------------------------------------
+
+
+class Range(NamedTuple):
+    """The rule of a real hyperparameter: a finite number in an interval.
+
+    Python and numpy numbers (not bools, not strings) and scalar arrays pass (a traced
+    one, inside ``vmap`` or ``jit``, is checked by dtype only); with ``schedule=True``
+    also a schedule, whose ``bounds`` must lie in the interval. Calling the rule
+    checks a value and returns it (a number as a Python float).
+
+    Example:
+      >>> beta = fundl.optim.Range(0.0, 1.0, high_open=True)  # [0, 1), the rule of b1
+      >>> beta("adam", "b1", 0.9)
+      0.9
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    schedule: bool = False
+
+    def __call__(self, name: str, arg: str, value: Any) -> Any:
+        return check_number(
+            name,
+            arg,
+            value,
+            low=self.low,
+            high=self.high,
+            low_open=self.low_open,
+            high_open=self.high_open,
+            array=True,
+            schedule=self.schedule,
+        )
+
+
+def _check_moment_dtype(name: str, arg: str, moment_dtype: Any) -> MomentDtype:
+    if moment_dtype is None or (isinstance(moment_dtype, str) and moment_dtype == "param"):
+        return moment_dtype
+    try:
+        ok = jnp.issubdtype(jnp.dtype(moment_dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name}: {arg} must be None, 'param' or a floating dtype, got {moment_dtype!r}"
+        )
+    return moment_dtype
+
+
+def _check_transformation(name: str, arg: str, value: Any) -> GradientTransformation:
+    if not isinstance(value, GradientTransformation):
+        raise TypeError(f"{name}: {arg} must be a GradientTransformation, got {value!r}")
+    return value
+
+
+_FRACTION = Range(0.0, 1.0, high_open=True)  # a decay β in [0, 1)
+_NON_NEGATIVE = Range(0.0)
+_POSITIVE = Range(0.0, low_open=True)
+
+Rule = Callable[[str, str, Any], Any]
+"""``rule(function_name, arg, value) -> value``, raising ``ValueError`` for a bad value."""
+
+HYPERPARAMETERS: Mapping[str, Rule] = types.MappingProxyType(
+    {
+        # real hyperparameters (Range: numbers, scalar arrays; the learning rate also schedules)
+        "learning_rate": Range(0.0, schedule=True),
+        "momentum": _FRACTION,
+        "beta": _FRACTION,
+        "decay": _FRACTION,
+        "b1": _FRACTION,
+        "b2": _FRACTION,
+        "eps": _POSITIVE,
+        "weight_decay": _NON_NEGATIVE,
+        "lam": _NON_NEGATIVE,
+        "initial_accumulator_value": _NON_NEGATIVE,
+        "max_abs": _NON_NEGATIVE,
+        "max_norm": _NON_NEGATIVE,
+        "step_size": Range(),
+        "factor": Range(0.0, 1.0, low_open=True, high_open=True),
+        "rtol": _NON_NEGATIVE,
+        "atol": _NON_NEGATIVE,
+        "min_scale": Range(0.0, 1.0),
+        # counts
+        "k": check_int,
+        "patience": check_int,
+        "accumulation_size": check_int,
+        "cooldown": functools.partial(check_int, low=0),
+        # options
+        "nesterov": check_bool,
+        "centered": check_bool,
+        "moment_dtype": _check_moment_dtype,
+        "mask": check_mask,
+        "inner": _check_transformation,
+    }
+)
+"""The rule of every hyperparameter of ``fundl.optim``, by argument name (read-only).
+
+A rule is ``rule(function_name, arg, value) -> value`` and raises ``ValueError``
+naming the function, the argument, the value and the rule
+(``HYPERPARAMETERS["b1"]("adam", "b1", 1.0)`` refuses 1.0). A :class:`Range` is a real
+hyperparameter: only those can live in an :func:`fundl.optim.inject_hyperparams`
+state (the others stay static), and :func:`fundl.optim.with_hyperparams` checks new
+values with them.
+"""
+
+
+def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
+    """Check a transformation factory's arguments by name when it is called.
+
+    ``@validated`` above ``def adam(learning_rate, b1=0.9, ...)`` checks every argument
+    the caller passes by its rule in :data:`HYPERPARAMETERS` (``@validated(eps=rule)``
+    gives one argument another rule), with errors naming the factory, and calls it with
+    the checked values (numbers as Python floats). Every argument must have a rule:
+    a factory with an unknown one fails when it is defined, not when it is used.
+    """
+    if fn is None:
+        return functools.partial(validated, **rules)
+    signature = inspect.signature(fn)
+    rules = {arg: rules.get(arg, HYPERPARAMETERS.get(arg)) for arg in signature.parameters}
+    missing = [arg for arg, rule in rules.items() if rule is None]
+    if missing:
+        raise TypeError(f"validated: {fn.__name__} has arguments without a rule: {missing}")
+
+    @functools.wraps(fn)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for arg, value in bound.arguments.items():
+            bound.arguments[arg] = rules[arg](fn.__name__, arg, value)
+        return fn(*bound.args, **bound.kwargs)
+
+    return build
+
+
+# --- the contract ------------------------------------------------------------------
 
 
 def stateless(fn: Callable[[Any, Any], Any]) -> GradientTransformation:
@@ -85,9 +240,9 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     a tuple of them, in order, when several do, and ``EmptyState()`` when none does.
     Every node a compiled step's arguments carry costs host time on each call, which a
     small, dispatch-bound model feels (an extra level of nesting around Adam's state
-    cost 10–20% of a 20 µs step). When ``params`` are given, the first mismatch
-    between the gradients' and the parameters' structures raises a ``ValueError``
-    naming its key path.
+    cost 10–20% of a 20 µs step). When ``params`` are given, the gradients must match
+    them leaf by leaf: the first difference in structure or shape raises a
+    ``ValueError`` naming its key path (and both shapes).
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
@@ -100,7 +255,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any):
         if params is not None:
-            check_same_structure("update", updates, params, "grads", "params")
+            check_same_shapes("update", updates, params, "grads", "params")
         states = dict(zip(stateful, _unpack(state, len(stateful))))
         for i, t in enumerate(transforms):
             updates, new = t.update(updates, states.get(i, EmptyState()), params, **extra_args)
@@ -130,46 +285,23 @@ def _unpack(state: Any, n: int) -> tuple:
 def apply_updates(params: Any, updates: Any) -> Any:
     """params + updates, leaf by leaf, each result in its parameter's dtype.
 
-    Raises ``ValueError`` naming the first key path where the structures differ.
+    The sum is taken in the wider of the two dtypes (a float32 update to a bfloat16
+    parameter is added in float32, then rounded once). Every update must have its
+    parameter's shape: nothing broadcasts. Raises ``ValueError`` naming the first key
+    path where the structures or the shapes differ.
     """
-    check_same_structure("apply_updates", params, updates, "params", "updates")
-    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+    check_same_shapes("apply_updates", params, updates, "params", "updates")
+    return jax.tree.map(_add, params, updates)
+
+
+def _add(p: jax.Array, u: jax.Array) -> jax.Array:
+    if jnp.result_type(p) == jnp.result_type(u):
+        return p + u
+    dtype = accumulation_dtype((p, u))
+    return (p.astype(dtype) + u.astype(dtype)).astype(jnp.result_type(p))
 
 
 # --- helpers for the transformations ------------------------------------------------
-
-
-def _is_number(x: Any) -> bool:
-    """A Python number (not bool): checkable when a transformation is built."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _check_number(
-    name: str,
-    arg: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    """Validate a float hyperparameter at build time (arrays and schedules pass through).
-
-    Raises ``ValueError(f"{name}: {arg} must be in [low, high), got value")``.
-    """
-    if callable(value) or not _is_number(value):
-        return
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    ok = not math.isnan(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        raise ValueError(f"{name}: {arg} must be in {interval}, got {value!r}")
 
 
 def _value_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
@@ -177,28 +309,30 @@ def _value_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
     return value(count) if callable(value) else value
 
 
-MomentDtype = Any
-"""Where moment estimates live: None (the default: the parameter's dtype, at least
-float32, so bfloat16 parameters get float32 moments), "param" (the parameter's own
-dtype), or a floating dtype."""
+def _in_dtype(value: Any, dtype: Any) -> Any:
+    """A hyperparameter ready to meet arrays of ``dtype``.
+
+    A Python number stays as it is (weakly typed: it takes the array's dtype, and
+    1 − β is computed exactly in float64 first); an array (an injected or swept
+    hyperparameter, a schedule's value) is cast, since strict dtype promotion would
+    refuse float32 meeting bfloat16 or float64.
+    """
+    if type(value) in (int, float):  # not numpy scalars: JAX types those strongly
+        return value
+    return jnp.asarray(value).astype(dtype)
 
 
-def _check_moment_dtype(name: str, moment_dtype: MomentDtype) -> None:
-    if moment_dtype is None or (isinstance(moment_dtype, str) and moment_dtype == "param"):
-        return
-    try:
-        ok = jnp.issubdtype(jnp.dtype(moment_dtype), jnp.floating)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{name}: moment_dtype must be None, 'param' or a floating dtype, got {moment_dtype!r}"
-        )
+def _scaled(u: jax.Array, factor: Any) -> jax.Array:
+    """u · factor in u's dtype; an array factor is multiplied in the wider of the two dtypes."""
+    if type(factor) in (int, float):
+        return (factor * u).astype(u.dtype)
+    dtype = accumulation_dtype((u, factor))
+    return (u.astype(dtype) * jnp.asarray(factor).astype(dtype)).astype(u.dtype)
 
 
 def _moment_dtype(leaf: Any, moment_dtype: MomentDtype) -> Any:
     if moment_dtype is None:
-        return jnp.promote_types(jnp.result_type(leaf), jnp.float32)
+        return accumulation_dtype(leaf)
     if isinstance(moment_dtype, str):
         return jnp.result_type(leaf)
     return jnp.dtype(moment_dtype)
@@ -207,6 +341,19 @@ def _moment_dtype(leaf: Any, moment_dtype: MomentDtype) -> Any:
 def _moments_like(params: Any, moment_dtype: MomentDtype) -> Any:
     """Zeros shaped like ``params``, each in its moment dtype."""
     return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _moment_dtype(p, moment_dtype)), params)
+
+
+_FOREIGN_STATE = "; the state may belong to another model: init the optimizer with these params"
+
+
+def _check_against_state(name: str, updates: Any, state_tree: Any) -> None:
+    """Gradients and a per-parameter state tree must match leaf by leaf, shapes included."""
+    check_same_shapes(name, updates, state_tree, "grads", "optimizer state", hint=_FOREIGN_STATE)
+
+
+def _check_structure_against_state(name: str, updates: Any, state_tree: Any) -> None:
+    """As :func:`_check_against_state` for a state with one scalar per leaf (structure only)."""
+    check_same_structure(name, updates, state_tree, "grads", "optimizer state", hint=_FOREIGN_STATE)
 
 
 def _safe_increment(count: jax.Array) -> jax.Array:

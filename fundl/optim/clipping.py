@@ -7,26 +7,35 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fundl.optim.base import GradientTransformation, _check_number, stateless
+from fundl.optim.base import (
+    GradientTransformation,
+    _check_structure_against_state,
+    _in_dtype,
+    _scaled,
+    stateless,
+    validated,
+)
 from fundl.tree import global_norm
 
 __all__ = ["clip", "clip_by_global_norm", "zero_nans", "ZeroNansState"]
 
 
+@validated
 def clip(max_abs: float) -> GradientTransformation:
     """Clip every element to [−a, a]: u ← clip(u, −a, a).
 
     Args:
       max_abs: a ≥ 0.
     """
-    _check_number("clip", "max_abs", max_abs, low=0.0)
-    return stateless(
-        lambda updates, params: jax.tree.map(
-            lambda u: jnp.clip(u, -max_abs, max_abs).astype(u.dtype), updates
-        )
-    )
+
+    def one(u: jax.Array) -> jax.Array:
+        a = _in_dtype(max_abs, u.dtype)
+        return jnp.clip(u, -a, a).astype(u.dtype)
+
+    return stateless(lambda updates, params: jax.tree.map(one, updates))
 
 
+@validated
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Rescale all updates together when their global norm exceeds c (Pascanu et al., 2013).
 
@@ -36,12 +45,12 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     Args:
       max_norm: c ≥ 0.
     """
-    _check_number("clip_by_global_norm", "max_norm", max_norm, low=0.0)
 
     def fn(updates: Any, params: Any) -> Any:
         norm = global_norm(updates)
-        factor = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
-        return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+        c = _in_dtype(max_norm, norm.dtype)
+        factor = jnp.where(norm > c, c / jnp.where(norm > 0, norm, 1.0), 1.0)
+        return jax.tree.map(lambda u: _scaled(u, factor), updates)
 
     return stateless(fn)
 
@@ -64,6 +73,7 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda p: jnp.zeros([], bool), params))
 
     def update(updates: Any, state: ZeroNansState, params: Any = None, **extra_args: Any):
+        _check_structure_against_state("zero_nans", updates, state.found_nan)
         found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
         clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return clean, ZeroNansState(found)

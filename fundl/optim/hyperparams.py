@@ -1,14 +1,17 @@
 """Hyperparameters held in the optimizer state (in the spirit of optax's ``inject_hyperparams``).
 
-``inject_hyperparams(adam)(learning_rate=1e-3)`` builds Adam whose numeric
+``inject_hyperparams(adam)(learning_rate=1e-3)`` builds Adam whose real
 hyperparameters live in ``state.hyperparams`` as arrays. Changing one between calls
 (``with_hyperparams(state, learning_rate=1e-4)``, or a plateau rule), or giving each
 model of a ``vmap`` its own, changes array *values*, never the traced program: a
-jitted step is not compiled again.
+jitted step is not compiled again. Values are checked by the same rules as the
+optimizer's own arguments (:data:`fundl.optim.HYPERPARAMETERS`), whether they are
+given to ``inject_hyperparams`` or later to ``with_hyperparams``.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fundl.optim.base import GradientTransformation, _is_number, _safe_increment
+from fundl.optim.base import HYPERPARAMETERS, GradientTransformation, Range, _safe_increment
 
 __all__ = ["inject_hyperparams", "with_hyperparams", "InjectState"]
 
@@ -29,42 +32,79 @@ class InjectState(NamedTuple):
     inner: Any  # the optimizer's own state
 
 
-def _is_injected(value: Any) -> bool:
-    return _is_number(value) or isinstance(value, (jax.Array, np.ndarray, np.generic))
+def _is_real(value: Any) -> bool:
+    """A value that can live in the state: a number (not a bool) or an array."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (numbers.Real, jax.Array, np.ndarray))
+
+
+def _injectable(arg: str) -> bool:
+    """Whether ``arg`` may live in the state: a real hyperparameter, or one not in the table."""
+    return isinstance(HYPERPARAMETERS.get(arg, Range()), Range)
 
 
 def inject_hyperparams(
     factory: Callable[..., GradientTransformation], *, static_args: tuple[str, ...] = ("mask",)
 ) -> Callable[..., GradientTransformation]:
-    """Wrap an optimizer factory so its numeric hyperparameters live in the state.
+    """Wrap an optimizer factory so its real hyperparameters live in the state.
 
-    Numbers and arrays become arrays in ``state.hyperparams``; callables are schedules,
-    evaluated at the step count each update and recorded there; everything else
-    (bools, strings, dtypes) and the arguments named in ``static_args`` (by default
-    ``mask``, a callable that is not a schedule) are passed to ``factory`` unchanged.
+    Numbers and scalar arrays become float arrays in ``state.hyperparams``; callables
+    are schedules, evaluated at the step count each update and recorded there. Kept
+    out of the state and passed to ``factory`` unchanged: the arguments named in
+    ``static_args`` (by default ``mask``), and every argument whose rule in
+    :data:`fundl.optim.HYPERPARAMETERS` is not a real number (``nesterov``,
+    ``moment_dtype``, ``mask``, counts such as ``patience``), bools and strings.
+
+    Everything is checked when the optimizer is built: each schedule against its
+    argument's rule (with its ``bounds``), then ``factory`` itself with the given
+    numbers and each schedule's value at step 0.
 
     Example:
-      >>> opt = inject_hyperparams(adam)(learning_rate=1e-3)
-      >>> state = opt.init(params)
-      >>> state = with_hyperparams(state, learning_rate=3e-4)   # no recompilation
+      >>> opt = fundl.optim.inject_hyperparams(fundl.optim.adam)(learning_rate=1e-3)
+      >>> state = opt.init({"w": jnp.zeros(3)})
+      >>> state = fundl.optim.with_hyperparams(state, learning_rate=3e-4)  # no recompilation
+      >>> float(state.hyperparams["learning_rate"])
+      0.0003000000142492354
     """
+    if isinstance(static_args, str):  # tuple("mask") would be four names
+        raise ValueError(
+            f"inject_hyperparams: static_args must be a tuple of argument names, got the string "
+            f"{static_args!r}; write ({static_args!r},)"
+        )
     static_args = tuple(static_args)
+    for arg in static_args:
+        if not isinstance(arg, str):
+            raise ValueError(
+                f"inject_hyperparams: static_args must be argument names (strings), got {arg!r}"
+            )
+    name = getattr(factory, "__name__", repr(factory))
 
     def build(**kwargs: Any) -> GradientTransformation:
-        schedules = {k: v for k, v in kwargs.items() if callable(v) and k not in static_args}
-        numbers = {k: v for k, v in kwargs.items() if k not in static_args and _is_injected(v)}
-        static = {k: v for k, v in kwargs.items() if k not in schedules and k not in numbers}
-        factory(**kwargs)  # validate the hyperparameters now, with the user's values
+        dynamic = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in static_args and _injectable(k) and (callable(v) or _is_real(v))
+        }
+        schedules = {k: v for k, v in dynamic.items() if callable(v)}
+        numeric = {k: v for k, v in dynamic.items() if k not in schedules}
+        static = {k: v for k, v in kwargs.items() if k not in dynamic}
+        for k, schedule in schedules.items():
+            HYPERPARAMETERS.get(k, Range())._replace(schedule=True)(name, k, schedule)
 
         def values_at(count: jax.Array, hyperparams: dict[str, jax.Array]) -> dict[str, jax.Array]:
             scheduled = {
-                k: jnp.asarray(s(count), jnp.result_type(float)) for k, s in schedules.items()
+                k: jnp.asarray(s(count)).astype(jnp.result_type(float))
+                for k, s in schedules.items()
             }
             return {**hyperparams, **scheduled}
 
+        count = jnp.zeros([], jnp.int32)
+        factory(**static, **values_at(count, numeric))  # check them all now, as the user gave them
+        numeric = {k: jnp.asarray(v).astype(jnp.result_type(float)) for k, v in numeric.items()}
+
         def init(params: Any) -> InjectState:
             count = jnp.zeros([], jnp.int32)
-            numeric = {k: jnp.asarray(v, jnp.result_type(float)) for k, v in numbers.items()}
             hyperparams = values_at(count, numeric)
             return InjectState(count, hyperparams, factory(**static, **hyperparams).init(params))
 
@@ -82,9 +122,14 @@ def inject_hyperparams(
 def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
     """A copy of ``state`` with new hyperparameter values (kept in their dtypes and shapes).
 
+    Each value is a number or a scalar array (a traced one under ``vmap`` too), checked
+    by its name's rule in :data:`fundl.optim.HYPERPARAMETERS` (any finite number for a
+    name the table does not know): ``with_hyperparams(state, learning_rate=-1.0)`` is
+    refused as ``adam(-1.0)`` is.
+
     Raises:
       TypeError: if ``state`` is not an :class:`InjectState`.
-      ValueError: for a name the state does not hold.
+      ValueError: for a name the state does not hold, or a value its rule refuses.
     """
     if not isinstance(state, InjectState):
         raise TypeError(
@@ -96,7 +141,9 @@ def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
             f"with_hyperparams: unknown hyperparameter(s) {unknown}; the state holds {sorted(state.hyperparams)}"
         )
     new = dict(state.hyperparams)
-    for name, value in values.items():
-        old = state.hyperparams[name]
-        new[name] = jnp.broadcast_to(jnp.asarray(value, old.dtype), old.shape)
+    for arg, value in values.items():
+        rule = HYPERPARAMETERS.get(arg, Range())._replace(schedule=False)
+        value = rule("with_hyperparams", arg, value)
+        old = state.hyperparams[arg]
+        new[arg] = jnp.broadcast_to(jnp.asarray(value).astype(old.dtype), old.shape)
     return state._replace(hyperparams=new)

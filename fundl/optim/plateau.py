@@ -7,8 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import check_int
-from fundl.optim.base import GradientTransformation, _check_number
+from fundl.optim.base import GradientTransformation, _in_dtype, _scaled, validated
 
 __all__ = ["reduce_on_plateau", "PlateauState"]
 
@@ -24,6 +23,7 @@ class PlateauState(NamedTuple):
     value_count: jax.Array  # metrics in the current accumulation, int32
 
 
+@validated
 def reduce_on_plateau(
     factor: float = 0.1,
     patience: int = 10,
@@ -52,17 +52,8 @@ def reduce_on_plateau(
       rtol, atol: the improvement threshold, both ≥ 0.
       cooldown: observations to wait after a reduction, ≥ 0.
       accumulation_size: updates averaged into one observation, ≥ 1.
-      min_scale: the scale never goes below this, ≥ 0.
+      min_scale: the scale never goes below this, in [0, 1] (the scale starts at 1).
     """
-    _check_number(
-        "reduce_on_plateau", "factor", factor, low=0.0, high=1.0, low_open=True, high_open=True
-    )
-    _check_number("reduce_on_plateau", "rtol", rtol, low=0.0)
-    _check_number("reduce_on_plateau", "atol", atol, low=0.0)
-    _check_number("reduce_on_plateau", "min_scale", min_scale, low=0.0)
-    check_int("reduce_on_plateau", "patience", patience)
-    check_int("reduce_on_plateau", "cooldown", cooldown, low=0)
-    check_int("reduce_on_plateau", "accumulation_size", accumulation_size)
 
     def init(params: Any) -> PlateauState:
         del params
@@ -91,14 +82,19 @@ def reduce_on_plateau(
         value_sum = state.value_sum + jnp.asarray(value, jnp.float32)
         value_count = state.value_count + 1
         ready = value_count >= accumulation_size
-        mean = value_sum / value_count
-        threshold = state.best - (rtol * jnp.abs(state.best) + atol)
+        mean = value_sum / value_count.astype(value_sum.dtype)
+        f32 = jnp.float32
+        threshold = state.best - (_in_dtype(rtol, f32) * jnp.abs(state.best) + _in_dtype(atol, f32))
         improved = jnp.where(jnp.isinf(state.best), jnp.isfinite(mean), mean < threshold)
         in_cooldown = state.cooldown_count > 0
         plateau = jnp.where(improved | in_cooldown, 0, state.plateau_count + 1)
         reduce = plateau >= patience
         observed = PlateauState(
-            scale=jnp.where(reduce, jnp.maximum(state.scale * factor, min_scale), state.scale),
+            scale=jnp.where(
+                reduce,
+                jnp.maximum(state.scale * _in_dtype(factor, f32), _in_dtype(min_scale, f32)),
+                state.scale,
+            ),
             best=jnp.where(improved, mean, state.best),
             plateau_count=jnp.where(reduce, 0, plateau),
             cooldown_count=jnp.where(reduce, cooldown, jnp.maximum(state.cooldown_count - 1, 0)),
@@ -107,7 +103,7 @@ def reduce_on_plateau(
         )
         waiting = state._replace(value_sum=value_sum, value_count=value_count)
         new_state = jax.tree.map(lambda a, b: jnp.where(ready, a, b), observed, waiting)
-        scaled = jax.tree.map(lambda u: (u * new_state.scale).astype(u.dtype), updates)
+        scaled = jax.tree.map(lambda u: _scaled(u, new_state.scale), updates)
         return scaled, new_state
 
     return GradientTransformation(init, update)

@@ -21,24 +21,22 @@ from typing import Any
 
 import jax
 
-from fundl.optim.base import GradientTransformation, _check_number, stateless
-from fundl.tree import check_same_structure, is_weight, mask_tree
+from fundl.optim.base import GradientTransformation, _in_dtype, stateless, validated
+from fundl.tree import check_same_shapes, is_weight, mask_tree
 
 __all__ = ["add_l2", "add_decayed_weights"]
 
 
-def _add_scaled_params(name: str, arg: str, rate: float, mask: Any) -> GradientTransformation:
-    _check_number(name, arg, rate, low=0.0)
-
+def _add_scaled_params(name: str, rate: float, mask: Any) -> GradientTransformation:
     def fn(updates: Any, params: Any) -> Any:
         if params is None:
             raise ValueError(f"{name}: needs params; call update(grads, state, params)")
-        check_same_structure(name, updates, params, "grads", "params")
+        check_same_shapes(name, updates, params, "grads", "params")
         chosen = mask_tree(name, params, mask)
         leaves_u, treedef = jax.tree.flatten(updates)
         leaves_p = jax.tree.leaves(params)
         out = [
-            (u + rate * p.astype(u.dtype)).astype(u.dtype) if c else u
+            (u + _in_dtype(rate, u.dtype) * p.astype(u.dtype)).astype(u.dtype) if c else u
             for u, p, c in zip(leaves_u, leaves_p, chosen)
         ]
         return jax.tree.unflatten(treedef, out)
@@ -46,6 +44,7 @@ def _add_scaled_params(name: str, arg: str, rate: float, mask: Any) -> GradientT
     return stateless(fn)
 
 
+@validated
 def add_l2(lam: float, *, mask: Any = is_weight) -> GradientTransformation:
     """Coupled L2: g ← g + λp, the gradient of λ/2 Σ‖W‖². Put it before the optimizer.
 
@@ -54,9 +53,10 @@ def add_l2(lam: float, *, mask: Any = is_weight) -> GradientTransformation:
       mask: which leaves: a predicate ``(key_path, leaf) -> bool`` (default: weights,
         leaves with ≥ 2 dims), a pytree of bools like params, or None for every leaf.
     """
-    return _add_scaled_params("add_l2", "lam", lam, mask)
+    return _add_scaled_params("add_l2", lam, mask)
 
 
+@validated
 def add_decayed_weights(weight_decay: float, *, mask: Any = is_weight) -> GradientTransformation:
     """Decoupled weight decay: u ← u + λp. Put it after the adaptive scaling (AdamW).
 
@@ -64,4 +64,4 @@ def add_decayed_weights(weight_decay: float, *, mask: Any = is_weight) -> Gradie
       weight_decay: λ ≥ 0 (the step then multiplies it by the learning rate).
       mask: as in :func:`add_l2`.
     """
-    return _add_scaled_params("add_decayed_weights", "weight_decay", weight_decay, mask)
+    return _add_scaled_params("add_decayed_weights", weight_decay, mask)

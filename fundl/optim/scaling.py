@@ -17,15 +17,18 @@ import jax.numpy as jnp
 from fundl.optim.base import (
     GradientTransformation,
     MomentDtype,
+    Range,
     ScalarOrSchedule,
-    _check_moment_dtype,
-    _check_number,
+    _check_against_state,
+    _in_dtype,
     _moments_like,
-    stateless,
     _safe_increment,
+    _scaled,
     _value_at,
+    stateless,
+    validated,
 )
-from fundl.tree import check_same_structure, global_norm
+from fundl.tree import check_same_shapes, global_norm
 
 __all__ = [
     "scale",
@@ -52,18 +55,57 @@ def _float(count: jax.Array) -> jax.Array:
     return count.astype(jnp.result_type(float))
 
 
-def _check_against_state(name: str, updates: Any, moments: Any) -> None:
-    check_same_structure(name, updates, moments, "grads", "optimizer state")
+def _update_moment(updates: Any, moments: Any, decay: Any, *, order: int = 1) -> Any:
+    """The moving average Adam, RMSprop, Lion and the notes' momentum share: m ← βm + (1 − β)gᵏ.
+
+    Leaf by leaf, with k = ``order``.
+
+    g is cast into the moment's dtype first (a bfloat16 gradient into a float32 moment),
+    and squared there for k = 2, so nothing is lost to the gradient's precision.
+    β may be a number or a scalar array (injected, or swept under ``vmap``).
+
+    Args:
+      updates: the gradients g, a pytree.
+      moments: the moments m, a pytree like ``updates``, in the moment dtype.
+      decay: β in [0, 1).
+      order: k, 1 (a mean of g) or 2 (a mean of g²).
+    Returns: the new moments, like ``moments``.
+    """
+
+    def one(g: jax.Array, m: jax.Array) -> jax.Array:
+        g = g.astype(m.dtype)
+        g = jnp.square(g) if order == 2 else g
+        beta = _in_dtype(decay, m.dtype)
+        return beta * m + (1 - beta) * g
+
+    return jax.tree.map(one, updates, moments)
+
+
+def _in_grad_dtype(updates: Any, directions: Any) -> Any:
+    """Each direction (in its moment's dtype) cast back to its gradient's dtype."""
+    return jax.tree.map(lambda g, d: d.astype(g.dtype), updates, directions)
+
+
+def _divide_by_root(updates: Any, second_moments: Any, eps: Any) -> Any:
+    """u ← g / (√v + ε) leaf by leaf, computed in v's dtype, returned in g's (RMSprop, Adagrad)."""
+
+    def one(g: jax.Array, v: jax.Array) -> jax.Array:
+        return (g.astype(v.dtype) / (jnp.sqrt(v) + _in_dtype(eps, v.dtype))).astype(g.dtype)
+
+    return jax.tree.map(one, updates, second_moments)
 
 
 # --- constant and scheduled scales --------------------------------------------------
 
 
+@validated
 def scale(step_size: float) -> GradientTransformation:
-    """Multiply updates by a constant: u ← s·u."""
-    return stateless(
-        lambda updates, params: jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates)
-    )
+    """Multiply updates by a constant: u ← s·u.
+
+    Args:
+      step_size: s, any finite number (negative to descend) or a scalar array.
+    """
+    return stateless(lambda updates, params: jax.tree.map(lambda u: _scaled(u, step_size), updates))
 
 
 class ScheduleState(NamedTuple):
@@ -72,14 +114,15 @@ class ScheduleState(NamedTuple):
     count: jax.Array  # steps taken, int32 scalar
 
 
+@validated
 def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     """Descend: u ← −α·u, with α a number or a schedule α(step).
 
     Args:
       learning_rate: α ≥ 0, a float, a scalar array (for ``vmap`` sweeps) or a
-        schedule ``step -> α`` evaluated at the number of updates taken so far.
+        schedule ``step -> α`` evaluated at the number of updates taken so far (whose
+        ``bounds`` must be ≥ 0).
     """
-    _check_number("scale_by_learning_rate", "learning_rate", learning_rate, low=0.0)
     if not callable(learning_rate):
         return scale(-learning_rate)
 
@@ -88,7 +131,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
 
     def update(updates: Any, state: ScheduleState, params: Any = None, **extra_args: Any):
         lr = _value_at(learning_rate, state.count)
-        new = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
+        new = jax.tree.map(lambda u: _scaled(u, -lr), updates)
         return new, ScheduleState(_safe_increment(state.count))
 
     return GradientTransformation(init, update)
@@ -103,6 +146,7 @@ class TraceState(NamedTuple):
     velocity: Any  # v, like params, in the moment dtype
 
 
+@validated
 def scale_by_momentum(
     momentum: float = 0.9, *, nesterov: bool = False, moment_dtype: MomentDtype = None
 ) -> GradientTransformation:
@@ -113,27 +157,22 @@ def scale_by_momentum(
 
     Args:
       momentum: μ in [0, 1).
-      nesterov: use Nesterov's look-ahead.
+      nesterov: use Nesterov's look-ahead (True or False).
       moment_dtype: dtype of v (see :data:`fundl.optim.MomentDtype`).
     """
-    _check_number("scale_by_momentum", "momentum", momentum, low=0.0, high=1.0, high_open=True)
-    _check_moment_dtype("scale_by_momentum", moment_dtype)
 
     def init(params: Any) -> TraceState:
         return TraceState(_moments_like(params, moment_dtype))
 
     def update(updates: Any, state: TraceState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_momentum", updates, state.velocity)
-        velocity = jax.tree.map(
-            lambda g, v: momentum * v + g.astype(v.dtype), updates, state.velocity
-        )
-        if nesterov:
-            out = jax.tree.map(
-                lambda g, v: (g.astype(v.dtype) + momentum * v).astype(g.dtype), updates, velocity
-            )
-        else:
-            out = jax.tree.map(lambda g, v: v.astype(g.dtype), updates, velocity)
-        return out, TraceState(velocity)
+
+        def step(g, v):  # μv + g, in v's dtype
+            return _in_dtype(momentum, v.dtype) * v + g.astype(v.dtype)
+
+        velocity = jax.tree.map(step, updates, state.velocity)
+        out = jax.tree.map(step, updates, velocity) if nesterov else velocity
+        return _in_grad_dtype(updates, out), TraceState(velocity)
 
     return GradientTransformation(init, update)
 
@@ -144,6 +183,7 @@ class EmaState(NamedTuple):
     velocity: Any  # v, like params, in the moment dtype
 
 
+@validated
 def scale_by_ema(decay: float = 0.9, *, moment_dtype: MomentDtype = None) -> GradientTransformation:
     """The notes' momentum: v ← βv + (1 − β)g; u ← v (no bias correction).
 
@@ -154,18 +194,14 @@ def scale_by_ema(decay: float = 0.9, *, moment_dtype: MomentDtype = None) -> Gra
       decay: β in [0, 1).
       moment_dtype: dtype of v.
     """
-    _check_number("scale_by_ema", "decay", decay, low=0.0, high=1.0, high_open=True)
-    _check_moment_dtype("scale_by_ema", moment_dtype)
 
     def init(params: Any) -> EmaState:
         return EmaState(_moments_like(params, moment_dtype))
 
     def update(updates: Any, state: EmaState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_ema", updates, state.velocity)
-        velocity = jax.tree.map(
-            lambda g, v: decay * v + (1 - decay) * g.astype(v.dtype), updates, state.velocity
-        )
-        return jax.tree.map(lambda g, v: v.astype(g.dtype), updates, velocity), EmaState(velocity)
+        velocity = _update_moment(updates, state.velocity, decay)
+        return _in_grad_dtype(updates, velocity), EmaState(velocity)
 
     return GradientTransformation(init, update)
 
@@ -180,6 +216,7 @@ class RmsState(NamedTuple):
     mu: Any  # E[g] (centered only; else an empty tuple)
 
 
+@validated
 def scale_by_rms(
     decay: float = 0.9,
     eps: float = 1e-8,
@@ -198,9 +235,6 @@ def scale_by_rms(
       centered: divide by the centered second moment (an estimate of the variance).
       moment_dtype: dtype of v and m.
     """
-    _check_number("scale_by_rms", "decay", decay, low=0.0, high=1.0, high_open=True)
-    _check_number("scale_by_rms", "eps", eps, low=0.0, low_open=True)
-    _check_moment_dtype("scale_by_rms", moment_dtype)
 
     def init(params: Any) -> RmsState:
         mu = _moments_like(params, moment_dtype) if centered else ()
@@ -208,22 +242,13 @@ def scale_by_rms(
 
     def update(updates: Any, state: RmsState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_rms", updates, state.nu)
-        nu = jax.tree.map(
-            lambda g, v: decay * v + (1 - decay) * jnp.square(g.astype(v.dtype)), updates, state.nu
-        )
+        nu = _update_moment(updates, state.nu, decay, order=2)
         if centered:
-            mu = jax.tree.map(
-                lambda g, m: decay * m + (1 - decay) * g.astype(m.dtype), updates, state.mu
-            )
+            mu = _update_moment(updates, state.mu, decay)
             variance = jax.tree.map(lambda v, m: v - jnp.square(m), nu, mu)
         else:
             mu, variance = (), nu
-        out = jax.tree.map(
-            lambda g, v: (g.astype(v.dtype) / (jnp.sqrt(v) + eps)).astype(g.dtype),
-            updates,
-            variance,
-        )
-        return out, RmsState(nu, mu)
+        return _divide_by_root(updates, variance, eps), RmsState(nu, mu)
 
     return GradientTransformation(init, update)
 
@@ -236,6 +261,7 @@ class AdamState(NamedTuple):
     nu: Any  # second moment v, like params, in the moment dtype
 
 
+@validated
 def scale_by_adam(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, moment_dtype: MomentDtype = None
 ) -> GradientTransformation:
@@ -250,10 +276,6 @@ def scale_by_adam(
       eps: ε > 0.
       moment_dtype: dtype of m and v.
     """
-    _check_number("scale_by_adam", "b1", b1, low=0.0, high=1.0, high_open=True)
-    _check_number("scale_by_adam", "b2", b2, low=0.0, high=1.0, high_open=True)
-    _check_number("scale_by_adam", "eps", eps, low=0.0, low_open=True)
-    _check_moment_dtype("scale_by_adam", moment_dtype)
 
     def init(params: Any) -> AdamState:
         # Two separate buffers: a donated state must not hold one array twice.
@@ -263,17 +285,16 @@ def scale_by_adam(
     def update(updates: Any, state: AdamState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_adam", updates, state.mu)
         count = _safe_increment(state.count)
-        mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g.astype(m.dtype), updates, state.mu)
-        nu = jax.tree.map(
-            lambda g, v: b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype)), updates, state.nu
-        )
+        mu = _update_moment(updates, state.mu, b1)
+        nu = _update_moment(updates, state.nu, b2, order=2)
         t = _float(count)
-        c1, c2 = 1 - b1**t, 1 - b2**t
+        c1 = 1 - _in_dtype(b1, t.dtype) ** t
+        c2 = 1 - _in_dtype(b2, t.dtype) ** t
 
         def direction(g, m, v):
             m_hat = m / c1.astype(m.dtype)
             v_hat = v / c2.astype(v.dtype)
-            return (m_hat / (jnp.sqrt(v_hat) + eps)).astype(g.dtype)
+            return (m_hat / (jnp.sqrt(v_hat) + _in_dtype(eps, v.dtype))).astype(g.dtype)
 
         return jax.tree.map(direction, updates, mu, nu), AdamState(count, mu, nu)
 
@@ -286,6 +307,7 @@ class AdagradState(NamedTuple):
     sum_of_squares: Any  # G = G₀ + Σ g², like params, in the moment dtype
 
 
+@validated
 def scale_by_adagrad(
     initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, moment_dtype: MomentDtype = None
 ) -> GradientTransformation:
@@ -296,25 +318,19 @@ def scale_by_adagrad(
       eps: ε > 0, outside the square root (PyTorch: 1e-10).
       moment_dtype: dtype of G.
     """
-    _check_number(
-        "scale_by_adagrad", "initial_accumulator_value", initial_accumulator_value, low=0.0
-    )
-    _check_number("scale_by_adagrad", "eps", eps, low=0.0, low_open=True)
-    _check_moment_dtype("scale_by_adagrad", moment_dtype)
 
     def init(params: Any) -> AdagradState:
         zeros = _moments_like(params, moment_dtype)
-        return AdagradState(jax.tree.map(lambda z: z + initial_accumulator_value, zeros))
+        return AdagradState(
+            jax.tree.map(lambda z: z + _in_dtype(initial_accumulator_value, z.dtype), zeros)
+        )
 
     def update(updates: Any, state: AdagradState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_adagrad", updates, state.sum_of_squares)
         total = jax.tree.map(
             lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares
         )
-        out = jax.tree.map(
-            lambda g, s: (g.astype(s.dtype) / (jnp.sqrt(s) + eps)).astype(g.dtype), updates, total
-        )
-        return out, AdagradState(total)
+        return _divide_by_root(updates, total, eps), AdagradState(total)
 
     return GradientTransformation(init, update)
 
@@ -325,53 +341,58 @@ class LionState(NamedTuple):
     mu: Any  # momentum m, like params, in the moment dtype
 
 
+@validated
 def scale_by_lion(
     b1: float = 0.9, b2: float = 0.99, *, moment_dtype: MomentDtype = None
 ) -> GradientTransformation:
     """Lion's direction (Chen et al., 2023): u ← sign(β₁m + (1 − β₁)g); m ← β₂m + (1 − β₂)g.
+
+    Both are the same moving average with two decays: the update interpolates with β₁,
+    the momentum keeps β₂.
 
     Args:
       b1: β₁ in [0, 1), the interpolation for the update.
       b2: β₂ in [0, 1), the momentum decay.
       moment_dtype: dtype of m.
     """
-    _check_number("scale_by_lion", "b1", b1, low=0.0, high=1.0, high_open=True)
-    _check_number("scale_by_lion", "b2", b2, low=0.0, high=1.0, high_open=True)
-    _check_moment_dtype("scale_by_lion", moment_dtype)
 
     def init(params: Any) -> LionState:
         return LionState(_moments_like(params, moment_dtype))
 
     def update(updates: Any, state: LionState, params: Any = None, **extra_args: Any):
         _check_against_state("scale_by_lion", updates, state.mu)
-        out = jax.tree.map(
-            lambda g, m: jnp.sign(b1 * m + (1 - b1) * g.astype(m.dtype)).astype(g.dtype),
-            updates,
-            state.mu,
-        )
-        mu = jax.tree.map(lambda g, m: b2 * m + (1 - b2) * g.astype(m.dtype), updates, state.mu)
-        return out, LionState(mu)
+        direction = jax.tree.map(jnp.sign, _update_moment(updates, state.mu, b1))
+        mu = _update_moment(updates, state.mu, b2)
+        return _in_grad_dtype(updates, direction), LionState(mu)
 
     return GradientTransformation(init, update)
 
 
+@validated(eps=Range(0.0))
 def scale_by_trust_ratio(eps: float = 0.0) -> GradientTransformation:
     """LAMB's layer-wise trust ratio (You et al., 2020): u ← u·‖p‖/(‖u‖ + ε) per leaf.
 
     The ratio is 1 where ‖p‖ or ‖u‖ is zero. Needs ``params``.
+
+    Args:
+      eps: ε ≥ 0 (0 is safe: a zero ‖u‖ gives the ratio 1).
     """
-    _check_number("scale_by_trust_ratio", "eps", eps, low=0.0)
 
     def rescale(u, p):
         p_norm, u_norm = global_norm(p), global_norm(u)
-        ratio = jnp.where((p_norm > 0) & (u_norm > 0), p_norm / (u_norm + eps), 1.0)
-        return (u * ratio.astype(u.dtype)).astype(u.dtype)
+        dtype = u_norm.dtype
+        p_norm = p_norm.astype(dtype)
+        ratio = jnp.where(
+            (p_norm > 0) & (u_norm > 0), p_norm / (u_norm + _in_dtype(eps, dtype)), 1.0
+        )
+        return _scaled(u, ratio)
 
     def fn(updates: Any, params: Any) -> Any:
         if params is None:
             raise ValueError(
                 "scale_by_trust_ratio: needs params; call update(grads, state, params)"
             )
+        check_same_shapes("scale_by_trust_ratio", updates, params, "grads", "params")
         return jax.tree.map(rescale, updates, params)
 
     return stateless(fn)

@@ -19,24 +19,38 @@ cyclical              Smith's triangular cycles between base and max
 one_cycle             PyTorch's OneCycleLR (cosine up, cosine down)
 ====================  ===========================================================
 
-Hyperparameters are Python numbers, checked when the schedule is built; a bad one
-raises ``ValueError`` naming the schedule and the argument. The returned function is
-pure ``jax.numpy`` in the step, with no Python branch on it, so ``jax.jit(schedule)``
-and ``jax.vmap(schedule)`` work and give the eager values. The step is used as float32,
-so steps are exact up to 2²⁴ (about 16.7 million).
+Hyperparameters are Python numbers, checked when the schedule is built; a bad one, or
+two that contradict each other (a decay's floor above its start, a cycle's max below
+its base), raises ``ValueError`` naming the schedule, the argument, the value and the
+rule. Each schedule knows its range: ``schedule.bounds`` is (lowest, highest) over all
+steps ≥ 0, so an optimizer refuses ``sgd(polynomial_decay(0.1, -0.1, 10))`` when it is
+built, naming the lowest value. The returned function is pure ``jax.numpy`` in the
+step, with no Python branch on it, so ``jax.jit(schedule)`` and ``jax.vmap(schedule)``
+work and give the eager values. The step is used as float32, so steps are exact up to
+2²⁴ (about 16.7 million).
+
+Example:
+  >>> lr = fundl.optim.schedules.cosine_decay(0.1, 1000, end_value=1e-3)
+  >>> lr.bounds
+  (0.001, 0.1)
+  >>> below_zero = fundl.optim.schedules.cosine_decay(0.1, 1000, end_value=-1e-3)
+  >>> fundl.optim.sgd(below_zero)  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  ValueError: sgd: learning_rate must be ...; got the schedule cosine_decay(...), whose lowest value is -0.001
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import check_int
+from fundl._validate import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "Schedule",
@@ -53,47 +67,53 @@ __all__ = [
 ]
 
 Schedule = Callable[[int | jax.Array], jax.Array]
-"""``schedule(step) -> value``: a float32 array shaped like ``step``."""
+"""``schedule(step) -> value``: a float32 array shaped like ``step``.
+
+Every schedule built here also carries ``schedule.bounds``, the pair (lowest, highest)
+of its values over all steps ≥ 0 (the limits it approaches included, so a decay to 0
+has lowest 0; highest is ``inf`` for a growing exponential), and is named after its
+call: ``cosine_decay(init_value=0.1, decay_steps=10, end_value=0.0)``.
+"""
 
 CyclicalMode = Literal["triangular", "triangular2", "exp_range"]
 _CYCLICAL_MODES = ("triangular", "triangular2", "exp_range")
 
 
-# ----------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------ the shared builder
 
 
-def _is_real(value: Any) -> bool:
-    # bool is an int to Python; as a hyperparameter it is always a mistake.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _schedule_builder(build: Callable[..., Schedule]) -> Callable[..., Schedule]:
+    """Name what ``build`` returns after the call, so it prints (and plots) as what it is.
+
+    ``build`` checks its arguments and returns its schedule through :func:`_bounded`;
+    the label lists every argument, defaults included.
+    """
+    signature = inspect.signature(build)
+
+    @functools.wraps(build)
+    def builder(*args: Any, **kwargs: Any) -> Schedule:
+        schedule = build(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = ", ".join(f"{k}={v!r}" for k, v in bound.arguments.items())
+        schedule.__name__ = schedule.__qualname__ = f"{build.__name__}({arguments})"
+        return schedule
+
+    return builder
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _finite(fn: str, arg: str, value: Any) -> float:
-    if not (_is_real(value) and math.isfinite(value)):
-        raise ValueError(f"{fn}: {arg} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _positive(fn: str, arg: str, value: Any) -> float:
-    if not (_is_real(value) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{fn}: {arg} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(fn: str, arg: str, value: Any) -> float:
-    if not (_is_real(value) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{fn}: {arg} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
-def _label(schedule: Callable[..., jax.Array], fn: str, **args: Any) -> Schedule:
-    """Name the closure after its call, so it prints (and plots) as what it is."""
-    label = f"{fn}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
-    schedule.__name__ = schedule.__qualname__ = label
+def _bounded(schedule: Callable[..., jax.Array], lowest: float, highest: float) -> Schedule:
+    """Attach ``bounds = (lowest, highest)``, the range of values over all steps ≥ 0."""
+    schedule.bounds = (float(lowest), float(highest))
     return schedule
+
+
+def _geometric_bounds(v0: float, r: float) -> tuple[float, float]:
+    """The range of v₀ · rᵖ over p ≥ 0 (r > 0): from v₀ towards 0 (r < 1) or ±inf (r > 1)."""
+    if r == 1 or v0 == 0:
+        return v0, v0
+    limit = 0.0 if r < 1 else math.copysign(math.inf, v0)
+    return min(v0, limit), max(v0, limit)
 
 
 def _float_step(step: int | jax.Array) -> jax.Array:
@@ -103,6 +123,7 @@ def _float_step(step: int | jax.Array) -> jax.Array:
 # -------------------------------------------------------------------------- schedules
 
 
+@_schedule_builder
 def constant(value: float) -> Schedule:
     """The same value at every step: f(s) = v.
 
@@ -110,16 +131,17 @@ def constant(value: float) -> Schedule:
       value: the value, a finite number.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds (v, v).
     """
-    v = _finite("constant", "value", value)
+    v = check_number("constant", "value", value)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         return jnp.full_like(_float_step(step), v)
 
-    return _label(schedule, "constant", value=value)
+    return _bounded(schedule, v, v)
 
 
+@_schedule_builder
 def piecewise_constant(init_value: float, boundaries_and_scales: Mapping[int, float]) -> Schedule:
     """Multiply by a scale at each boundary passed: f(s) = v₀ · ∏_{b ≤ s} scale_b.
 
@@ -133,10 +155,11 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Mapping[int, fl
         1000 and again at 2000.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds: the lowest
+      and highest of the values between boundaries.
     """
     fn = "piecewise_constant"
-    v0 = _finite(fn, "init_value", init_value)
+    v0 = check_number(fn, "init_value", init_value)
     if not isinstance(boundaries_and_scales, Mapping):
         raise ValueError(
             f"{fn}: boundaries_and_scales must be a dict {{boundary: scale}}, "
@@ -144,15 +167,12 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Mapping[int, fl
         )
     pieces = []
     for boundary, scale in boundaries_and_scales.items():
-        if not (_is_int(boundary) and boundary >= 0):
-            raise ValueError(f"{fn}: boundaries must be non-negative integers, got {boundary!r}")
-        if not (_is_real(scale) and math.isfinite(scale) and scale >= 0):
-            raise ValueError(
-                f"{fn}: the scale at boundary {boundary} must be a non-negative number, "
-                f"got {scale!r}"
-            )
-        pieces.append((int(boundary), float(scale)))
+        b = check_int(fn, "every boundary", boundary, low=0)
+        pieces.append((b, check_number(fn, f"the scale at boundary {b}", scale, low=0.0)))
     pieces.sort()
+    values = [] if pieces and pieces[0][0] == 0 else [v0]  # v₀ is never seen if a boundary is 0
+    for _, scale in pieces:
+        values.append((values[-1] if values else v0) * scale)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         step = jnp.asarray(step)  # compared as given, so integer steps stay exact
@@ -161,9 +181,10 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Mapping[int, fl
             value = jnp.where(step >= boundary, value * scale, value)
         return value
 
-    return _label(schedule, fn, init_value=init_value, boundaries_and_scales=dict(pieces))
+    return _bounded(schedule, min(values), max(values))
 
 
+@_schedule_builder
 def step_decay(init_value: float, decay_rate: float, step_size: int) -> Schedule:
     """Multiply by ``decay_rate`` every ``step_size`` steps: f(s) = v₀ · r^⌊s / n⌋.
 
@@ -171,23 +192,25 @@ def step_decay(init_value: float, decay_rate: float, step_size: int) -> Schedule
 
     Args:
       init_value: the value for steps 0 … n − 1.
-      decay_rate: the factor r > 0 applied at every multiple of n.
+      decay_rate: the factor r > 0 applied at every multiple of n (r > 1 grows).
       step_size: n, a positive number of steps.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds from v₀ to
+      the limit 0 (r < 1) or ±inf (r > 1).
     """
     fn = "step_decay"
-    v0 = _finite(fn, "init_value", init_value)
-    r = _positive(fn, "decay_rate", decay_rate)
-    n = check_int(fn, "step_size", step_size, low=1)
+    v0 = check_number(fn, "init_value", init_value)
+    r = check_number(fn, "decay_rate", decay_rate, low=0.0, low_open=True)
+    n = check_int(fn, "step_size", step_size)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         return v0 * jnp.power(r, jnp.floor(_float_step(step) / n))
 
-    return _label(schedule, fn, init_value=init_value, decay_rate=decay_rate, step_size=step_size)
+    return _bounded(schedule, *_geometric_bounds(v0, r))
 
 
+@_schedule_builder
 def exponential_decay(
     init_value: float,
     decay_rate: float,
@@ -203,7 +226,7 @@ def exponential_decay(
         f(s) = v₀ · r^p
 
     constant v₀ until step s₀. With ``end_value`` the value is clipped at it: a floor
-    when r < 1, a ceiling when r > 1.
+    when r < 1 (so ``end_value`` ≤ v₀), a ceiling when r ≥ 1 (so ``end_value`` ≥ v₀).
 
     Args:
       init_value: v₀.
@@ -214,14 +237,26 @@ def exponential_decay(
       end_value: the bound the value never passes, or None for none.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds from v₀ to
+      ``end_value``, or to the limit 0 (r < 1) or ±inf (r > 1) without one.
     """
     fn = "exponential_decay"
-    v0 = _finite(fn, "init_value", init_value)
-    r = _positive(fn, "decay_rate", decay_rate)
-    n = check_int(fn, "transition_steps", transition_steps, low=1)
+    v0 = check_number(fn, "init_value", init_value)
+    r = check_number(fn, "decay_rate", decay_rate, low=0.0, low_open=True)
+    n = check_int(fn, "transition_steps", transition_steps)
+    staircase = check_bool(fn, "staircase", staircase)
     s0 = check_int(fn, "transition_begin", transition_begin, low=0)
-    v1 = None if end_value is None else _finite(fn, "end_value", end_value)
+    lowest, highest = _geometric_bounds(v0, r)
+    v1 = None
+    if end_value is not None:
+        v1 = check_number(fn, "end_value", end_value)
+        if (v1 > v0) if r < 1 else (v1 < v0):
+            kind, rule = ("a floor", "at most") if r < 1 else ("a ceiling", "at least")
+            raise ValueError(
+                f"{fn}: with decay_rate={decay_rate!r}, end_value is {kind} and must be {rule} "
+                f"init_value; got end_value={end_value!r}, init_value={init_value!r}"
+            )
+        lowest, highest = (max(lowest, v1), highest) if r < 1 else (lowest, min(highest, v1))
     clip = jnp.maximum if r < 1 else jnp.minimum
 
     def schedule(step: int | jax.Array) -> jax.Array:
@@ -231,18 +266,10 @@ def exponential_decay(
         value = v0 * jnp.power(r, p)
         return value if v1 is None else clip(value, v1)
 
-    return _label(
-        schedule,
-        fn,
-        init_value=init_value,
-        decay_rate=decay_rate,
-        transition_steps=transition_steps,
-        staircase=staircase,
-        transition_begin=transition_begin,
-        end_value=end_value,
-    )
+    return _bounded(schedule, lowest, highest)
 
 
+@_schedule_builder
 def inverse_time_decay(
     init_value: float, decay_rate: float, decay_steps: int, *, staircase: bool = False
 ) -> Schedule:
@@ -257,12 +284,15 @@ def inverse_time_decay(
       staircase: decay in jumps every n steps instead of continuously.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds from v₀ to
+      the limit 0 (v₀ alone when r = 0).
     """
     fn = "inverse_time_decay"
-    v0 = _finite(fn, "init_value", init_value)
-    r = _non_negative(fn, "decay_rate", decay_rate)
-    n = check_int(fn, "decay_steps", decay_steps, low=1)
+    v0 = check_number(fn, "init_value", init_value)
+    r = check_number(fn, "decay_rate", decay_rate, low=0.0)
+    n = check_int(fn, "decay_steps", decay_steps)
+    staircase = check_bool(fn, "staircase", staircase)
+    limit = v0 if r == 0 else 0.0
 
     def schedule(step: int | jax.Array) -> jax.Array:
         p = _float_step(step) / n
@@ -270,16 +300,10 @@ def inverse_time_decay(
             p = jnp.floor(p)
         return v0 / (1.0 + r * p)
 
-    return _label(
-        schedule,
-        fn,
-        init_value=init_value,
-        decay_rate=decay_rate,
-        decay_steps=decay_steps,
-        staircase=staircase,
-    )
+    return _bounded(schedule, min(v0, limit), max(v0, limit))
 
 
+@_schedule_builder
 def polynomial_decay(
     init_value: float,
     end_value: float,
@@ -303,30 +327,24 @@ def polynomial_decay(
       transition_begin: s₀, the non-negative step at which the decay starts.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds
+      (min(v₀, v₁), max(v₀, v₁)).
     """
     fn = "polynomial_decay"
-    v0 = _finite(fn, "init_value", init_value)
-    v1 = _finite(fn, "end_value", end_value)
-    n = check_int(fn, "decay_steps", decay_steps, low=1)
-    p = _positive(fn, "power", power)
+    v0 = check_number(fn, "init_value", init_value)
+    v1 = check_number(fn, "end_value", end_value)
+    n = check_int(fn, "decay_steps", decay_steps)
+    p = check_number(fn, "power", power, low=0.0, low_open=True)
     s0 = check_int(fn, "transition_begin", transition_begin, low=0)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         t = jnp.clip(_float_step(step) - s0, 0.0, n)
         return (v0 - v1) * jnp.power(1.0 - t / n, p) + v1
 
-    return _label(
-        schedule,
-        fn,
-        init_value=init_value,
-        end_value=end_value,
-        decay_steps=decay_steps,
-        power=power,
-        transition_begin=transition_begin,
-    )
+    return _bounded(schedule, min(v0, v1), max(v0, v1))
 
 
+@_schedule_builder
 def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0) -> Schedule:
     """Half a cosine from v₀ to v₁ over n steps (Loshchilov & Hutter's SGDR, one cycle)::
 
@@ -339,20 +357,22 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
       end_value: v₁.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds
+      (min(v₀, v₁), max(v₀, v₁)).
     """
     fn = "cosine_decay"
-    v0 = _finite(fn, "init_value", init_value)
-    n = check_int(fn, "decay_steps", decay_steps, low=1)
-    v1 = _finite(fn, "end_value", end_value)
+    v0 = check_number(fn, "init_value", init_value)
+    n = check_int(fn, "decay_steps", decay_steps)
+    v1 = check_number(fn, "end_value", end_value)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         t = jnp.minimum(_float_step(step), n)
         return v1 + (v0 - v1) * 0.5 * (1.0 + jnp.cos(math.pi * t / n))
 
-    return _label(schedule, fn, init_value=init_value, decay_steps=decay_steps, end_value=end_value)
+    return _bounded(schedule, min(v0, v1), max(v0, v1))
 
 
+@_schedule_builder
 def warmup_cosine_decay(
     peak_value: float,
     warmup_steps: int,
@@ -371,26 +391,33 @@ def warmup_cosine_decay(
     peak at step w and v₁ from step n on.
 
     Args:
-      peak_value: the value at the end of the warm-up.
+      peak_value: the value at the end of the warm-up, at least v₀ and v₁.
       warmup_steps: w ≥ 0 (0: start at the peak).
       decay_steps: n > w, the step at which ``end_value`` is reached.
       init_value: v₀, the value at step 0.
       end_value: v₁.
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds
+      (min(v₀, v₁), peak) (v₁ alone below the peak when w = 0).
     """
     fn = "warmup_cosine_decay"
-    peak = _finite(fn, "peak_value", peak_value)
+    peak = check_number(fn, "peak_value", peak_value)
     w = check_int(fn, "warmup_steps", warmup_steps, low=0)
-    n = check_int(fn, "decay_steps", decay_steps, low=1)
+    n = check_int(fn, "decay_steps", decay_steps)
     if n <= w:
         raise ValueError(
             f"{fn}: decay_steps must be greater than warmup_steps (it counts from step 0 and "
             f"includes the warm-up), got decay_steps={decay_steps!r}, warmup_steps={warmup_steps!r}"
         )
-    v0 = _finite(fn, "init_value", init_value)
-    v1 = _finite(fn, "end_value", end_value)
+    v0 = check_number(fn, "init_value", init_value)
+    v1 = check_number(fn, "end_value", end_value)
+    for arg, v in (("init_value", v0), ("end_value", v1)):
+        if v > peak:
+            raise ValueError(
+                f"{fn}: {arg} must be at most peak_value (the peak is the highest value); "
+                f"got {arg}={v!r} > peak_value={peak!r}"
+            )
 
     def schedule(step: int | jax.Array) -> jax.Array:
         s = _float_step(step)
@@ -401,17 +428,10 @@ def warmup_cosine_decay(
         warmup = v0 + (peak - v0) * s / w
         return jnp.where(s < w, warmup, decay)
 
-    return _label(
-        schedule,
-        fn,
-        peak_value=peak_value,
-        warmup_steps=warmup_steps,
-        decay_steps=decay_steps,
-        init_value=init_value,
-        end_value=end_value,
-    )
+    return _bounded(schedule, min(v1, v0 if w > 0 else v1), peak)
 
 
+@_schedule_builder
 def cyclical(
     base_value: float,
     max_value: float,
@@ -432,21 +452,26 @@ def cyclical(
 
     Args:
       base_value: the value at the start of each cycle.
-      max_value: the value at the top of the first cycle.
+      max_value: the value at the top of the first cycle, at least ``base_value``.
       step_size: n, a positive number of steps: half a cycle.
       mode: "triangular", "triangular2" or "exp_range".
-      gamma: γ > 0, the per-step factor of "exp_range" (ignored by the others).
+      gamma: γ in (0, 1], the per-step factor of "exp_range" (ignored by the others).
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds (base, max)
+      ("exp_range" stays below max after step 0 when γ < 1: max bounds it).
     """
     fn = "cyclical"
-    base = _finite(fn, "base_value", base_value)
-    top = _finite(fn, "max_value", max_value)
-    n = check_int(fn, "step_size", step_size, low=1)
-    if mode not in _CYCLICAL_MODES:
-        raise ValueError(f"{fn}: mode must be one of {_CYCLICAL_MODES}, got {mode!r}")
-    g = _positive(fn, "gamma", gamma)
+    base = check_number(fn, "base_value", base_value)
+    top = check_number(fn, "max_value", max_value)
+    if top < base:
+        raise ValueError(
+            f"{fn}: max_value must be at least base_value (the cycles rise from base to max); "
+            f"got max_value={max_value!r} < base_value={base_value!r}"
+        )
+    n = check_int(fn, "step_size", step_size)
+    mode = check_choice(fn, "mode", mode, _CYCLICAL_MODES)
+    g = check_number(fn, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
     def schedule(step: int | jax.Array) -> jax.Array:
         s = _float_step(step)
@@ -462,17 +487,10 @@ def cyclical(
             height = height * jnp.power(g, s)
         return base + height
 
-    return _label(
-        schedule,
-        fn,
-        base_value=base_value,
-        max_value=max_value,
-        step_size=step_size,
-        mode=mode,
-        gamma=gamma,
-    )
+    return _bounded(schedule, base, top)
 
 
+@_schedule_builder
 def one_cycle(
     max_value: float,
     total_steps: int,
@@ -495,30 +513,29 @@ def one_cycle(
     and the value stays v_min after step T − 1 (where PyTorch raises instead).
 
     Args:
-      max_value: the peak value.
+      max_value: the peak value, ≥ 0.
       total_steps: T ≥ 2, the number of steps in the cycle.
       pct_start: the fraction of the cycle spent rising, in (0, 1), with
         pct_start · T > 1 so the rise ends after step 0.
-      div_factor: v₀ = max / div_factor, positive.
-      final_div_factor: v_min = v₀ / final_div_factor, positive.
+      div_factor: v₀ = max / div_factor, ≥ 1 (so v₀ ≤ max).
+      final_div_factor: v_min = v₀ / final_div_factor, ≥ 1 (so v_min ≤ v₀).
 
     Returns:
-      ``schedule(step) -> value``, float32, shaped like ``step``.
+      ``schedule(step) -> value``, float32, shaped like ``step``; bounds (v_min, max).
     """
     fn = "one_cycle"
-    peak = _finite(fn, "max_value", max_value)
+    peak = check_number(fn, "max_value", max_value, low=0.0)
     total = check_int(fn, "total_steps", total_steps, low=2)
-    if not (_is_real(pct_start) and 0 < pct_start < 1):
-        raise ValueError(f"{fn}: pct_start must be in (0, 1), got {pct_start!r}")
-    if not pct_start * total > 1:
+    pct = check_number(fn, "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True)
+    if not pct * total > 1:
         raise ValueError(
             f"{fn}: pct_start * total_steps must be greater than 1 so the rise ends after "
-            f"step 0, got {pct_start!r} * {total_steps!r} = {pct_start * total!r}; "
+            f"step 0, got {pct_start!r} * {total_steps!r} = {pct * total!r}; "
             f"raise pct_start or total_steps"
         )
-    v0 = peak / _positive(fn, "div_factor", div_factor)
-    v_min = v0 / _positive(fn, "final_div_factor", final_div_factor)
-    end_up = float(pct_start) * total - 1.0  # PyTorch's phase ends, kept as floats
+    v0 = peak / check_number(fn, "div_factor", div_factor, low=1.0)
+    v_min = v0 / check_number(fn, "final_div_factor", final_div_factor, low=1.0)
+    end_up = pct * total - 1.0  # PyTorch's phase ends, kept as floats
     end_down = float(total - 1)
 
     def anneal(start: float, end: float, pct: jax.Array) -> jax.Array:
@@ -530,12 +547,4 @@ def one_cycle(
         down = anneal(peak, v_min, jnp.minimum((s - end_up) / (end_down - end_up), 1.0))
         return jnp.where(s <= end_up, up, down)
 
-    return _label(
-        schedule,
-        fn,
-        max_value=max_value,
-        total_steps=total_steps,
-        pct_start=pct_start,
-        div_factor=div_factor,
-        final_div_factor=final_div_factor,
-    )
+    return _bounded(schedule, v_min, peak)

@@ -53,3 +53,14 @@ def test_bad_arguments():
         optim.accumulate(0, optim.sgd(0.1))
     with pytest.raises(TypeError, match=r"accumulate: inner must be a GradientTransformation"):
         optim.accumulate(2, "adam")
+
+
+def test_gradients_must_match_the_sum_leaf_by_leaf():
+    opt = optim.accumulate(2, optim.sgd(0.1))
+    state = opt.init({"w": jnp.zeros(3)})
+    with pytest.raises(
+        ValueError,
+        match=r"^accumulate: grads and optimizer state differ in shape at \['w'\]: \(1,\) vs \(3,\); "
+        r"the state may belong to another model",
+    ):
+        opt.update({"w": jnp.ones(1)}, state)  # would broadcast into the sum

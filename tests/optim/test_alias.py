@@ -415,41 +415,111 @@ def test_learning_rate_schedule_is_followed(x64):
 
 # --- bad input ---------------------------------------------------------------------------------
 
+_LR = r"learning_rate must be a finite number in \[0, inf\), or a scalar array or a schedule with values there; got "
+_UNIT = r"must be a finite number in \[0, 1\), or a scalar array with values there; got "
+_NON_NEGATIVE = r"must be a finite number in \[0, inf\), or a scalar array with values there; got "
+_SCHEDULES = optim.schedules
+
 
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: optim.sgd(-0.1), r"sgd: learning_rate must be in \[0.0, inf\], got -0.1"),
-        (lambda: optim.adam(float("nan")), r"adam: learning_rate must be in \[0.0, inf\], got nan"),
-        (lambda: optim.adam(1e-3, b1=1.0), r"scale_by_adam: b1 must be in \[0.0, 1.0\), got 1.0"),
-        (lambda: optim.adam(1e-3, b2=-0.1), r"scale_by_adam: b2 must be in \[0.0, 1.0\), got -0.1"),
-        (lambda: optim.adam(1e-3, eps=0.0), r"scale_by_adam: eps must be in \(0.0, inf\], got 0.0"),
-        (lambda: optim.sgd(0.1, momentum=1.0), r"sgd: momentum must be in \[0.0, 1.0\), got 1.0"),
+        (lambda: optim.sgd(-0.1), rf"sgd: {_LR}-0\.1$"),
+        (lambda: optim.adam(float("nan")), rf"adam: {_LR}nan$"),
+        (lambda: optim.sgd(float("inf")), rf"sgd: {_LR}inf$"),
+        (lambda: optim.sgd(True), rf"sgd: {_LR}True \(a bool, not a number\)$"),
         (
-            lambda: optim.rmsprop(0.1, momentum=-0.5),
-            r"rmsprop: momentum must be in \[0.0, 1.0\), got -0.5",
+            lambda: optim.sgd("0.001"),
+            rf"sgd: {_LR}'0\.001' \(a str\); pass the number 0\.001, not the string$",
+        ),
+        (lambda: optim.sgd(jnp.array(-0.1)), rf"sgd: {_LR}an array holding -0\.1$"),
+        (
+            lambda: optim.sgd(jnp.array([0.1, 0.2])),
+            rf"sgd: {_LR}an array of dtype float32 and shape \(2,\); pass a scalar$",
         ),
         (
-            lambda: optim.rmsprop(0.1, decay=1.5),
-            r"scale_by_rms: decay must be in \[0.0, 1.0\), got 1.5",
+            lambda: optim.sgd(_SCHEDULES.constant(-0.1)),
+            rf"sgd: {_LR}the schedule constant\(value=-0\.1\), whose lowest value is -0\.1$",
         ),
-        (lambda: optim.momentum(0.1, beta=1.0), r"momentum: beta must be in \[0.0, 1.0\), got 1.0"),
+        (
+            lambda: optim.sgd(_SCHEDULES.polynomial_decay(0.1, -0.1, 10)),
+            rf"sgd: {_LR}the schedule polynomial_decay\(init_value=0\.1, end_value=-0\.1, .*\), "
+            r"whose lowest value is -0\.1$",
+        ),
+        (
+            lambda: optim.adam(_SCHEDULES.cosine_decay(0.1, 10, end_value=-1e-3)),
+            rf"adam: {_LR}the schedule cosine_decay\(.*\), whose lowest value is -0\.001$",
+        ),
+        (
+            lambda: optim.sgd(
+                lambda step: -0.1 + 0 * step
+            ),  # not a fundl schedule: step 0 is checked
+            rf"sgd: {_LR}a schedule whose value at step 0 is -0\.1$",
+        ),
+        (lambda: optim.adam(1e-3, b1=1.0), rf"adam: b1 {_UNIT}1\.0$"),
+        (
+            lambda: optim.adam(1e-3, b1="0.9"),
+            rf"adam: b1 {_UNIT}'0\.9' \(a str\); pass the number 0\.9, not the string$",
+        ),
+        (lambda: optim.adam(1e-3, b2=-0.1), rf"adam: b2 {_UNIT}-0\.1$"),
+        (
+            lambda: optim.adam(1e-3, eps=0.0),
+            r"adam: eps must be a finite number in \(0, inf\), or a scalar array with values there; "
+            r"got 0\.0$",
+        ),
+        (lambda: optim.sgd(0.1, momentum=1.0), rf"sgd: momentum {_UNIT}1\.0$"),
+        (lambda: optim.rmsprop(0.1, momentum=-0.5), rf"rmsprop: momentum {_UNIT}-0\.5$"),
+        (lambda: optim.rmsprop(0.1, decay=1.5), rf"rmsprop: decay {_UNIT}1\.5$"),
+        (lambda: optim.momentum(0.1, beta=1.0), rf"momentum: beta {_UNIT}1\.0$"),
+        (lambda: optim.lion(0.1, b2=1.0), rf"lion: b2 {_UNIT}1\.0$"),
         (
             lambda: optim.adamw(0.1, weight_decay=-1.0),
-            r"add_decayed_weights: weight_decay must be in \[0.0, inf\], got -1.0",
+            rf"adamw: weight_decay {_NON_NEGATIVE}-1\.0$",
+        ),
+        (
+            lambda: optim.adamw(0.1, weight_decay=float("inf")),
+            rf"adamw: weight_decay {_NON_NEGATIVE}inf$",
+        ),
+        (
+            lambda: optim.lamb(0.1, weight_decay=-1e-3),
+            rf"lamb: weight_decay {_NON_NEGATIVE}-0\.001$",
+        ),
+        (
+            lambda: optim.adagrad(0.1, initial_accumulator_value=-1),
+            rf"adagrad: initial_accumulator_value {_NON_NEGATIVE}-1$",
         ),
         (
             lambda: optim.sgd(0.1, nesterov=True),
             r"sgd: nesterov=True needs a momentum > 0, got momentum=0",
         ),
         (
-            lambda: optim.adam(0.1, moment_dtype=jnp.int32),
-            r"scale_by_adam: moment_dtype must be None, 'param' or a floating dtype",
+            lambda: optim.sgd(0.1, 0.9, nesterov="yes"),
+            r"sgd: nesterov must be True or False, got 'yes' \(a str\)$",
         ),
         (
-            lambda: optim.adagrad(0.1, initial_accumulator_value=-1),
-            r"scale_by_adagrad: initial_accumulator_value must be in \[0.0, inf\], got -1",
+            lambda: optim.rmsprop(0.1, centered=1),
+            r"rmsprop: centered must be True or False, got 1$",
         ),
+        (
+            lambda: optim.adam(0.1, moment_dtype=jnp.int32),
+            r"adam: moment_dtype must be None, 'param' or a floating dtype, got ",
+        ),
+        (
+            lambda: optim.adam(0.1, moment_dtype="bf16"),
+            r"adam: moment_dtype must be None, 'param' or a floating dtype, got 'bf16'$",
+        ),
+        (
+            lambda: optim.adamw(0.1, mask={"W": 1}),
+            r"adamw: mask must be None, a predicate \(key_path, leaf\) -> bool or a pytree of "
+            r"bools; got 1 at \['W'\]$",
+        ),
+        (lambda: optim.scale_by_adam(b1=1.0), rf"scale_by_adam: b1 {_UNIT}1\.0$"),
+        (
+            lambda: optim.scale_by_trust_ratio(-1.0),
+            rf"scale_by_trust_ratio: eps {_NON_NEGATIVE}-1\.0$",
+        ),
+        (lambda: optim.clip(float("nan")), rf"clip: max_abs {_NON_NEGATIVE}nan$"),
+        (lambda: optim.scale("2"), r"scale: step_size must be a finite number in \(-inf, inf\)"),
     ],
 )
 def test_bad_hyperparameters_raise_when_built(build, message):
@@ -457,18 +527,91 @@ def test_bad_hyperparameters_raise_when_built(build, message):
         build()
 
 
-def test_structure_mismatch_names_the_first_differing_key_path():
-    opt = optim.adam(1e-3)
+# Every factory of fundl.optim whose arguments are hyperparameters.
+FACTORIES = [
+    optim.sgd,
+    optim.momentum,
+    optim.rmsprop,
+    optim.adam,
+    optim.adamw,
+    optim.adagrad,
+    optim.lion,
+    optim.lamb,
+    optim.scale,
+    optim.scale_by_learning_rate,
+    optim.scale_by_momentum,
+    optim.scale_by_ema,
+    optim.scale_by_rms,
+    optim.scale_by_adam,
+    optim.scale_by_adagrad,
+    optim.scale_by_lion,
+    optim.scale_by_trust_ratio,
+    optim.add_l2,
+    optim.add_decayed_weights,
+    optim.clip,
+    optim.clip_by_global_norm,
+    optim.accumulate,
+    optim.reduce_on_plateau,
+]
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=lambda f: f.__name__)
+def test_every_factory_checks_its_hyperparameters(factory):
+    # @validated refuses, when it decorates, a factory with an argument that has no rule.
+    assert hasattr(factory, "__wrapped__"), f"{factory.__name__} is not @validated"
+
+
+def test_validated_gives_every_argument_a_rule():
+    def block(learning_rate, gamma=0.5):
+        return learning_rate, gamma
+
+    with pytest.raises(
+        TypeError, match=r"validated: block has arguments without a rule: \['gamma'\]"
+    ):
+        optim.validated(block)
+    checked = optim.validated(gamma=optim.Range(0.0, 1.0))(block)
+    assert checked(np.float32(0.5), gamma=1) == (0.5, 1.0)  # checked numbers arrive as floats
+    assert type(checked(1)[0]) is float
+    with pytest.raises(ValueError, match=r"block: gamma must be a finite number in \[0, 1\]"):
+        checked(0.1, gamma=2.0)
+    with pytest.raises(ValueError, match=r"block: learning_rate must be"):
+        checked(-0.1)
+
+
+def test_traced_hyperparameters_pass_the_checks():
+    params = {"W": jnp.ones((2, 3)), "b": jnp.zeros(2)}
+
+    @jax.jit
+    def first_update(lr, b1, weight_decay):
+        opt = optim.adamw(lr, b1=b1, weight_decay=weight_decay)
+        return opt.update(_grads(params), opt.init(params), params)[0]
+
+    updates = first_update(jnp.float32(0.1), jnp.float32(0.5), jnp.float32(0.0))
+    # The first Adam step is −α·sign(g).
+    np.testing.assert_allclose(updates["W"], -0.1 * np.sign(_grads(params)["W"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_transposed_gradient_is_refused(name):
+    opt = OPTIMIZERS_UNDER_TEST[name][0]
     params = _params()
-    state = opt.init(params)
-    grads = {"dense": {"W": jnp.ones((3, 2)), "bias": jnp.zeros(3)}, "scale": jnp.ones(2)}
+    grads = {**_grads(params), "dense": {"W": jnp.ones((2, 3)), "b": jnp.zeros(3)}}
     with pytest.raises(
         ValueError,
-        match=r"update: grads and params differ in structure at \['dense'\]\['bias'\] vs \['dense'\]\['b'\]",
+        match=r"^update: grads and params differ in shape at \['dense'\]\['W'\]: \(2, 3\) vs \(3, 2\)$",
     ):
-        opt.update(grads, state, params)
+        opt.update(grads, opt.init(params), params)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "sgd"])  # plain SGD keeps no state
+def test_the_state_of_another_model_is_refused(name):
+    opt = OPTIMIZERS_UNDER_TEST[name][0]
+    params = _params()
+    other = {**params, "dense": {"W": jnp.ones((2, 3)), "b": jnp.zeros(2)}}
+    state = opt.init(other)
     with pytest.raises(
         ValueError,
-        match=r"scale_by_adam: grads and optimizer state differ in structure at \['dense'\]\['bias'\] vs \['dense'\]\['b'\]",
+        match=r"^\w+: grads and optimizer state differ in shape at \['dense'\]\['W'\]: \(3, 2\) vs "
+        r"\(2, 3\); the state may belong to another model: init the optimizer with these params$",
     ):
-        opt.update(grads, state)
+        opt.update(_grads(params), state, params)

@@ -54,6 +54,45 @@ def test_apply_updates_keeps_dtypes_and_adds():
     np.testing.assert_array_equal(new["b"], [0.0, 0.0])
 
 
+@pytest.mark.parametrize(
+    "update, shapes",
+    [
+        (jnp.ones((2, 8)), r"\(8,\) vs \(2, 8\)"),  # would grow the bias to (2, 8)
+        (jnp.ones(1), r"\(8,\) vs \(1,\)"),  # would broadcast one number over the bias
+    ],
+)
+def test_apply_updates_never_broadcasts(update, shapes):
+    params = {"dense": {"W": jnp.ones((8, 3)), "b": jnp.zeros(8)}}
+    updates = {"dense": {"W": jnp.ones((8, 3)), "b": update}}
+    with pytest.raises(
+        ValueError,
+        match=rf"^apply_updates: params and updates differ in shape at \['dense'\]\['b'\]: {shapes}$",
+    ):
+        optim.apply_updates(params, updates)
+    with pytest.raises(ValueError, match=r"apply_updates: params and updates differ in shape"):
+        jax.jit(optim.apply_updates)(params, updates)  # the same check, when traced
+
+
+def test_apply_updates_adds_a_float32_update_to_bfloat16_params_in_float32():
+    # Under strict dtype promotion bf16 + f32 has no implicit path: the sum is taken in
+    # float32 and rounded once, 256 + 1.5 = 257.5 → 258 (bfloat16's spacing at 256 is 2).
+    params = {"w": jnp.full((1,), 256.0, jnp.bfloat16)}
+    new = optim.apply_updates(params, {"w": jnp.full((1,), 1.5, jnp.float32)})
+    assert new["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(new["w"].astype(jnp.float32), [258.0])
+
+
+def test_chain_checks_grads_against_params_shapes():
+    opt = optim.chain(optim.clip(1.0), optim.scale(-0.1))
+    params = {"W": jnp.ones((2, 3)), "b": jnp.zeros(2)}
+    grads = {"W": jnp.ones((3, 2)), "b": jnp.zeros(2)}  # transposed
+    with pytest.raises(
+        ValueError,
+        match=r"^update: grads and params differ in shape at \['W'\]: \(3, 2\) vs \(2, 3\)$",
+    ):
+        opt.update(grads, opt.init(params), params)
+
+
 def test_apply_updates_structure_error():
     with pytest.raises(
         ValueError,

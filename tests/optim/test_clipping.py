@@ -64,8 +64,35 @@ def test_zero_nans_replaces_and_reports():
 
 def test_bad_clipping_arguments():
     with pytest.raises(
-        ValueError, match=r"clip_by_global_norm: max_norm must be in \[0.0, inf\], got -1.0"
+        ValueError,
+        match=r"clip_by_global_norm: max_norm must be a finite number in \[0, inf\), or a scalar "
+        r"array with values there; got -1\.0$",
     ):
         optim.clip_by_global_norm(-1.0)
-    with pytest.raises(ValueError, match=r"clip: max_abs must be in \[0.0, inf\], got nan"):
+    with pytest.raises(ValueError, match=r"clip: max_abs must be a finite number .*; got nan$"):
         optim.clip(float("nan"))
+    with pytest.raises(ValueError, match=r"clip: max_abs must be a finite number .*; got inf$"):
+        optim.clip(float("inf"))
+
+
+def test_bfloat16_updates_with_array_thresholds():
+    grads = {"w": jnp.array([3.0, -4.0], jnp.bfloat16)}
+    by_norm = optim.clip_by_global_norm(jnp.float32(1.0))  # float32 norm and bound, bf16 updates
+    clipped, _ = by_norm.update(grads, by_norm.init(grads))
+    assert clipped["w"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(clipped["w"].astype(jnp.float32), [0.6, -0.8], rtol=1e-2)
+    by_value = optim.clip(jnp.float32(2.0))
+    clipped, _ = by_value.update(grads, by_value.init(grads))
+    assert clipped["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(clipped["w"].astype(jnp.float32), [2.0, -2.0])
+
+
+def test_zero_nans_refuses_the_state_of_another_model():
+    opt = optim.zero_nans()
+    state = opt.init({"a": jnp.ones(1)})
+    with pytest.raises(
+        ValueError,
+        match=r"zero_nans: grads and optimizer state differ in structure at \['b'\] vs \['a'\]; "
+        r"the state may belong to another model",
+    ):
+        opt.update({"b": jnp.ones(1)}, state)

@@ -82,7 +82,11 @@ def test_static_arguments_pass_through():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"adam: learning_rate must be in \[0.0, inf\], got -1.0"):
+    with pytest.raises(
+        ValueError,
+        match=r"adam: learning_rate must be a finite number in \[0, inf\), or a scalar array or a "
+        r"schedule with values there; got -1\.0$",
+    ):
         optim.inject_hyperparams(optim.adam)(learning_rate=-1.0)
     state = optim.inject_hyperparams(optim.sgd)(learning_rate=0.1).init({"w": jnp.ones(1)})
     with pytest.raises(
@@ -95,3 +99,83 @@ def test_errors():
         match=r"with_hyperparams: expected the state of an inject_hyperparams optimizer, got EmptyState",
     ):
         optim.with_hyperparams(optim.sgd(0.1).init({"w": jnp.ones(1)}), learning_rate=0.2)
+    with pytest.raises(
+        ValueError,
+        match=r"inject_hyperparams: static_args must be argument names \(strings\), got 1",
+    ):
+        optim.inject_hyperparams(optim.sgd, static_args=(1,))
+    with pytest.raises(
+        ValueError,
+        match=r"inject_hyperparams: static_args must be a tuple of argument names, got the string "
+        r"'mask'; write \('mask',\)",
+    ):
+        optim.inject_hyperparams(optim.adamw, static_args="mask")
+
+
+@pytest.mark.parametrize(
+    "value, got",
+    [
+        (-1.0, r"-1\.0"),
+        (float("nan"), "nan"),
+        (True, r"True \(a bool, not a number\)"),
+        (jnp.float32(-0.5), r"an array holding -0\.5"),
+        (jnp.ones(2), r"an array of dtype float32 and shape \(2,\); pass a scalar"),
+    ],
+)
+def test_with_hyperparams_checks_values_by_the_same_rules(value, got):
+    opt = optim.inject_hyperparams(optim.adam)(learning_rate=0.1, b1=0.9)
+    state = opt.init({"w": jnp.ones(1)})
+    with pytest.raises(
+        ValueError,
+        match=r"^with_hyperparams: learning_rate must be a finite number in \[0, inf\), or a scalar "
+        rf"array with values there; got {got}$",
+    ):
+        optim.with_hyperparams(state, learning_rate=value)
+    with pytest.raises(
+        ValueError, match=r"^with_hyperparams: b1 must be a finite number in \[0, 1\)"
+    ):
+        optim.with_hyperparams(state, b1=1.0)
+
+
+def test_schedules_are_checked_by_their_bounds_for_any_hyperparameter():
+    schedules = optim.schedules
+    with pytest.raises(
+        ValueError, match=r"adam: b1 must be .*; got the schedule exponential_decay"
+    ):
+        optim.inject_hyperparams(optim.adam)(
+            learning_rate=0.1, b1=schedules.exponential_decay(0.9, 2.0, 10)
+        )
+    with pytest.raises(
+        ValueError, match=r"sgd: learning_rate must be .*, whose lowest value is -0\.1$"
+    ):
+        optim.inject_hyperparams(optim.sgd)(learning_rate=schedules.polynomial_decay(0.1, -0.1, 10))
+    # A schedule for a β is fine when its values are: β₁ warms up from 0.5 to 0.9.
+    opt = optim.inject_hyperparams(optim.adam)(
+        learning_rate=0.1, b1=schedules.polynomial_decay(0.5, 0.9, 4)
+    )
+    state = opt.init({"w": jnp.zeros(1)})
+    _, state = opt.update({"w": jnp.ones(1)}, state)
+    np.testing.assert_allclose(state.hyperparams["b1"], 0.5)
+
+
+def test_options_stay_static_and_are_checked():
+    # moment_dtype (a callable dtype) and nesterov are options, not hyperparameters to inject.
+    opt = optim.inject_hyperparams(optim.sgd)(
+        learning_rate=0.1, momentum=0.9, nesterov=True, moment_dtype=jnp.float32
+    )
+    state = opt.init({"w": jnp.ones(1, jnp.bfloat16)})
+    assert set(state.hyperparams) == {"learning_rate", "momentum"}
+    assert state.inner.velocity["w"].dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"sgd: nesterov must be True or False, got 1$"):
+        optim.inject_hyperparams(optim.sgd)(learning_rate=0.1, momentum=0.9, nesterov=1)
+
+
+def test_float64_hyperparameters_meet_float32_moments_under_strict_promotion():
+    with jax.enable_x64(True):
+        opt = optim.inject_hyperparams(optim.adamw)(learning_rate=0.1, b1=0.5, weight_decay=0.1)
+        params = {"W": jnp.ones((2, 2), jnp.float32)}
+        state = opt.init(params)
+        assert state.hyperparams["b1"].dtype == jnp.float64
+        updates, state = jax.jit(opt.update)({"W": jnp.ones((2, 2), jnp.float32)}, state, params)
+        assert updates["W"].dtype == jnp.float32 and state.inner.mu["W"].dtype == jnp.float32
+        np.testing.assert_allclose(updates["W"], -0.1 * (1 + 0.1), rtol=1e-6)

@@ -72,5 +72,32 @@ def test_needs_params_and_matching_mask():
         match=r"add_decayed_weights: params and mask differ in structure at \['dense'\]\['b'\]",
     ):
         bad.update(_params(), bad.init(_params()), _params())
-    with pytest.raises(ValueError, match=r"add_l2: lam must be in \[0.0, inf\], got -0.5"):
+    with pytest.raises(
+        ValueError,
+        match=r"add_l2: lam must be a finite number in \[0, inf\), or a scalar array with values "
+        r"there; got -0\.5$",
+    ):
         optim.add_l2(-0.5)
+    with pytest.raises(
+        ValueError, match=r"add_decayed_weights: mask must be None, a predicate .*; got 'W' at"
+    ):
+        optim.add_decayed_weights(0.1, mask="W")  # checked when built, before any params
+
+
+def test_grads_must_have_the_params_shapes():
+    opt = optim.add_decayed_weights(0.1)
+    grads = {"dense": {"W": jnp.ones((2, 2)), "b": jnp.ones((1,))}}
+    with pytest.raises(
+        ValueError,
+        match=r"add_decayed_weights: grads and params differ in shape at \['dense'\]\['b'\]: "
+        r"\(1,\) vs \(2,\)$",
+    ):
+        opt.update(grads, opt.init(_params()), _params())
+
+
+def test_an_array_rate_meets_bfloat16_params():
+    params = {"W": jnp.ones((2, 2), jnp.bfloat16)}
+    opt = optim.add_l2(jnp.float32(0.5))  # a swept λ, float32
+    updates, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    assert updates["W"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(updates["W"].astype(jnp.float32), np.full((2, 2), 0.5))

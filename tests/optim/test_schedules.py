@@ -308,81 +308,150 @@ def test_bounded_and_monotone(step):
     assert 1 / 25 / 1e4 * (1 - 1e-4) <= v <= 1.0 + 1e-6
 
 
+# Each case's bounds, worked out by hand from its arguments: (lowest, highest) over steps ≥ 0.
+BOUNDS = {
+    "constant": (0.3, 0.3),
+    "piecewise_constant": (0.01, 0.1),  # 0.1 → 0.05 → 0.1 → 0.01
+    "piecewise_constant_at_0": (0.5, 0.5),  # the scale of boundary 0 applies from step 0
+    "step_decay": (0.0, 0.2),
+    "exponential_decay": (0.0, 0.1),
+    "exponential_decay_staircase_begin_floor": (0.02, 0.1),
+    "exponential_decay_growth_ceiling": (0.1, 0.5),
+    "inverse_time_decay": (0.0, 0.1),
+    "inverse_time_decay_staircase": (0.0, 0.1),
+    "polynomial_decay": (0.001, 0.1),
+    "polynomial_decay_linear_rise": (0.0, 1.0),
+    "cosine_decay": (0.01, 0.1),
+    "warmup_cosine_decay": (0.05, 1.0),
+    "warmup_cosine_decay_no_warmup": (0.0, 0.5),
+    "cyclical_triangular": (0.01, 0.1),
+    "cyclical_triangular2": (0.01, 0.1),
+    "cyclical_exp_range": (0.01, 0.1),
+    "one_cycle": (0.1 / 25 / 1e4, 0.1),
+    "one_cycle_fractional_peak": (0.002, 2.0),
+}
+
+
+@pytest.mark.parametrize(("name", "schedule", "ref", "steps"), CASES, ids=IDS)
+def test_bounds_hold_every_value(name, schedule, ref, steps):
+    lowest, highest = schedule.bounds
+    np.testing.assert_allclose([lowest, highest], BOUNDS[name], rtol=1e-12)
+    values = np.asarray(jax.vmap(schedule)(jnp.asarray(steps + list(range(200)), jnp.int32)))
+    slack = 1e-6 * max(abs(lowest), abs(highest))  # float32 values against float64 bounds
+    assert lowest - slack <= values.min() and values.max() <= highest + slack
+
+
+def test_bounds_of_growing_and_negative_schedules():
+    assert schedules.exponential_decay(0.1, 2.0, 10).bounds == (0.1, math.inf)
+    assert schedules.step_decay(-1.0, 2.0, 1).bounds == (-math.inf, -1.0)
+    assert schedules.step_decay(-1.0, 0.5, 1).bounds == (-1.0, 0.0)
+    assert schedules.inverse_time_decay(0.1, 0.0, 10).bounds == (0.1, 0.1)
+    assert schedules.exponential_decay(0.1, 1.0, 10, end_value=0.5).bounds == (0.1, 0.1)
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
         (
             lambda: schedules.constant(float("nan")),
-            r"constant: value must be a finite number, got nan",
+            r"constant: value must be a finite number in \(-inf, inf\); got nan$",
         ),
-        (lambda: schedules.constant("0.1"), r"constant: value must be a finite number, got '0\.1'"),
+        (
+            lambda: schedules.constant("0.1"),
+            r"constant: value must be a finite number in \(-inf, inf\); got '0\.1' \(a str\); "
+            r"pass the number 0\.1, not the string$",
+        ),
+        (
+            lambda: schedules.constant(jnp.array(0.1)),
+            r"constant: value must be a finite number in \(-inf, inf\); got an array",
+        ),
         (
             lambda: schedules.piecewise_constant(0.1, [(10, 0.5)]),
             r"piecewise_constant: boundaries_and_scales must be a dict \{boundary: scale\}, got \[\(10, 0\.5\)\]",
         ),
         (
             lambda: schedules.piecewise_constant(0.1, {-1: 0.5}),
-            r"piecewise_constant: boundaries must be non-negative integers, got -1",
+            r"piecewise_constant: every boundary must be a non-negative integer, got -1$",
         ),
         (
             lambda: schedules.piecewise_constant(0.1, {2.5: 0.5}),
-            r"piecewise_constant: boundaries must be non-negative integers, got 2\.5",
+            r"piecewise_constant: every boundary must be a non-negative integer, got 2\.5$",
         ),
         (
             lambda: schedules.piecewise_constant(0.1, {10: -0.5}),
-            r"piecewise_constant: the scale at boundary 10 must be a non-negative number, got -0\.5",
+            r"piecewise_constant: the scale at boundary 10 must be a finite number in \[0, inf\); "
+            r"got -0\.5$",
         ),
         (
             lambda: schedules.piecewise_constant(float("inf"), {}),
-            r"piecewise_constant: init_value must be a finite number, got inf",
+            r"piecewise_constant: init_value must be a finite number in \(-inf, inf\); got inf$",
         ),
         (
             lambda: schedules.step_decay(0.1, 0.5, 0),
-            r"step_decay: step_size must be a positive integer, got 0",
+            r"step_decay: step_size must be a positive integer, got 0$",
         ),
         (
             lambda: schedules.step_decay(0.1, 0.5, True),
-            r"step_decay: step_size must be a positive integer, got True",
+            r"step_decay: step_size must be a positive integer, got True$",
         ),
         (
             lambda: schedules.step_decay(0.1, -0.5, 10),
-            r"step_decay: decay_rate must be a positive number, got -0\.5",
+            r"step_decay: decay_rate must be a finite number in \(0, inf\); got -0\.5$",
         ),
         (
             lambda: schedules.exponential_decay(0.1, 0.0, 10),
-            r"exponential_decay: decay_rate must be a positive number, got 0\.0",
+            r"exponential_decay: decay_rate must be a finite number in \(0, inf\); got 0\.0$",
         ),
         (
             lambda: schedules.exponential_decay(0.1, 0.5, 0),
-            r"exponential_decay: transition_steps must be a positive integer, got 0",
+            r"exponential_decay: transition_steps must be a positive integer, got 0$",
         ),
         (
             lambda: schedules.exponential_decay(0.1, 0.5, 10, transition_begin=-1),
-            r"exponential_decay: transition_begin must be a non-negative integer, got -1",
+            r"exponential_decay: transition_begin must be a non-negative integer, got -1$",
         ),
         (
             lambda: schedules.exponential_decay(0.1, 0.5, 10, end_value=float("inf")),
-            r"exponential_decay: end_value must be a finite number, got inf",
+            r"exponential_decay: end_value must be a finite number in \(-inf, inf\); got inf$",
+        ),
+        (
+            lambda: schedules.exponential_decay(0.1, 0.5, 10, staircase=1),
+            r"exponential_decay: staircase must be True or False, got 1$",
+        ),
+        (
+            # a decay floored above its start would be the floor from step 0 on
+            lambda: schedules.exponential_decay(1e-3, 0.5, 10, end_value=1.0),
+            r"exponential_decay: with decay_rate=0\.5, end_value is a floor and must be at most "
+            r"init_value; got end_value=1\.0, init_value=0\.001$",
+        ),
+        (
+            lambda: schedules.exponential_decay(0.1, 2.0, 10, end_value=0.01),
+            r"exponential_decay: with decay_rate=2\.0, end_value is a ceiling and must be at least "
+            r"init_value; got end_value=0\.01, init_value=0\.1$",
         ),
         (
             lambda: schedules.inverse_time_decay(0.1, -1.0, 10),
-            r"inverse_time_decay: decay_rate must be a non-negative number, got -1\.0",
+            r"inverse_time_decay: decay_rate must be a finite number in \[0, inf\); got -1\.0$",
         ),
         (
             lambda: schedules.inverse_time_decay(0.1, 0.5, 10.0),
-            r"inverse_time_decay: decay_steps must be a positive integer, got 10\.0",
+            r"inverse_time_decay: decay_steps must be a positive integer, got 10\.0$",
+        ),
+        (
+            lambda: schedules.inverse_time_decay(0.1, 0.5, 10, staircase="no"),
+            r"inverse_time_decay: staircase must be True or False, got 'no' \(a str\)$",
         ),
         (
             lambda: schedules.polynomial_decay(0.1, 0.0, 100, power=0),
-            r"polynomial_decay: power must be a positive number, got 0",
+            r"polynomial_decay: power must be a finite number in \(0, inf\); got 0$",
         ),
         (
             lambda: schedules.polynomial_decay(0.1, None, 100),
-            r"polynomial_decay: end_value must be a finite number, got None",
+            r"polynomial_decay: end_value must be a finite number in \(-inf, inf\); got None$",
         ),
         (
             lambda: schedules.cosine_decay(0.1, 0),
-            r"cosine_decay: decay_steps must be a positive integer, got 0",
+            r"cosine_decay: decay_steps must be a positive integer, got 0$",
         ),
         (
             lambda: schedules.warmup_cosine_decay(1.0, 10, 10),
@@ -391,31 +460,50 @@ def test_bounded_and_monotone(step):
         ),
         (
             lambda: schedules.warmup_cosine_decay(1.0, -1, 10),
-            r"warmup_cosine_decay: warmup_steps must be a non-negative integer, got -1",
+            r"warmup_cosine_decay: warmup_steps must be a non-negative integer, got -1$",
+        ),
+        (
+            lambda: schedules.warmup_cosine_decay(0.1, 10, 100, init_value=0.5),
+            r"warmup_cosine_decay: init_value must be at most peak_value \(the peak is the highest "
+            r"value\); got init_value=0\.5 > peak_value=0\.1$",
+        ),
+        (
+            lambda: schedules.warmup_cosine_decay(0.1, 10, 100, end_value=0.2),
+            r"warmup_cosine_decay: end_value must be at most peak_value .*; got end_value=0\.2 > "
+            r"peak_value=0\.1$",
         ),
         (
             lambda: schedules.cyclical(0.01, 0.1, 5, mode="triangle"),
-            r"cyclical: mode must be one of \('triangular', 'triangular2', 'exp_range'\), got 'triangle'",
+            r"cyclical: mode must be one of 'triangular', 'triangular2', 'exp_range'; got 'triangle'$",
         ),
         (
             lambda: schedules.cyclical(0.01, 0.1, 0),
-            r"cyclical: step_size must be a positive integer, got 0",
+            r"cyclical: step_size must be a positive integer, got 0$",
         ),
         (
             lambda: schedules.cyclical(0.01, 0.1, 5, mode="exp_range", gamma=0.0),
-            r"cyclical: gamma must be a positive number, got 0\.0",
+            r"cyclical: gamma must be a finite number in \(0, 1\]; got 0\.0$",
+        ),
+        (
+            lambda: schedules.cyclical(0.01, 0.1, 5, mode="exp_range", gamma=1.5),  # would grow
+            r"cyclical: gamma must be a finite number in \(0, 1\]; got 1\.5$",
+        ),
+        (
+            lambda: schedules.cyclical(0.1, 0.01, 5),
+            r"cyclical: max_value must be at least base_value \(the cycles rise from base to max\); "
+            r"got max_value=0\.01 < base_value=0\.1$",
         ),
         (
             lambda: schedules.one_cycle(0.1, 1),
-            r"one_cycle: total_steps must be an integer >= 2, got 1",
+            r"one_cycle: total_steps must be an integer >= 2, got 1$",
         ),
         (
             lambda: schedules.one_cycle(0.1, 100, pct_start=1.0),
-            r"one_cycle: pct_start must be in \(0, 1\), got 1\.0",
+            r"one_cycle: pct_start must be a finite number in \(0, 1\); got 1\.0$",
         ),
         (
             lambda: schedules.one_cycle(0.1, 100, pct_start=0),
-            r"one_cycle: pct_start must be in \(0, 1\), got 0",
+            r"one_cycle: pct_start must be a finite number in \(0, 1\); got 0$",
         ),
         (
             lambda: schedules.one_cycle(0.1, 3),
@@ -423,12 +511,21 @@ def test_bounded_and_monotone(step):
             r"got 0\.3 \* 3 = 0\.8999999999999999; raise pct_start or total_steps",
         ),
         (
-            lambda: schedules.one_cycle(0.1, 100, div_factor=0),
-            r"one_cycle: div_factor must be a positive number, got 0",
+            lambda: schedules.one_cycle(-0.1, 100),
+            r"one_cycle: max_value must be a finite number in \[0, inf\); got -0\.1$",
         ),
         (
-            lambda: schedules.one_cycle(0.1, 100, final_div_factor=-1.0),
-            r"one_cycle: final_div_factor must be a positive number, got -1\.0",
+            # below 1, the start max / div_factor would be above the peak
+            lambda: schedules.one_cycle(1e-3, 100, div_factor=0.01),
+            r"one_cycle: div_factor must be a finite number in \[1, inf\); got 0\.01$",
+        ),
+        (
+            lambda: schedules.one_cycle(0.1, 100, div_factor=0),
+            r"one_cycle: div_factor must be a finite number in \[1, inf\); got 0$",
+        ),
+        (
+            lambda: schedules.one_cycle(0.1, 100, final_div_factor=0.5),
+            r"one_cycle: final_div_factor must be a finite number in \[1, inf\); got 0\.5$",
         ),
     ],
 )
@@ -461,3 +558,5 @@ def test_public_api():
             assert getattr(schedules, name).__doc__, name
     name = schedules.cosine_decay(0.1, 10).__name__
     assert name == "cosine_decay(init_value=0.1, decay_steps=10, end_value=0.0)"
+    assert schedules.cosine_decay.__name__ == "cosine_decay"  # the builder keeps its own name
+    assert "Half a cosine" in schedules.cosine_decay.__doc__
