@@ -36,29 +36,26 @@ def main(epochs: int = 40) -> float:
         }
 
     step = train.make_train_step(loss_fn, opt, has_aux=True)
-    evaluate = train.make_eval_step(loss_fn)
-    manager = checkpoint.CheckpointManager(tempfile.mkdtemp(), keep_last=1, monitor="val_loss")
+    evaluate = train.make_eval_step(loss_fn)  # one eval step serves the val and test sets
+    with tempfile.TemporaryDirectory() as run_dir:  # removed at the end, with its files
+        manager = checkpoint.CheckpointManager(run_dir, keep_last=1, monitor="val_loss")
+        for epoch in range(epochs):
+            batches = data.batches(train_set, 32, key=k_order, epoch=epoch, drop_last=True)
+            for batch in data.prefetch_to_device(batches):
+                params, opt_state, logs = step(params, opt_state, batch)
+            val_logs = jax.device_get(evaluate(params, val))
+            state = {"params": params, "opt_state": opt_state}
+            manager.save(epoch, state, metrics={"val_loss": float(val_logs["loss"])})
+            if epoch % 10 == 9:
+                print(
+                    f"epoch {epoch + 1}: train loss {float(logs['loss']):.4f}, "
+                    f"val accuracy {val_logs['accuracy']:.4f}"
+                )
+        best_epoch = manager.best_step() + 1
+        best = manager.restore_best(template={"params": params}, partial=True)["params"]
 
-    for epoch in range(epochs):
-        for batch in data.prefetch_to_device(
-            data.batches(train_set, 32, key=k_order, epoch=epoch, drop_last=True)
-        ):
-            params, opt_state, logs = step(params, opt_state, batch)
-        val_logs = jax.device_get(evaluate(params, val))
-        manager.save(
-            epoch,
-            {"params": params, "opt_state": opt_state},
-            metrics={"val_loss": float(val_logs["loss"])},
-        )
-        if epoch % 10 == 9:
-            print(
-                f"epoch {epoch + 1}: train loss {float(logs['loss']):.4f}, val accuracy {val_logs['accuracy']:.4f}"
-            )
-
-    best = manager.restore_best(template={"params": params, "opt_state": opt_state})["params"]
-    evaluate_test = train.make_eval_step(loss_fn)  # the test set has its own shape: its own program
-    accuracy = float(evaluate_test(best, test)["accuracy"])
-    print(f"best epoch {manager.best_step() + 1}: test accuracy {accuracy:.4f}")
+    accuracy = float(evaluate(best, test)["accuracy"])
+    print(f"best epoch {best_epoch}: test accuracy {accuracy:.4f}")
     return accuracy
 
 

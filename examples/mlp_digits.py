@@ -22,7 +22,7 @@ import time
 import jax
 
 import fundl
-from fundl import data, losses, metrics, optim, train
+from fundl import checkpoint, data, losses, metrics, optim, train
 
 
 def prepare(key: jax.Array) -> tuple[dict, dict, dict]:
@@ -61,7 +61,9 @@ def main(epochs: int = 60, out: str = "runs/mlp_digits", progress: bool = True) 
         val_data=val,
         has_aux=True,
         early_stopping=train.EarlyStopping("val_loss", patience=8),
-        checkpoint_dir=pathlib.Path(out) / "checkpoints",
+        checkpoints=checkpoint.CheckpointManager(
+            pathlib.Path(out) / "checkpoints", keep_last=2, monitor="val_loss"
+        ),
         progress=progress,
     )
     evaluate = train.make_eval_step(loss_fn)
