@@ -385,9 +385,16 @@ def _reported_as_row(check_name: str, rows: list[Row]) -> Iterator[None]:
         )
 
 
-def _random_like(key: jax.Array, arrays: Sequence[jax.Array]) -> list[jax.Array]:
-    keys = jax.random.split(key, max(len(arrays), 1))
-    return [jax.random.normal(k, a.shape, jnp.float64) for k, a in zip(keys, arrays)]
+def _random_like(rng: np.random.Generator, shapes: Sequence[Any]) -> list[jax.Array]:
+    """Standard normal float64 arrays of the given shapes (or of the arrays' shapes).
+
+    Drawn with NumPy: ``jax.random.normal`` compiles a program per shape, which cost
+    most of a check's time.
+    """
+    return [
+        jnp.asarray(rng.standard_normal(tuple(getattr(a, "shape", a))), jnp.float64)
+        for a in shapes
+    ]
 
 
 # --- the check, section by section ----------------------------------------------------
@@ -480,7 +487,7 @@ def _finite_difference_rows(
     return rows
 
 
-def _hvp_rows(run: _Run, key: jax.Array) -> list[Row]:
+def _hvp_rows(run: _Run, rng: np.random.Generator) -> list[Row]:
     """A Hessian-vector product through the hand rules (grad of grad) vs the references'."""
     name = "hvp: hand vs autodiff"
     rows: list[Row] = []
@@ -489,7 +496,7 @@ def _hvp_rows(run: _Run, key: jax.Array) -> list[Row]:
         def compiled_hvp(problem: _Problem) -> Callable[..., Any]:
             return jax.jit(lambda theta, v: _hvp(problem, theta, run.cotangent, v))
 
-        v = _random_like(key, run.ref.leaves)
+        v = _random_like(rng, run.ref.leaves)
         with _mode(reference=False):
             hand = compiled_hvp(run.hand)(run.hand.leaves, v)
         with _mode(reference=True):
@@ -516,19 +523,18 @@ def _jit_rows(run: _Run) -> list[Row]:
     return rows
 
 
-def _vmap_rows(run: _Run, key: jax.Array, batch: int = 3) -> list[Row]:
+def _vmap_rows(run: _Run, rng: np.random.Generator, batch: int = 3) -> list[Row]:
     """vmap of the hand VJP over nearby inputs and cotangents vs each one alone."""
     name = "vmap: batched vs stacked"
     rows: list[Row] = []
     with _reported_as_row(name, rows), _mode(reference=False):
-        k_theta, k_cot = jax.random.split(key)
-        noise = _random_like(k_theta, [jnp.zeros((batch, *x.shape)) for x in run.hand.leaves])
+        noise = _random_like(rng, [(batch, *x.shape) for x in run.hand.leaves])
         wide = [x[None].astype(e.dtype) for x, e in zip(run.hand.leaves, noise)]
         thetas = [
             (w + 0.01 * e * (1 + jnp.abs(w))).astype(x.dtype)
             for w, e, x in zip(wide, noise, run.hand.leaves)
         ]
-        cot_noise = _random_like(k_cot, [jnp.zeros((batch, *c.shape)) for c in run.cotangent])
+        cot_noise = _random_like(rng, [(batch, *c.shape) for c in run.cotangent])
         cotangents = [c[None] + 0.5 * e for c, e in zip(run.cotangent, cot_noise)]
         batched = jax.jit(jax.vmap(lambda t, c: _vjp(run.hand, t, c)))(thetas, cotangents)
         singles = [
@@ -591,7 +597,7 @@ def check(
     seed = int(key) if isinstance(key, int) else int(jax.random.randint(key, (), 0, 2**31 - 1))
 
     with rules.count_calls() as calls, _x64():
-        k_cot, k_hvp, k_vmap = jax.random.split(jax.random.key(seed), 3)
+        r_cot, r_fd, r_hvp, r_vmap = (np.random.default_rng([seed, i]) for i in range(4))
         to64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
         hand = _problem(f, args, argnums, to64 if low_dtype is None else jnp.asarray)
         out_names = _output_names(f, args)
@@ -608,25 +614,24 @@ def check(
             hand=hand,
             ref=_problem(f, args, argnums, to64),
             out_names=out_names,
-            cotangent=[jnp.ones((), jnp.float64)] if scalar else _random_like(k_cot, out_shapes),
+            cotangent=[jnp.ones((), jnp.float64)] if scalar else _random_like(r_cot, out_shapes),
             low_dtype=low_dtype,
             same=same,
         )
 
         rows, notes = _first_order(run, calls)
         if low_dtype is None:
-            rng = np.random.default_rng(seed)
-            rows += _finite_difference_rows(run, tolerances, fd_step, fd_max_elements, rng)
+            rows += _finite_difference_rows(run, tolerances, fd_step, fd_max_elements, r_fd)
         else:
             notes.append(
                 f"finite differences skipped: their fixed step is below {low_dtype} resolution"
             )
         if hvp:
-            rows += _hvp_rows(run, k_hvp)
+            rows += _hvp_rows(run, r_hvp)
         if jit:
             rows += _jit_rows(run)
         if vmap:
-            rows += _vmap_rows(run, k_vmap)
+            rows += _vmap_rows(run, r_vmap)
 
     precision = "float64" if low_dtype is None else f"{low_dtype} hand rule vs float64 reference"
     cotangent = "1 (full gradient of a scalar output)" if scalar else f"random normal (seed {seed})"

@@ -82,7 +82,14 @@ def test_readme_starts_with_the_two_set_up_commands():
 
 
 @pytest.mark.parametrize(
-    "page", ["README.md", "docs/primitives.md", "docs/schedules.md", "docs/checkpoint.md"]
+    "page",
+    [
+        pytest.param("README.md", marks=pytest.mark.slow),  # a full gradient check
+        pytest.param("docs/training.md", marks=pytest.mark.slow),  # trains on the digits
+        "docs/primitives.md",
+        "docs/schedules.md",
+        "docs/checkpoint.md",
+    ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):
     text = (ROOT / page).read_text()

@@ -9,6 +9,7 @@ import pytest
 from fundl import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each example trains for seconds
 
 
 def _load(name):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fundl import activations, gradcheck, losses
@@ -180,6 +180,8 @@ def test_a_rule_that_cannot_be_differentiated_again_is_a_failed_row_not_a_crash(
 # --- correct rules pass --------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@settings(max_examples=3)  # each example compiles new shapes
 @given(
     widths=st.lists(st.integers(1, 4), min_size=5, max_size=5),
     m=st.integers(1, 5),
@@ -194,6 +196,7 @@ def test_four_layer_mlp_passes(widths, m, activation):
     report.assert_passed()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_model_passes_against_float64(dtype):
     model = mlp([6, 8, 8, 8, 3], "relu")

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fundl import gradcheck
@@ -155,6 +155,8 @@ def test_bce_clipping_keeps_a_saturated_prediction_learning():
 shapes = st.tuples(st.integers(1, 5), st.integers(1, 4))
 
 
+@pytest.mark.slow
+@settings(max_examples=3)  # each example compiles new shapes
 @given(shape=shapes, seed=st.integers(0, 100), reduction=st.sampled_from(["mean", "sum", "none"]))
 def test_gradcheck_elementwise_losses(shape, seed, reduction):
     k1, k2 = jax.random.split(jax.random.key(seed))
@@ -166,6 +168,8 @@ def test_gradcheck_elementwise_losses(shape, seed, reduction):
         ).assert_passed()
 
 
+@pytest.mark.slow
+@settings(max_examples=3)  # each example compiles new shapes
 @given(
     shape=shapes,
     seed=st.integers(0, 100),

@@ -124,6 +124,7 @@ def test_every_primitive_has_a_row():
     assert primitives - in_table == set()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
 def test_gradcheck_passes_every_check(case):
     report = gradcheck.check(_call(case), *case.inputs())

@@ -45,7 +45,7 @@ TRANSFORMATIONS = {
     "`jax.vjp`": lambda: jax.vjp(_loss, _PARAMS)[1](jnp.ones(())),
     "`jax.jacrev`": lambda: jax.jacrev(_loss)(_PARAMS),
     "grad of grad": lambda: jax.grad(lambda p: _vdot(jax.grad(_loss)(p), _V))(_PARAMS),
-    "`jax.hessian`": lambda: jax.hessian(_loss)(_PARAMS),
+    "`jax.hessian`": lambda: jax.jit(jax.hessian(_loss))(_PARAMS),
     "`jax.jvp`": lambda: jax.jvp(_loss, (_PARAMS,), (_V,)),
     "`jax.jacfwd`": lambda: jax.jacfwd(_loss)(_PARAMS),
     "`jax.linearize`": lambda: jax.linearize(_loss, _PARAMS)[1](_V),

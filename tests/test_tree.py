@@ -75,14 +75,14 @@ def test_check_same_shapes_checks_the_structure_first():
         tree.check_same_shapes("x", jnp.ones(2), jnp.ones(3), "a", "b")
 
 
-def test_accumulation_dtype_reads_dtypes_without_promotion():
+def test_accumulation_dtype_reads_dtypes_without_promotion(x64):
     assert tree.accumulation_dtype({"a": jnp.ones(1, jnp.bfloat16)}) == jnp.float32
     assert tree.accumulation_dtype((jnp.ones(1, jnp.bfloat16), jnp.ones(1, jnp.float16))) == (
         jnp.float32
     )
     assert tree.accumulation_dtype({}) == jnp.float32
     assert tree.accumulation_dtype([jnp.ones(1, jnp.int32)]) == jnp.float32
-    with jax.enable_x64(True):
+    with x64():
         mixed = [jnp.ones(1, jnp.float32), jnp.ones(1, jnp.float64), jnp.ones(1, jnp.bfloat16)]
         assert tree.accumulation_dtype(mixed) == jnp.float64
         norm = tree.global_norm(mixed)  # float32 meets float64 under strict promotion

@@ -161,13 +161,13 @@ def test_bfloat16_bits_are_kept(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint64])
-def test_64_bit_leaves_round_trip(tmp_path, dtype):
+def test_64_bit_leaves_round_trip(x64, tmp_path, dtype):
     values = np.array([0.1, 2.0**40, 3.0]).astype(dtype)
     path = checkpoint.save(tmp_path / "d", {"x": values})
     restored = checkpoint.restore(path, {"x": np.zeros(3, dtype)})["x"]
     assert restored.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(restored, values)
-    with jax.enable_x64(True):
+    with x64():
         as_jax = checkpoint.restore(path)["x"]
         assert as_jax.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(np.asarray(as_jax), values)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fundl import gradcheck, initializers
@@ -32,6 +32,8 @@ def test_backward_is_the_notes_algebra():
     np.testing.assert_allclose(dx, dZ @ W, rtol=1e-5)  # dA_prev = dZ W
 
 
+@pytest.mark.slow
+@settings(max_examples=3)  # each example compiles new shapes
 @given(
     lead=st.lists(st.integers(1, 3), min_size=0, max_size=2),
     n_in=st.integers(1, 4),

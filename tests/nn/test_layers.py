@@ -111,6 +111,7 @@ def test_jit_equals_eager(case):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
 def test_gradcheck_of_the_layer_passes(case):
     params, x = _setup(case)

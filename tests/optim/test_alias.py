@@ -137,8 +137,9 @@ def _factory(name):
 
 
 @pytest.fixture
-def x64():
-    with jax.enable_x64(True):
+def float64(x64):
+    """64-bit types for the whole test (the NumPy references run in float64)."""
+    with x64():
         yield
 
 
@@ -169,7 +170,7 @@ def _fundl_run(opt, params, grad_fn, steps):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_trajectory_on_a_quadratic_matches_numpy(name, x64):
+def test_trajectory_on_a_quadratic_matches_numpy(name, float64):
     opt, reference, _, _ = OPTIMIZERS_UNDER_TEST[name]
     rng = np.random.default_rng(0)
     scale_ = {"W": rng.uniform(0.5, 2.0, (2, 3)), "b": rng.uniform(0.5, 2.0, 3)}
@@ -189,7 +190,7 @@ def test_trajectory_on_a_quadratic_matches_numpy(name, x64):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_trajectory_on_a_tiny_mlp_matches_numpy(name, x64):
+def test_trajectory_on_a_tiny_mlp_matches_numpy(name, float64):
     opt, reference, _, _ = OPTIMIZERS_UNDER_TEST[name]
     model = mlp([3, 4, 2], "tanh")
     params = model.init(jax.random.key(0))
@@ -391,7 +392,7 @@ def test_vmap_over_four_learning_rates_equals_four_runs():
     assert len({float(w) for w in together["W"][:, 0, 0]}) == 4
 
 
-def test_notes_momentum_is_heavy_ball_with_a_smaller_rate(x64):
+def test_notes_momentum_is_heavy_ball_with_a_smaller_rate(float64):
     params = {"w": jnp.array([1.0, -2.0])}
     runs = []
     for opt in (optim.momentum(0.1, 0.9), optim.sgd(0.1 * (1 - 0.9), 0.9)):
@@ -399,7 +400,7 @@ def test_notes_momentum_is_heavy_ball_with_a_smaller_rate(x64):
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-12)
 
 
-def test_learning_rate_schedule_is_followed(x64):
+def test_learning_rate_schedule_is_followed(float64):
     schedule = optim.schedules.exponential_decay(0.1, 0.5, 1)
     opt = optim.sgd(schedule)
     params = {"w": jnp.zeros(1)}

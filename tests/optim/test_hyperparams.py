@@ -170,8 +170,8 @@ def test_options_stay_static_and_are_checked():
         optim.inject_hyperparams(optim.sgd)(learning_rate=0.1, momentum=0.9, nesterov=1)
 
 
-def test_float64_hyperparameters_meet_float32_moments_under_strict_promotion():
-    with jax.enable_x64(True):
+def test_float64_hyperparameters_meet_float32_moments_under_strict_promotion(x64):
+    with x64():
         opt = optim.inject_hyperparams(optim.adamw)(learning_rate=0.1, b1=0.5, weight_decay=0.1)
         params = {"W": jnp.ones((2, 2), jnp.float32)}
         state = opt.init(params)

@@ -18,8 +18,8 @@ def test_update_moment_is_the_moving_average_in_the_moment_dtype():
     np.testing.assert_array_equal(second["w"], np.float32([1.0078125**2, 4.0]))
 
 
-def test_update_moment_casts_an_array_decay():
-    with jax.enable_x64(True):
+def test_update_moment_casts_an_array_decay(x64):
+    with x64():
         m = {"w": jnp.ones(2, jnp.float32)}
         out = scaling._update_moment({"w": jnp.zeros(2, jnp.float32)}, m, jnp.float64(0.25))
         assert out["w"].dtype == jnp.float32

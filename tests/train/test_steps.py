@@ -63,7 +63,7 @@ def test_no_retrace_across_epochs_and_the_partial_batch_is_expected(toy):
 
 def test_recompilation_warns_once_and_names_the_argument(toy):
     def scaled_loss(params, batch, scale):
-        return scale * toy.loss_fn(params, batch)
+        return jnp.asarray(scale, jnp.float32) * toy.loss_fn(params, batch)
 
     opt = optim.sgd(0.1)
     step = train.make_train_step(scaled_loss, opt)
