@@ -209,7 +209,11 @@ def as_key(name: str, key: Any, *, arg: str = "key") -> jax.Array:
         return key
     if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         return jax.random.key(int(key))
-    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape[-1:] == (2,):
+    if (
+        isinstance(key, (jax.Array, np.ndarray))
+        and key.dtype == np.uint32
+        and key.shape[-1:] == (2,)
+    ):
         return key  # a raw key from jax.random.PRNGKey
     raise ValueError(
         f"{name}: {arg} must be a PRNG key (jax.random.key(seed)) or an int seed, "

@@ -392,8 +392,7 @@ def _random_like(rng: np.random.Generator, shapes: Sequence[Any]) -> list[jax.Ar
     most of a check's time.
     """
     return [
-        jnp.asarray(rng.standard_normal(tuple(getattr(a, "shape", a))), jnp.float64)
-        for a in shapes
+        jnp.asarray(rng.standard_normal(tuple(getattr(a, "shape", a))), jnp.float64) for a in shapes
     ]
 
 

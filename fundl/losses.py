@@ -207,9 +207,7 @@ def _check_bce(probabilities, targets, *, eps, reduction):
     _check_reduction("binary_cross_entropy", reduction)
     _check_eps("binary_cross_entropy", eps)
     _check_same_shape("binary_cross_entropy", probabilities, targets)
-    _check_probabilities(
-        "binary_cross_entropy", probabilities, "binary_cross_entropy_with_logits"
-    )
+    _check_probabilities("binary_cross_entropy", probabilities, "binary_cross_entropy_with_logits")
 
 
 @primitive(check=_check_bce)
@@ -347,7 +345,11 @@ categorical_cross_entropy.defvjp(categorical_cross_entropy_fwd, categorical_cros
 def _check_softmax_ce(logits, labels, *, label_smoothing, reduction):
     _check_reduction("softmax_cross_entropy", reduction)
     check_number(
-        "softmax_cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0,
+        "softmax_cross_entropy",
+        "label_smoothing",
+        label_smoothing,
+        low=0.0,
+        high=1.0,
         high_open=True,
     )
     _categorical_targets("softmax_cross_entropy", logits, labels)

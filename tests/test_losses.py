@@ -275,7 +275,8 @@ def test_shape_and_dtype_errors():
     ):
         L.l2_penalty({"W": jnp.ones((2, 2), jnp.int32)}, 0.1)
     with pytest.raises(
-        ValueError, match=r"binary_cross_entropy: eps must be a finite number in \(0, 0.5\); got 0.7"
+        ValueError,
+        match=r"binary_cross_entropy: eps must be a finite number in \(0, 0.5\); got 0.7",
     ):
         L.binary_cross_entropy(jnp.ones(2) * 0.5, jnp.ones(2), eps=0.7)
 
@@ -301,7 +302,9 @@ def test_probabilities_outside_zero_one_are_refused_pointing_to_the_logits_loss(
         r"binary_cross_entropy_with_logits",
     ):
         L.binary_cross_entropy(logits, jnp.array([1.0, 0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"categorical_cross_entropy: .* use softmax_cross_entropy"):
+    with pytest.raises(
+        ValueError, match=r"categorical_cross_entropy: .* use softmax_cross_entropy"
+    ):
         L.categorical_cross_entropy(jnp.array([[3.0, -1.0]]), jnp.array([0]))
     # under jit the values are not known: no check, no host sync
     jax.jit(L.binary_cross_entropy)(jnp.array([0.2, 0.7]), jnp.array([0.0, 1.0]))

@@ -34,7 +34,9 @@ def test_binary_output_with_integer_labels_of_shape_n():
     probs = jnp.array([[0.9], [0.2], [0.6], [0.4]])
     np.testing.assert_allclose(metrics.accuracy(probs, jnp.array([1, 0, 1, 0])), 1.0)
     np.testing.assert_allclose(metrics.accuracy(probs, jnp.array([1, 1, 1, 1])), 0.5)
-    with pytest.raises(ValueError, match=r"accuracy: binary labels must be in \[0, 2\), got values in \[0, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"accuracy: binary labels must be in \[0, 2\), got values in \[0, 3\]"
+    ):
         metrics.accuracy(probs, jnp.array([1, 0, 3, 0]))
 
 
@@ -60,9 +62,16 @@ def test_monitor_ties_and_nan():
     assert not monitor.improved(float("nan"), best=None)
     assert monitor.improved(3.0, best=None)
     assert monitor.best([(1, 0.5), (2, float("nan")), (3, 0.4), (4, 0.4)]) == (3, 0.4)
-    assert metrics.Monitor("acc", "max", min_delta=0.1).best([(1, 0.5), (2, 0.55), (3, 0.7)]) == (3, 0.7)
+    assert metrics.Monitor("acc", "max", min_delta=0.1).best([(1, 0.5), (2, 0.55), (3, 0.7)]) == (
+        3,
+        0.7,
+    )
     assert monitor.best([(1, float("nan"))]) is None
-    with pytest.raises(ValueError, match=r"Monitor: mode must be one of 'min', 'max'; got 'lowest'"):
+    with pytest.raises(
+        ValueError, match=r"Monitor: mode must be one of 'min', 'max'; got 'lowest'"
+    ):
         metrics.Monitor("val_loss", "lowest")
-    with pytest.raises(ValueError, match=r"Monitor: min_delta must be a finite number in \[0, inf\); got -1"):
+    with pytest.raises(
+        ValueError, match=r"Monitor: min_delta must be a finite number in \[0, inf\); got -1"
+    ):
         metrics.Monitor("val_loss", min_delta=-1)

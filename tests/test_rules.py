@@ -153,8 +153,10 @@ def test_options_may_be_pytrees_of_hashable_leaves_but_not_arrays():
     def masked_sum(x, *, mask=None):
         return x["a"] * (1.0 if mask is None or mask["a"] else 0.0)
 
-    masked_sum.defvjp(lambda x, *, mask: (masked_sum.reference(x, mask=mask), None),
-                      lambda _, g, *, mask: ({"a": g * (1.0 if mask["a"] else 0.0)},))
+    masked_sum.defvjp(
+        lambda x, *, mask: (masked_sum.reference(x, mask=mask), None),
+        lambda _, g, *, mask: ({"a": g * (1.0 if mask["a"] else 0.0)},),
+    )
     x = {"a": jnp.float32(2.0)}
     assert float(jax.grad(lambda x: masked_sum(x, mask={"a": True}))(x)["a"]) == 1.0
     assert float(jax.grad(lambda x: masked_sum(x, mask={"a": False}))(x)["a"]) == 0.0

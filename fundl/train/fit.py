@@ -310,8 +310,13 @@ def fit(
     batch_size = check_int("fit", "batch_size", batch_size)
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
     eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size)
-    for arg, value in (("has_aux", has_aux), ("drop_last", drop_last), ("scan", scan),
-                       ("resume", resume), ("progress", progress)):
+    for arg, value in (
+        ("has_aux", has_aux),
+        ("drop_last", drop_last),
+        ("scan", scan),
+        ("resume", resume),
+        ("progress", progress),
+    ):
         check_bool("fit", arg, value)
     check_optimizer("fit", optimizer)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):

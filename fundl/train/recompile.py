@@ -121,7 +121,9 @@ class _TraceWatch:
                 continue
             hint = ""
             if getattr(aval_a, "weak_type", False) != getattr(aval_b, "weak_type", False):
-                hint = " ('~' marks a weak type: a Python number where an array was, or the reverse)"
+                hint = (
+                    " ('~' marks a weak type: a Python number where an array was, or the reverse)"
+                )
             return f"{path_a} changed from {text_a} to {text_b}{hint}"
         return None
 

@@ -116,7 +116,12 @@ def make_train_step(
       donate: donate params and opt_state.
     """
     return build_train_step(
-        "make_train_step", loss_fn, optimizer, has_aux=has_aux, ensemble=ensemble, jit=jit,
+        "make_train_step",
+        loss_fn,
+        optimizer,
+        has_aux=has_aux,
+        ensemble=ensemble,
+        jit=jit,
         donate=donate,
     )
 
@@ -133,7 +138,12 @@ def build_train_step(
 ) -> Callable[..., Any]:
     """:func:`make_train_step` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
-    for arg, value in (("has_aux", has_aux), ("ensemble", ensemble), ("jit", jit), ("donate", donate)):
+    for arg, value in (
+        ("has_aux", has_aux),
+        ("ensemble", ensemble),
+        ("jit", jit),
+        ("donate", donate),
+    ):
         check_bool(name, arg, value)
     step = _train_step_fn(name, loss_fn, optimizer, has_aux)
     if ensemble:
@@ -263,7 +273,9 @@ def make_epoch(
     ⌊n / batch_size⌋ full batches (the remainder is dropped: a scan needs one shape),
     and run through ``lax.scan``. ``metrics`` are stacked per step.
     """
-    return build_epoch("make_epoch", loss_fn, optimizer, batch_size, has_aux=has_aux, jit=jit, donate=donate)
+    return build_epoch(
+        "make_epoch", loss_fn, optimizer, batch_size, has_aux=has_aux, jit=jit, donate=donate
+    )
 
 
 def build_epoch(

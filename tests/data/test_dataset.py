@@ -134,8 +134,8 @@ def test_validate_counts_every_non_finite_value_and_finds_the_first(monkeypatch,
         (np.array([0.0, 1.0, 1e39, 5.0]), "1e+39", "float64", "float32", "become inf"),
     ],
 )
-def test_validate_rejects_values_that_jax_would_change_without_x64(x64, 
-    leaf, value, dtype, stored, result
+def test_validate_rejects_values_that_jax_would_change_without_x64(
+    x64, leaf, value, dtype, stored, result
 ):
     with pytest.raises(
         ValueError,

@@ -76,7 +76,9 @@ def test_fused_output_starts_from_a_minus_y():
     chex.assert_trees_all_close(grads["dense3"]["b"], out.dZ.sum(0) / 16, rtol=1e-6)
     chex.assert_trees_all_close(traces[1].dA, out.dZ @ params["dense3"]["W"], rtol=1e-6)
     # dZ[l] = dA[l] ⊙ relu'(Z[l])
-    chex.assert_trees_all_close(traces[1].dZ, traces[1].dA * (traces[1].Z > 0).astype(jnp.float32), rtol=1e-6)
+    chex.assert_trees_all_close(
+        traces[1].dZ, traces[1].dA * (traces[1].Z > 0).astype(jnp.float32), rtol=1e-6
+    )
     np.testing.assert_allclose(traces[0].dW_norm, np.linalg.norm(grads["dense1"]["W"]), rtol=1e-6)
     chex.assert_shape([t.Z for t in traces], [(16, 3), (16, 3), (16, 1)])
 

@@ -60,7 +60,13 @@ def test_layer_init_shapes_and_initializers():
     np.testing.assert_array_equal(
         params["W"], initializers.he_normal(jax.random.split(jax.random.key(0))[0], (3, 2))
     )
-    custom = Dense(3, w_init=initializers.ones, b_init=initializers.ones, use_bias=True, param_dtype=jnp.bfloat16)
+    custom = Dense(
+        3,
+        w_init=initializers.ones,
+        b_init=initializers.ones,
+        use_bias=True,
+        param_dtype=jnp.bfloat16,
+    )
     params = custom.init(jax.random.key(0), (2,))
     assert params["W"].dtype == jnp.bfloat16
     np.testing.assert_array_equal(params["b"], np.ones(3))

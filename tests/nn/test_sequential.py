@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fundl import activations, gradcheck, initializers, losses
+from fundl import activations, initializers
 from fundl.nn import Activation, Dense, Sequential, mlp
 
 

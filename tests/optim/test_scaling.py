@@ -1,6 +1,5 @@
 """fundl.optim.scaling: the one moving average the blocks share (the blocks run in test_alias)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

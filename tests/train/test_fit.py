@@ -39,9 +39,7 @@ def run(toy):
 
 
 def test_fit_trains_and_records_history(toy, run):
-    result = run(
-        toy.loss_with_accuracy, has_aux=True, val_data=toy.data(20, seed=3), epochs=5
-    )
+    result = run(toy.loss_with_accuracy, has_aux=True, val_data=toy.data(20, seed=3), epochs=5)
     h = result.history
     assert h["epoch"] == [1, 2, 3, 4, 5]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "time"} <= set(h)
@@ -58,7 +56,9 @@ def test_every_training_example_is_used_by_default_and_drop_last_drops(toy, run)
     dropped = run(optimizer=optim.sgd(0.0), epochs=1, batch_size=16, drop_last=True)
     order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(0), 0), 40))
     kept = jax.tree.map(lambda a: a[order[:32]], toy.data(40))
-    np.testing.assert_allclose(dropped.history["loss"][0], toy.loss_fn(toy.params(), kept), rtol=1e-5)
+    np.testing.assert_allclose(
+        dropped.history["loss"][0], toy.loss_fn(toy.params(), kept), rtol=1e-5
+    )
     assert abs(dropped.history["loss"][0] - full.history["loss"][0]) > 1e-4
 
 
@@ -73,8 +73,16 @@ def test_validation_weights_its_partial_last_batch_by_size(toy, run):
 
 def test_fit_does_not_touch_the_callers_params(toy):
     params = toy.params()
-    train.fit(toy.loss_fn, params, optim.sgd(0.1), toy.data(16), epochs=1, batch_size=8,
-              key=0, progress=False)
+    train.fit(
+        toy.loss_fn,
+        params,
+        optim.sgd(0.1),
+        toy.data(16),
+        epochs=1,
+        batch_size=8,
+        key=0,
+        progress=False,
+    )
     assert not any(x.is_deleted() for x in jax.tree.leaves(params))
 
 
@@ -103,8 +111,14 @@ def test_early_stopping_stops_and_restores_the_best_epoch(toy, run):
         # val_loss per epoch here: 0.42, 0.48, 0.012, ... — with min_delta 0.5 no later
         # epoch counts as an improvement on epoch 1, so patience 2 stops after epoch 3.
         stopper = train.EarlyStopping("val_loss", 2, 0.5, restore_best=restore_best)
-        return run(optimizer=optim.sgd(3.0), epochs=30, val_data=toy.data(20, seed=3),
-                   early_stopping=stopper, callbacks=callbacks, drop_last=True)
+        return run(
+            optimizer=optim.sgd(3.0),
+            epochs=30,
+            val_data=toy.data(20, seed=3),
+            early_stopping=stopper,
+            callbacks=callbacks,
+            drop_last=True,
+        )
 
     result = stop_run(restore_best=True, callbacks=[record])
     assert result.stopped_early and [e for e, _, _ in seen] == [1, 2, 3]
@@ -120,8 +134,9 @@ def test_a_tie_is_not_an_improvement(toy, run):
     # Epoch 1 is the best; epochs 2 and 3 tie with it, so patience 2 stops after epoch 3
     # and the best stays epoch 1.
     stopper = train.EarlyStopping("val_loss", patience=2)
-    result = run(optimizer=optim.sgd(0.0), epochs=10, early_stopping=stopper,
-                 val_data=toy.data(20, seed=3))
+    result = run(
+        optimizer=optim.sgd(0.0), epochs=10, early_stopping=stopper, val_data=toy.data(20, seed=3)
+    )
     assert len(set(result.history["val_loss"])) == 1
     assert result.history["epoch"] == [1, 2, 3] and result.stopped_early
     assert result.best_epoch == 1
@@ -178,8 +193,11 @@ def test_a_nan_validation_metric_is_caught_even_with_checkpoints(toy, run, tmp_p
         return {"loss": toy.loss_fn(params, batch), "accuracy": jnp.float32(jnp.nan)}
 
     with pytest.raises(FloatingPointError, match=r"fit: val_accuracy is nan after epoch 1"):
-        run(val_data=toy.data(20, seed=3), eval_fn=nan_accuracy,
-            checkpoints=CheckpointManager(tmp_path, monitor="val_loss"))
+        run(
+            val_data=toy.data(20, seed=3),
+            eval_fn=nan_accuracy,
+            checkpoints=CheckpointManager(tmp_path, monitor="val_loss"),
+        )
 
 
 # --- checkpoints and resume ---------------------------------------------------------------
@@ -202,8 +220,10 @@ def test_checkpoints_keep_latest_and_best_and_give_back_the_params(toy, run, tmp
     result = run(epochs=4, val_data=toy.data(20, seed=3), checkpoints=manager)
     assert manager.latest_step() == 4 * 5
     best = manager.best_step()
-    assert best in manager.steps() and best == result.history["val_loss"].index(
-        min(result.history["val_loss"])) * 5 + 5
+    assert (
+        best in manager.steps()
+        and best == result.history["val_loss"].index(min(result.history["val_loss"])) * 5 + 5
+    )
     latest = restore_params(tmp_path, which="latest")
     chex.assert_trees_all_equal(latest, result.params)
 
@@ -223,7 +243,9 @@ def test_resume_falls_back_from_a_corrupt_newest_checkpoint(toy, run, tmp_path):
 def test_resume_from_a_checkpoint_fit_did_not_write_says_so(toy, run, tmp_path):
     manager = CheckpointManager(tmp_path)
     manager.save(7, {"params": toy.params()})
-    with pytest.raises(ValueError, match=r"fit: cannot resume from .*step_00000007.* not written by fit"):
+    with pytest.raises(
+        ValueError, match=r"fit: cannot resume from .*step_00000007.* not written by fit"
+    ):
         run(checkpoints=manager, resume=True)
 
 
@@ -272,7 +294,9 @@ def test_fit_errors(toy, run):
         run(early_stopping=train.EarlyStopping("val_accuracy"))
     with pytest.raises(ValueError, match=r"fit: resume=True needs checkpoints=CheckpointManager"):
         run(resume=True)
-    with pytest.raises(TypeError, match=r"fit: checkpoints must be a fundl.checkpoint.CheckpointManager"):
+    with pytest.raises(
+        TypeError, match=r"fit: checkpoints must be a fundl.checkpoint.CheckpointManager"
+    ):
         run(checkpoints="runs/x")
     with pytest.raises(ValueError, match=r"fit: drop_last must be True or False, got 1"):
         run(drop_last=1)
@@ -284,13 +308,21 @@ def test_fit_errors(toy, run):
         r"shape \(8, 2\), got \(8,\)",
     ):
         run(train_data=bad_labels)
-    with pytest.raises(ValueError, match=r"EarlyStopping: patience must be a positive integer, got 0"):
+    with pytest.raises(
+        ValueError, match=r"EarlyStopping: patience must be a positive integer, got 0"
+    ):
         train.EarlyStopping(patience=0)
-    with pytest.raises(ValueError, match=r"EarlyStopping: mode must be one of 'min', 'max'; got 'best'"):
+    with pytest.raises(
+        ValueError, match=r"EarlyStopping: mode must be one of 'min', 'max'; got 'best'"
+    ):
         train.EarlyStopping(mode="best")
-    with pytest.raises(TypeError, match=r"fit: optimizer must be a fundl.optim GradientTransformation"):
+    with pytest.raises(
+        TypeError, match=r"fit: optimizer must be a fundl.optim GradientTransformation"
+    ):
         run(optimizer="adam")
-    with pytest.raises(TypeError, match=r"fit: loss_fn returned a tuple of 2; .* pass has_aux=True"):
+    with pytest.raises(
+        TypeError, match=r"fit: loss_fn returned a tuple of 2; .* pass has_aux=True"
+    ):
         run(toy.loss_with_accuracy)
 
 

@@ -45,7 +45,9 @@ def test_aux_metrics_are_reported(toy):
     batch = jax.tree.map(jnp.asarray, toy.data(8))
     _, _, m = step(toy.params(), optim.sgd(0.1).init(toy.params()), batch)
     assert set(m) == {"loss", "accuracy"}
-    np.testing.assert_allclose(m["accuracy"], toy.loss_with_accuracy(toy.params(), batch)[1]["accuracy"])
+    np.testing.assert_allclose(
+        m["accuracy"], toy.loss_with_accuracy(toy.params(), batch)[1]["accuracy"]
+    )
 
 
 def test_no_retrace_across_epochs_and_the_partial_batch_is_expected(toy):
@@ -169,8 +171,6 @@ def test_eval_step_accepts_the_three_return_forms(toy):
     assert set(train.make_eval_step(lambda p, b: {"acc": jnp.ones(())})(p, batch)) == {"acc"}
 
 
-
-
 def test_one_eval_step_serves_the_validation_and_the_test_set(toy):
     evaluate = train.make_eval_step(toy.loss_with_accuracy)
     with warnings.catch_warnings():
@@ -201,9 +201,12 @@ def test_a_loss_that_is_not_a_scalar_says_so(toy):
 
     step = train.make_train_step(per_example, optim.sgd(0.1))
     with pytest.raises(
-        TypeError, match=r"make_train_step: loss_fn must return a floating-point scalar loss, got float32\[8\]"
+        TypeError,
+        match=r"make_train_step: loss_fn must return a floating-point scalar loss, got float32\[8\]",
     ):
-        step(toy.params(), optim.sgd(0.1).init(toy.params()), jax.tree.map(jnp.asarray, toy.data(8)))
+        step(
+            toy.params(), optim.sgd(0.1).init(toy.params()), jax.tree.map(jnp.asarray, toy.data(8))
+        )
 
 
 def test_init_ensemble_takes_an_int_seed(toy):
