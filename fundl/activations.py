@@ -18,7 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from fundl._validate import check_floating
+from fundl._validate import check_bool, check_floating, check_number
 from fundl.rules import Primitive, primitive
 
 __all__ = [
@@ -166,7 +166,12 @@ relu.defvjp(relu_fwd, relu_bwd, derivative=relu_derivative)
 # --- leaky_relu ----------------------------------------------------------------------
 
 
-@primitive(check=_floating("leaky_relu"))
+def _check_leaky_relu(z, *, negative_slope):
+    _floating("leaky_relu")(z)
+    check_number("leaky_relu", "negative_slope", negative_slope)
+
+
+@primitive(check=_check_leaky_relu)
 def leaky_relu(z, *, negative_slope=0.01):
     """Leaky ReLU: z if z > 0 else negative_slope·z; derivative 1 or negative_slope.
 
@@ -202,8 +207,7 @@ leaky_relu.defvjp(leaky_relu_fwd, leaky_relu_bwd, derivative=leaky_relu_derivati
 
 def _check_elu(z, *, alpha):
     _floating("elu")(z)
-    if not (isinstance(alpha, (int, float)) and alpha > 0):
-        raise ValueError(f"elu: alpha must be a positive number, got {alpha!r}")
+    check_number("elu", "alpha", alpha, low=0.0, low_open=True)
 
 
 @primitive(check=_check_elu)
@@ -245,7 +249,12 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-@primitive(check=_floating("gelu"))
+def _check_gelu(z, *, approximate):
+    _floating("gelu")(z)
+    check_bool("gelu", "approximate", approximate)
+
+
+@primitive(check=_check_gelu)
 def gelu(z, *, approximate=False):
     """Gaussian error linear unit z·Φ(z).
 

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from fundl._validate import check_choice, check_number
+
 __all__ = [
     "Initializer",
     "fans",
@@ -107,14 +109,9 @@ def variance_scaling(
     Returns:
       ``init_fn(key, shape, dtype=jnp.float32) -> Array``.
     """
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"variance_scaling: scale must be a positive number, got {scale!r}")
-    if mode not in _MODES:
-        raise ValueError(f"variance_scaling: mode must be one of {_MODES}, got {mode!r}")
-    if distribution not in _DISTRIBUTIONS:
-        raise ValueError(
-            f"variance_scaling: distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}"
-        )
+    scale = check_number("variance_scaling", "scale", scale, low=0.0, low_open=True)
+    check_choice("variance_scaling", "mode", mode, _MODES)
+    check_choice("variance_scaling", "distribution", distribution, _DISTRIBUTIONS)
     label = name or f"variance_scaling({scale}, {mode!r}, {distribution!r})"
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -161,8 +158,7 @@ lecun_uniform.__doc__ = "LeCun uniform: U(-a, a), a = sqrt(3/fan_in), variance 1
 
 def normal(stddev: float = 1e-2) -> Initializer:
     """Build an initializer drawing N(0, stddev²), whatever the fans."""
-    if not (math.isfinite(stddev) and stddev > 0):
-        raise ValueError(f"normal: stddev must be a positive number, got {stddev!r}")
+    stddev = check_number("normal", "stddev", stddev, low=0.0, low_open=True)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         return stddev * jax.random.normal(key, shape, _check_dtype("normal", dtype))
@@ -173,8 +169,7 @@ def normal(stddev: float = 1e-2) -> Initializer:
 
 def uniform(scale: float = 1e-2) -> Initializer:
     """Build an initializer drawing U(-scale, scale), whatever the fans."""
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"uniform: scale must be a positive number, got {scale!r}")
+    scale = check_number("uniform", "scale", scale, low=0.0, low_open=True)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         return jax.random.uniform(key, shape, _check_dtype("uniform", dtype), -scale, scale)

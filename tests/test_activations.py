@@ -186,8 +186,16 @@ def test_bad_inputs():
         ValueError, match=r"softmax: axis 2 is out of range for input of shape \(2, 3\)"
     ):
         A.softmax(jnp.ones((2, 3)), axis=2)
-    with pytest.raises(ValueError, match=r"elu: alpha must be a positive number, got -1"):
+    with pytest.raises(
+        ValueError, match=r"elu: alpha must be a finite number in \(0, inf\); got -1"
+    ):
         A.elu(jnp.ones(3), alpha=-1)
+    with pytest.raises(
+        ValueError, match=r"leaky_relu: negative_slope must be a finite number .*; got nan"
+    ):
+        A.leaky_relu(jnp.ones(3), negative_slope=float("nan"))
+    with pytest.raises(ValueError, match=r"gelu: approximate must be True or False, got 'tanh'"):
+        A.gelu(jnp.ones(3), approximate="tanh")
     with pytest.raises(
         TypeError,
         match=r"leaky_relu: unknown option\(s\) \['slope'\]; allowed options: negative_slope",

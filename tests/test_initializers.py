@@ -154,18 +154,24 @@ def test_non_float_dtype_is_an_error(dtype):
 
 def test_bad_variance_scaling_arguments():
     with pytest.raises(
-        ValueError, match=r"variance_scaling: scale must be a positive number, got -1"
+        ValueError, match=r"variance_scaling: scale must be a finite number in \(0, inf\); got -1"
     ):
         init.variance_scaling(-1, "fan_in", "normal")
     with pytest.raises(
         ValueError,
-        match=r"variance_scaling: mode must be one of \('fan_in', 'fan_out', 'fan_avg'\), got 'fan'",
+        match=r"variance_scaling: mode must be one of 'fan_in', 'fan_out', 'fan_avg'; got 'fan'",
     ):
         init.variance_scaling(1.0, "fan", "normal")
-    with pytest.raises(ValueError, match=r"distribution must be one of .* got 'cauchy'"):
+    with pytest.raises(ValueError, match=r"distribution must be one of .*; got 'cauchy'"):
         init.variance_scaling(1.0, "fan_in", "cauchy")
-    with pytest.raises(ValueError, match=r"normal: stddev must be a positive number, got 0"):
+    with pytest.raises(
+        ValueError, match=r"normal: stddev must be a finite number in \(0, inf\); got 0"
+    ):
         init.normal(0)
+    with pytest.raises(
+        ValueError, match=r"uniform: scale .*; got '0.1' \(a str\); pass the number 0.1"
+    ):
+        init.uniform("0.1")
     with pytest.raises(
         ValueError, match=r"orthogonal: expected a shape with at least 2 dims, got \(5,\)"
     ):

@@ -10,8 +10,8 @@ from jax import lax
 
 from fundl.optim.base import (
     GradientTransformation,
-    _check_against_state,
-    _moments_like,
+    check_against_state,
+    moments_like,
     validated,
 )
 
@@ -42,11 +42,11 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
 
     def init(params: Any) -> AccumulateState:
         return AccumulateState(
-            jnp.zeros([], jnp.int32), _moments_like(params, None), inner.init(params)
+            jnp.zeros([], jnp.int32), moments_like(params, None), inner.init(params)
         )
 
     def update(updates: Any, state: AccumulateState, params: Any = None, **extra_args: Any):
-        _check_against_state("accumulate", updates, state.grad_sum)
+        check_against_state("accumulate", updates, state.grad_sum)
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype), state.grad_sum, updates)
 
         def step(_):

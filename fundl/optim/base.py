@@ -301,15 +301,15 @@ def _add(p: jax.Array, u: jax.Array) -> jax.Array:
     return (p.astype(dtype) + u.astype(dtype)).astype(jnp.result_type(p))
 
 
-# --- helpers for the transformations ------------------------------------------------
+# --- helpers the transformations share (package-internal: not in fundl.optim) -----
 
 
-def _value_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+def value_at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
     """A hyperparameter's value at step ``count``: call a schedule, pass a number through."""
     return value(count) if callable(value) else value
 
 
-def _in_dtype(value: Any, dtype: Any) -> Any:
+def in_dtype(value: Any, dtype: Any) -> Any:
     """A hyperparameter ready to meet arrays of ``dtype``.
 
     A Python number stays as it is (weakly typed: it takes the array's dtype, and
@@ -322,7 +322,7 @@ def _in_dtype(value: Any, dtype: Any) -> Any:
     return jnp.asarray(value).astype(dtype)
 
 
-def _scaled(u: jax.Array, factor: Any) -> jax.Array:
+def scaled(u: jax.Array, factor: Any) -> jax.Array:
     """u · factor in u's dtype; an array factor is multiplied in the wider of the two dtypes."""
     if type(factor) in (int, float):
         return (factor * u).astype(u.dtype)
@@ -338,7 +338,7 @@ def _moment_dtype(leaf: Any, moment_dtype: MomentDtype) -> Any:
     return jnp.dtype(moment_dtype)
 
 
-def _moments_like(params: Any, moment_dtype: MomentDtype) -> Any:
+def moments_like(params: Any, moment_dtype: MomentDtype) -> Any:
     """Zeros shaped like ``params``, each in its moment dtype."""
     return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _moment_dtype(p, moment_dtype)), params)
 
@@ -346,16 +346,16 @@ def _moments_like(params: Any, moment_dtype: MomentDtype) -> Any:
 _FOREIGN_STATE = "; the state may belong to another model: init the optimizer with these params"
 
 
-def _check_against_state(name: str, updates: Any, state_tree: Any) -> None:
+def check_against_state(name: str, updates: Any, state_tree: Any) -> None:
     """Gradients and a per-parameter state tree must match leaf by leaf, shapes included."""
     check_same_shapes(name, updates, state_tree, "grads", "optimizer state", hint=_FOREIGN_STATE)
 
 
-def _check_structure_against_state(name: str, updates: Any, state_tree: Any) -> None:
-    """As :func:`_check_against_state` for a state with one scalar per leaf (structure only)."""
+def check_structure_against_state(name: str, updates: Any, state_tree: Any) -> None:
+    """As :func:`check_against_state` for a state with one scalar per leaf (structure only)."""
     check_same_structure(name, updates, state_tree, "grads", "optimizer state", hint=_FOREIGN_STATE)
 
 
-def _safe_increment(count: jax.Array) -> jax.Array:
+def safe_increment(count: jax.Array) -> jax.Array:
     """count + 1, saturating at the int32 maximum instead of wrapping to negative."""
     return jnp.where(count < jnp.iinfo(jnp.int32).max, count + 1, count)

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 
 from fundl.optim.base import (
     GradientTransformation,
-    _check_structure_against_state,
-    _in_dtype,
-    _scaled,
+    check_structure_against_state,
+    in_dtype,
+    scaled,
     stateless,
     validated,
 )
@@ -29,7 +29,7 @@ def clip(max_abs: float) -> GradientTransformation:
     """
 
     def one(u: jax.Array) -> jax.Array:
-        a = _in_dtype(max_abs, u.dtype)
+        a = in_dtype(max_abs, u.dtype)
         return jnp.clip(u, -a, a).astype(u.dtype)
 
     return stateless(lambda updates, params: jax.tree.map(one, updates))
@@ -48,9 +48,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     def fn(updates: Any, params: Any) -> Any:
         norm = global_norm(updates)
-        c = _in_dtype(max_norm, norm.dtype)
+        c = in_dtype(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > 0, norm, 1.0), 1.0)
-        return jax.tree.map(lambda u: _scaled(u, factor), updates)
+        return jax.tree.map(lambda u: scaled(u, factor), updates)
 
     return stateless(fn)
 
@@ -73,7 +73,7 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda p: jnp.zeros([], bool), params))
 
     def update(updates: Any, state: ZeroNansState, params: Any = None, **extra_args: Any):
-        _check_structure_against_state("zero_nans", updates, state.found_nan)
+        check_structure_against_state("zero_nans", updates, state.found_nan)
         found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
         clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return clean, ZeroNansState(found)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fundl.optim.base import HYPERPARAMETERS, GradientTransformation, Range, _safe_increment
+from fundl.optim.base import HYPERPARAMETERS, GradientTransformation, Range, safe_increment
 
 __all__ = ["inject_hyperparams", "with_hyperparams", "InjectState"]
 
@@ -112,7 +112,7 @@ def inject_hyperparams(
             hyperparams = values_at(state.count, state.hyperparams)
             inner = factory(**static, **hyperparams)
             updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
-            return updates, InjectState(_safe_increment(state.count), hyperparams, inner_state)
+            return updates, InjectState(safe_increment(state.count), hyperparams, inner_state)
 
         return GradientTransformation(init, update)
 

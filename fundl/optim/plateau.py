@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fundl.optim.base import GradientTransformation, _in_dtype, _scaled, validated
+from fundl.optim.base import GradientTransformation, in_dtype, scaled, validated
 
 __all__ = ["reduce_on_plateau", "PlateauState"]
 
@@ -84,7 +84,7 @@ def reduce_on_plateau(
         ready = value_count >= accumulation_size
         mean = value_sum / value_count.astype(value_sum.dtype)
         f32 = jnp.float32
-        threshold = state.best - (_in_dtype(rtol, f32) * jnp.abs(state.best) + _in_dtype(atol, f32))
+        threshold = state.best - (in_dtype(rtol, f32) * jnp.abs(state.best) + in_dtype(atol, f32))
         improved = jnp.where(jnp.isinf(state.best), jnp.isfinite(mean), mean < threshold)
         in_cooldown = state.cooldown_count > 0
         plateau = jnp.where(improved | in_cooldown, 0, state.plateau_count + 1)
@@ -92,7 +92,7 @@ def reduce_on_plateau(
         observed = PlateauState(
             scale=jnp.where(
                 reduce,
-                jnp.maximum(state.scale * _in_dtype(factor, f32), _in_dtype(min_scale, f32)),
+                jnp.maximum(state.scale * in_dtype(factor, f32), in_dtype(min_scale, f32)),
                 state.scale,
             ),
             best=jnp.where(improved, mean, state.best),
@@ -103,7 +103,7 @@ def reduce_on_plateau(
         )
         waiting = state._replace(value_sum=value_sum, value_count=value_count)
         new_state = jax.tree.map(lambda a, b: jnp.where(ready, a, b), observed, waiting)
-        scaled = jax.tree.map(lambda u: _scaled(u, new_state.scale), updates)
-        return scaled, new_state
+        out = jax.tree.map(lambda u: scaled(u, new_state.scale), updates)
+        return out, new_state
 
     return GradientTransformation(init, update)

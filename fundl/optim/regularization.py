@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-from fundl.optim.base import GradientTransformation, _in_dtype, stateless, validated
+from fundl.optim.base import GradientTransformation, in_dtype, stateless, validated
 from fundl.tree import check_same_shapes, is_weight, mask_tree
 
 __all__ = ["add_l2", "add_decayed_weights"]
@@ -36,7 +36,7 @@ def _add_scaled_params(name: str, rate: float, mask: Any) -> GradientTransformat
         leaves_u, treedef = jax.tree.flatten(updates)
         leaves_p = jax.tree.leaves(params)
         out = [
-            (u + _in_dtype(rate, u.dtype) * p.astype(u.dtype)).astype(u.dtype) if c else u
+            (u + in_dtype(rate, u.dtype) * p.astype(u.dtype)).astype(u.dtype) if c else u
             for u, p, c in zip(leaves_u, leaves_p, chosen)
         ]
         return jax.tree.unflatten(treedef, out)

@@ -19,12 +19,12 @@ from fundl.optim.base import (
     MomentDtype,
     Range,
     ScalarOrSchedule,
-    _check_against_state,
-    _in_dtype,
-    _moments_like,
-    _safe_increment,
-    _scaled,
-    _value_at,
+    check_against_state,
+    in_dtype,
+    moments_like,
+    safe_increment,
+    scaled,
+    value_at,
     stateless,
     validated,
 )
@@ -75,7 +75,7 @@ def _update_moment(updates: Any, moments: Any, decay: Any, *, order: int = 1) ->
     def one(g: jax.Array, m: jax.Array) -> jax.Array:
         g = g.astype(m.dtype)
         g = jnp.square(g) if order == 2 else g
-        beta = _in_dtype(decay, m.dtype)
+        beta = in_dtype(decay, m.dtype)
         return beta * m + (1 - beta) * g
 
     return jax.tree.map(one, updates, moments)
@@ -90,7 +90,7 @@ def _divide_by_root(updates: Any, second_moments: Any, eps: Any) -> Any:
     """u ← g / (√v + ε) leaf by leaf, computed in v's dtype, returned in g's (RMSprop, Adagrad)."""
 
     def one(g: jax.Array, v: jax.Array) -> jax.Array:
-        return (g.astype(v.dtype) / (jnp.sqrt(v) + _in_dtype(eps, v.dtype))).astype(g.dtype)
+        return (g.astype(v.dtype) / (jnp.sqrt(v) + in_dtype(eps, v.dtype))).astype(g.dtype)
 
     return jax.tree.map(one, updates, second_moments)
 
@@ -105,7 +105,7 @@ def scale(step_size: float) -> GradientTransformation:
     Args:
       step_size: s, any finite number (negative to descend) or a scalar array.
     """
-    return stateless(lambda updates, params: jax.tree.map(lambda u: _scaled(u, step_size), updates))
+    return stateless(lambda updates, params: jax.tree.map(lambda u: scaled(u, step_size), updates))
 
 
 class ScheduleState(NamedTuple):
@@ -130,9 +130,9 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
         return ScheduleState(jnp.zeros([], jnp.int32))
 
     def update(updates: Any, state: ScheduleState, params: Any = None, **extra_args: Any):
-        lr = _value_at(learning_rate, state.count)
-        new = jax.tree.map(lambda u: _scaled(u, -lr), updates)
-        return new, ScheduleState(_safe_increment(state.count))
+        lr = value_at(learning_rate, state.count)
+        new = jax.tree.map(lambda u: scaled(u, -lr), updates)
+        return new, ScheduleState(safe_increment(state.count))
 
     return GradientTransformation(init, update)
 
@@ -162,13 +162,13 @@ def scale_by_momentum(
     """
 
     def init(params: Any) -> TraceState:
-        return TraceState(_moments_like(params, moment_dtype))
+        return TraceState(moments_like(params, moment_dtype))
 
     def update(updates: Any, state: TraceState, params: Any = None, **extra_args: Any):
-        _check_against_state("scale_by_momentum", updates, state.velocity)
+        check_against_state("scale_by_momentum", updates, state.velocity)
 
         def step(g, v):  # μv + g, in v's dtype
-            return _in_dtype(momentum, v.dtype) * v + g.astype(v.dtype)
+            return in_dtype(momentum, v.dtype) * v + g.astype(v.dtype)
 
         velocity = jax.tree.map(step, updates, state.velocity)
         out = jax.tree.map(step, updates, velocity) if nesterov else velocity
@@ -196,10 +196,10 @@ def scale_by_ema(decay: float = 0.9, *, moment_dtype: MomentDtype = None) -> Gra
     """
 
     def init(params: Any) -> EmaState:
-        return EmaState(_moments_like(params, moment_dtype))
+        return EmaState(moments_like(params, moment_dtype))
 
     def update(updates: Any, state: EmaState, params: Any = None, **extra_args: Any):
-        _check_against_state("scale_by_ema", updates, state.velocity)
+        check_against_state("scale_by_ema", updates, state.velocity)
         velocity = _update_moment(updates, state.velocity, decay)
         return _in_grad_dtype(updates, velocity), EmaState(velocity)
 
@@ -237,11 +237,11 @@ def scale_by_rms(
     """
 
     def init(params: Any) -> RmsState:
-        mu = _moments_like(params, moment_dtype) if centered else ()
-        return RmsState(_moments_like(params, moment_dtype), mu)
+        mu = moments_like(params, moment_dtype) if centered else ()
+        return RmsState(moments_like(params, moment_dtype), mu)
 
     def update(updates: Any, state: RmsState, params: Any = None, **extra_args: Any):
-        _check_against_state("scale_by_rms", updates, state.nu)
+        check_against_state("scale_by_rms", updates, state.nu)
         nu = _update_moment(updates, state.nu, decay, order=2)
         if centered:
             mu = _update_moment(updates, state.mu, decay)
@@ -279,22 +279,22 @@ def scale_by_adam(
 
     def init(params: Any) -> AdamState:
         # Two separate buffers: a donated state must not hold one array twice.
-        mu, nu = _moments_like(params, moment_dtype), _moments_like(params, moment_dtype)
+        mu, nu = moments_like(params, moment_dtype), moments_like(params, moment_dtype)
         return AdamState(jnp.zeros([], jnp.int32), mu, nu)
 
     def update(updates: Any, state: AdamState, params: Any = None, **extra_args: Any):
-        _check_against_state("scale_by_adam", updates, state.mu)
-        count = _safe_increment(state.count)
+        check_against_state("scale_by_adam", updates, state.mu)
+        count = safe_increment(state.count)
         mu = _update_moment(updates, state.mu, b1)
         nu = _update_moment(updates, state.nu, b2, order=2)
         t = _float(count)
-        c1 = 1 - _in_dtype(b1, t.dtype) ** t
-        c2 = 1 - _in_dtype(b2, t.dtype) ** t
+        c1 = 1 - in_dtype(b1, t.dtype) ** t
+        c2 = 1 - in_dtype(b2, t.dtype) ** t
 
         def direction(g, m, v):
             m_hat = m / c1.astype(m.dtype)
             v_hat = v / c2.astype(v.dtype)
-            return (m_hat / (jnp.sqrt(v_hat) + _in_dtype(eps, v.dtype))).astype(g.dtype)
+            return (m_hat / (jnp.sqrt(v_hat) + in_dtype(eps, v.dtype))).astype(g.dtype)
 
         return jax.tree.map(direction, updates, mu, nu), AdamState(count, mu, nu)
 
@@ -320,13 +320,13 @@ def scale_by_adagrad(
     """
 
     def init(params: Any) -> AdagradState:
-        zeros = _moments_like(params, moment_dtype)
+        zeros = moments_like(params, moment_dtype)
         return AdagradState(
-            jax.tree.map(lambda z: z + _in_dtype(initial_accumulator_value, z.dtype), zeros)
+            jax.tree.map(lambda z: z + in_dtype(initial_accumulator_value, z.dtype), zeros)
         )
 
     def update(updates: Any, state: AdagradState, params: Any = None, **extra_args: Any):
-        _check_against_state("scale_by_adagrad", updates, state.sum_of_squares)
+        check_against_state("scale_by_adagrad", updates, state.sum_of_squares)
         total = jax.tree.map(
             lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares
         )
@@ -357,10 +357,10 @@ def scale_by_lion(
     """
 
     def init(params: Any) -> LionState:
-        return LionState(_moments_like(params, moment_dtype))
+        return LionState(moments_like(params, moment_dtype))
 
     def update(updates: Any, state: LionState, params: Any = None, **extra_args: Any):
-        _check_against_state("scale_by_lion", updates, state.mu)
+        check_against_state("scale_by_lion", updates, state.mu)
         direction = jax.tree.map(jnp.sign, _update_moment(updates, state.mu, b1))
         mu = _update_moment(updates, state.mu, b2)
         return _in_grad_dtype(updates, direction), LionState(mu)
@@ -383,9 +383,9 @@ def scale_by_trust_ratio(eps: float = 0.0) -> GradientTransformation:
         dtype = u_norm.dtype
         p_norm = p_norm.astype(dtype)
         ratio = jnp.where(
-            (p_norm > 0) & (u_norm > 0), p_norm / (u_norm + _in_dtype(eps, dtype)), 1.0
+            (p_norm > 0) & (u_norm > 0), p_norm / (u_norm + in_dtype(eps, dtype)), 1.0
         )
-        return _scaled(u, ratio)
+        return scaled(u, ratio)
 
     def fn(updates: Any, params: Any) -> Any:
         if params is None:

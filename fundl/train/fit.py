@@ -241,6 +241,105 @@ def _record(state: _State, logs: dict[str, float], monitor: Monitor) -> None:
         state.wait += 1
 
 
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    """What a fit run does each epoch, and what does not change from epoch to epoch."""
+
+    step: Callable[..., Any]  # the compiled update (one batch, or a whole epoch with scan)
+    eval_step: Callable[..., Any] | None
+    train_data: Any
+    val_data: Any
+    batch_size: int
+    eval_batch_size: int
+    drop_last: bool
+    scan: bool
+    steps_per_epoch: int
+    report: Progress
+
+    def run_epoch(self, state: _State) -> dict[str, float]:
+        """One epoch of updates on ``state``, checked for non-finite values, then validated.
+
+        Returns the epoch's logs: the batch-size-weighted mean of every metric, the
+        validation metrics with a ``val_`` prefix, the epoch and its time.
+        """
+        self.report.start_epoch(state.epoch)
+        started = time.perf_counter()
+        step_metrics, sizes = _train_epoch(
+            self.step,
+            state,
+            self.train_data,
+            self.batch_size,
+            self.drop_last,
+            self.scan,
+            self.report,
+        )
+        state.epoch += 1
+        losses = np.array([m["loss"] for m in step_metrics])
+        _check_finite_losses(state.epoch, (state.epoch - 1) * self.steps_per_epoch, losses)
+        _check_finite_params(state.epoch, state.params)
+        logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, sizes)}
+        if self.eval_step is not None:
+            traces = self.eval_step.traces
+            val = _evaluate(self.eval_step, state.params, self.val_data, self.eval_batch_size)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+            if self.eval_step.traces > traces:
+                self.report.compiled()
+        _check_finite_metrics(state.epoch, logs)
+        logs["time"] = time.perf_counter() - started
+        return logs
+
+
+def _save(
+    checkpoints: CheckpointManager, state: _State, logs: dict[str, float], steps_per_epoch: int
+) -> None:
+    """The epoch's checkpoint: the tree, the logs as metrics, the bookkeeping as metadata."""
+    checkpoints.save(
+        state.epoch * steps_per_epoch,
+        _saved_tree(state, steps_per_epoch),
+        metrics={k: v for k, v in logs.items() if k != "epoch"},
+        metadata={
+            "history": _encode_history(state.history),
+            "best": state.best,
+            "best_epoch": state.best_epoch,
+            "wait": state.wait,
+        },
+    )
+
+
+def _check_arguments(
+    epochs: Any,
+    batch_size: Any,
+    eval_batch_size: Any,
+    optimizer: Any,
+    early_stopping: Any,
+    checkpoints: Any,
+    callbacks: Any,
+    **flags: Any,
+) -> tuple[int, int, int, tuple[Callback, ...]]:
+    """fit's arguments, checked: (epochs, batch_size, eval_batch_size, callbacks)."""
+    epochs = check_int("fit", "epochs", epochs)
+    batch_size = check_int("fit", "batch_size", batch_size)
+    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+    eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size)
+    for arg, value in flags.items():
+        check_bool("fit", arg, value)
+    check_optimizer("fit", optimizer)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"fit: early_stopping must be an EarlyStopping, got {early_stopping!r}")
+    if checkpoints is not None and not isinstance(checkpoints, CheckpointManager):
+        raise TypeError(
+            f"fit: checkpoints must be a fundl.checkpoint.CheckpointManager, got {checkpoints!r}"
+        )
+    if flags["resume"] and checkpoints is None:
+        raise ValueError(
+            "fit: resume=True needs checkpoints=CheckpointManager(directory) to resume from"
+        )
+    callbacks = tuple(callbacks)
+    if not all(callable(cb) for cb in callbacks):
+        raise TypeError("fit: callbacks must be functions callback(epoch, logs, params)")
+    return epochs, batch_size, eval_batch_size, callbacks
+
+
 # --- fit --------------------------------------------------------------------------------
 
 
@@ -306,32 +405,20 @@ def fit(
     Returns:
       A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early)``.
     """
-    epochs = check_int("fit", "epochs", epochs)
-    batch_size = check_int("fit", "batch_size", batch_size)
-    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-    eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size)
-    for arg, value in (
-        ("has_aux", has_aux),
-        ("drop_last", drop_last),
-        ("scan", scan),
-        ("resume", resume),
-        ("progress", progress),
-    ):
-        check_bool("fit", arg, value)
-    check_optimizer("fit", optimizer)
-    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-        raise TypeError(f"fit: early_stopping must be an EarlyStopping, got {early_stopping!r}")
-    if checkpoints is not None and not isinstance(checkpoints, CheckpointManager):
-        raise TypeError(
-            f"fit: checkpoints must be a fundl.checkpoint.CheckpointManager, got {checkpoints!r}"
-        )
-    if resume and checkpoints is None:
-        raise ValueError(
-            "fit: resume=True needs checkpoints=CheckpointManager(directory) to resume from"
-        )
-    callbacks = tuple(callbacks)
-    if not all(callable(cb) for cb in callbacks):
-        raise TypeError("fit: callbacks must be functions callback(epoch, logs, params)")
+    epochs, batch_size, eval_batch_size, callbacks = _check_arguments(
+        epochs,
+        batch_size,
+        eval_batch_size,
+        optimizer,
+        early_stopping,
+        checkpoints,
+        callbacks,
+        has_aux=has_aux,
+        drop_last=drop_last,
+        scan=scan,
+        resume=resume,
+        progress=progress,
+    )
     n_train = fdata.validate(train_data, name="train_data")
     if val_data is not None:
         fdata.validate(val_data, name="val_data")
@@ -346,61 +433,43 @@ def fit(
         if early_stopping is not None
         else Monitor("val_loss" if val_data is not None else "loss")
     )
+    keep_best = early_stopping is not None and early_stopping.restore_best
 
     params = _copy(params)
     state = _State(params, optimizer.init(params), as_key("fit", key))
     if resume:
         state = _resume(checkpoints, state, steps_per_epoch, early_stopping)
-    step = (
-        build_epoch("fit", loss_fn, optimizer, batch_size, has_aux=has_aux)
-        if scan
-        else build_train_step("fit", loss_fn, optimizer, has_aux=has_aux)
+    loop = _Loop(
+        step=(
+            build_epoch("fit", loss_fn, optimizer, batch_size, has_aux=has_aux)
+            if scan
+            else build_train_step("fit", loss_fn, optimizer, has_aux=has_aux)
+        ),
+        eval_step=make_eval_step(eval_fn or loss_fn) if val_data is not None else None,
+        train_data=jax.device_put(train_data) if scan else train_data,
+        val_data=val_data,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        drop_last=drop_last,
+        scan=scan,
+        steps_per_epoch=steps_per_epoch,
+        report=Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch),
     )
-    eval_step = make_eval_step(eval_fn or loss_fn) if val_data is not None else None
-    epoch_data = jax.device_put(train_data) if scan else train_data
-    report = Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch)
     stopped_early = False
     try:
         while state.epoch < epochs and not stopped_early:
-            report.start_epoch(state.epoch)
-            started = time.perf_counter()
-            step_metrics, sizes = _train_epoch(
-                step, state, epoch_data, batch_size, drop_last, scan, report
-            )
-            state.epoch += 1
-            losses = np.array([m["loss"] for m in step_metrics])
-            _check_finite_losses(state.epoch, (state.epoch - 1) * steps_per_epoch, losses)
-            _check_finite_params(state.epoch, state.params)
-            logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, sizes)}
-            if eval_step is not None:
-                traces = eval_step.traces
-                val = _evaluate(eval_step, state.params, val_data, eval_batch_size)
-                logs.update({f"val_{k}": v for k, v in val.items()})
-                if eval_step.traces > traces:
-                    report.compiled()
-            _check_finite_metrics(state.epoch, logs)
-            logs["time"] = time.perf_counter() - started
+            logs = loop.run_epoch(state)
             _record(state, logs, monitor)
-            if state.wait == 0 and early_stopping is not None and early_stopping.restore_best:
+            if keep_best and state.wait == 0:
                 state.best_params = _copy(state.params)
-            report.end_epoch(logs)
+            loop.report.end_epoch(logs)
             if checkpoints is not None:
-                checkpoints.save(
-                    state.epoch * steps_per_epoch,
-                    _saved_tree(state, steps_per_epoch),
-                    metrics={k: v for k, v in logs.items() if k != "epoch"},
-                    metadata={
-                        "history": _encode_history(state.history),
-                        "best": state.best,
-                        "best_epoch": state.best_epoch,
-                        "wait": state.wait,
-                    },
-                )
+                _save(checkpoints, state, logs, steps_per_epoch)
             stop = any([cb(state.epoch, logs, state.params) is True for cb in callbacks])
             waited = early_stopping is not None and state.wait >= early_stopping.patience
             stopped_early = stop or waited
     finally:
-        report.close()
+        loop.report.close()
 
     params = state.best_params if state.best_params is not None else state.params
     return FitResult(params, state.opt_state, state.history, state.best_epoch, stopped_early)

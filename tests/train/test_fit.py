@@ -1,7 +1,6 @@
 """fundl.train.fit: the loop end to end — history, weighting, early stopping, checkpoints,
 resume, non-finite values, progress — against hand-computed expectations."""
 
-import json
 import warnings
 
 import chex
@@ -247,14 +246,6 @@ def test_resume_from_a_checkpoint_fit_did_not_write_says_so(toy, run, tmp_path):
         ValueError, match=r"fit: cannot resume from .*step_00000007.* not written by fit"
     ):
         run(checkpoints=manager, resume=True)
-
-
-def test_history_with_nan_entries_is_stored_as_null(toy, tmp_path):
-    from fundl.train.fit import _decode_history, _encode_history
-
-    encoded = _encode_history({"loss": [0.5, float("nan")]})
-    assert json.dumps(encoded) == '{"loss": [0.5, null]}'
-    assert np.isnan(_decode_history(encoded)["loss"][1])
 
 
 # --- progress ---------------------------------------------------------------------------------
