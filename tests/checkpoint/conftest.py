@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 import fundl
@@ -13,6 +14,17 @@ import fundl
 @pytest.fixture
 def params():
     return fundl.nn.mlp([2, 4, 3]).init(jax.random.key(0))  # dense1 W (4, 2), dense2 W (3, 4)
+
+
+@pytest.fixture
+def adam_state(params):
+    """Adam's state for ``params`` after three steps: a NamedTuple with a count and moments."""
+    opt = fundl.optim.adam(1e-3)
+    state = opt.init(params)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    for _ in range(3):
+        _, state = opt.update(grads, state, params)
+    return state
 
 
 def _read_header(path):

@@ -112,15 +112,6 @@ def test_paths_may_be_str_or_pathlike(tmp_path):
 # --- training state -----------------------------------------------------------------
 
 
-def _trained_adam_state(params):
-    opt = fundl.optim.adam(1e-3)
-    state = opt.init(params)
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
-    for _ in range(3):
-        _, state = opt.update(grads, state, params)
-    return state
-
-
 def _bundle(params, opt_state, key):
     return {
         "params": params,
@@ -132,9 +123,9 @@ def _bundle(params, opt_state, key):
     }
 
 
-def test_training_bundle_round_trips_with_a_template(tmp_path, params):
+def test_training_bundle_round_trips_with_a_template(adam_state, tmp_path, params):
     opt = fundl.optim.adam(1e-3)
-    saved = _bundle(params, _trained_adam_state(params), jax.random.key(3))
+    saved = _bundle(params, adam_state, jax.random.key(3))
     path = checkpoint.save(tmp_path / "run", saved)
     template = _bundle(jax.tree.map(jnp.zeros_like, params), opt.init(params), jax.random.key(0))
     template.update(step=0, epoch=0, position=0)

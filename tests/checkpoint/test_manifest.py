@@ -21,15 +21,6 @@ from fundl import checkpoint
 from fundl.checkpoint import CheckpointError, manifest
 
 
-def _trained_adam_state(params):
-    opt = fundl.optim.adam(1e-3)
-    state = opt.init(params)
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
-    for _ in range(3):
-        _, state = opt.update(grads, state, params)
-    return state
-
-
 # --- names --------------------------------------------------------------------------
 
 
@@ -89,8 +80,8 @@ def test_params_round_trip(tmp_path, params):
     chex.assert_trees_all_equal(checkpoint.restore(path, params), params)
 
 
-def test_optimizer_state_round_trips_with_its_named_tuples(tmp_path, params):
-    state = _trained_adam_state(params)
+def test_optimizer_state_round_trips_with_its_named_tuples(adam_state, tmp_path, params):
+    state = adam_state
     assert int(state.count) == 3
     path = checkpoint.save(tmp_path / "opt", state)
     fresh = fundl.optim.adam(1e-3).init(params)
@@ -101,8 +92,8 @@ def test_optimizer_state_round_trips_with_its_named_tuples(tmp_path, params):
     assert "mu/dense1/W" in safetensors.numpy.load_file(path)
 
 
-def test_named_tuples_without_template_come_back_as_stand_ins(tmp_path, params):
-    state = _trained_adam_state(params)
+def test_named_tuples_without_template_come_back_as_stand_ins(adam_state, tmp_path, params):
+    state = adam_state
     restored = checkpoint.restore(checkpoint.save(tmp_path / "opt", state))
     assert type(restored).__name__ == "AdamState" and restored._fields == ("count", "mu", "nu")
     assert not isinstance(restored, fundl.optim.AdamState)  # a stand-in: no class is imported
