@@ -194,8 +194,8 @@ def _train_epoch(
     drop_last: bool,
     scan: bool,
     progress: Progress,
-) -> tuple[list[dict], list[int]]:
-    """Run one epoch of updates on ``state``; return its per-step metrics and batch sizes."""
+) -> list[dict]:
+    """Run one epoch of updates on ``state``; return its per-step metrics (host values)."""
     traces = step.traces
     if scan:
         state.params, state.opt_state, stacked = step(
@@ -204,27 +204,33 @@ def _train_epoch(
         per_step = jax.device_get(stacked)
         count = len(per_step["loss"])
         progress.advance(count, compiled=step.traces > traces)
-        return [{k: v[i] for k, v in per_step.items()} for i in range(count)], [batch_size] * count
-    step_metrics, sizes = [], []
+        return [{k: v[i] for k, v in per_step.items()} for i in range(count)]
+    step_metrics = []
     batches = fdata.batches(
         train_data, batch_size, key=state.key, epoch=state.epoch, drop_last=drop_last
     )
     for batch in fdata.prefetch_to_device(batches):
         state.params, state.opt_state, metrics = step(state.params, state.opt_state, batch)
         step_metrics.append(metrics)
-        sizes.append(fdata.num_examples(batch))
         progress.advance(1, compiled=step.traces > traces)
         traces = step.traces
-    return jax.device_get(step_metrics), sizes
+    return jax.device_get(step_metrics)
+
+
+def _batch_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
+    """The sizes of an epoch's batches, as ``fundl.data.batches`` cuts them (no host work
+    per step: the epoch means weight each batch by these)."""
+    full, rest = divmod(n, batch_size)
+    return [batch_size] * full + ([rest] if rest and not drop_last else [])
 
 
 def _evaluate(
-    eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int
+    eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int, sizes: list[int]
 ) -> dict[str, float]:
-    results, sizes = [], []
-    for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size)):
-        results.append(eval_step(params, batch))
-        sizes.append(fdata.num_examples(batch))
+    results = [
+        eval_step(params, batch)
+        for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size))
+    ]
     return fdata.weighted_mean(jax.device_get(results), sizes)
 
 
@@ -254,6 +260,8 @@ class _Loop:
     drop_last: bool
     scan: bool
     steps_per_epoch: int
+    train_sizes: list[int]  # the batch sizes of an epoch, to weight the epoch means
+    val_sizes: list[int]
     report: Progress
 
     def run_epoch(self, state: _State) -> dict[str, float]:
@@ -264,7 +272,7 @@ class _Loop:
         """
         self.report.start_epoch(state.epoch)
         started = time.perf_counter()
-        step_metrics, sizes = _train_epoch(
+        step_metrics = _train_epoch(
             self.step,
             state,
             self.train_data,
@@ -277,10 +285,12 @@ class _Loop:
         losses = np.array([m["loss"] for m in step_metrics])
         _check_finite_losses(state.epoch, (state.epoch - 1) * self.steps_per_epoch, losses)
         _check_finite_params(state.epoch, state.params)
-        logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, sizes)}
+        logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, self.train_sizes)}
         if self.eval_step is not None:
             traces = self.eval_step.traces
-            val = _evaluate(self.eval_step, state.params, self.val_data, self.eval_batch_size)
+            val = _evaluate(
+                self.eval_step, state.params, self.val_data, self.eval_batch_size, self.val_sizes
+            )
             logs.update({f"val_{k}": v for k, v in val.items()})
             if self.eval_step.traces > traces:
                 self.report.compiled()
@@ -420,8 +430,7 @@ def fit(
         progress=progress,
     )
     n_train = fdata.validate(train_data, name="train_data")
-    if val_data is not None:
-        fdata.validate(val_data, name="val_data")
+    n_val = 0 if val_data is None else fdata.validate(val_data, name="val_data")
     steps_per_epoch = fdata.num_batches(n_train, batch_size, drop_last=drop_last or scan)
     if steps_per_epoch == 0:
         raise ValueError(
@@ -453,6 +462,8 @@ def fit(
         drop_last=drop_last,
         scan=scan,
         steps_per_epoch=steps_per_epoch,
+        train_sizes=_batch_sizes(n_train, batch_size, drop_last or scan),
+        val_sizes=_batch_sizes(n_val, eval_batch_size, False),
         report=Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch),
     )
     stopped_early = False
