@@ -7,8 +7,9 @@ under the key ``"fundl"``, a JSON manifest (and under ``"fundl.crc32"`` its CRC-
 format version (2; files of version 1 are read too), the tree's containers (dicts,
 lists, tuples, NamedTuples, ``None``), each leaf's key path, dtype, shape and the CRC-32
 of its bytes (verified on every read: they detect corruption, not tampering), which
-leaves are typed PRNG keys (and their implementation), and the user's metadata. Nothing is pickled: loading a checkpoint never
-runs code from the file, and a malformed or hostile file raises :class:`CheckpointError`.
+leaves are typed PRNG keys (and their implementation), and the user's metadata. Nothing
+is pickled: loading a checkpoint never runs code from the file, and a malformed or
+hostile file raises :class:`CheckpointError`.
 
 Names: the key-path entries (dict key, sequence index, attribute name) joined by ``/``,
 each with ``~`` written ``~0`` and ``/`` written ``~1`` (JSON Pointer's escapes, RFC
