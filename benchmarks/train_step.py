@@ -18,6 +18,11 @@ the same data, already on the device:
   ``torch.optim.Adam``) with its default thread count and with one thread.
 - scan-fused: k steps per call inside one ``lax.scan`` over pre-batched arrays of shape
   (k, batch, ...): ``fundl.train.make_scan_steps`` vs the raw step under ``jax.lax.scan``.
+- with batch norm and dropout: the same MLP with ``Dense → BatchNorm → ReLU → Dropout
+  0.2`` hidden layers (batch statistics, running statistics updated, a dropout mask per
+  layer from the step's own key), fundl's stateful step (``stateful=True``, a
+  ``TrainState``) against the same model, running-statistics update and key handling
+  written in raw JAX (autodiff through the batch statistics), per step and scan-fused.
 
 Method: every candidate is compiled and warmed up first, and the calls in one timed
 block are chosen so that a block takes about 0.15 s. Then, round after round, each
@@ -217,6 +222,149 @@ def build_raw_scan(problem: Problem, size: Size) -> Candidate:
     xs, ys = jnp.asarray(problem.xs), jnp.asarray(problem.ys)
     run = jax_loop(steps, params, raw_adam_init(params), xs, ys)
     return Candidate(f"raw JAX, scan-fused (k={SCAN_STEPS})", "raw scan", run, SCAN_STEPS)
+
+
+# --- with batch norm and dropout ------------------------------------------------------
+
+DROP_RATE = 0.2
+BN_MOMENTUM = 0.9  # the weight of the old running statistics (fundl's convention)
+
+
+def regularized_model(size: Size) -> fundl.Sequential:
+    layers: list[Any] = []
+    for n in size.sizes[1:-1]:
+        layers += [
+            fundl.Dense(n),
+            fundl.BatchNorm(momentum=BN_MOMENTUM),
+            "relu",
+            fundl.Dropout(DROP_RATE),
+        ]
+    return fundl.Sequential(layers + [fundl.Dense(size.sizes[-1])], input_shape=size.sizes[:1])
+
+
+def fundl_regularized_loss(model: fundl.Sequential) -> Callable[..., Any]:
+    def loss_fn(params, batch, *, state, key, train):
+        x, y = batch
+        logits, state = model.apply_with_state(params, state, x, key=key, train=train)
+        return fundl.losses.softmax_cross_entropy(logits, y), {}, state
+
+    return loss_fn
+
+
+def state_loop(step: Callable[..., Any], state: Any, *batch: Any):
+    """run(calls) for a step ``(state, *batch) -> (state, metrics)``."""
+    carry = [state]
+
+    def run(calls: int) -> None:
+        (state,) = carry
+        for _ in range(calls):
+            state, metrics = step(state, *batch)
+        jax.block_until_ready((state, metrics))
+        carry[:] = [state]
+
+    return run
+
+
+def _fundl_regularized_start(size: Size):
+    model = regularized_model(size)
+    params, model_state = model.init_with_state(jax.random.key(0))
+    optimizer = fundl.optim.adam(LEARNING_RATE)
+    ts = fundl.train.TrainState.create(params, optimizer, model_state=model_state, key=1)
+    return model, optimizer, ts
+
+
+def build_fundl_regularized(problem: Problem, size: Size) -> Candidate:
+    model, optimizer, ts = _fundl_regularized_start(size)
+    step = fundl.train.make_train_step(fundl_regularized_loss(model), optimizer, stateful=True)
+    batch = (jnp.asarray(problem.x), jnp.asarray(problem.y))
+    return Candidate("fundl", "fundl", state_loop(step, ts, batch))
+
+
+def build_fundl_regularized_scan(problem: Problem, size: Size) -> Candidate:
+    model, optimizer, ts = _fundl_regularized_start(size)
+    steps = fundl.train.make_scan_steps(fundl_regularized_loss(model), optimizer, stateful=True)
+    batches = (jnp.asarray(problem.xs), jnp.asarray(problem.ys))
+    run = state_loop(steps, ts, batches)
+    return Candidate(f"fundl, scan-fused (k={SCAN_STEPS})", "fundl scan", run, SCAN_STEPS)
+
+
+def raw_regularized_forward(params, stats, x, key):
+    """Dense → batch norm (batch statistics) → relu → dropout per hidden layer; logits."""
+    n_hidden = len(stats)
+    keys = jax.random.split(key, n_hidden)
+    new_stats = []
+    for i in range(n_hidden):
+        z = x @ params[f"dense{i + 1}"]["W"].T + params[f"dense{i + 1}"]["b"]
+        mean, var = jnp.mean(z, axis=0), jnp.var(z, axis=0)
+        bn = params[f"batch_norm{i + 1}"]
+        z = (z - mean) * jax.lax.rsqrt(var + 1e-5) * bn["gamma"] + bn["beta"]
+        n = z.shape[0]
+        running_mean, running_var = stats[i]
+        new_stats.append(
+            (
+                BN_MOMENTUM * running_mean + (1 - BN_MOMENTUM) * jax.lax.stop_gradient(mean),
+                BN_MOMENTUM * running_var
+                + (1 - BN_MOMENTUM) * jax.lax.stop_gradient(var) * (n / (n - 1)),
+            )
+        )
+        a = jax.nn.relu(z)
+        keep = jax.random.bernoulli(keys[i], 1 - DROP_RATE, a.shape)
+        x = jnp.where(keep, a / (1 - DROP_RATE), 0.0)
+    last = f"dense{n_hidden + 1}"
+    return x @ params[last]["W"].T + params[last]["b"], tuple(new_stats)
+
+
+def raw_regularized_step(state, x, y, *, lr=LEARNING_RATE, b1=0.9, b2=0.999, eps=1e-8):
+    params, (count, mu, nu), stats, key, step = state
+
+    def loss(params):
+        logits, new_stats = raw_regularized_forward(params, stats, x, jax.random.fold_in(key, step))
+        log_p = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1)), new_stats
+
+    (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    count = count + 1
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
+    t = count.astype(jnp.float32)
+    c1, c2 = 1 - b1**t, 1 - b2**t
+    update = lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps)  # noqa: E731
+    params = jax.tree.map(update, params, mu, nu)
+    return (params, (count, mu, nu), stats, key, step + 1), {"loss": value}
+
+
+def raw_regularized_scan(state, xs, ys):
+    return jax.lax.scan(lambda carry, batch: raw_regularized_step(carry, *batch), state, (xs, ys))
+
+
+def _raw_regularized_start(size: Size):
+    _, _, ts = _fundl_regularized_start(size)  # the same initial weights
+    params = jax.tree.map(jnp.copy, ts.params)
+    stats = tuple((jnp.zeros(n), jnp.ones(n)) for n in size.sizes[1:-1])
+    return (params, raw_adam_init(params), stats, jax.random.key(1), jnp.zeros([], jnp.int32))
+
+
+def build_raw_regularized(problem: Problem, size: Size) -> Candidate:
+    step = jax.jit(raw_regularized_step, donate_argnums=0)
+    x, y = jnp.asarray(problem.x), jnp.asarray(problem.y)
+    return Candidate("raw JAX", "raw", state_loop(step, _raw_regularized_start(size), x, y))
+
+
+def build_raw_regularized_scan(problem: Problem, size: Size) -> Candidate:
+    steps = jax.jit(raw_regularized_scan, donate_argnums=0)
+    xs, ys = jnp.asarray(problem.xs), jnp.asarray(problem.ys)
+    run = state_loop(steps, _raw_regularized_start(size), xs, ys)
+    return Candidate(f"raw JAX, scan-fused (k={SCAN_STEPS})", "raw scan", run, SCAN_STEPS)
+
+
+def build_regularized(problem: Problem, size: Size) -> list[Candidate]:
+    """The batch-norm-and-dropout group: raw JAX, fundl, then both scan-fused."""
+    return [
+        build_raw_regularized(problem, size),
+        build_fundl_regularized(problem, size),
+        build_raw_regularized_scan(problem, size),
+        build_fundl_regularized_scan(problem, size),
+    ]
 
 
 # --- peers ---------------------------------------------------------------------------
@@ -524,9 +672,11 @@ def versions() -> str:
     )
 
 
-def table(size: Size, candidates: list[Candidate], rates: dict[str, list[float]]) -> str:
+def table(
+    size: Size, candidates: list[Candidate], rates: dict[str, list[float]], *, title: str = ""
+) -> str:
     lines = [
-        f"### {size.label}",
+        f"### {title or size.label}",
         "",
         f"Median of {len(rates['raw JAX'])} interleaved rounds. Ratio: the candidate's steps/s "
         "÷ raw JAX's in the same round, median over the rounds (> 1 is faster). Spread: "
@@ -565,6 +715,7 @@ def first_call_table(firsts: dict[Size, dict[str, list[float]]]) -> str:
 def targets(
     runs: dict[Size, tuple[list[Candidate], dict[str, list[float]]]],
     firsts: dict[Size, dict[str, list[float]]],
+    regularized: dict[Size, tuple[list[Candidate], dict[str, list[float]]]],
 ) -> str:
     """The issue's targets, each marked met or not (ratios paired by round)."""
     mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
@@ -588,6 +739,18 @@ def targets(
         lines.append(
             f"- {size.label}: fundl scan-fused ≥ 0.98× raw JAX scan-fused: "
             f"{ratio:.3f}× — {mark(ratio >= 0.98)}"
+        )
+    for size, (candidates, rates) in regularized.items():
+        name = {c.role: c.name for c in candidates}
+        slower = 1 / paired(rates, "fundl", "raw JAX")
+        lines.append(
+            f"- {size.label} with batch norm and dropout: fundl step time ≤ 1.05× raw JAX's: "
+            f"{slower:.3f}× — {mark(slower <= 1.05)}"
+        )
+        slower = 1 / paired(rates, name["fundl scan"], name["raw scan"])
+        lines.append(
+            f"- {size.label} with batch norm and dropout: fundl scan-fused ≤ 1.05× raw JAX "
+            f"scan-fused's step time: {slower:.3f}× — {mark(slower <= 1.05)}"
         )
     for size, seconds in firsts.items():
         f, r = statistics.median(seconds["fundl"]), statistics.median(seconds["raw"])
@@ -627,17 +790,24 @@ def main() -> None:
 
     sections = ["## fundl train step benchmark", "", versions(), ""]
     print("\n".join(sections), flush=True)
-    runs, firsts = {}, {}
+    runs, firsts, regularized = {}, {}, {}
     for key in args.only:
         size = SIZES[key]
-        candidates = build_all(make_problem(size), size)
+        problem = make_problem(size)
+        candidates = build_all(problem, size)
         rates = measure(candidates, rounds)
         runs[size] = (candidates, rates)
         text = table(size, candidates, rates)
         print(text + "\n", flush=True)
         sections += [text, ""]
+        candidates = build_regularized(problem, size)
+        rates = measure(candidates, rounds)
+        regularized[size] = (candidates, rates)
+        text = table(size, candidates, rates, title=f"{size.label}, with batch norm and dropout")
+        print(text + "\n", flush=True)
+        sections += [text, ""]
         firsts[size] = first_calls(size, repeats)
-    text = first_call_table(firsts) + "\n\n" + targets(runs, firsts)
+    text = first_call_table(firsts) + "\n\n" + targets(runs, firsts, regularized)
     print(text)
     sections.append(text)
     if args.out:

@@ -23,14 +23,32 @@ from fundl import (
     train,
     tree,
 )
-from fundl.nn import Activation, Dense, Sequential, backprop, mlp
+from fundl.nn import (
+    Activation,
+    BatchNorm,
+    Dense,
+    Dropout,
+    LayerNorm,
+    Parallel,
+    Residual,
+    RMSNorm,
+    Sequential,
+    backprop,
+    mlp,
+)
 from fundl.rules import Primitive, primitive, reference_mode, using_reference
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "BatchNorm",
     "Dense",
+    "Dropout",
+    "LayerNorm",
+    "Parallel",
+    "RMSNorm",
+    "Residual",
     "Primitive",
     "Sequential",
     "activations",

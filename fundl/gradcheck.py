@@ -644,29 +644,62 @@ def check_model(
     x: Any,
     y: Any,
     loss: Callable[..., jax.Array],
+    *,
+    state: Any = None,
+    model_key: Any = None,
+    train: bool = False,
     **options: Any,
 ) -> Report:
-    """Check the gradient of ``loss(model.apply(params, x), y)`` with respect to params.
+    """Check the gradient of ``loss(model(params, x), y)`` with respect to params.
+
+    Without ``state``, ``model_key`` or ``train`` the model runs as
+    ``model.apply(params, x)``; with any of them, as ``model.apply_with_state(params,
+    state, x, key=model_key, train=train)`` — a model with batch norm (its state held
+    fixed, the batch statistics differentiated in training mode) or dropout (a fixed
+    key: a fixed mask).
 
     Args:
-      model: an object with ``apply(params, x)`` (e.g. ``Sequential``) or a function
+      model: a layer or container (e.g. ``Sequential``), or a function
         ``apply(params, x)``.
       params: its parameters.
       x, y: a batch (inputs and targets).
       loss: a loss ``loss(predictions, targets) -> scalar``, e.g.
         ``fundl.losses.softmax_cross_entropy``.
+      state: the model's state (``model.init_state(...)``).
+      model_key: the PRNG key the model draws from (dropout masks), held fixed.
+      train: run the model in training mode.
       **options: passed to :func:`check` (tolerances, key, fd_max_elements, ...).
     """
+    name = getattr(loss, "__name__", "loss")
+    if state is not None or model_key is not None or train:
+        if not hasattr(model, "apply_with_state"):
+            raise TypeError(
+                "gradcheck.check_model: state, model_key and train need a layer with "
+                f"apply_with_state, got {model!r}"
+            )
+
+        def model_loss(params, x, y, state, model_key):
+            out, _ = model.apply_with_state(params, state, x, key=model_key, train=train)
+            return loss(out, y)
+
+        model_loss.__name__ = f"{name}({type(model).__name__}, train={train})"
+        args = (params, x, y, {} if state is None else state, model_key)
+        return check(model_loss, *args, argnums=0, **options)
+
     apply = model.apply if hasattr(model, "apply") else model
     if not callable(apply):
         raise TypeError(
             f"gradcheck.check_model: expected a model with apply or a function, got {model!r}"
         )
 
-    def model_loss(params, x, y):
+    def plain_loss(params, x, y):
         return loss(apply(params, x), y)
 
-    model_loss.__name__ = (
-        f"{getattr(loss, '__name__', 'loss')}({getattr(apply, '__qualname__', 'model')})"
-    )
-    return check(model_loss, params, x, y, argnums=0, **options)
+    if hasattr(model, "apply"):
+        owner = type(model).__name__
+    elif hasattr(model, "__self__"):  # a bound method such as model.apply
+        owner = f"{type(model.__self__).__name__}.{model.__name__}"
+    else:
+        owner = getattr(model, "__qualname__", "model")
+    plain_loss.__name__ = f"{name}({owner})"
+    return check(plain_loss, params, x, y, argnums=0, **options)

@@ -87,6 +87,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         pytest.param("README.md", marks=pytest.mark.slow),  # a full gradient check
         pytest.param("docs/training.md", marks=pytest.mark.slow),  # trains on the digits
         "docs/primitives.md",
+        "docs/layers.md",
         "docs/schedules.md",
         "docs/checkpoint.md",
     ],

@@ -51,3 +51,10 @@ def test_sweep_trains_eight_rates_at_once(capsys):
     assert len(results) == 8
     assert max(results.values()) >= 0.95  # a good rate learns
     assert results[0.3] < 0.5  # a rate that is far too large does not
+
+
+def test_batch_norm_and_dropout_train_the_digits_at_least_as_well():
+    accuracy = _load("regularization")["main"]()
+    # at least as well as without, within one test example (of 360) for platform rounding
+    assert accuracy["batch norm + dropout"] >= accuracy["plain"] - 1 / 360
+    assert accuracy["batch norm + dropout"] >= 0.97

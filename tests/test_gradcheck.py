@@ -59,10 +59,10 @@ def _dense_transposed_bwd(residuals, g):
 dense_transposed.defvjp(lambda x, W, b: (x @ W.T + b[None, :], (x, W, b)), _dense_transposed_bwd)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class TransposedDense(Dense):
-    def apply(self, params, x):
-        return dense_transposed(x, params["W"], params["b"])
+    def apply_with_state(self, params, state, x, *, key=None, train=False):
+        return dense_transposed(x, params["W"], params["b"]), state
 
 
 def _mlp_batch(seed=0, m=8, width=4):

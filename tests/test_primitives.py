@@ -18,6 +18,7 @@ import pytest
 from fundl import activations as A
 from fundl import gradcheck
 from fundl import losses as L
+from fundl import nn
 from fundl.nn import dense
 from fundl.rules import Primitive
 
@@ -109,6 +110,49 @@ PRIMITIVES_UNDER_TEST = [
         {"include": {"W": True, "b": True}},  # a pytree option: hashed by its leaves
     ),
     Case("dense", dense, lambda: (_normal(30, (2, 3, 4)), _normal(31, (5, 4)), _normal(32, (5,)))),
+    Case(
+        "dropout",
+        nn.dropout,
+        # a fixed mask (as a fixed key draws): element (0, 1), where the NaN test puts
+        # its NaN, is kept
+        lambda: (
+            _normal(33, (3, 4)),
+            jax.random.bernoulli(jax.random.key(34), 0.7, (3, 4)).at[0, 1].set(True),
+        ),
+        {"rate": 0.3},
+    ),
+    Case(
+        "batch_norm",
+        nn.batch_norm,
+        lambda: (_normal(35, (5, 3), 2.0) + 1.0, 1.0 + _normal(36, (3,), 0.3), _normal(37, (3,))),
+    ),
+    Case(
+        "batch_norm_nhwc",
+        nn.batch_norm,
+        lambda: (_normal(38, (2, 3, 2, 3)), 1.0 + _normal(39, (3,), 0.3), _normal(40, (3,))),
+        {"eps": 1e-3},
+    ),
+    Case(
+        "batch_norm_inference",
+        nn.batch_norm_inference,
+        lambda: (
+            _normal(41, (4, 3), 2.0),
+            _normal(42, (3,)),
+            jnp.abs(_normal(43, (3,))) + 0.5,
+            1.0 + _normal(44, (3,), 0.3),
+            _normal(45, (3,)),
+        ),
+    ),
+    Case(
+        "layer_norm",
+        nn.layer_norm,
+        lambda: (_normal(46, (3, 4), 2.0) + 1.0, 1.0 + _normal(47, (4,), 0.3), _normal(48, (4,))),
+    ),
+    Case(
+        "rms_norm",
+        nn.rms_norm,
+        lambda: (_normal(49, (3, 4), 2.0), 1.0 + _normal(50, (4,), 0.3)),
+    ),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 
@@ -119,7 +163,7 @@ def _call(case):
 
 def test_every_primitive_has_a_row():
     in_table = {case.fn for case in PRIMITIVES_UNDER_TEST}
-    declared = {getattr(m, n) for m in (A, L) for n in m.__all__} | {dense}
+    declared = {getattr(m, n) for m in (A, L, nn) for n in m.__all__}
     primitives = {obj for obj in declared if isinstance(obj, Primitive)}
     assert primitives - in_table == set()
 

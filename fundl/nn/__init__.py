@@ -1,24 +1,63 @@
-"""Layers and models: configs of hyperparameters plus pure ``init``/``apply`` functions.
+"""Layers and models: configs of hyperparameters plus pure functions over plain pytrees.
 
-``Dense`` and the ``dense`` primitive, ``Activation``, ``Sequential`` and ``mlp``,
-``backprop`` — the notes' manual backpropagation — and ``check_params``, the check every
-layer's ``apply`` makes that its parameters fit its config.
+Every layer follows one protocol (:mod:`fundl.nn.base`): ``init`` (params),
+``init_state`` (state), ``apply_with_state(params, state, x, *, key, train)`` and
+``output_shape``; ``apply(params, x)`` is the one-line call of a layer without state.
+
+Layers: ``Dense`` (with the ``dense`` primitive), ``Activation``, ``Dropout``
+(``dropout``), ``BatchNorm`` (``batch_norm``, ``batch_norm_inference``), ``LayerNorm``
+(``layer_norm``), ``RMSNorm`` (``rms_norm``). Containers: ``Sequential``, ``Residual``,
+``Parallel``, and the ``mlp`` shortcut. ``backprop`` is the notes' manual
+backpropagation; ``check_params`` / ``check_state`` are the checks every layer makes
+that its trees fit its config.
 """
 
 from fundl.nn.activation import Activation
 from fundl.nn.backprop import LayerTrace, backprop
-from fundl.nn.base import check_params, expected_params
+from fundl.nn.base import (
+    Layer,
+    check_params,
+    check_state,
+    expected_params,
+    expected_state,
+    split_key,
+)
+from fundl.nn.combinators import Parallel, Residual, Sequential, mlp
 from fundl.nn.dense import Dense, dense
-from fundl.nn.sequential import Sequential, mlp
+from fundl.nn.dropout import Dropout, dropout
+from fundl.nn.norm import (
+    BatchNorm,
+    LayerNorm,
+    RMSNorm,
+    batch_norm,
+    batch_norm_inference,
+    layer_norm,
+    rms_norm,
+)
 
 __all__ = [
     "Activation",
+    "BatchNorm",
     "Dense",
+    "Dropout",
+    "Layer",
+    "LayerNorm",
     "LayerTrace",
+    "Parallel",
+    "RMSNorm",
+    "Residual",
     "Sequential",
     "backprop",
+    "batch_norm",
+    "batch_norm_inference",
     "check_params",
+    "check_state",
     "dense",
+    "dropout",
     "expected_params",
+    "expected_state",
+    "layer_norm",
     "mlp",
+    "rms_norm",
+    "split_key",
 ]

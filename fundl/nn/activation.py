@@ -6,15 +6,17 @@ import dataclasses
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 
 from fundl import activations
+from fundl.nn.base import Layer, check_state
 from fundl.rules import Primitive
 
 __all__ = ["Activation"]
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class Activation:
+class Activation(Layer):
     """A parameter-free layer A = g(Z), with g a fundl activation.
 
     Args:
@@ -53,13 +55,17 @@ class Activation:
         del key, input_shape
         return {}
 
-    def apply(self, params: dict, x: jax.Array) -> jax.Array:
-        """A = g(x), same shape as x. ``params`` must be empty (``{}``)."""
+    def apply_with_state(
+        self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False
+    ) -> tuple[jax.Array, Any]:
+        """(A = g(x), state), same shape as x. ``params`` and ``state`` must be empty."""
+        del key, train
         if params:
             raise ValueError(
                 f"{self!r}: has no parameters, got params with keys {sorted(params, key=str)}"
             )
-        return self.fn(x, **dict(self.options))
+        check_state(self, state, jnp.shape(x))
+        return self.fn(x, **dict(self.options)), state
 
     def derivative(self, z: jax.Array) -> jax.Array | None:
         """g'(z) for elementwise activations; ``None`` for softmax-like ones."""

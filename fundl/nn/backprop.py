@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from fundl import activations, losses
 from fundl.nn.activation import Activation
 from fundl.nn.dense import Dense, dense
-from fundl.nn.sequential import Sequential
+from fundl.nn.combinators import Sequential
 from fundl.rules import Primitive
 
 __all__ = ["LayerTrace", "backprop"]

@@ -1,21 +1,149 @@
-"""What every layer shares: the check that parameters fit the layer's config.
+"""What a layer is: the one protocol every fundl layer and model follows.
 
-A layer is a frozen, hashable config with ``init(key, input_shape) -> params`` and
-``apply(params, x)``. Parameters are a plain pytree, so nothing stops a user from
-passing another model's: :func:`check_params` compares them, when ``apply`` is traced,
-with what the layer's own ``init`` would make for this input (``jax.eval_shape``, no
-arrays created, cached per layer and input shape) and names the first leaf that
-differs. Shapes are static, so the check costs nothing inside a compiled step.
+A layer is a frozen, hashable config — a dataclass of hyperparameters, a valid static
+argument of ``jax.jit`` — with pure functions over plain pytrees:
+
+===========================================  ===========================================
+``init(key, input_shape) -> params``         the parameters: what the optimizer updates
+                                             and ``jax.grad`` differentiates
+``init_state(input_shape) -> state``         the state: what the layer carries between
+                                             calls but is neither differentiated nor
+                                             optimized (batch-norm running statistics);
+                                             ``{}`` for most layers
+``apply_with_state(params, state, x, *,``    the output and the new state; ``key`` is a
+``key=None, train=False) -> (y, state)``     PRNG key for randomness (dropout), ``train``
+                                             a static flag (dropout on, batch statistics)
+``output_shape(input_shape) -> shape``       shape inference, without arrays
+``kind``                                     a class attribute naming the layer in its
+                                             container ("dense" gives "dense1", ...)
+===========================================  ===========================================
+
+Subclassing :class:`Layer` adds the short forms: ``apply(params, x, *, key, train)``
+gives the output alone for layers without state (it refuses a layer with state, whose
+new state it would drop), and ``init_with_state(key, input_shape)`` gives both trees.
+
+Containers (``Sequential``, ``Residual``, ``Parallel``) thread params, state, keys and
+the flag by layer name: every sublayer gets its own split of the key, deterministically
+(as stax's ``serial``), so no two layers share a key, and each step of a training loop
+passes a fresh one.
+
+Parameters and state are checked against the config when ``apply`` is traced
+(:func:`check_params`, :func:`check_state`): another model's trees fail with the leaf
+named, never run silently. Shapes are static, so the checks cost nothing in a compiled
+step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["check_params", "expected_params"]
+__all__ = [
+    "Layer",
+    "check_params",
+    "check_state",
+    "expected_params",
+    "expected_state",
+    "split_key",
+]
+
+Params = Any
+State = Any
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """The layer protocol (see the module docstring): init, init_state, apply_with_state.
+
+    Layers may implement the protocol structurally or subclass this class, which adds
+    ``init_state`` (no state), ``apply`` and ``init_with_state``.
+    """
+
+    kind: ClassVar[str]
+
+    def init(self, key: Any, input_shape: tuple[int, ...]) -> Params:
+        """The layer's parameters for inputs of shape ``input_shape`` (batch dims optional)."""
+        ...
+
+    def apply_with_state(
+        self, params: Params, state: State, x: jax.Array, *, key: Any = None, train: bool = False
+    ) -> tuple[jax.Array, State]:
+        """``(y, new_state)`` for input ``x``."""
+        ...
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for an input of shape ``input_shape``."""
+        ...
+
+    def init_state(self, input_shape: tuple[int, ...]) -> State:
+        """The layer's state for inputs of shape ``input_shape``: ``{}`` (none) by default."""
+        del input_shape
+        return {}
+
+    def init_with_state(self, key: Any, input_shape: tuple[int, ...]) -> tuple[Params, State]:
+        """``(init(key, input_shape), init_state(input_shape))``."""
+        return self.init(key, input_shape), self.init_state(input_shape)
+
+    def apply(self, params: Params, x: jax.Array, *, key: Any = None, train: bool = False):
+        """The output alone, for a layer without state: ``apply_with_state`` with ``{}``.
+
+        Raises ``ValueError`` for a layer with state: use ``apply_with_state`` and keep
+        the new state it returns.
+        """
+        state = expected_state(self, x.shape)
+        if jax.tree.leaves(state):
+            raise ValueError(
+                f"{self!r}: has state ({', '.join(_paths(state))}); call "
+                "apply_with_state(params, state, x, key=..., train=...) and keep the new state "
+                "it returns"
+            )
+        y, _ = self.apply_with_state(params, {}, x, key=key, train=train)
+        return y
+
+    def __repr__(self) -> str:
+        """The config as it would be written: required fields, then those off their default."""
+        if not dataclasses.is_dataclass(self):
+            return object.__repr__(self)
+        parts = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.default is dataclasses.MISSING:
+                parts.append(_show(value))
+            elif not _same(value, field.default):
+                parts.append(f"{field.name}={_show(value)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return value is default or bool(value == default)
+    except Exception:  # noqa: BLE001 - values that do not compare are not the default
+        return False
+
+
+def _show(value: Any) -> str:
+    """A config value as code: an initializer by its name, a dtype by its name."""
+    if isinstance(value, type) or isinstance(value, jnp.dtype):
+        try:
+            return f"jnp.{jnp.dtype(value).name}"
+        except TypeError:
+            pass
+    if callable(value) and hasattr(value, "__name__") and not dataclasses.is_dataclass(value):
+        return value.__name__
+    if isinstance(value, tuple) and value and all(hasattr(v, "apply_with_state") for v in value):
+        return f"[{', '.join(_show(v) for v in value)}]"  # a list of layers, as written
+    return repr(value)
+
+
+def split_key(key: Any, n: int) -> list[Any]:
+    """``n`` keys, one per sublayer (``jax.random.split``); ``n`` Nones without a key."""
+    if key is None:
+        return [None] * n
+    return list(jax.random.split(key, n))
 
 
 def _example_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -24,8 +152,13 @@ def _example_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _expected(layer: Any, example_shape: tuple[int, ...]) -> Any:
-    return jax.eval_shape(lambda key: layer.init(key, example_shape), jax.random.key(0))
+def _expected(layer: Any, example_shape: tuple[int, ...], which: str) -> Any:
+    if which == "params":
+        return jax.eval_shape(lambda key: layer.init(key, example_shape), jax.random.key(0))
+    init_state = getattr(layer, "init_state", None)
+    if init_state is None:
+        return {}
+    return jax.eval_shape(lambda: init_state(example_shape))
 
 
 def expected_params(layer: Any, input_shape: tuple[int, ...]) -> Any:
@@ -35,7 +168,12 @@ def expected_params(layer: Any, input_shape: tuple[int, ...]) -> Any:
       layer: a layer config (hashable), with ``init(key, input_shape)``.
       input_shape: the shape of the input, batch dims included or not.
     """
-    return _expected(layer, _example_shape(tuple(input_shape)))
+    return _expected(layer, _example_shape(tuple(input_shape)), "params")
+
+
+def expected_state(layer: Any, input_shape: tuple[int, ...]) -> Any:
+    """The state's structure and shapes (``jax.ShapeDtypeStruct`` leaves) for an input."""
+    return _expected(layer, _example_shape(tuple(input_shape)), "state")
 
 
 def _paths(tree: Any) -> dict[str, Any]:
@@ -43,28 +181,22 @@ def _paths(tree: Any) -> dict[str, Any]:
     return {jax.tree_util.keystr(path): leaf for path, leaf in flat}
 
 
-def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
-    """Raise ``ValueError`` unless ``params`` has the structure and shapes ``layer.init`` makes.
-
-    A layer's ``apply`` calls this first (a container adds the layer's name to the
-    message), so another model's parameters never run silently.
-
-    Args:
-      layer: the layer config; its ``repr`` starts the message.
-      params: the parameters given to ``apply``.
-      input_shape: the shape of the input ``apply`` got.
-    """
-    expected = _paths(expected_params(layer, input_shape))
+def _check_tree(layer: Any, what: str, expected: Any, given: Any, input_shape: tuple) -> None:
+    expected = _paths(expected)
     try:
-        given = _paths(params)
+        given = _paths(given)
     except TypeError:  # not a pytree at all
-        given = {"": params}
+        given = {"": given}
     missing = [path for path in expected if path not in given]
     extra = [path for path in given if path not in expected]
-    hint = "Are these another model's parameters?"
+    hint = (
+        "Are these another model's parameters?"
+        if what == "params"
+        else ("Is this another model's state? Make it with init_state (or init_with_state).")
+    )
     if missing or extra:
-        parts = [f"missing params{p}" for p in missing] + [f"unexpected params{p}" for p in extra]
-        wanted = ", ".join(f"params{p}" for p in expected) or "no parameters"
+        parts = [f"missing {what}{p}" for p in missing] + [f"unexpected {what}{p}" for p in extra]
+        wanted = ", ".join(f"{what}{p}" for p in expected) or f"no {what}"
         raise ValueError(
             f"{layer!r}: {'; '.join(parts)} (for inputs of shape {tuple(input_shape)} it "
             f"takes {wanted}). {hint}"
@@ -73,6 +205,25 @@ def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
         shape = getattr(given[path], "shape", None)
         if shape is None or tuple(shape) != tuple(spec.shape):
             raise ValueError(
-                f"{layer!r}: params{path} has shape {None if shape is None else tuple(shape)}; "
+                f"{layer!r}: {what}{path} has shape {None if shape is None else tuple(shape)}; "
                 f"for inputs of shape {tuple(input_shape)} it expects {tuple(spec.shape)}. {hint}"
             )
+
+
+def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless ``params`` has the structure and shapes ``layer.init`` makes.
+
+    A layer's ``apply_with_state`` calls this first (a container adds the layer's name to
+    the message), so another model's parameters never run silently.
+
+    Args:
+      layer: the layer config; its ``repr`` starts the message.
+      params: the parameters given to ``apply``.
+      input_shape: the shape of the input ``apply`` got.
+    """
+    _check_tree(layer, "params", expected_params(layer, input_shape), params, input_shape)
+
+
+def check_state(layer: Any, state: Any, input_shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless ``state`` has the structure and shapes ``layer.init_state`` makes."""
+    _check_tree(layer, "state", expected_state(layer, input_shape), state, input_shape)

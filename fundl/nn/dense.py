@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from fundl import initializers
 from fundl._validate import as_key, check_bool, check_floating, check_int
-from fundl.nn.base import check_params
+from fundl.nn.base import Layer, check_params, check_state
 from fundl.rules import primitive
 
 __all__ = ["dense", "Dense"]
@@ -74,8 +74,8 @@ def dense_bwd(residuals, g):
 dense.defvjp(dense_fwd, dense_bwd)
 
 
-@dataclasses.dataclass(frozen=True)
-class Dense:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Dense(Layer):
     """Fully connected layer z = x Wᵀ + b with ``params = {"W": (n_out, n_in), "b": (n_out,)}``.
 
     Args:
@@ -91,7 +91,8 @@ class Dense:
     Example:
       >>> layer = Dense(3)
       >>> params = layer.init(jax.random.key(0), (2,))   # {"W": (3, 2), "b": (3,)}
-      >>> z = layer.apply(params, jnp.ones((8, 2)))         # (8, 3)
+      >>> layer.apply(params, jnp.ones((8, 2))).shape
+      (8, 3)
     """
 
     n_out: int
@@ -139,26 +140,27 @@ class Dense:
             params["b"] = self.b_init(b_key, (self.n_out,), self.param_dtype)
         return params
 
-    def apply(self, params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-        """z = x Wᵀ + b, for x of shape (..., n_in).
+    def apply_with_state(
+        self,
+        params: dict[str, jax.Array],
+        state: Any,
+        x: jax.Array,
+        *,
+        key: Any = None,
+        train: bool = False,
+    ) -> tuple[jax.Array, Any]:
+        """(z = x Wᵀ + b, state), for x of shape (..., n_in); no state, no randomness.
 
-        ``params`` must be what ``init`` makes for this input (checked when traced:
-        ``ValueError`` naming the leaf and both shapes otherwise).
+        ``params`` must be what ``init`` makes for this input, and ``state`` empty
+        (checked when traced: ``ValueError`` naming the leaf and both shapes otherwise).
         """
+        del key, train
         if isinstance(params, dict) and "W" in params:
             # An input whose width disagrees with W is the usual mistake: say so first.
             _check_dense(x, params["W"], params.get("b") if self.use_bias else None)
         check_params(self, params, jnp.shape(x))
-        return dense(x, params["W"], params["b"] if self.use_bias else None)
-
-    def __repr__(self) -> str:
-        fields = [repr(self.n_out)]
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name != "n_out" and value is not field.default and value != field.default:
-                shown = getattr(value, "__name__", None) or repr(value)
-                fields.append(f"{field.name}={shown}")
-        return f"Dense({', '.join(fields)})"
+        check_state(self, state, jnp.shape(x))
+        return dense(x, params["W"], params["b"] if self.use_bias else None), state
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., n_in) -> (..., n_out)."""

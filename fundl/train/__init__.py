@@ -3,13 +3,15 @@
 Modules: ``steps`` (:func:`make_train_step`, :func:`make_eval_step`,
 :func:`make_scan_steps`, :func:`make_epoch`, :func:`init_ensemble`), ``recompile``
 (the :class:`RecompilationWarning` every compiled step gives when traced again, naming
-the argument that changed), ``early_stopping`` (:class:`EarlyStopping`), ``progress``
+the argument that changed), ``state`` (:class:`TrainState`, what a stateful step
+carries: params, optimizer state, model state, the key and the step), ``early_stopping`` (:class:`EarlyStopping`), ``progress``
 (the bar or the per-epoch lines of ``fit``) and ``fit`` (:func:`fit`, :class:`FitResult`).
 """
 
 from fundl.train.early_stopping import EarlyStopping
 from fundl.train.fit import FitResult, fit
 from fundl.train.recompile import RecompilationWarning
+from fundl.train.state import TrainState
 from fundl.train.steps import (
     init_ensemble,
     make_epoch,
@@ -20,6 +22,7 @@ from fundl.train.steps import (
 
 __all__ = [
     "RecompilationWarning",
+    "TrainState",
     "make_train_step",
     "make_eval_step",
     "make_scan_steps",

@@ -6,12 +6,18 @@ parameters are finite, validation (also checked), the epoch's logs, the best-so-
 bookkeeping, a checkpoint, callbacks, early stopping. Nothing syncs with the host
 inside an epoch.
 
+Internally every run carries a :class:`~fundl.train.TrainState`: a model with state
+or randomness (``model_state=...``) gets its state threaded and a key per step,
+``fold_in(k, step)`` with k = ``split(key)[1]`` (``key`` itself orders the data, by
+``fold_in(key, epoch)``); a plain loss function simply ignores them.
+
 A checkpoint written by ``fit`` holds the tree ``{"params", "opt_state", "key", "step",
-"epoch", "position"}`` (position: the batch within the epoch, 0 at an epoch's end),
-the epoch's logs as its metrics, and the metadata ``{"history", "best", "best_epoch",
-"wait"}`` (NaN written as null) — everything ``resume=True`` needs to continue
-bit-identically. ``fundl.checkpoint.restore_params(directory)`` reads the parameters
-back in another process.
+"epoch", "position"}`` — plus ``"model_state"`` for a run with one — (position: the
+batch within the epoch, 0 at an epoch's end), the epoch's logs as its metrics, and the
+metadata ``{"history", "best", "best_epoch", "wait"}`` (NaN written as null):
+everything ``resume=True`` needs to continue bit-identically.
+``fundl.checkpoint.restore_params(directory)`` reads the parameters back in another
+process.
 """
 
 from __future__ import annotations
@@ -34,7 +40,14 @@ from fundl.metrics import Monitor
 from fundl.optim.base import GradientTransformation
 from fundl.train.early_stopping import EarlyStopping
 from fundl.train.progress import Progress
-from fundl.train.steps import build_epoch, build_train_step, check_optimizer, make_eval_step
+from fundl.train.state import TrainState
+from fundl.train.steps import (
+    build_epoch,
+    build_train_step,
+    check_optimizer,
+    loss_and_aux,
+    make_eval_step,
+)
 
 __all__ = ["FitResult", "fit"]
 
@@ -49,21 +62,22 @@ class FitResult(NamedTuple):
     history: dict[str, list[float]]  # per epoch: "epoch", "loss", ..., "val_loss", ..., "time"
     best_epoch: int | None  # 1-based epoch of the best monitored value
     stopped_early: bool  # whether early stopping or a callback ended the run
+    model_state: Any = None  # the model's state (with model_state=...; the best epoch's
+    # with restore_best), else None
 
 
 @dataclasses.dataclass
 class _State:
     """Everything that changes from epoch to epoch, and is saved in a checkpoint."""
 
-    params: Any
-    opt_state: Any
-    key: jax.Array
+    train: TrainState  # params, optimizer state, model state, the model's key, the step
+    key: jax.Array  # orders the data: epoch e uses fold_in(key, e)
     epoch: int = 0  # epochs done
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     best: float | None = None
     best_epoch: int | None = None
     wait: int = 0  # epochs since the best
-    best_params: Any = None
+    best_train: TrainState | None = None  # a copy of the best epoch's, with restore_best
 
 
 def _copy(tree: Any) -> Any:
@@ -123,21 +137,33 @@ def _decode_history(history: dict[str, list]) -> dict[str, list[float]]:
     return {k: [math.nan if v is None else float(v) for v in vs] for k, vs in history.items()}
 
 
-def _saved_tree(state: _State, steps_per_epoch: int) -> dict[str, Any]:
-    return {
-        "params": state.params,
-        "opt_state": state.opt_state,
+def _saved_tree(state: _State, steps_per_epoch: int, stateful: bool) -> dict[str, Any]:
+    tree = {
+        "params": state.train.params,
+        "opt_state": state.train.opt_state,
         "key": state.key,
         "step": state.epoch * steps_per_epoch,
         "epoch": state.epoch,
         "position": 0,  # epochs end on a batch boundary: the next epoch starts at batch 0
     }
+    if stateful:
+        tree["model_state"] = state.train.model_state
+    return tree
+
+
+def _start(params: Any, optimizer: Any, model_state: Any, key: jax.Array) -> _State:
+    """The state before the first epoch: the model's keys from ``split(key)[1]``."""
+    params = _copy(params)
+    model_state = {} if model_state is None else _copy(model_state)
+    model_key = jax.random.split(key)[1]
+    return _State(TrainState.create(params, optimizer, model_state=model_state, key=model_key), key)
 
 
 def _resume(
     manager: CheckpointManager,
     state: _State,
     steps_per_epoch: int,
+    stateful: bool,
     early_stopping: EarlyStopping | None,
 ) -> _State:
     """The state of the newest readable checkpoint fit wrote in ``manager``'s directory."""
@@ -154,12 +180,17 @@ def _resume(
             "metadata has no 'history'); restore it with CheckpointManager.restore and continue "
             "your own loop, or point fit at a directory of its own"
         )
-    template = _saved_tree(state, steps_per_epoch)
+    template = _saved_tree(state, steps_per_epoch, stateful)
     step, restored = manager.restore_latest(template=template)
     meta = manager.read_metadata(step)
-    resumed = _State(
+    train = state.train._replace(
         params=restored["params"],
         opt_state=restored["opt_state"],
+        model_state=restored.get("model_state", {}),
+        step=jnp.asarray(restored["step"], jnp.int32),
+    )
+    resumed = _State(
+        train=train,
         key=restored["key"],
         epoch=int(restored["epoch"]),
         history=_decode_history(meta["history"]),
@@ -170,9 +201,13 @@ def _resume(
     if early_stopping is not None and early_stopping.restore_best and resumed.best_epoch:
         best_step = resumed.best_epoch * steps_per_epoch
         if best_step in manager.steps():
-            resumed.best_params = manager.restore(
-                best_step, template={"params": state.params}, partial=True
-            )["params"]
+            part = {"params": train.params}
+            if stateful:
+                part["model_state"] = train.model_state
+            best = manager.restore(best_step, template=part, partial=True)
+            resumed.best_train = train._replace(
+                params=best["params"], model_state=best.get("model_state", {})
+            )
         else:
             warnings.warn(
                 f"fit: the checkpoint of the best epoch ({resumed.best_epoch}) was pruned, so "
@@ -181,6 +216,23 @@ def _resume(
                 stacklevel=3,
             )
     return resumed
+
+
+def _with_state(fn: Callable[..., Any], has_aux: bool | None) -> Callable[..., Any]:
+    """A plain loss (or metrics) function in the stateful form: the state passes through.
+
+    ``has_aux=None``: a metrics function, whose result is kept as it is.
+    """
+
+    def stateful(params, batch, *, state, key, train):
+        del key, train
+        out = fn(params, batch)
+        if has_aux is None:
+            return out
+        loss, aux = loss_and_aux("fit", out, has_aux)
+        return loss, aux, state
+
+    return stateful
 
 
 # --- one epoch --------------------------------------------------------------------------
@@ -198,9 +250,7 @@ def _train_epoch(
     """Run one epoch of updates on ``state``; return its per-step metrics (host values)."""
     traces = step.traces
     if scan:
-        state.params, state.opt_state, stacked = step(
-            state.params, state.opt_state, train_data, state.key, state.epoch
-        )
+        state.train, stacked = step(state.train, train_data, state.key, state.epoch)
         per_step = jax.device_get(stacked)
         count = len(per_step["loss"])
         progress.advance(count, compiled=step.traces > traces)
@@ -210,7 +260,7 @@ def _train_epoch(
         train_data, batch_size, key=state.key, epoch=state.epoch, drop_last=drop_last
     )
     for batch in fdata.prefetch_to_device(batches):
-        state.params, state.opt_state, metrics = step(state.params, state.opt_state, batch)
+        state.train, metrics = step(state.train, batch)
         step_metrics.append(metrics)
         progress.advance(1, compiled=step.traces > traces)
         traces = step.traces
@@ -225,10 +275,10 @@ def _batch_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
 
 
 def _evaluate(
-    eval_step: Callable[..., Any], params: Any, data: Any, batch_size: int, sizes: list[int]
+    eval_step: Callable[..., Any], train: TrainState, data: Any, batch_size: int, sizes: list[int]
 ) -> dict[str, float]:
     results = [
-        eval_step(params, batch)
+        eval_step(train.params, train.model_state, batch)
         for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size))
     ]
     return fdata.weighted_mean(jax.device_get(results), sizes)
@@ -284,12 +334,12 @@ class _Loop:
         state.epoch += 1
         losses = np.array([m["loss"] for m in step_metrics])
         _check_finite_losses(state.epoch, (state.epoch - 1) * self.steps_per_epoch, losses)
-        _check_finite_params(state.epoch, state.params)
+        _check_finite_params(state.epoch, state.train.params)
         logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, self.train_sizes)}
         if self.eval_step is not None:
             traces = self.eval_step.traces
             val = _evaluate(
-                self.eval_step, state.params, self.val_data, self.eval_batch_size, self.val_sizes
+                self.eval_step, state.train, self.val_data, self.eval_batch_size, self.val_sizes
             )
             logs.update({f"val_{k}": v for k, v in val.items()})
             if self.eval_step.traces > traces:
@@ -300,12 +350,16 @@ class _Loop:
 
 
 def _save(
-    checkpoints: CheckpointManager, state: _State, logs: dict[str, float], steps_per_epoch: int
+    checkpoints: CheckpointManager,
+    state: _State,
+    logs: dict[str, float],
+    steps_per_epoch: int,
+    stateful: bool,
 ) -> None:
     """The epoch's checkpoint: the tree, the logs as metrics, the bookkeeping as metadata."""
     checkpoints.save(
         state.epoch * steps_per_epoch,
-        _saved_tree(state, steps_per_epoch),
+        _saved_tree(state, steps_per_epoch, stateful),
         metrics={k: v for k, v in logs.items() if k != "epoch"},
         metadata={
             "history": _encode_history(state.history),
@@ -373,6 +427,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     callbacks: Iterable[Callback] = (),
+    model_state: Any = None,
 ) -> FitResult:
     """Train ``params`` on ``train_data`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -385,7 +440,10 @@ def fit(
     inf raises ``FloatingPointError`` at the end of its epoch, naming the step or leaf.
 
     Args:
-      loss_fn: ``loss_fn(params, batch) -> loss`` or, with ``has_aux``, ``(loss, dict)``.
+      loss_fn: ``loss_fn(params, batch) -> loss`` or, with ``has_aux``, ``(loss, dict)``;
+        with ``model_state``, ``loss_fn(params, batch, *, state, key, train) -> (loss,
+        dict, new state)`` — called with this step's key and ``train=True`` to train,
+        with ``key=None`` and ``train=False`` to validate.
       params: the initial parameters (copied, not donated).
       optimizer: a ``fundl.optim`` transformation.
       train_data, val_data: pytrees of arrays with a leading axis of examples.
@@ -411,9 +469,14 @@ def fit(
         in a log file).
       callbacks: ``callback(epoch, logs, params)`` after each epoch; returning ``True``
         stops training.
+      model_state: the model's initial state (``model.init_state(...)``; ``{}`` for a
+        model with dropout but no state) — to train a model through
+        ``apply_with_state``, with its state threaded from step to step and a fresh key
+        each step.
 
     Returns:
-      A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early)``.
+      A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early,
+      model_state)``.
     """
     epochs, batch_size, eval_batch_size, callbacks = _check_arguments(
         epochs,
@@ -429,6 +492,12 @@ def fit(
         resume=resume,
         progress=progress,
     )
+    stateful = model_state is not None
+    if stateful and has_aux:
+        raise ValueError(
+            "fit: has_aux does not apply with model_state: the loss function returns "
+            "(loss, dict of metrics, new state)"
+        )
     n_train = fdata.validate(train_data, name="train_data")
     n_val = 0 if val_data is None else fdata.validate(val_data, name="val_data")
     steps_per_epoch = fdata.num_batches(n_train, batch_size, drop_last=drop_last or scan)
@@ -444,17 +513,22 @@ def fit(
     )
     keep_best = early_stopping is not None and early_stopping.restore_best
 
-    params = _copy(params)
-    state = _State(params, optimizer.init(params), as_key("fit", key))
+    state = _start(params, optimizer, model_state, as_key("fit", key))
     if resume:
-        state = _resume(checkpoints, state, steps_per_epoch, early_stopping)
+        state = _resume(checkpoints, state, steps_per_epoch, stateful, early_stopping)
+    train_fn = loss_fn if stateful else _with_state(loss_fn, has_aux)
+    eval_fn = eval_fn or loss_fn
     loop = _Loop(
         step=(
-            build_epoch("fit", loss_fn, optimizer, batch_size, has_aux=has_aux)
+            build_epoch("fit", train_fn, optimizer, batch_size, has_aux=False, stateful=True)
             if scan
-            else build_train_step("fit", loss_fn, optimizer, has_aux=has_aux)
+            else build_train_step("fit", train_fn, optimizer, has_aux=False, stateful=True)
         ),
-        eval_step=make_eval_step(eval_fn or loss_fn) if val_data is not None else None,
+        eval_step=(
+            None
+            if val_data is None
+            else make_eval_step(eval_fn if stateful else _with_state(eval_fn, None), stateful=True)
+        ),
         train_data=jax.device_put(train_data) if scan else train_data,
         val_data=val_data,
         batch_size=batch_size,
@@ -472,15 +546,22 @@ def fit(
             logs = loop.run_epoch(state)
             _record(state, logs, monitor)
             if keep_best and state.wait == 0:
-                state.best_params = _copy(state.params)
+                state.best_train = _copy(state.train)
             loop.report.end_epoch(logs)
             if checkpoints is not None:
-                _save(checkpoints, state, logs, steps_per_epoch)
-            stop = any([cb(state.epoch, logs, state.params) is True for cb in callbacks])
+                _save(checkpoints, state, logs, steps_per_epoch, stateful)
+            stop = any([cb(state.epoch, logs, state.train.params) is True for cb in callbacks])
             waited = early_stopping is not None and state.wait >= early_stopping.patience
             stopped_early = stop or waited
     finally:
         loop.report.close()
 
-    params = state.best_params if state.best_params is not None else state.params
-    return FitResult(params, state.opt_state, state.history, state.best_epoch, stopped_early)
+    final = state.best_train if state.best_train is not None else state.train
+    return FitResult(
+        final.params,
+        state.train.opt_state,
+        state.history,
+        state.best_epoch,
+        stopped_early,
+        final.model_state if stateful else None,
+    )

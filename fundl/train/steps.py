@@ -4,6 +4,14 @@ Each builder returns the ``jax.jit`` function itself (see :mod:`fundl.train.reco
 or with ``jit=False`` the plain function, to compose under your own ``vmap``, ``scan``
 or ``jit``. Params and optimizer state are donated: their buffers are reused for the
 outputs, so do not use the arrays you passed in after the call.
+
+Each builder has two forms. The plain one threads ``(params, opt_state)`` for a loss
+``loss_fn(params, batch, *args)``. ``stateful=True`` threads a
+:class:`~fundl.train.TrainState` — params, optimizer state, model state, and a key from
+which step t derives ``fold_in(key, t)`` — for models with batch norm or dropout, whose
+loss is ``loss_fn(params, batch, *args, state, key, train) -> (loss, metrics, new
+state)`` — called with this step's key and ``train=True`` by the train steps, with
+``key=None`` and ``train=False`` by the eval step, so one function serves both.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import jax.numpy as jnp
 
 from fundl import data as fdata
 from fundl._validate import as_key, check_bool, check_int
-from fundl.optim.base import GradientTransformation, apply_updates
+from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
 from fundl.train.recompile import watched_jit
+from fundl.train.state import TrainState
+from fundl.tree import check_same_shapes
 
 __all__ = [
     "make_train_step",
@@ -70,20 +80,100 @@ def loss_and_aux(name: str, out: Any, has_aux: bool) -> tuple[jax.Array, dict]:
     return loss, aux
 
 
+def loss_metrics_state(name: str, out: Any, state: Any) -> tuple[jax.Array, dict, Any]:
+    """Split what a stateful loss function returned into (scalar loss, metrics, new state).
+
+    The new state must have the old one's structure and shapes (a scan carries it).
+    """
+    if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[1], dict)):
+        raise TypeError(
+            f"{name}: with stateful=True, loss_fn(params, batch, *, state, key, train) must return "
+            f"(loss, dict of metrics, new state), got {type(out).__name__}"
+            + (f" of {len(out)}" if isinstance(out, tuple) else "")
+        )
+    loss, metrics, new_state = out
+    loss, _ = loss_and_aux(name, loss, has_aux=False)
+    check_same_shapes(name, state, new_state, "state", "the new state")
+    return loss, metrics, new_state
+
+
 def _train_step_fn(
     name: str, loss_fn: Callable[..., Any], optimizer: GradientTransformation, has_aux: bool
 ) -> Callable[..., Any]:
+    """(params, opt_state, batch, *args) -> (params, opt_state, metrics)."""
+
     def loss(params, batch, *args):
         return loss_and_aux(name, loss_fn(params, batch, *args), has_aux)
 
     value_and_grad = jax.value_and_grad(loss, has_aux=True)
 
     def step(params, opt_state, batch, *args):
-        (value, aux), grads = value_and_grad(params, batch, *args)
+        (loss, aux), grads = value_and_grad(params, batch, *args)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return apply_updates(params, updates), opt_state, {"loss": value, **aux}
+        return apply_updates(params, updates), opt_state, {"loss": loss, **aux}
 
     return step
+
+
+def _stateful_step_fn(
+    name: str, loss_fn: Callable[..., Any], optimizer: GradientTransformation
+) -> Callable[..., Any]:
+    """(train_state, batch, *args) -> (train_state, metrics), the key fold_in(key, step)."""
+
+    def loss(params, model_state, batch, key, *args):
+        out = loss_fn(params, batch, *args, state=model_state, key=key, train=True)
+        value, metrics, new_state = loss_metrics_state(name, out, model_state)
+        return value, (metrics, new_state)
+
+    value_and_grad = jax.value_and_grad(loss, has_aux=True)
+
+    def step(train_state, batch, *args):
+        params = train_state.params
+        (value, (metrics, model_state)), grads = value_and_grad(
+            params, train_state.model_state, batch, train_state.step_key(), *args
+        )
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, params)
+        new = TrainState(
+            apply_updates(params, updates),
+            opt_state,
+            model_state,
+            train_state.key,
+            safe_increment(train_state.step),
+        )
+        return new, {"loss": value, **metrics}
+
+    return step
+
+
+def _check_train_state(name: str, train_state: Any) -> None:
+    if not isinstance(train_state, TrainState):
+        raise TypeError(
+            f"{name}: with stateful=True the step takes a TrainState (TrainState.create(params, "
+            f"optimizer, model_state=..., key=...)), got {type(train_state).__name__}"
+        )
+
+
+def _step_fn(
+    name: str,
+    loss_fn: Callable[..., Any],
+    optimizer: GradientTransformation,
+    has_aux: bool,
+    stateful: bool,
+) -> Callable[..., Any]:
+    if not stateful:
+        return _train_step_fn(name, loss_fn, optimizer, has_aux)
+    if has_aux:
+        raise ValueError(
+            f"{name}: has_aux does not apply with stateful=True: a stateful loss_fn always "
+            "returns (loss, dict of metrics, new state)"
+        )
+    step = _stateful_step_fn(name, loss_fn, optimizer)
+
+    def checked(train_state, batch, *args):
+        _check_train_state(name, train_state)
+        return step(train_state, batch, *args)
+
+    return checked
 
 
 def make_train_step(
@@ -91,35 +181,59 @@ def make_train_step(
     optimizer: GradientTransformation,
     *,
     has_aux: bool = False,
+    stateful: bool = False,
     ensemble: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
-    """Build the update step ``(params, opt_state, batch, *args) -> (params, opt_state, metrics)``.
+    """Build one update step, compiled: the gradient of the loss, then the optimizer's update.
 
-    g = ∇_params loss_fn(params, batch, *args) (fundl's hand-written rules); then
-    ``updates, opt_state = optimizer.update(g, opt_state, params)`` and
-    ``params = apply_updates(params, updates)``. ``metrics`` is ``{"loss": loss, **aux}``,
-    device scalars (no host sync).
+    g = ∇_params loss (fundl's hand-written rules); ``updates, opt_state =
+    optimizer.update(g, opt_state, params)``; ``params = apply_updates(params,
+    updates)``. ``metrics`` is ``{"loss": loss, **metrics}``, device scalars (no host
+    sync).
+
+    Two forms:
+
+    - ``stateful=False``: ``step(params, opt_state, batch, *args) -> (params, opt_state,
+      metrics)``, for ``loss_fn(params, batch, *args) -> loss`` or, with ``has_aux``,
+      ``(loss, dict of metrics)``.
+    - ``stateful=True``, for models with state (batch norm) or randomness (dropout):
+      ``step(train_state, batch, *args) -> (train_state, metrics)`` with a
+      :class:`TrainState`, for ``loss_fn(params, batch, *args, state, key, train) ->
+      (loss, dict of metrics, new state)``, called with ``train=True`` and this step's
+      own key, ``fold_in(key, step)``; the new state (from ``apply_with_state``) is
+      carried to the next step.
 
     Args:
-      loss_fn: ``loss_fn(params, batch, *args) -> loss`` (a scalar) or, with
-        ``has_aux``, ``-> (loss, dict of metrics)``. ``args`` carry anything else the
-        loss needs (a PRNG key for dropout, model state).
+      loss_fn: the loss, in the form above. ``args`` carry anything else it needs.
       optimizer: a ``fundl.optim`` transformation.
-      has_aux: whether loss_fn returns ``(loss, aux)``.
-      ensemble: vmap over a leading axis of ``params`` and ``opt_state`` (N models,
-        from N seeds via :func:`init_ensemble`, or N learning rates held in an
-        ``inject_hyperparams`` state); ``batch`` and ``args`` are shared.
+      has_aux: whether a plain loss_fn returns ``(loss, aux)``.
+      stateful: the TrainState form.
+      ensemble: vmap over a leading axis of ``params`` and ``opt_state`` (or of every
+        TrainState leaf): N models, from N seeds via :func:`init_ensemble`, or N learning
+        rates held in an ``inject_hyperparams`` state; ``batch`` and ``args`` are shared.
       jit: compile — the ``jax.jit`` function itself, with ``.traces`` counting its
         traces; ``False`` returns the plain function.
-      donate: donate params and opt_state.
+      donate: donate params and opt_state (or the TrainState).
+
+    Example::
+
+        def loss_fn(params, batch, *, state, key, train):
+            logits, state = model.apply_with_state(params, state, batch["x"], key=key,
+                                                   train=train)
+            return losses.softmax_cross_entropy(logits, batch["y"]), {}, state
+
+        step = make_train_step(loss_fn, optim.adam(1e-3), stateful=True)
+        train_state = TrainState.create(params, optim.adam(1e-3), model_state=state, key=0)
+        train_state, metrics = step(train_state, batch)
     """
     return build_train_step(
         "make_train_step",
         loss_fn,
         optimizer,
         has_aux=has_aux,
+        stateful=stateful,
         ensemble=ensemble,
         jit=jit,
         donate=donate,
@@ -132,37 +246,40 @@ def build_train_step(
     optimizer: GradientTransformation,
     *,
     has_aux: bool,
+    stateful: bool = False,
     ensemble: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
     """:func:`make_train_step` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
-    for arg, value in (
-        ("has_aux", has_aux),
-        ("ensemble", ensemble),
-        ("jit", jit),
-        ("donate", donate),
-    ):
+    flags = {"has_aux": has_aux, "stateful": stateful, "ensemble": ensemble, "jit": jit}
+    for arg, value in {**flags, "donate": donate}.items():
         check_bool(name, arg, value)
-    step = _train_step_fn(name, loss_fn, optimizer, has_aux)
+    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful)
     if ensemble:
-        step = _vmap_models(step)
+        step = _vmap_models(step, n_state_args=1 if stateful else 2)
     if not jit:
         return step
+    if stateful:
+        arg_names, donated = ("train_state", "batch"), (0,)
+    else:
+        arg_names, donated = ("params", "opt_state", "batch"), (0, 1)
     return watched_jit(
         step,
         name="train step",
-        arg_names=("params", "opt_state", "batch"),
+        arg_names=arg_names,
         batch_arg="batch",
-        donate_argnums=(0, 1) if donate else (),
+        donate_argnums=donated if donate else (),
     )
 
 
-def _vmap_models(step: Callable[..., Any]) -> Callable[..., Any]:
-    def ensemble_step(params, opt_state, batch, *args):
-        in_axes = (0, 0, None) + (None,) * len(args)
-        return jax.vmap(step, in_axes=in_axes)(params, opt_state, batch, *args)
+def _vmap_models(step: Callable[..., Any], n_state_args: int) -> Callable[..., Any]:
+    """vmap over a leading axis of the first ``n_state_args`` arguments; the rest shared."""
+
+    def ensemble_step(*args):
+        in_axes = (0,) * n_state_args + (None,) * (len(args) - n_state_args)
+        return jax.vmap(step, in_axes=in_axes)(*args)
 
     return ensemble_step
 
@@ -181,37 +298,57 @@ def init_ensemble(init_fn: Callable[[jax.Array], Any], key: Any, n: int) -> Any:
 
 
 def make_eval_step(
-    metrics_fn: Callable[..., Any], *, jit: bool = True, ensemble: bool = False
+    metrics_fn: Callable[..., Any],
+    *,
+    stateful: bool = False,
+    jit: bool = True,
+    ensemble: bool = False,
 ) -> Callable[..., Any]:
-    """Build ``(params, batch, *args) -> metrics``: a dict of device scalars.
+    """Build the evaluation step: metrics on a batch, a dict of device scalars.
 
-    One eval step serves every dataset: a new batch size (the validation set's last
-    batch, then the test set) compiles once more without a :class:`RecompilationWarning`.
+    - ``stateful=False``: ``evaluate(params, batch, *args)`` with ``metrics_fn(params,
+      batch, *args)``.
+    - ``stateful=True``: ``evaluate(params, model_state, batch, *args)`` with
+      ``metrics_fn(params, batch, *args, state, key=None, train=False)`` — a stateful
+      loss function, evaluated deterministically (no key; dropout off, batch norm on its
+      running statistics).
+
+    ``metrics_fn`` returns a dict of scalars, a scalar (reported as ``{"loss": value}``),
+    or ``(loss, dict)`` — so a plain training loss function serves as is; a stateful one's
+    ``(loss, dict, state)`` gives ``{"loss": loss, **dict}``. One eval step serves every
+    dataset: a new batch size (the validation set's last batch, then the test set)
+    compiles once more without a :class:`RecompilationWarning`.
 
     Args:
-      metrics_fn: ``metrics_fn(params, batch, *args)`` returning a dict of scalars, a
-        scalar (reported as ``{"loss": value}``), or ``(loss, dict)`` like a loss_fn
-        with aux — so the training loss function can serve as is.
+      metrics_fn: the metrics, in the form above.
+      stateful: the form taking the model's state.
       jit: compile (a ``jax.jit`` function with ``.traces``).
-      ensemble: vmap over a leading axis of ``params``.
+      ensemble: vmap over a leading axis of ``params`` (and of the model state).
     """
+    check_bool("make_eval_step", "stateful", stateful)
 
-    def evaluate(params, batch, *args):
-        out = metrics_fn(params, batch, *args)
-        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
+    def as_metrics(out):
+        if isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[1], dict):
             return {"loss": out[0], **out[1]}
         if isinstance(out, dict):
             return dict(out)
         return {"loss": out}
 
-    def evaluate_ensemble(params, batch, *args):
-        return jax.vmap(evaluate, in_axes=(0, None) + (None,) * len(args))(params, batch, *args)
+    def evaluate(params, batch, *args):
+        return as_metrics(metrics_fn(params, batch, *args))
 
-    fn = evaluate_ensemble if ensemble else evaluate
+    def evaluate_stateful(params, model_state, batch, *args):
+        out = metrics_fn(params, batch, *args, state=model_state, key=None, train=False)
+        return as_metrics(out)
+
+    fn, n_models = (evaluate_stateful, 2) if stateful else (evaluate, 1)
+    if ensemble:
+        fn = _vmap_models(fn, n_state_args=n_models)
     if not jit:
         return fn
+    arg_names = ("params", "model_state", "batch") if stateful else ("params", "batch")
     return watched_jit(
-        fn, name="eval step", arg_names=("params", "batch"), batch_arg="batch", any_batch_size=True
+        fn, name="eval step", arg_names=arg_names, batch_arg="batch", any_batch_size=True
     )
 
 
@@ -220,31 +357,44 @@ def make_scan_steps(
     optimizer: GradientTransformation,
     *,
     has_aux: bool = False,
+    stateful: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
-    """Build ``(params, opt_state, batches, *args) -> (params, opt_state, metrics)``: k steps, one scan.
+    """Build k update steps in one ``lax.scan``: the same updates as k calls of the step.
 
     ``batches`` is a pytree whose leaves have a leading axis of k steps, e.g. x of shape
-    (k, batch_size, ...); the k updates run inside one ``lax.scan``, and ``metrics``
-    holds each step's values stacked, shape (k,). The same updates as k calls of
-    :func:`make_train_step`'s step, in one dispatch.
+    (k, batch_size, ...); ``metrics`` holds each step's values stacked, shape (k,).
+    Plain: ``(params, opt_state, batches, *args) -> (params, opt_state, metrics)``;
+    ``stateful=True``: ``(train_state, batches, *args) -> (train_state, metrics)``, each
+    step with its own key ``fold_in(key, step)`` — a scan never repeats a dropout mask.
     """
     check_optimizer("make_scan_steps", optimizer)
-    run = _scan(_train_step_fn("make_scan_steps", loss_fn, optimizer, has_aux))
+    step = _step_fn("make_scan_steps", loss_fn, optimizer, has_aux, stateful)
+    run = _scan(step, stateful)
     if not jit:
         return run
+    if stateful:
+        arg_names, donated = ("train_state", "batches"), (0,)
+    else:
+        arg_names, donated = ("params", "opt_state", "batches"), (0, 1)
     return watched_jit(
         run,
         name="scan steps",
-        arg_names=("params", "opt_state", "batches"),
+        arg_names=arg_names,
         batch_arg=None,
-        donate_argnums=(0, 1) if donate else (),
+        donate_argnums=donated if donate else (),
     )
 
 
-def _scan(step: Callable[..., Any]) -> Callable[..., Any]:
+def _scan(step: Callable[..., Any], stateful: bool) -> Callable[..., Any]:
     """k applications of ``step`` over the leading axis of ``batches``, in one ``lax.scan``."""
+
+    def run_stateful(train_state, batches, *args):
+        def body(carry, batch):
+            return step(carry, batch, *args)
+
+        return jax.lax.scan(body, train_state, batches)
 
     def run(params, opt_state, batches, *args):
         def body(carry, batch):
@@ -254,7 +404,7 @@ def _scan(step: Callable[..., Any]) -> Callable[..., Any]:
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), batches)
         return params, opt_state, metrics
 
-    return run
+    return run_stateful if stateful else run
 
 
 def make_epoch(
@@ -263,18 +413,29 @@ def make_epoch(
     batch_size: int,
     *,
     has_aux: bool = False,
+    stateful: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
-    """Build ``(params, opt_state, data, key, epoch, *args) -> (params, opt_state, metrics)``.
+    """Build one whole epoch in one compiled call, shuffled on device and run in a scan.
 
-    One whole epoch in one compiled call: the data (on device) are shuffled by
-    ``fold_in(key, epoch)`` exactly as :func:`fundl.data.batches` would, cut into
-    ⌊n / batch_size⌋ full batches (the remainder is dropped: a scan needs one shape),
-    and run through ``lax.scan``. ``metrics`` are stacked per step.
+    The data (on device) are shuffled by ``fold_in(key, epoch)`` exactly as
+    :func:`fundl.data.batches` would, cut into ⌊n / batch_size⌋ full batches (the
+    remainder is dropped: a scan needs one shape), and run through ``lax.scan``;
+    ``metrics`` are stacked per step. Plain: ``(params, opt_state, data, key, epoch,
+    *args) -> (params, opt_state, metrics)``; ``stateful=True``: ``(train_state, data,
+    key, epoch, *args) -> (train_state, metrics)`` (``key`` orders the data; the model's
+    keys come from the TrainState).
     """
     return build_epoch(
-        "make_epoch", loss_fn, optimizer, batch_size, has_aux=has_aux, jit=jit, donate=donate
+        "make_epoch",
+        loss_fn,
+        optimizer,
+        batch_size,
+        has_aux=has_aux,
+        stateful=stateful,
+        jit=jit,
+        donate=donate,
     )
 
 
@@ -285,25 +446,32 @@ def build_epoch(
     batch_size: int,
     *,
     has_aux: bool,
+    stateful: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
     batch_size = check_int(name, "batch_size", batch_size)
-    step = _train_step_fn(name, loss_fn, optimizer, has_aux)
-    scan = _scan(step)
+    scan = _scan(_step_fn(name, loss_fn, optimizer, has_aux, stateful), stateful)
+
+    def run_stateful(train_state, data, key, epoch, *args):
+        return scan(train_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)
 
     def run(params, opt_state, data, key, epoch, *args):
-        batches = fdata.epoch_batches(data, batch_size, key, epoch)
-        return scan(params, opt_state, batches, *args)
+        return scan(params, opt_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)
 
+    fn = run_stateful if stateful else run
     if not jit:
-        return run
+        return fn
+    if stateful:
+        arg_names, donated = ("train_state", "data", "key", "epoch"), (0,)
+    else:
+        arg_names, donated = ("params", "opt_state", "data", "key", "epoch"), (0, 1)
     return watched_jit(
-        run,
+        fn,
         name="epoch",
-        arg_names=("params", "opt_state", "data", "key", "epoch"),
+        arg_names=arg_names,
         batch_arg=None,
-        donate_argnums=(0, 1) if donate else (),
+        donate_argnums=donated if donate else (),
     )

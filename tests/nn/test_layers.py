@@ -1,10 +1,11 @@
-"""Every layer, one row each, through the checks every layer must pass.
+"""Every layer, one row each, through the checks the layer protocol promises.
 
-A new layer gets all of them by adding a row to ``LAYERS_UNDER_TEST``: output shape
-equal to ``jax.eval_shape`` and to ``output_shape``, a hashable config usable as a
-static ``jit`` argument, jit equal to eager, the model's gradient check, a clear error
-(naming the layer) for an input of the wrong width, another config's parameters
-refused, and an int seed accepted as a key.
+A new layer gets all of them by adding a row to ``LAYERS_UNDER_TEST``: the output
+shape and the new state's structure equal ``jax.eval_shape`` and ``output_shape``; a
+hashable config usable as a static ``jit`` argument; jit equal to eager, in training
+and in evaluation; evaluation deterministic (no key needed); the gradient check of the
+layer in training mode (state and key held fixed); a clear error naming the layer for a
+bad input; another config's parameters and state refused; an int seed accepted as a key.
 """
 
 from typing import Any, NamedTuple
@@ -15,134 +16,228 @@ import jax.numpy as jnp
 import pytest
 
 from fundl import gradcheck, losses
-from fundl.nn import Activation, Dense, Sequential, mlp
+from fundl.nn import (
+    Activation,
+    BatchNorm,
+    Dense,
+    Dropout,
+    LayerNorm,
+    Parallel,
+    Residual,
+    RMSNorm,
+    Sequential,
+    mlp,
+)
 
 
 class Case(NamedTuple):
-    """One row: a layer config, its input shape, and a config its params must not fit."""
+    """One row: a layer config, its input shape, and configs its trees must not fit."""
 
     id: str
     layer: Any
     input_shape: tuple[int, ...]  # (batch, features)
     other: Any = None  # a config whose parameters this layer must refuse
-    bad_input_shape: tuple[int, ...] | None = None  # an input it must refuse
+    bad_input: Any = None  # an input it must refuse (an array)
     bad_input_message: str = ""
+
+
+def _ones(*shape, dtype=jnp.float32):
+    return jnp.ones(shape, dtype)
 
 
 LAYERS_UNDER_TEST = [
     Case(
-        "dense",
-        Dense(3),
-        (4, 5),
-        other=Dense(4),
-        bad_input_shape=(4, 6),
-        bad_input_message=r"dense: expected input with last dim 5",
+        "dense", Dense(3), (4, 5), Dense(4), _ones(4, 6), r"dense: expected input with last dim 5"
     ),
     Case(
         "dense_no_bias",
         Dense(3, use_bias=False),
         (4, 5),
-        other=Dense(3),
-        bad_input_shape=(4, 2),
-        bad_input_message=r"dense: expected input with last dim 5",
+        Dense(3),
+        _ones(4, 2),
+        r"dense: expected input with last dim 5",
     ),
     Case(
         "activation",
         Activation("leaky_relu", negative_slope=0.2),
         (4, 5),
-        bad_input_shape=(4, 5),  # integer input, below
-        bad_input_message=r"leaky_relu: expected a floating-point input",
+        None,
+        _ones(4, 5, dtype=jnp.int32),
+        r"leaky_relu: expected a floating-point input",
     ),
     Case(
+        "dropout",
+        Dropout(0.4),
+        (4, 5),
+        None,
+        _ones(4, 5, dtype=jnp.int32),
+        r"Dropout\(drop_rate=0.4\): expected a floating-point input",
+    ),
+    Case(
+        "batch_norm",
+        BatchNorm(momentum=0.8),
+        (6, 5),
+        BatchNorm(),  # same params, so the table checks its state against (3,) features below
+        _ones(6, 4),
+        r"BatchNorm\(momentum=0.8\): params\['beta'\] has shape \(5,\); for inputs of shape "
+        r"\(6, 4\) it expects \(4,\)",
+    ),
+    Case("layer_norm", LayerNorm(), (3, 5), None, _ones(3, 5, dtype=jnp.int32), r"floating"),
+    Case("rms_norm", RMSNorm(), (3, 5), LayerNorm(), _ones(3, 4), r"RMSNorm\(\): params"),
+    Case(
         "sequential",
-        Sequential([Dense(4), "tanh", Dense(2)]),
-        (3, 5),
-        other=Sequential([Dense(4), "tanh", Dense(3)]),
-        bad_input_shape=(3, 7),
-        bad_input_message=r"dense1: dense: expected input with last dim 5",
+        Sequential([Dense(4), BatchNorm(), "tanh", Dropout(0.3), Dense(2)]),
+        (6, 5),
+        Sequential([Dense(4), BatchNorm(), "tanh", Dropout(0.3), Dense(3)]),
+        _ones(6, 7),
+        r"dense1: dense: expected input with last dim 5",
     ),
     Case(
         "nested_sequential",
         Sequential([Sequential([Dense(4), "relu"]), Dense(2)]),
         (3, 5),
-        other=Sequential([Sequential([Dense(6), "relu"]), Dense(2)]),
-        bad_input_shape=(3, 2),
-        bad_input_message=r"sequential1: dense1: dense: expected input with last dim 5",
+        Sequential([Sequential([Dense(6), "relu"]), Dense(2)]),
+        _ones(3, 2),
+        r"sequential1: dense1: dense: expected input with last dim 5",
     ),
     Case(
         "mlp",
         mlp([5, 4, 4, 2], "gelu", "sigmoid"),
         (3, 5),
-        other=mlp([5, 4, 2], "gelu", "sigmoid"),
-        bad_input_shape=(3, 4),
-        bad_input_message=r"dense1: dense: expected input with last dim 5",
+        mlp([5, 4, 2], "gelu", "sigmoid"),
+        _ones(3, 4),
+        r"dense1: dense: expected input with last dim 5",
+    ),
+    Case(
+        "residual",
+        Residual(Sequential([Dense(5), LayerNorm(), "relu", Dense(5)])),
+        (3, 5),
+        Residual(Sequential([Dense(5), LayerNorm(), "relu", Dense(4)]), projection=Dense(4)),
+        _ones(3, 4),
+        r"block: dense1: dense: expected input with last dim 5",
+    ),
+    Case(
+        "residual_projection",
+        Residual(Sequential([Dense(3), BatchNorm(), "relu"]), projection=Dense(3, use_bias=False)),
+        (4, 5),
+        Residual(Sequential([Dense(3), BatchNorm(), "relu"]), projection=Dense(3)),
+        _ones(4, 2),
+        r"block: dense1: dense: expected input with last dim 5",
+    ),
+    Case(
+        "parallel_concat",
+        Parallel([Dense(3), Sequential([Dense(2), "tanh"]), Dropout(0.2)]),
+        (4, 5),
+        Parallel([Dense(2), Sequential([Dense(2), "tanh"]), Dropout(0.2)]),
+        _ones(4, 3),
+        r"branch1: dense: expected input with last dim 5",
+    ),
+    Case(
+        "parallel_sum",
+        Parallel([Dense(3), Sequential([Dense(3), RMSNorm()])], combine="sum"),
+        (4, 5),
+        Parallel([Dense(3, use_bias=False), Sequential([Dense(3), RMSNorm()])], combine="sum"),
+        _ones(4, 3),
+        r"branch1: dense: expected input with last dim 5",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
+KEY = jax.random.key(7)
 
 
 def _setup(case):
-    params = case.layer.init(jax.random.key(0), case.input_shape[1:])
+    params, state = case.layer.init_with_state(jax.random.key(0), case.input_shape[1:])
     x = jax.random.normal(jax.random.key(1), case.input_shape)
-    return params, x
+    return params, state, x
+
+
+def _run(case, params, state, x, *, train, key=KEY):
+    return case.layer.apply_with_state(params, state, x, key=key, train=train)
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
-def test_output_shape_equals_eval_shape(case):
-    params, x = _setup(case)
-    out = case.layer.apply(params, x)
-    assert jax.eval_shape(case.layer.apply, params, x).shape == out.shape
-    assert tuple(case.layer.output_shape(case.input_shape)) == out.shape
+def test_output_shape_and_new_state_equal_eval_shape(case):
+    params, state, x = _setup(case)
+    for train in (True, False):
+        out, new_state = _run(case, params, state, x, train=train)
+        shapes = jax.eval_shape(lambda p, s, x: _run(case, p, s, x, train=train), params, state, x)
+        assert shapes[0].shape == out.shape
+        assert tuple(case.layer.output_shape(case.input_shape)) == out.shape
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
 def test_config_is_hashable_and_a_static_jit_argument(case):
-    params, x = _setup(case)
+    params, state, x = _setup(case)
     assert hash(case.layer) == hash(case.layer) and case.layer == case.layer
-    apply = jax.jit(lambda layer, p, x: layer.apply(p, x), static_argnums=0)
-    chex.assert_trees_all_close(apply(case.layer, params, x), case.layer.apply(params, x))
+    run = jax.jit(lambda layer, p, s, x: layer.apply_with_state(p, s, x), static_argnums=0)
+    chex.assert_trees_all_close(
+        run(case.layer, params, state, x), _run(case, params, state, x, train=False)
+    )
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
-def test_jit_equals_eager(case):
-    params, x = _setup(case)
-    chex.assert_trees_all_close(
-        jax.jit(case.layer.apply)(params, x), case.layer.apply(params, x), rtol=1e-6
-    )
+def test_jit_equals_eager_in_training_and_evaluation(case):
+    params, state, x = _setup(case)
+    for train in (True, False):
+        jitted = jax.jit(lambda p, s, x, k: _run(case, p, s, x, train=train, key=k))
+        chex.assert_trees_all_close(
+            jitted(params, state, x, KEY), _run(case, params, state, x, train=train), rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
+def test_evaluation_is_deterministic_and_needs_no_key(case):
+    params, state, x = _setup(case)
+    out, same_state = _run(case, params, state, x, train=False, key=None)
+    again, _ = _run(case, params, state, x, train=False, key=jax.random.key(99))
+    chex.assert_trees_all_equal(out, again)
+    chex.assert_trees_all_equal(same_state, state)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
-def test_gradcheck_of_the_layer_passes(case):
-    params, x = _setup(case)
-    y = jax.random.normal(jax.random.key(2), jax.eval_shape(case.layer.apply, params, x).shape)
+def test_gradcheck_in_training_mode(case):
+    params, state, x = _setup(case)
+    y = jax.random.normal(jax.random.key(2), case.layer.output_shape(case.input_shape))
     if jax.tree.leaves(params):
-        report = gradcheck.check_model(case.layer, params, x, y, losses.mse, jit=False)
-    else:  # no parameters: check the gradient with respect to the input
-        report = gradcheck.check(lambda x: case.layer.apply({}, x), x, jit=False)
+        report = gradcheck.check_model(
+            case.layer, params, x, y, losses.mse, state=state, model_key=KEY, train=True, jit=False
+        )
+    else:  # no parameters: the gradient with respect to the input
+        report = gradcheck.check(lambda x: _run(case, {}, state, x, train=True)[0], x, jit=False)
     report.assert_passed()
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
 def test_bad_input_gives_a_message_naming_the_layer(case):
-    params, _ = _setup(case)
-    bad = jnp.ones(case.bad_input_shape)
-    if case.id == "activation":
-        bad = bad.astype(jnp.int32)
+    params, state, _ = _setup(case)
     with pytest.raises((ValueError, TypeError), match=case.bad_input_message):
-        case.layer.apply(params, bad)
+        _run(case, params, state, case.bad_input, train=True)
 
 
 @pytest.mark.parametrize(
     "case",
-    [c for c in LAYERS_UNDER_TEST if c.other is not None],
-    ids=[c.id for c in LAYERS_UNDER_TEST if c.other is not None],
+    [c for c in LAYERS_UNDER_TEST if c.other is not None and c.id != "batch_norm"],
+    ids=[c.id for c in LAYERS_UNDER_TEST if c.other is not None and c.id != "batch_norm"],
 )
 def test_another_configs_params_are_refused(case):
-    _, x = _setup(case)
+    _, state, x = _setup(case)
     other = case.other.init(jax.random.key(0), case.input_shape[1:])
     with pytest.raises(ValueError, match=r"Are these another model's parameters\?|another model"):
-        case.layer.apply(other, x)
+        _run(case, other, state, x, train=True)
+
+
+STATEFUL = [c for c in LAYERS_UNDER_TEST if jax.tree.leaves(c.layer.init_state(c.input_shape[1:]))]
+
+
+@pytest.mark.parametrize("case", STATEFUL, ids=[c.id for c in STATEFUL])
+def test_another_models_state_is_refused(case):
+    params, _, x = _setup(case)
+    narrower = case.input_shape[:-1] + (case.input_shape[-1] - 2,)
+    other_state = case.layer.init_state(narrower[1:]) if case.id == "batch_norm" else {"bogus": {}}
+    with pytest.raises(ValueError, match=r"another model's state"):
+        _run(case, params, other_state, x, train=True)
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
@@ -151,3 +246,18 @@ def test_an_int_seed_is_a_key(case):
         case.layer.init(5, case.input_shape[1:]),
         case.layer.init(jax.random.key(5), case.input_shape[1:]),
     )
+
+
+def test_every_layer_kind_has_a_row():
+    kinds = {type(c.layer) for c in LAYERS_UNDER_TEST}
+    assert {
+        Dense,
+        Activation,
+        Dropout,
+        BatchNorm,
+        LayerNorm,
+        RMSNorm,
+        Sequential,
+        Residual,
+        Parallel,
+    } <= kinds

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fundl import data, optim, train
+from fundl import losses as fundl_losses
 from fundl.checkpoint import CheckpointManager
 
 # --- helpers ------------------------------------------------------------------------------
@@ -321,3 +322,97 @@ def test_no_warning_when_fit_validates_every_epoch(toy, run):
     with warnings.catch_warnings():
         warnings.simplefilter("error", train.RecompilationWarning)
         run(epochs=2, val_data=toy.data(20, seed=3), eval_batch_size=8)
+
+
+# --- a model with state and randomness -------------------------------------------------------
+
+
+def _stateful_model():
+    from fundl.nn import BatchNorm, Dense, Dropout, Sequential
+
+    return Sequential([Dense(8), BatchNorm(), "relu", Dropout(0.2), Dense(2)], input_shape=(3,))
+
+
+def _stateful_loss(model):
+    def loss_fn(params, batch, *, state, key, train):
+        logits, state = model.apply_with_state(params, state, batch["x"], key=key, train=train)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32))
+        return fundl_losses.softmax_cross_entropy(logits, batch["y"]), {"accuracy": accuracy}, state
+
+    return loss_fn
+
+
+def _fit_stateful(toy, **kwargs):
+    model = _stateful_model()
+    params, state = model.init_with_state(1)
+    options = dict(
+        epochs=4, batch_size=8, key=jax.random.key(3), progress=False, val_data=toy.data(20, seed=3)
+    )
+    options.update(kwargs)
+    return train.fit(
+        _stateful_loss(model), params, optim.adam(0.02), toy.data(40), model_state=state, **options
+    )
+
+
+def test_fit_threads_the_model_state_and_validates_in_evaluation_mode(toy):
+    result = _fit_stateful(toy)
+    assert result.history["val_accuracy"][-1] >= 0.8
+    assert not np.allclose(result.model_state["batch_norm1"]["mean"], 0)  # statistics learned
+    model = _stateful_model()
+    evaluate = train.make_eval_step(_stateful_loss(model), stateful=True)
+    val = jax.tree.map(jnp.asarray, toy.data(20, seed=3))
+    again = evaluate(result.params, result.model_state, val)  # deterministic: no key
+    np.testing.assert_allclose(again["accuracy"], result.history["val_accuracy"][-1], rtol=1e-6)
+
+
+def test_resume_with_dropout_and_batch_norm_is_bit_identical(toy, tmp_path):
+    straight = _fit_stateful(toy, checkpoints=CheckpointManager(tmp_path / "a"))
+    _fit_stateful(toy, epochs=2, checkpoints=CheckpointManager(tmp_path / "b"))
+    resumed = _fit_stateful(toy, checkpoints=CheckpointManager(tmp_path / "b"), resume=True)
+    chex.assert_trees_all_equal(straight.params, resumed.params)
+    chex.assert_trees_all_equal(straight.model_state, resumed.model_state)
+    assert straight.history["loss"] == resumed.history["loss"]
+    saved = CheckpointManager(tmp_path / "b").restore()
+    assert set(saved) == {"params", "opt_state", "model_state", "key", "step", "epoch", "position"}
+
+
+def test_scan_fit_with_dropout_equals_per_step_fit(toy):
+    a = _fit_stateful(toy, epochs=2, drop_last=True)
+    b = _fit_stateful(toy, epochs=2, scan=True)
+    chex.assert_trees_all_close(a.model_state, b.model_state, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
+
+
+def test_restore_best_returns_the_best_epochs_state_too(toy):
+    seen = []
+    model = _stateful_model()
+    params, state = model.init_with_state(1)
+
+    def record(epoch, logs, params):
+        seen.append(logs["val_loss"])
+
+    result = train.fit(
+        _stateful_loss(model),
+        params,
+        optim.sgd(5.0),
+        toy.data(40),
+        epochs=6,
+        batch_size=8,
+        key=0,
+        progress=False,
+        val_data=toy.data(20, seed=3),
+        model_state=state,
+        early_stopping=train.EarlyStopping("val_loss", patience=10),
+        callbacks=[record],
+    )
+    assert result.best_epoch == int(np.argmin(seen)) + 1
+    evaluate = train.make_eval_step(_stateful_loss(model), stateful=True)
+    val = jax.tree.map(jnp.asarray, toy.data(20, seed=3))
+    np.testing.assert_allclose(
+        evaluate(result.params, result.model_state, val)["loss"], min(seen), rtol=1e-5
+    )
+
+
+def test_model_state_errors(toy):
+    with pytest.raises(ValueError, match=r"fit: has_aux does not apply with model_state"):
+        _fit_stateful(toy, has_aux=True)

@@ -1,4 +1,4 @@
-"""fundl.nn.sequential: composition, parameter naming, mlp, jit/vmap and errors."""
+"""fundl.nn.combinators: composition, parameter naming, mlp, jit/vmap and errors."""
 
 import chex
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fundl import activations, initializers
-from fundl.nn import Activation, Dense, Sequential, mlp
+from fundl.nn import Activation, BatchNorm, Dense, Dropout, Parallel, Residual, Sequential, mlp
 
 
 def test_notes_network_shapes_and_names():
@@ -147,3 +147,90 @@ def test_another_models_params_are_refused_naming_the_layer():
 def test_an_int_seed_is_a_key():
     model = mlp([2, 3, 1])
     chex.assert_trees_all_equal(model.init(3), model.init(jax.random.key(3)))
+
+
+# --- Residual and Parallel ---------------------------------------------------------------
+
+
+def test_residual_adds_the_shortcut_and_projects_it_when_asked():
+    block = Sequential([Dense(4), "tanh", Dense(4)])
+    res = Residual(block)
+    params = res.init(0, (4,))
+    x = jax.random.normal(jax.random.key(1), (3, 4))
+    chex.assert_trees_all_close(
+        res.apply(params, x), block.apply(params["block"], x) + x, rtol=1e-6
+    )
+    proj = Residual(Dense(2), projection=Dense(2, use_bias=False))
+    p = proj.init(0, (4,))
+    assert set(p) == {"block", "projection"}
+    expected = x @ p["block"]["W"].T + p["block"]["b"][None] + x @ p["projection"]["W"].T
+    chex.assert_trees_all_close(proj.apply(p, x), expected, rtol=1e-6)
+    # the shortcut's gradient: dL/dx = dL/dy (I + J_block)
+    g = jax.grad(lambda x: jnp.sum(res.apply(params, x)))(x)
+    g_block = jax.grad(lambda x: jnp.sum(block.apply(params["block"], x)))(x)
+    chex.assert_trees_all_close(g, g_block + 1.0, rtol=1e-6)
+
+
+def test_parallel_concatenates_or_sums_the_branches():
+    a, b = Dense(3), Sequential([Dense(2), "relu"])
+    cat = Parallel([a, b])
+    p = cat.init(0, (4,))
+    x = jax.random.normal(jax.random.key(2), (5, 4))
+    expected = jnp.concatenate([a.apply(p["branch1"], x), b.apply(p["branch2"], x)], axis=-1)
+    chex.assert_trees_all_close(cat.apply(p, x), expected)
+    summed = Parallel([Dense(3), Dense(3, use_bias=False)], combine="sum")
+    q = summed.init(1, (4,))
+    chex.assert_trees_all_close(
+        summed.apply(q, x), Dense(3).apply(q["branch1"], x) + x @ q["branch2"]["W"].T, rtol=1e-6
+    )
+
+
+def test_each_sublayer_gets_its_own_split_of_the_key():
+    seen = []
+
+    class Record(Dropout):  # a layer that records the key it is given
+        def apply_with_state(self, params, state, x, *, key=None, train=False):
+            seen.append(key)
+            return x, state
+
+    key = jax.random.key(3)
+    Sequential([Record(), Dense(2), Record()]).apply(
+        Sequential([Record(), Dense(2), Record()]).init(0, (2,)), jnp.ones((1, 2)), key=key
+    )
+    expected = jax.random.split(key, 3)
+    chex.assert_trees_all_equal(jax.random.key_data(seen[0]), jax.random.key_data(expected[0]))
+    chex.assert_trees_all_equal(jax.random.key_data(seen[1]), jax.random.key_data(expected[2]))
+    seen.clear()
+    Parallel([Record(), Record()]).apply({}, jnp.ones((1, 2)), key=key)
+    assert not np.array_equal(jax.random.key_data(seen[0]), jax.random.key_data(seen[1]))
+
+
+def test_container_errors():
+    with pytest.raises(
+        ValueError,
+        match=r"Residual: the block maps inputs of shape \(4,\) to \(3,\), but the shortcut "
+        r"gives \(4,\); they must match to be added \(pass projection=Dense\(n\)\)",
+    ):
+        Residual(Dense(3)).init(0, (4,))
+    with pytest.raises(
+        ValueError,
+        match=r"Parallel: to sum the branches' outputs they must agree in their whole shape; "
+        r"for inputs of shape \(4,\) they are \[\(3,\), \(2,\)\]",
+    ):
+        Parallel([Dense(3), Dense(2)], combine="sum").init(0, (4,))
+    with pytest.raises(ValueError, match=r"Parallel: expected two or more branches, got 1"):
+        Parallel([Dense(3)])
+    with pytest.raises(
+        ValueError, match=r"Parallel: combine must be one of 'concat', 'sum'; got 'mean'"
+    ):
+        Parallel([Dense(3), Dense(3)], combine="mean")
+    with pytest.raises(TypeError, match=r"Residual: layer block \(42\) is not a layer"):
+        Residual(42)
+    model = Sequential([Dense(2), BatchNorm()], input_shape=(3,))
+    params, state = model.init_with_state(0)
+    with pytest.raises(
+        ValueError, match=r"Sequential.apply: state has 'batch_norm7', which is not a layer"
+    ):
+        model.apply_with_state(params, {**state, "batch_norm7": {}}, jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"Sequential.apply: train must be True or False, got 1"):
+        model.apply_with_state(params, state, jnp.ones((4, 3)), train=1)
