@@ -227,8 +227,35 @@ class Sequential(_Container):
         return shape
 
 
+class _FanOut(_Container):
+    """A container whose sublayers all take the container's input (Residual, Parallel)."""
+
+    def init(self, key: Any, input_shape: Sequence[int]) -> dict[str, Any]:
+        """``{sublayer name: its params}``, each from its own split of the key."""
+        self.output_shape(input_shape)  # the sublayers' outputs must combine
+        sublayers = self._sublayers()
+        keys = jax.random.split(as_key(f"{type(self).__name__}.init", key), len(sublayers))
+        params = {}
+        for (name, layer), layer_key in zip(sublayers, keys):
+            with _named(name):
+                layer_params = layer.init(layer_key, tuple(input_shape))
+            if layer_params:
+                params[name] = layer_params
+        return params
+
+    def init_state(self, input_shape: Sequence[int]) -> dict[str, Any]:
+        """``{sublayer name: its state}`` for the sublayers that have any."""
+        state = {}
+        for name, layer in self._sublayers():
+            with _named(name):
+                layer_state = _init_state(layer, tuple(input_shape))
+            if layer_state:
+                state[name] = layer_state
+        return state
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
-class Residual(_Container):
+class Residual(_FanOut):
     """A skip connection: y = block(x) + x, or block(x) + projection(x).
 
     The ResNet block's shortcut: the gradient reaches x directly (dL/dx = dL/dy +
@@ -278,28 +305,6 @@ class Residual(_Container):
             )
         return out
 
-    def init(self, key: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-        """``{"block": ..., "projection": ...}``: each sublayer's params, from its own key."""
-        self.output_shape(input_shape)
-        keys = jax.random.split(as_key("Residual.init", key), 2)
-        params = {}
-        for (name, layer), layer_key in zip(self._sublayers(), keys):
-            with _named(name):
-                layer_params = layer.init(layer_key, tuple(input_shape))
-            if layer_params:
-                params[name] = layer_params
-        return params
-
-    def init_state(self, input_shape: Sequence[int]) -> dict[str, Any]:
-        """``{"block": ..., "projection": ...}``: each sublayer's state, if it has any."""
-        state = {}
-        for name, layer in self._sublayers():
-            with _named(name):
-                layer_state = _init_state(layer, tuple(input_shape))
-            if layer_state:
-                state[name] = layer_state
-        return state
-
     def apply_with_state(
         self,
         params: dict[str, Any],
@@ -330,7 +335,7 @@ class Residual(_Container):
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
-class Parallel(_Container):
+class Parallel(_FanOut):
     """Branches on the same input, their outputs concatenated or summed (stax's FanOut).
 
     y = concat(branch_1(x), ..., branch_k(x)) along the last axis (``combine="concat"``,
@@ -380,28 +385,6 @@ class Parallel(_Container):
         if self.combine == "sum":
             return shapes[0]
         return shapes[0][:-1] + (sum(s[-1] for s in shapes),)
-
-    def init(self, key: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-        """``{"branch1": ..., ...}``: each branch's params, from its own key."""
-        self.output_shape(input_shape)
-        keys = jax.random.split(as_key("Parallel.init", key), len(self.branches))
-        params = {}
-        for (name, layer), layer_key in zip(self._sublayers(), keys):
-            with _named(name):
-                layer_params = layer.init(layer_key, tuple(input_shape))
-            if layer_params:
-                params[name] = layer_params
-        return params
-
-    def init_state(self, input_shape: Sequence[int]) -> dict[str, Any]:
-        """``{"branch1": ..., ...}``: each branch's state, if it has any."""
-        state = {}
-        for name, layer in self._sublayers():
-            with _named(name):
-                layer_state = _init_state(layer, tuple(input_shape))
-            if layer_state:
-                state[name] = layer_state
-        return state
 
     def apply_with_state(
         self,
