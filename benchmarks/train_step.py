@@ -188,8 +188,8 @@ def raw_adam_init(params):
     return jnp.zeros([], jnp.int32), zeros(), zeros()
 
 
-def raw_train_step(params, opt_state, x, y, *, lr=LEARNING_RATE, b1=0.9, b2=0.999, eps=1e-8):
-    loss, grads = jax.value_and_grad(raw_loss)(params, x, y)
+def raw_adam_update(params, opt_state, grads, *, lr=LEARNING_RATE, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam written out: (new params, new state)."""
     count, mu, nu = opt_state
     count = count + 1
     mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
@@ -197,7 +197,13 @@ def raw_train_step(params, opt_state, x, y, *, lr=LEARNING_RATE, b1=0.9, b2=0.99
     t = count.astype(jnp.float32)
     c1, c2 = 1 - b1**t, 1 - b2**t
     update = lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps)  # noqa: E731
-    return jax.tree.map(update, params, mu, nu), (count, mu, nu), {"loss": loss}
+    return jax.tree.map(update, params, mu, nu), (count, mu, nu)
+
+
+def raw_train_step(params, opt_state, x, y):
+    loss, grads = jax.value_and_grad(raw_loss)(params, x, y)
+    params, opt_state = raw_adam_update(params, opt_state, grads)
+    return params, opt_state, {"loss": loss}
 
 
 def raw_scan_steps(params, opt_state, xs, ys):
@@ -314,8 +320,8 @@ def raw_regularized_forward(params, stats, x, key):
     return x @ params[last]["W"].T + params[last]["b"], tuple(new_stats)
 
 
-def raw_regularized_step(state, x, y, *, lr=LEARNING_RATE, b1=0.9, b2=0.999, eps=1e-8):
-    params, (count, mu, nu), stats, key, step = state
+def raw_regularized_step(state, x, y):
+    params, opt_state, stats, key, step = state
 
     def loss(params):
         logits, new_stats = raw_regularized_forward(params, stats, x, jax.random.fold_in(key, step))
@@ -323,14 +329,8 @@ def raw_regularized_step(state, x, y, *, lr=LEARNING_RATE, b1=0.9, b2=0.999, eps
         return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1)), new_stats
 
     (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    count = count + 1
-    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
-    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
-    t = count.astype(jnp.float32)
-    c1, c2 = 1 - b1**t, 1 - b2**t
-    update = lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps)  # noqa: E731
-    params = jax.tree.map(update, params, mu, nu)
-    return (params, (count, mu, nu), stats, key, step + 1), {"loss": value}
+    params, opt_state = raw_adam_update(params, opt_state, grads)
+    return (params, opt_state, stats, key, step + 1), {"loss": value}
 
 
 def raw_regularized_scan(state, xs, ys):

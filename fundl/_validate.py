@@ -24,6 +24,8 @@ __all__ = [
     "check_choice",
     "check_bool",
     "check_floating",
+    "check_label_range",
+    "is_key",
     "as_key",
 ]
 
@@ -124,7 +126,7 @@ def check_number(
             raise fail(repr(value))
         return float(value)
     if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-        real = not _is_key(value) and (
+        real = not is_key(value) and (
             jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
         )
         if not array or not real:
@@ -194,7 +196,25 @@ def check_floating(name: str, expected: str, x: Any) -> None:
         raise TypeError(f"{name}: expected {expected}, got dtype {dtype}")
 
 
-def _is_key(x: Any) -> bool:
+def check_label_range(name: str, labels: Any, n_classes: int, *, what: str = "labels") -> None:
+    """Concrete integer labels must be class indices in [0, n_classes); else ``ValueError``.
+
+    Traced labels (inside ``jit``) cannot be read and are not checked; the callers say
+    what such a label gives there.
+    """
+    if isinstance(labels, jax.core.Tracer) or not np.size(labels):
+        return
+    values = np.asarray(labels)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"{name}: {what} must be in [0, {n_classes}) for {n_classes} classes, "
+            f"got values in [{low}, {high}]"
+        )
+
+
+def is_key(x: Any) -> bool:
+    """Whether ``x`` is a typed PRNG key array (``jax.random.key``)."""
     dtype = getattr(x, "dtype", None)
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
@@ -205,7 +225,7 @@ def as_key(name: str, key: Any, *, arg: str = "key") -> jax.Array:
     An int seed ``s`` becomes ``jax.random.key(s)``, so ``model.init(0)`` works as
     ``model.init(jax.random.key(0))`` does. Anything else raises ``ValueError``.
     """
-    if _is_key(key):
+    if is_key(key):
         return key
     if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         return jax.random.key(int(key))

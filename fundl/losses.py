@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fundl._validate import check_choice, check_floating, check_number
+from fundl._validate import check_choice, check_floating, check_label_range, check_number
 from fundl.activations import log_softmax, sigmoid
 from fundl.rules import primitive
 from fundl.tree import is_weight, mask_tree
@@ -139,14 +139,7 @@ def _categorical_targets(name: str, scores: Any, targets: Any) -> None:
                 f"{name}: integer labels must have shape {shape[:-1]} (scores without the "
                 f"class axis), got {jnp.shape(targets)}"
             )
-        if not isinstance(targets, jax.core.Tracer) and np.size(targets):
-            values = np.asarray(targets)
-            low, high = int(values.min()), int(values.max())
-            if low < 0 or high >= n_classes:
-                raise ValueError(
-                    f"{name}: labels must be in [0, {n_classes}) for {n_classes} classes, "
-                    f"got values in [{low}, {high}]"
-                )
+        check_label_range(name, targets, n_classes)
         return
     _check_float(name, "targets (integer labels or class probabilities)", targets)
     if jnp.shape(targets) != shape:

@@ -14,9 +14,8 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fundl._validate import check_choice, check_number
+from fundl._validate import check_choice, check_label_range, check_number
 
 __all__ = ["accuracy", "Monitor"]
 
@@ -76,18 +75,6 @@ class Monitor:
         return found
 
 
-def _check_label_range(labels: jax.Array, n_classes: int, what: str) -> None:
-    """Concrete integer labels must be class indices; traced ones are not checked."""
-    if isinstance(labels, jax.core.Tracer) or labels.size == 0:
-        return
-    values = np.asarray(labels)
-    low, high = int(values.min()), int(values.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(
-            f"accuracy: {what} must be in [0, {n_classes}), got values in [{low}, {high}]"
-        )
-
-
 def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of examples whose highest score is the label: mean(argmax(ŷ) = y).
 
@@ -120,7 +107,7 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
                 f"{scores.shape[:-1]} or {scores.shape}, got {labels.shape}"
             )
         if integer:
-            _check_label_range(labels, 2, "binary labels")
+            check_label_range("accuracy", labels, 2, what="binary labels")
         hits = (scores > 0.5) == (labels.astype(scores.dtype) > 0.5)
     else:
         if not integer:
@@ -136,7 +123,7 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
                 f"the class axis), got {labels.shape}"
             )
         else:
-            _check_label_range(labels, scores.shape[-1], "labels")
+            check_label_range("accuracy", labels, scores.shape[-1])
         hits = jnp.argmax(scores, axis=-1) == labels
     value = jnp.mean(hits.astype(jnp.float32))
     return jnp.where(jnp.any(jnp.isnan(scores)), jnp.float32(jnp.nan), value)

@@ -35,14 +35,16 @@ def test_binary_output_with_integer_labels_of_shape_n():
     np.testing.assert_allclose(metrics.accuracy(probs, jnp.array([1, 0, 1, 0])), 1.0)
     np.testing.assert_allclose(metrics.accuracy(probs, jnp.array([1, 1, 1, 1])), 0.5)
     with pytest.raises(
-        ValueError, match=r"accuracy: binary labels must be in \[0, 2\), got values in \[0, 3\]"
+        ValueError,
+        match=r"accuracy: binary labels must be in \[0, 2\) for 2 classes, got values in \[0, 3\]",
     ):
         metrics.accuracy(probs, jnp.array([1, 0, 3, 0]))
 
 
 def test_labels_out_of_range_are_an_error_not_a_score():
     with pytest.raises(
-        ValueError, match=r"accuracy: labels must be in \[0, 2\), got values in \[0, 5\]"
+        ValueError,
+        match=r"accuracy: labels must be in \[0, 2\) for 2 classes, got values in \[0, 5\]",
     ):
         metrics.accuracy(jnp.ones((4, 2)), jnp.array([0, 5, 1, 1]))
 

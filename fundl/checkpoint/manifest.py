@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from fundl._validate import is_key
 from fundl.checkpoint.errors import CheckpointError
 from fundl.checkpoint.format import DTYPE_CODES, MAX_RANK, Header, clip, parse_json
 
@@ -111,14 +112,10 @@ def _children(x: Any) -> tuple[list, bool]:
     return [(path[0], child) for path, child in flat], False
 
 
-def _is_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _leaf_data(where: str, leaf: Any) -> tuple[np.ndarray, dict]:
     """The array to store for one leaf and its manifest entry (the checksum comes later)."""
     info: dict[str, Any] = {"path": where}
-    if _is_key(leaf):
+    if is_key(leaf):
         data = np.asarray(jax.random.key_data(leaf))
         info.update(
             dtype=str(leaf.dtype), shape=list(leaf.shape), key_impl=str(jax.random.key_impl(leaf))

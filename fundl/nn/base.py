@@ -42,6 +42,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
+from fundl._validate import as_key
+
 __all__ = [
     "Layer",
     "check_params",
@@ -140,10 +142,13 @@ def _show(value: Any) -> str:
 
 
 def split_key(key: Any, n: int) -> list[Any]:
-    """``n`` keys, one per sublayer (``jax.random.split``); ``n`` Nones without a key."""
+    """``n`` keys, one per sublayer (``jax.random.split``); ``n`` Nones without a key.
+
+    ``key`` may be an int seed, as everywhere a key is taken.
+    """
     if key is None:
         return [None] * n
-    return list(jax.random.split(key, n))
+    return list(jax.random.split(as_key("apply", key), n))
 
 
 def _example_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

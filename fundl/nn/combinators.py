@@ -94,13 +94,25 @@ class _Container(Layer):
         _check_names(f"{type(self).__name__}.apply", "state", state, names)
 
     def _run(
-        self, name: str, layer: Any, params: Any, state: Any, x: jax.Array, key: Any, train: bool
-    ) -> tuple[jax.Array, Any]:
-        """One sublayer, its errors named: (output, its new state)."""
+        self,
+        name: str,
+        layer: Any,
+        params: Any,
+        state: Any,
+        x: jax.Array,
+        key: Any,
+        train: bool,
+        new_state: dict[str, Any],
+    ) -> jax.Array:
+        """One sublayer, its errors named: its output; its new state goes into ``new_state``
+        (under its name, when it has any)."""
         with _named(name):
-            return layer.apply_with_state(
+            y, layer_state = layer.apply_with_state(
                 params.get(name, {}), state.get(name, {}), x, key=key, train=train
             )
+        if layer_state:
+            new_state[name] = layer_state
+        return y
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
@@ -212,11 +224,9 @@ class Sequential(_Container):
         """
         check_bool("Sequential.apply", "train", train)
         self._check_trees(params, state)
-        new_state = {}
+        new_state: dict[str, Any] = {}
         for (name, layer), layer_key in zip(self._sublayers(), split_key(key, len(self.layers))):
-            x, layer_state = self._run(name, layer, params, state, x, layer_key, train)
-            if layer_state:
-                new_state[name] = layer_state
+            x = self._run(name, layer, params, state, x, layer_key, train, new_state)
         return x, new_state
 
     def output_shape(self, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -252,6 +262,20 @@ class _FanOut(_Container):
             if layer_state:
                 state[name] = layer_state
         return state
+
+    def _branches(
+        self, params: Any, state: Any, x: jax.Array, key: Any, train: bool
+    ) -> tuple[list[jax.Array], dict[str, Any]]:
+        """Every sublayer on the same input x, each with its own key: (outputs, new state)."""
+        check_bool(f"{type(self).__name__}.apply", "train", train)
+        self._check_trees(params, state)
+        sublayers = self._sublayers()
+        new_state: dict[str, Any] = {}
+        outputs = [
+            self._run(name, layer, params, state, x, layer_key, train, new_state)
+            for (name, layer), layer_key in zip(sublayers, split_key(key, len(sublayers)))
+        ]
+        return outputs, new_state
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -315,20 +339,8 @@ class Residual(_FanOut):
         train: bool = False,
     ) -> tuple[jax.Array, dict[str, Any]]:
         """``(block(x) + shortcut(x), new state)``; block and projection get their own keys."""
-        check_bool("Residual.apply", "train", train)
-        self._check_trees(params, state)
-        keys = split_key(key, 2)
-        new_state = {}
-        y, block_state = self._run("block", self.block, params, state, x, keys[0], train)
-        if block_state:
-            new_state["block"] = block_state
-        shortcut = x
-        if self.projection is not None:
-            shortcut, proj_state = self._run(
-                "projection", self.projection, params, state, x, keys[1], train
-            )
-            if proj_state:
-                new_state["projection"] = proj_state
+        outputs, new_state = self._branches(params, state, x, key, train)
+        y, shortcut = outputs if self.projection is not None else (outputs[0], x)
         if y.shape != shortcut.shape:
             self.output_shape(x.shape)  # raises, saying what to do
         return y + shortcut, new_state
@@ -396,16 +408,8 @@ class Parallel(_FanOut):
         train: bool = False,
     ) -> tuple[jax.Array, dict[str, Any]]:
         """``(combined outputs, new state)``; every branch gets its own key."""
-        check_bool("Parallel.apply", "train", train)
-        self._check_trees(params, state)
         self.output_shape(x.shape)
-        outputs, new_state = [], {}
-        keys = split_key(key, len(self.branches))
-        for (name, layer), layer_key in zip(self._sublayers(), keys):
-            y, layer_state = self._run(name, layer, params, state, x, layer_key, train)
-            outputs.append(y)
-            if layer_state:
-                new_state[name] = layer_state
+        outputs, new_state = self._branches(params, state, x, key, train)
         if self.combine == "sum":
             return sum(outputs[1:], outputs[0]), new_state
         return jnp.concatenate(outputs, axis=-1), new_state

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import check_bool, check_floating, check_number
+from fundl._validate import as_key, check_bool, check_floating, check_number
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.rules import primitive
 
@@ -121,5 +121,6 @@ class Dropout(Layer):
                 f"{self!r}: train=True needs a PRNG key to draw the dropout mask; pass "
                 "key=... to apply (fit and the train steps pass one per step)"
             )
+        key = as_key(repr(self), key)
         keep = jax.random.bernoulli(key, 1.0 - self.drop_rate, jnp.shape(x))
         return dropout(x, keep, rate=self.drop_rate), state

@@ -376,7 +376,7 @@ class BatchNorm(_Norm):
     def init_state(self, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
         """``{"mean": zeros (C,), "var": ones (C,)}``, float32 at least."""
         c = self._features(input_shape)
-        dtype = accumulation_dtype(jnp.zeros((), self.param_dtype))
+        dtype = accumulation_dtype(jnp.dtype(self.param_dtype))
         return {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
 
     def apply_with_state(

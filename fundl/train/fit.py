@@ -14,7 +14,8 @@ or randomness (``model_state=...``) gets its state threaded and a key per step,
 A checkpoint written by ``fit`` holds the tree ``{"params", "opt_state", "key", "step",
 "epoch", "position"}`` — plus ``"model_state"`` for a run with one — (position: the
 batch within the epoch, 0 at an epoch's end), the epoch's logs as its metrics, and the
-metadata ``{"history", "best", "best_epoch", "wait"}`` (NaN written as null):
+metadata ``{"history", "best", "best_epoch", "wait"}`` (every value finite:
+a NaN or inf metric stops the run before it is recorded):
 everything ``resume=True`` needs to continue bit-identically.
 ``fundl.checkpoint.restore_params(directory)`` reads the parameters back in another
 process.
@@ -77,7 +78,8 @@ class _State:
     best: float | None = None
     best_epoch: int | None = None
     wait: int = 0  # epochs since the best
-    best_train: TrainState | None = None  # a copy of the best epoch's, with restore_best
+    best_variables: tuple[Any, Any] | None = None  # with restore_best, a copy of the best
+    # epoch's (params, model_state); the optimizer state is not kept twice
 
 
 def _copy(tree: Any) -> Any:
@@ -127,14 +129,6 @@ def _check_finite_metrics(epoch: int, logs: dict[str, float]) -> None:
 
 
 # --- resuming ---------------------------------------------------------------------------
-
-
-def _encode_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
-    return {k: [v if math.isfinite(v) else None for v in vs] for k, vs in history.items()}
-
-
-def _decode_history(history: dict[str, list]) -> dict[str, list[float]]:
-    return {k: [math.nan if v is None else float(v) for v in vs] for k, vs in history.items()}
 
 
 def _saved_tree(state: _State, steps_per_epoch: int, stateful: bool) -> dict[str, Any]:
@@ -193,7 +187,7 @@ def _resume(
         train=train,
         key=restored["key"],
         epoch=int(restored["epoch"]),
-        history=_decode_history(meta["history"]),
+        history={k: [float(v) for v in vs] for k, vs in meta["history"].items()},
         best=meta["best"],
         best_epoch=meta["best_epoch"],
         wait=meta["wait"],
@@ -205,9 +199,7 @@ def _resume(
             if stateful:
                 part["model_state"] = train.model_state
             best = manager.restore(best_step, template=part, partial=True)
-            resumed.best_train = train._replace(
-                params=best["params"], model_state=best.get("model_state", {})
-            )
+            resumed.best_variables = (best["params"], best.get("model_state", {}))
         else:
             warnings.warn(
                 f"fit: the checkpoint of the best epoch ({resumed.best_epoch}) was pruned, so "
@@ -362,7 +354,7 @@ def _save(
         _saved_tree(state, steps_per_epoch, stateful),
         metrics={k: v for k, v in logs.items() if k != "epoch"},
         metadata={
-            "history": _encode_history(state.history),
+            "history": state.history,
             "best": state.best,
             "best_epoch": state.best_epoch,
             "wait": state.wait,
@@ -546,7 +538,7 @@ def fit(
             logs = loop.run_epoch(state)
             _record(state, logs, monitor)
             if keep_best and state.wait == 0:
-                state.best_train = _copy(state.train)
+                state.best_variables = _copy((state.train.params, state.train.model_state))
             loop.report.end_epoch(logs)
             if checkpoints is not None:
                 _save(checkpoints, state, logs, steps_per_epoch, stateful)
@@ -556,12 +548,12 @@ def fit(
     finally:
         loop.report.close()
 
-    final = state.best_train if state.best_train is not None else state.train
+    params, model_state = state.best_variables or (state.train.params, state.train.model_state)
     return FitResult(
-        final.params,
+        params,
         state.train.opt_state,
         state.history,
         state.best_epoch,
         stopped_early,
-        final.model_state if stateful else None,
+        model_state if stateful else None,
     )

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl._validate import as_key
+from fundl.optim.base import GradientTransformation
 
 __all__ = ["TrainState"]
 
@@ -43,6 +44,11 @@ class TrainState(NamedTuple):
           model_state: the model's state (``model.init_state(...)``), or None for ``{}``.
           key: a PRNG key or int seed: the root of the model's randomness (dropout).
         """
+        if not isinstance(optimizer, GradientTransformation):
+            raise TypeError(
+                "TrainState.create: optimizer must be a fundl.optim GradientTransformation, "
+                f"got {optimizer!r}"
+            )
         return cls(
             params,
             optimizer.init(params),

@@ -63,5 +63,10 @@ def test_bad_input():
         ValueError, match=r"dropout: keep must be a bool mask of the input's shape \(2, 2\)"
     ):
         dropout(jnp.ones((2, 2)), jnp.ones((2, 2)), rate=0.5)
+    with pytest.raises(ValueError, match=r"Dropout\(\): key must be a PRNG key .* or an int seed"):
+        Dropout().apply({}, jnp.ones((2, 2)), key="seed", train=True)
+    seeded = Dropout().apply({}, jnp.ones((2, 8)), key=3, train=True)  # an int seed is a key
+    keyed = Dropout().apply({}, jnp.ones((2, 8)), key=jax.random.key(3), train=True)
+    np.testing.assert_array_equal(seeded, keyed)
     with pytest.raises(ValueError, match=r"Dropout\(\): train must be True or False, got 'yes'"):
         Dropout().apply({}, jnp.ones((2, 2)), train="yes")

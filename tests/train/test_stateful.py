@@ -160,6 +160,8 @@ def test_stateful_errors(toy):
     ):
         train.make_train_step(loss_fn, opt, stateful=True, has_aux=True)
     params, _ = MODEL.init_with_state(0)
+    with pytest.raises(TypeError, match=r"TrainState.create: optimizer must be a fundl.optim"):
+        train.TrainState.create(params, "adam")
     with pytest.raises(
         TypeError, match=r"make_train_step: with stateful=True the step takes a TrainState"
     ):
