@@ -6,10 +6,12 @@ Every layer follows one protocol (:mod:`fundl.nn.base`): ``init`` (params),
 
 Layers: ``Dense`` (with the ``dense`` primitive), ``Activation``, ``Dropout``
 (``dropout``), ``BatchNorm`` (``batch_norm``, ``batch_norm_inference``), ``LayerNorm``
-(``layer_norm``), ``RMSNorm`` (``rms_norm``). Containers: ``Sequential``, ``Residual``,
-``Parallel``, and the ``mlp`` shortcut. ``backprop`` is the notes' manual
-backpropagation; ``check_params`` / ``check_state`` are the checks every layer makes
-that its trees fit its config.
+(``layer_norm``), ``RMSNorm`` (``rms_norm``); pooling ``MaxPool1D``, ``MaxPool2D``
+(``max_pool``), ``AvgPool1D``, ``AvgPool2D`` (``avg_pool``), ``GlobalAvgPool``
+(``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape). Containers:
+``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
+the notes' manual backpropagation; ``check_params`` / ``check_state`` are the checks
+every layer makes that its trees fit its config.
 """
 
 from fundl.nn.activation import Activation
@@ -34,19 +36,38 @@ from fundl.nn.norm import (
     layer_norm,
     rms_norm,
 )
+from fundl.nn.pool import (
+    AvgPool1D,
+    AvgPool2D,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool1D,
+    MaxPool2D,
+    avg_pool,
+    flatten,
+    global_avg_pool,
+    max_pool,
+)
 
 __all__ = [
     "Activation",
+    "AvgPool1D",
+    "AvgPool2D",
     "BatchNorm",
     "Dense",
     "Dropout",
+    "Flatten",
+    "GlobalAvgPool",
     "Layer",
     "LayerNorm",
     "LayerTrace",
+    "MaxPool1D",
+    "MaxPool2D",
     "Parallel",
     "RMSNorm",
     "Residual",
     "Sequential",
+    "avg_pool",
     "backprop",
     "batch_norm",
     "batch_norm_inference",
@@ -56,7 +77,10 @@ __all__ = [
     "dropout",
     "expected_params",
     "expected_state",
+    "flatten",
+    "global_avg_pool",
     "layer_norm",
+    "max_pool",
     "mlp",
     "rms_norm",
     "split_key",
