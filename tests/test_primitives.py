@@ -19,7 +19,7 @@ from fundl import activations as A
 from fundl import gradcheck
 from fundl import losses as L
 from fundl import nn
-from fundl.nn import dense
+from fundl.nn import dense, pool
 from fundl.rules import Primitive
 
 
@@ -156,6 +156,22 @@ PRIMITIVES_UNDER_TEST = [
         nn.rms_norm,
         lambda: (_normal(49, (3, 4), 2.0), 1.0 + _normal(50, (4,), 0.3)),
     ),
+    # pooling: fundl.nn.max_pool and avg_pool resolve their options (SAME to pairs) and
+    # call these primitives; normal inputs have no ties, so finite differences hold
+    Case(
+        "max_pool_2d_overlapping",
+        pool._max_pool,
+        lambda: (_normal(51, (2, 4, 4, 2)),),
+        {"window": (2, 2), "stride": (1, 1), "padding": ((1, 0), (0, 1))},
+    ),
+    Case(
+        "avg_pool_1d_same",
+        pool._avg_pool,
+        lambda: (_normal(52, (2, 6, 3)),),
+        # "SAME" for n = 6, k = 3, s = 2: padding (0, 1); the last window holds 2 elements
+        {"window": (3,), "stride": (2,), "padding": ((0, 1),), "count_include_pad": False},
+    ),
+    Case("global_avg_pool", nn.global_avg_pool, lambda: (_normal(53, (2, 3, 3, 2)),)),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 

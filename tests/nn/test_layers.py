@@ -18,10 +18,14 @@ import pytest
 from fundl import gradcheck, losses
 from fundl.nn import (
     Activation,
+    AvgPool1D,
     BatchNorm,
     Dense,
     Dropout,
+    Flatten,
+    GlobalAvgPool,
     LayerNorm,
+    MaxPool2D,
     Parallel,
     Residual,
     RMSNorm,
@@ -35,7 +39,7 @@ class Case(NamedTuple):
 
     id: str
     layer: Any
-    input_shape: tuple[int, ...]  # (batch, features)
+    input_shape: tuple[int, ...]  # (batch, *features): batch first
     other: Any = None  # a config whose parameters this layer must refuse
     bad_input: Any = None  # an input it must refuse (an array)
     bad_input_message: str = ""
@@ -139,6 +143,39 @@ LAYERS_UNDER_TEST = [
         Parallel([Dense(3, use_bias=False), Sequential([Dense(3), RMSNorm()])], combine="sum"),
         _ones(4, 3),
         r"branch1: dense: expected input with last dim 5",
+    ),
+    Case(
+        "max_pool_2d",
+        MaxPool2D(3, stride=2, padding=1),
+        (2, 6, 6, 3),
+        None,
+        _ones(6, 3),
+        r"^MaxPool2D\(\(3, 3\), stride=\(2, 2\), padding=\(\(1, 1\), \(1, 1\)\)\): expected an "
+        r"input \(\.\.\., H, W, C\)",
+    ),
+    Case(
+        "avg_pool_1d",
+        AvgPool1D(2, padding="SAME", count_include_pad=False),
+        (2, 7, 3),
+        None,
+        _ones(2, 7, 3, dtype=jnp.int32),
+        r"^AvgPool1D\(\(2,\), padding='SAME', count_include_pad=False\): expected a floating",
+    ),
+    Case(
+        "global_avg_pool",
+        GlobalAvgPool(),
+        (2, 4, 4, 3),
+        None,
+        _ones(2, 3),
+        r"^GlobalAvgPool\(\): expected an input \(\.\.\., H, W, C\), got shape \(2, 3\)",
+    ),
+    Case(
+        "flatten",
+        Flatten(),
+        (2, 3, 3, 2),
+        None,
+        _ones(4, 5),
+        r"^Flatten\(\): start_axis=-3 needs an input with at least 3 dims",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
