@@ -2,8 +2,13 @@
 
 The residuals of ``jax.vjp(f, x)`` are the arrays its pullback closes over; this sums
 their sizes with fundl's rules (the default) and with ``fundl.reference_mode()`` (JAX
-autodiff of the same forward), on CPU, for each activation, each loss, the dense layer
-and an MLP. Bytes are counted, not timed, so the numbers are exact and repeatable.
+autodiff of the same forward), on CPU, for each activation, each loss, the dense layer,
+pooling and an MLP. Bytes are counted, not timed, so the numbers are exact and repeatable.
+
+Pooling's input is an intermediate in a network (a conv's activation), which autodiff
+of max pooling keeps for its backward and fundl's rule does not (it keeps a uint8
+position per output): the "relu → max_pool" rows show that; alone, the input is the
+caller's and not counted.
 
 Run: python benchmarks/residual_memory.py   (prints a Markdown table)
 """
@@ -53,6 +58,23 @@ def cases():
     yield "mse", losses.mse, (z, z * 0.5)
     W = jax.random.normal(key, (256, 512))
     yield "dense", fundl.nn.dense, (z, W, jnp.zeros(256))
+    images = jax.random.normal(key, (32, 16, 16, 64))  # NHWC, float32: 2 MiB
+    relu, nn = activations.relu, fundl.nn
+    yield "max_pool 2×2 (alone)", lambda x: nn.max_pool(x, (2, 2)), (images,)
+    yield "relu → max_pool 2×2", lambda x: nn.max_pool(relu(x), (2, 2)), (images,)
+    yield (
+        "relu → max_pool 3×3, stride 2, SAME",
+        lambda x: nn.max_pool(relu(x), (3, 3), stride=2, padding="SAME"),
+        (images,),
+    )
+    yield "relu (for the two rows above)", relu, (images,)
+    yield "avg_pool 2×2", lambda x: nn.avg_pool(x, (2, 2)), (images,)
+    yield (
+        "avg_pool 3×3, stride 2, SAME, count_include_pad=False",
+        lambda x: nn.avg_pool(x, (3, 3), stride=2, padding="SAME", count_include_pad=False),
+        (images,),
+    )
+    yield "global_avg_pool", nn.global_avg_pool, (images,)
     model = fundl.mlp([784, 512, 256, 10], "relu")
     params = model.init(key)
     x = jax.random.normal(key, (128, 784))
