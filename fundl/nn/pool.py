@@ -88,7 +88,7 @@ def _ints(name: str, arg: str, value: Any, d: int) -> tuple[int, ...]:
 
 
 def _padding(name: str, padding: Any, window: tuple[int, ...]) -> str | tuple:
-    """ "SAME", "VALID", or d (lo, hi) pairs of ints in [0, k)."""
+    """The padding as "SAME", "VALID" or d (lo, hi) pairs of ints in [0, k)."""
     if isinstance(padding, str) and padding in ("SAME", "VALID"):
         return padding
     d = len(window)
