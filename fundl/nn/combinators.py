@@ -415,7 +415,7 @@ class Parallel(_FanOut):
         return jnp.concatenate(outputs, axis=-1), new_state
 
 
-def _default_w_init(act: Primitive | None) -> initializers.Initializer:
+def default_w_init(act: Primitive | None) -> initializers.Initializer:
     try:
         return initializers.for_activation(None if act is None else act.name)
     except ValueError:  # a user-defined activation: keep Dense's default
@@ -451,7 +451,7 @@ def mlp(
     layers: list[Any] = []
     for i, n_out in enumerate(sizes[1:]):
         act = hidden if i < len(sizes) - 2 else output
-        init = w_init or _default_w_init(act)
+        init = w_init or default_w_init(act)
         layers.append(Dense(n_out, w_init=init))
         if act is not None:
             layers.append(Activation(act))

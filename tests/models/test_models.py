@@ -1,0 +1,147 @@
+"""fundl.models: parameter counts against the published figures, shapes, and one real run each.
+
+Counts and shapes come from ``jax.eval_shape`` (tracing, no compiling), so even VGG-16's
+138 M parameters cost no memory. The numeric checks run tiny configurations.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fundl import gradcheck, losses, models
+
+
+def _count(tree):
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def _shapes(model, input_shape=None):
+    return jax.eval_shape(lambda: model.init_with_state(jax.random.key(0), input_shape))
+
+
+@pytest.mark.parametrize(
+    "build, input_shape, expected",
+    [
+        # LeCun et al. 1998: "about 60,000" (61,706 with C3 fully connected, counted by hand:
+        # 156 + 2,416 + 48,120 + 10,164 + 850)
+        (lambda: models.lenet5(), None, 61_706),
+        # He et al. 2016, table 6: ResNet-20 0.27 M and ResNet-56 0.85 M (their zero-padding
+        # shortcuts; our 1×1 projections add 2,560 weights and 192 BN parameters)
+        (lambda: models.resnet20(), None, 272_474),
+        (lambda: models.resnet_cifar(56), None, 855_770),
+        # Simonyan & Zisserman 2015, table 2: 138 M (torchvision's vgg16: 138,357,544)
+        (lambda: models.vgg("vgg16"), None, 138_357_544),
+        # Szegedy et al. 2015, block 3a on 28×28×192: 163,696 counted by hand (the paper's
+        # table gives 159 K, without biases and rounded)
+        (lambda: models.inception_block(64, 96, 128, 16, 32, 32), (28, 28, 192), 163_696),
+    ],
+    ids=["lenet5", "resnet20", "resnet56", "vgg16", "inception3a"],
+)
+def test_parameter_count_matches_the_published_figure(build, input_shape, expected):
+    params, _ = _shapes(build(), input_shape)
+    assert _count(params) == expected
+
+
+def test_resnet20_has_batch_norm_state_and_maps_images_to_logits():
+    model = models.resnet20()
+    params, state = _shapes(model)
+    # 19 batch norms on the main path + 2 on the projections, each with mean and var
+    assert len(jax.tree.leaves(state)) == 2 * 21
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    out, new_state = jax.eval_shape(
+        lambda p, s, x: model.apply_with_state(p, s, x, train=True), params, state, x
+    )
+    assert out.shape == (2, 10)
+    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
+
+
+def test_stage_widths_and_strides_shape_the_resnet():
+    model = models.resnet_cifar(8, widths=(4, 8, 16), input_shape=(16, 16, 3))
+    shapes = [(16, 16, 3)]
+    for layer in model.layers:
+        shapes.append(tuple(layer.output_shape(shapes[-1])))
+    # stem, bn, relu, stage 1 (stride 1), stage 2 and 3 (stride 2), pool, dense
+    assert shapes[4:7] == [(16, 16, 4), (8, 8, 8), (4, 4, 16)]
+    assert shapes[-1] == (10,)
+
+
+def _lenet_by_hand(params, x):
+    """LeNet-5 written directly in lax, as an independent reference of the composition."""
+
+    def conv(x, p, padding):
+        y = lax.conv_general_dilated(
+            x, p["W"], (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return y + p["b"]
+
+    def pool(x):
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    x = pool(jax.nn.relu(conv(x, params["conv1"], "SAME")))
+    x = pool(jax.nn.relu(conv(x, params["conv2"], "VALID")))
+    x = x.reshape(x.shape[0], -1)
+    for name in ("dense1", "dense2"):
+        x = jax.nn.relu(x @ params[name]["W"].T + params[name]["b"])
+    return x @ params["dense3"]["W"].T + params["dense3"]["b"]
+
+
+def test_lenet5_computes_what_its_table_says(x64):
+    with x64():
+        model = models.lenet5()
+        params = jax.tree.map(
+            lambda leaf: leaf.astype(jnp.float64), model.init(jax.random.key(1))
+        )
+        x = jax.random.uniform(jax.random.key(2), (2, 28, 28, 1), jnp.float64)
+        chex.assert_trees_all_close(
+            model.apply(params, x), _lenet_by_hand(params, x), rtol=1e-10, atol=1e-12
+        )
+
+
+@pytest.mark.slow
+def test_a_small_resnet_passes_gradcheck_in_training_mode(x64):
+    """Convolutions, batch norm in training mode, projections, pooling: the whole model's
+    hand-written gradient against autodiff and finite differences, in float64."""
+    with x64():
+        model = models.resnet_cifar(8, 3, widths=(2, 3, 3), input_shape=(6, 6, 2))
+        params, state = model.init_with_state(jax.random.key(3))
+        params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), params)
+        state = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state)
+        x = jax.random.normal(jax.random.key(4), (4, 6, 6, 2), jnp.float64)
+        y = jnp.array([0, 1, 2, 1])
+        report = gradcheck.check_model(
+            model,
+            params,
+            x,
+            y,
+            losses.softmax_cross_entropy,
+            state=state,
+            train=True,
+            hvp=False,
+            vmap=False,
+            fd_max_elements=8,
+        )
+        assert report.passed, report
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: models.resnet_cifar(21), r"resnet_cifar: depth must be 6n \+ 2"),
+        (lambda: models.vgg("vgg17"), r"vgg: unknown config 'vgg17'"),
+        (lambda: models.lenet5(pool="sum"), r"lenet5: pool"),
+        (lambda: models.lenet5(dropout=1.5), r"lenet5: dropout"),
+        (lambda: models.inception_block(4, 3, 0, 2, 2, 2), r"inception_block: c3"),
+    ],
+)
+def test_bad_configs_are_refused_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_block_that_changes_channels_without_projection_says_so():
+    block = models.basic_block(8)
+    with pytest.raises(ValueError, match="projection"):
+        block.init(jax.random.key(0), (8, 8, 4))
