@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fundl import augment
 from fundl.augment import (
     Augment,
     ColorJitter,
@@ -370,6 +371,15 @@ def test_inside_a_sequential_in_training_only():
     np.testing.assert_allclose(evaluation, expected, rtol=1e-6)
     np.testing.assert_allclose(training, expected_training, rtol=1e-6)
     assert not np.allclose(training, evaluation)
+
+
+def test_the_package_exports_each_modules_public_names():
+    modules = [augment.transforms, augment.mixing, augment.layer]
+    assert sorted(augment.__all__) == sorted(n for m in modules for n in m.__all__)
+    for module in modules:
+        for name in module.__all__:
+            assert getattr(augment, name) is getattr(module, name)
+            assert getattr(module, name).__module__ == module.__name__, name
 
 
 def test_configs_are_hashable_and_equal_by_value():
