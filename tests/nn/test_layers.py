@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import pytest
 
 from fundl import gradcheck, losses
+from fundl.augment import Augment, ColorJitter, RandomCrop, RandomFlip
 from fundl.nn import (
     Activation,
     AvgPool1D,
@@ -176,6 +177,15 @@ LAYERS_UNDER_TEST = [
         None,
         _ones(4, 5),
         r"^Flatten\(\): start_axis=-3 needs an input with at least 3 dims",
+    ),
+    Case(
+        "augment",
+        Augment((RandomCrop(2), RandomFlip(), ColorJitter(0.1, 0.2))),
+        (2, 6, 6, 3),
+        None,
+        _ones(2, 6, 6, 3, dtype=jnp.int32),
+        r"Augment\(\(RandomCrop\(padding=2\), RandomFlip\(\), ColorJitter\(brightness=0.1, "
+        r"contrast=0.2\)\)\): expected a floating-point input for ColorJitter",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
