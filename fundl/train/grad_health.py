@@ -231,9 +231,9 @@ class GradHealth:
     - **vanish**: g_l < ``vanish`` · max_k g_k (three orders of magnitude below the
       layer with the largest gradient, by default: the notes' deep sigmoid network has
       its first layers 1e-6 to 1e-12 below its last, a healthy network stays within
-      about ten), or g_l < ``floor`` (1e-12: a gradient that small moves no float32
-      weight, and a dead layer — every ReLU off, g_l = 0 in every layer — has no largest
-      layer to compare with);
+      about ten), or g_l < ``floor`` (1e-12: no signal reaches the layer; it also
+      catches a dead network — every ReLU off, g_l = 0 in every layer — which has no
+      largest layer to compare with);
     - **explode**: g_l > ``explode`` (1e3 — a classifier's layer norms sit around
       0.01–10; raise it for a loss on a large scale, such as a regression on raw targets);
     - **growth**: g_l > ``growth`` · g'_l (a hundredfold in one epoch: a norm that grows
