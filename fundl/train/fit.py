@@ -3,9 +3,8 @@
 The loop, in the order it runs each epoch: the compiled updates over the epoch's
 batches (or the whole epoch in one ``lax.scan``), the gradient-health warnings (with
 ``grad_health``), a check that the loss and the parameters are finite, validation
-(also checked), the epoch's logs, the best-so-far
-bookkeeping, a checkpoint, callbacks, early stopping. Nothing syncs with the host
-inside an epoch.
+(also checked), the epoch's logs, the best-so-far bookkeeping, a checkpoint,
+callbacks, early stopping. Nothing syncs with the host inside an epoch.
 
 Internally every run carries a :class:`~fundl.train.TrainState`: a model with state
 or randomness (``model_state=...``) gets its state threaded and a key per step,
