@@ -3,13 +3,15 @@
 Modules: ``fundl.initializers``, ``fundl.activations``, ``fundl.losses``,
 ``fundl.nn`` (layers, models, manual backprop), ``fundl.gradcheck`` (gradient
 verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
-and loaders), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
+and loaders), ``fundl.augment`` (random image transforms, mixup, the ``Augment``
+layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
 ``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
 (pytree helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
 
 from fundl import (
     activations,
+    augment,
     checkpoint,
     data,
     gradcheck,
@@ -52,6 +54,7 @@ __all__ = [
     "Primitive",
     "Sequential",
     "activations",
+    "augment",
     "backprop",
     "checkpoint",
     "data",

@@ -15,6 +15,7 @@ import pytest
 import fundl
 from fundl import (
     activations,
+    augment,
     checkpoint,
     data,
     gradcheck,
@@ -50,6 +51,7 @@ ALL_MODULES = [
     checkpoint,
     metrics,
     plot,
+    augment,
 ]
 
 
@@ -90,6 +92,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/layers.md",
         "docs/schedules.md",
         "docs/checkpoint.md",
+        "docs/augment.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):

@@ -58,3 +58,32 @@ def test_batch_norm_and_dropout_train_the_digits_at_least_as_well():
     # at least as well as without, within one test example (of 360) for platform rounding
     assert accuracy["batch norm + dropout"] >= accuracy["plain"] - 1 / 360
     assert accuracy["batch norm + dropout"] >= 0.97
+
+
+def test_vanishing_gradients_tells_the_notes_story(tmp_path, capsys):
+    results = _load("vanishing_gradients")["main"](out=str(tmp_path))
+    sigmoid, relu, residual = (
+        results[k] for k in ("sigmoid + Xavier", "ReLU + He", "residual + BN")
+    )
+
+    def first_over_last(norms):
+        return norms[0] / norms[-1]
+
+    def spread(norms):
+        return max(norms) / min(norms)
+
+    for when in ("init", "trained"):  # manual backprop at init; the monitor's last epoch
+        assert len(sigmoid[when]) == len(relu[when]) == len(residual[when]) == 20
+        assert first_over_last(sigmoid[when]) < 1e-9  # vanished: orders of magnitude
+        assert spread(relu[when]) < 30 and spread(residual[when]) < 30  # within ~1.5 of them
+        assert spread(sigmoid[when]) > 1e8 * max(spread(relu[when]), spread(residual[when]))
+    # the monitor warned about the sigmoid network's first layers every epoch, and only there
+    assert len(sigmoid["warnings"]) == 5
+    assert all(w.rule == "vanish" and "dense1" in w.layers for w in sigmoid["warnings"])
+    assert relu["warnings"] == [] and residual["warnings"] == []
+    assert sigmoid["accuracy"] < 0.2 < relu["accuracy"] < residual["accuracy"]
+    assert residual["accuracy"] >= 0.9
+    out = capsys.readouterr().out
+    assert "first/last" in out and "max/min" in out and "test acc." in out
+    for name in ("init_profile", "sigmoid", "relu", "residual"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000

@@ -5,11 +5,21 @@ Modules: ``steps`` (:func:`make_train_step`, :func:`make_eval_step`,
 (the :class:`RecompilationWarning` every compiled step gives when traced again, naming
 the argument that changed), ``state`` (:class:`TrainState`, what a stateful step
 carries: params, optimizer state, model state, the key and the step), ``early_stopping`` (:class:`EarlyStopping`), ``progress``
-(the bar or the per-epoch lines of ``fit``) and ``fit`` (:func:`fit`, :class:`FitResult`).
+(the bar or the per-epoch lines of ``fit``), ``grad_health`` (per-layer gradient norms
+and update ratios, :func:`layer_norms`, :func:`update_ratios`, and the
+:class:`GradHealth` rules that warn when they vanish or explode) and ``fit``
+(:func:`fit`, :class:`FitResult`).
 """
 
 from fundl.train.early_stopping import EarlyStopping
 from fundl.train.fit import FitResult, fit
+from fundl.train.grad_health import (
+    GradHealth,
+    GradHealthWarning,
+    grad_health_metrics,
+    layer_norms,
+    update_ratios,
+)
 from fundl.train.recompile import RecompilationWarning
 from fundl.train.state import TrainState
 from fundl.train.steps import (
@@ -31,4 +41,9 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "fit",
+    "GradHealth",
+    "GradHealthWarning",
+    "layer_norms",
+    "update_ratios",
+    "grad_health_metrics",
 ]

@@ -1,10 +1,10 @@
 """``fit``: epochs of shuffled mini-batches, validation, history, early stopping, checkpoints.
 
 The loop, in the order it runs each epoch: the compiled updates over the epoch's
-batches (or the whole epoch in one ``lax.scan``), a check that the loss and the
-parameters are finite, validation (also checked), the epoch's logs, the best-so-far
-bookkeeping, a checkpoint, callbacks, early stopping. Nothing syncs with the host
-inside an epoch.
+batches (or the whole epoch in one ``lax.scan``), the gradient-health warnings (with
+``grad_health``), a check that the loss and the parameters are finite, validation
+(also checked), the epoch's logs, the best-so-far bookkeeping, a checkpoint,
+callbacks, early stopping. Nothing syncs with the host inside an epoch.
 
 Internally every run carries a :class:`~fundl.train.TrainState`: a model with state
 or randomness (``model_state=...``) gets its state threaded and a key per step,
@@ -40,6 +40,7 @@ from fundl.checkpoint import CheckpointError, CheckpointManager
 from fundl.metrics import Monitor
 from fundl.optim.base import GradientTransformation
 from fundl.train.early_stopping import EarlyStopping
+from fundl.train.grad_health import GRAD_NORM, METRIC_PREFIXES, GradHealth
 from fundl.train.progress import Progress
 from fundl.train.state import TrainState
 from fundl.train.steps import (
@@ -122,6 +123,13 @@ def _check_finite_metrics(epoch: int, logs: dict[str, float]) -> None:
     bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
     if bad:
         name, value = next(iter(bad.items()))
+        if name.startswith(METRIC_PREFIXES):
+            raise FloatingPointError(
+                f"fit: {name} is {value} after epoch {epoch} although the training loss and "
+                "the parameters are finite (the optimizer kept the non-finite gradients out of "
+                "the parameters, e.g. optim.zero_nans); the GradHealthWarning before this names "
+                "the layers: find the op that gives them a NaN or inf gradient"
+            )
         raise FloatingPointError(
             f"fit: {name} is {value} after epoch {epoch} (the training loss and the parameters "
             f"are finite); check the validation data and the metrics function"
@@ -305,6 +313,7 @@ class _Loop:
     train_sizes: list[int]  # the batch sizes of an epoch, to weight the epoch means
     val_sizes: list[int]
     report: Progress
+    grad_health: GradHealth | None  # the rules checked at each epoch's end, or None
 
     def run_epoch(self, state: _State) -> dict[str, float]:
         """One epoch of updates on ``state``, checked for non-finite values, then validated.
@@ -324,10 +333,13 @@ class _Loop:
             self.report,
         )
         state.epoch += 1
+        logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, self.train_sizes)}
+        if self.grad_health is not None:  # first: a NaN gradient is named before fit stops
+            previous = {k: v[-1] for k, v in state.history.items() if k.startswith(GRAD_NORM)}
+            self.grad_health.check(logs, previous, epoch=state.epoch, name="fit")
         losses = np.array([m["loss"] for m in step_metrics])
         _check_finite_losses(state.epoch, (state.epoch - 1) * self.steps_per_epoch, losses)
         _check_finite_params(state.epoch, state.train.params)
-        logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, self.train_sizes)}
         if self.eval_step is not None:
             traces = self.eval_step.traces
             val = _evaluate(
@@ -370,6 +382,7 @@ def _check_arguments(
     early_stopping: Any,
     checkpoints: Any,
     callbacks: Any,
+    grad_health: Any,
     **flags: Any,
 ) -> tuple[int, int, int, tuple[Callback, ...]]:
     """fit's arguments, checked: (epochs, batch_size, eval_batch_size, callbacks)."""
@@ -385,6 +398,10 @@ def _check_arguments(
     if checkpoints is not None and not isinstance(checkpoints, CheckpointManager):
         raise TypeError(
             f"fit: checkpoints must be a fundl.checkpoint.CheckpointManager, got {checkpoints!r}"
+        )
+    if not isinstance(grad_health, (bool, GradHealth)):
+        raise TypeError(
+            f"fit: grad_health must be True, False or a GradHealth(...), got {grad_health!r}"
         )
     if flags["resume"] and checkpoints is None:
         raise ValueError(
@@ -420,6 +437,7 @@ def fit(
     progress: bool = True,
     callbacks: Iterable[Callback] = (),
     model_state: Any = None,
+    grad_health: GradHealth | bool = False,
 ) -> FitResult:
     """Train ``params`` on ``train_data`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -465,6 +483,13 @@ def fit(
         model with dropout but no state) — to train a model through
         ``apply_with_state``, with its state threaded from step to step and a fresh key
         each step.
+      grad_health: record each layer's gradient norm and update-to-weight ratio
+        (``"grad_norm/<layer>"``, ``"update_ratio/<layer>"``: epoch means, in the
+        history) and check them at each epoch's end with a :class:`GradHealth` — its
+        default rules for ``True`` — which warns (:class:`GradHealthWarning`, naming the
+        layers, the epoch and the values) when a norm vanishes, explodes or is NaN/inf.
+        The warning comes before fit's own checks, so a NaN gradient is named before fit
+        stops on it. Off by default, and then the compiled step is unchanged.
 
     Returns:
       A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early,
@@ -478,6 +503,7 @@ def fit(
         early_stopping,
         checkpoints,
         callbacks,
+        grad_health,
         has_aux=has_aux,
         drop_last=drop_last,
         scan=scan,
@@ -504,6 +530,7 @@ def fit(
         else Monitor("val_loss" if val_data is not None else "loss")
     )
     keep_best = early_stopping is not None and early_stopping.restore_best
+    health = GradHealth() if grad_health is True else grad_health or None
 
     state = _start(params, optimizer, model_state, as_key("fit", key))
     if resume:
@@ -512,9 +539,24 @@ def fit(
     eval_fn = eval_fn or loss_fn
     loop = _Loop(
         step=(
-            build_epoch("fit", train_fn, optimizer, batch_size, has_aux=False, stateful=True)
+            build_epoch(
+                "fit",
+                train_fn,
+                optimizer,
+                batch_size,
+                has_aux=False,
+                stateful=True,
+                grad_health=health is not None,
+            )
             if scan
-            else build_train_step("fit", train_fn, optimizer, has_aux=False, stateful=True)
+            else build_train_step(
+                "fit",
+                train_fn,
+                optimizer,
+                has_aux=False,
+                stateful=True,
+                grad_health=health is not None,
+            )
         ),
         eval_step=(
             None
@@ -531,6 +573,7 @@ def fit(
         train_sizes=_batch_sizes(n_train, batch_size, drop_last or scan),
         val_sizes=_batch_sizes(n_val, eval_batch_size, False),
         report=Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch),
+        grad_health=health,
     )
     stopped_early = False
     try:

@@ -14,6 +14,8 @@ import statistics
 import sys
 from typing import Any
 
+from fundl.train.grad_health import METRIC_PREFIXES
+
 __all__ = ["Progress"]
 
 
@@ -23,7 +25,12 @@ def _interactive() -> bool:
 
 
 def _format(logs: dict[str, float]) -> dict[str, str]:
-    return {k: f"{v:.4g}" for k, v in logs.items() if k not in ("epoch", "time")}
+    """The metrics to show; the per-layer gradient-health values stay in the history."""
+    return {
+        k: f"{v:.4g}"
+        for k, v in logs.items()
+        if k not in ("epoch", "time") and not k.startswith(METRIC_PREFIXES)
+    }
 
 
 class Progress:

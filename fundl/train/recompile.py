@@ -43,7 +43,7 @@ def _signature(names: Sequence[str], args: tuple) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _caller_stacklevel() -> int:
+def caller_stacklevel() -> int:
     """The stacklevel of the first frame outside JAX and fundl.train: the user's call."""
     here = os.path.dirname(__file__)
     frame, level = sys._getframe(1), 1
@@ -104,7 +104,7 @@ class _TraceWatch:
             "Every new shape, dtype or structure compiles a new program; keep them fixed "
             "(pad batches, cast inputs, pass arrays rather than Python numbers).",
             RecompilationWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
 
     def _change(self, first: list, now: list) -> str | None:

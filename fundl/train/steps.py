@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from fundl import data as fdata
 from fundl._validate import as_key, check_bool, check_int
 from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
+from fundl.train.grad_health import METRIC_PREFIXES, grad_health_metrics
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
 from fundl.tree import check_same_shapes
@@ -97,8 +98,25 @@ def loss_metrics_state(name: str, out: Any, state: Any) -> tuple[jax.Array, dict
     return loss, metrics, new_state
 
 
+def _with_grad_health(
+    name: str, metrics: dict, grads: Any, updates: Any, params: Any
+) -> dict[str, Any]:
+    """``metrics`` and the gradient-health metrics (``grad_health=True``), which must not clash."""
+    clash = sorted(k for k in metrics if k.startswith(METRIC_PREFIXES))
+    if clash:
+        raise ValueError(
+            f"{name}: the loss function's metrics {clash} use the names grad_health=True adds "
+            f"(prefixes {', '.join(METRIC_PREFIXES)}); rename them"
+        )
+    return {**metrics, **grad_health_metrics(grads, updates, params)}
+
+
 def _train_step_fn(
-    name: str, loss_fn: Callable[..., Any], optimizer: GradientTransformation, has_aux: bool
+    name: str,
+    loss_fn: Callable[..., Any],
+    optimizer: GradientTransformation,
+    has_aux: bool,
+    grad_health: bool,
 ) -> Callable[..., Any]:
     """(params, opt_state, batch, *args) -> (params, opt_state, metrics)."""
 
@@ -110,13 +128,17 @@ def _train_step_fn(
     def step(params, opt_state, batch, *args):
         (loss, aux), grads = value_and_grad(params, batch, *args)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return apply_updates(params, updates), opt_state, {"loss": loss, **aux}
+        new_params = apply_updates(params, updates)
+        metrics = {"loss": loss, **aux}
+        if grad_health:  # decided when traced: without it the program is unchanged
+            metrics = _with_grad_health(name, metrics, grads, updates, new_params)
+        return new_params, opt_state, metrics
 
     return step
 
 
 def _stateful_step_fn(
-    name: str, loss_fn: Callable[..., Any], optimizer: GradientTransformation
+    name: str, loss_fn: Callable[..., Any], optimizer: GradientTransformation, grad_health: bool
 ) -> Callable[..., Any]:
     """(train_state, batch, *args) -> (train_state, metrics), the key fold_in(key, step)."""
 
@@ -140,7 +162,10 @@ def _stateful_step_fn(
             train_state.key,
             safe_increment(train_state.step),
         )
-        return new, {"loss": value, **metrics}
+        metrics = {"loss": value, **metrics}
+        if grad_health:
+            metrics = _with_grad_health(name, metrics, grads, updates, new.params)
+        return new, metrics
 
     return step
 
@@ -159,15 +184,17 @@ def _step_fn(
     optimizer: GradientTransformation,
     has_aux: bool,
     stateful: bool,
+    grad_health: bool = False,
 ) -> Callable[..., Any]:
+    check_bool(name, "grad_health", grad_health)
     if not stateful:
-        return _train_step_fn(name, loss_fn, optimizer, has_aux)
+        return _train_step_fn(name, loss_fn, optimizer, has_aux, grad_health)
     if has_aux:
         raise ValueError(
             f"{name}: has_aux does not apply with stateful=True: a stateful loss_fn always "
             "returns (loss, dict of metrics, new state)"
         )
-    step = _stateful_step_fn(name, loss_fn, optimizer)
+    step = _stateful_step_fn(name, loss_fn, optimizer, grad_health)
 
     def checked(train_state, batch, *args):
         _check_train_state(name, train_state)
@@ -183,6 +210,7 @@ def make_train_step(
     has_aux: bool = False,
     stateful: bool = False,
     ensemble: bool = False,
+    grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
@@ -213,6 +241,11 @@ def make_train_step(
       ensemble: vmap over a leading axis of ``params`` and ``opt_state`` (or of every
         TrainState leaf): N models, from N seeds via :func:`init_ensemble`, or N learning
         rates held in an ``inject_hyperparams`` state; ``batch`` and ``args`` are shared.
+      grad_health: also report, per layer (:func:`fundl.train.layer_norms`), the
+        gradient norm ``"grad_norm/<layer>"`` and the update-to-weight ratio
+        ``"update_ratio/<layer>"`` (:func:`fundl.train.grad_health_metrics`): device
+        scalars computed from the gradients and updates the step has anyway. Off by
+        default, and then the compiled program is exactly the one without it.
       jit: compile — the ``jax.jit`` function itself, with ``.traces`` counting its
         traces; ``False`` returns the plain function.
       donate: donate params and opt_state (or the TrainState).
@@ -235,6 +268,7 @@ def make_train_step(
         has_aux=has_aux,
         stateful=stateful,
         ensemble=ensemble,
+        grad_health=grad_health,
         jit=jit,
         donate=donate,
     )
@@ -248,6 +282,7 @@ def build_train_step(
     has_aux: bool,
     stateful: bool = False,
     ensemble: bool = False,
+    grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
@@ -256,7 +291,7 @@ def build_train_step(
     flags = {"has_aux": has_aux, "stateful": stateful, "ensemble": ensemble, "jit": jit}
     for arg, value in {**flags, "donate": donate}.items():
         check_bool(name, arg, value)
-    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful)
+    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health)
     if ensemble:
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
     if not jit:
@@ -358,19 +393,22 @@ def make_scan_steps(
     *,
     has_aux: bool = False,
     stateful: bool = False,
+    grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
     """Build k update steps in one ``lax.scan``: the same updates as k calls of the step.
 
     ``batches`` is a pytree whose leaves have a leading axis of k steps, e.g. x of shape
-    (k, batch_size, ...); ``metrics`` holds each step's values stacked, shape (k,).
+    (k, batch_size, ...); ``metrics`` holds each step's values stacked, shape (k,) —
+    with ``grad_health=True`` each layer's gradient norm and update ratio too, as
+    :func:`make_train_step` reports them.
     Plain: ``(params, opt_state, batches, *args) -> (params, opt_state, metrics)``;
     ``stateful=True``: ``(train_state, batches, *args) -> (train_state, metrics)``, each
     step with its own key ``fold_in(key, step)`` — a scan never repeats a dropout mask.
     """
     check_optimizer("make_scan_steps", optimizer)
-    step = _step_fn("make_scan_steps", loss_fn, optimizer, has_aux, stateful)
+    step = _step_fn("make_scan_steps", loss_fn, optimizer, has_aux, stateful, grad_health)
     run = _scan(step, stateful)
     if not jit:
         return run
@@ -414,6 +452,7 @@ def make_epoch(
     *,
     has_aux: bool = False,
     stateful: bool = False,
+    grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
@@ -425,7 +464,8 @@ def make_epoch(
     ``metrics`` are stacked per step. Plain: ``(params, opt_state, data, key, epoch,
     *args) -> (params, opt_state, metrics)``; ``stateful=True``: ``(train_state, data,
     key, epoch, *args) -> (train_state, metrics)`` (``key`` orders the data; the model's
-    keys come from the TrainState).
+    keys come from the TrainState). ``grad_health=True`` adds each layer's gradient norm
+    and update ratio to the metrics, as :func:`make_train_step` does.
     """
     return build_epoch(
         "make_epoch",
@@ -434,6 +474,7 @@ def make_epoch(
         batch_size,
         has_aux=has_aux,
         stateful=stateful,
+        grad_health=grad_health,
         jit=jit,
         donate=donate,
     )
@@ -447,13 +488,14 @@ def build_epoch(
     *,
     has_aux: bool,
     stateful: bool = False,
+    grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
     batch_size = check_int(name, "batch_size", batch_size)
-    scan = _scan(_step_fn(name, loss_fn, optimizer, has_aux, stateful), stateful)
+    scan = _scan(_step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health), stateful)
 
     def run_stateful(train_state, data, key, epoch, *args):
         return scan(train_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from fundl import gradcheck, losses, nn
+from fundl import augment, gradcheck, losses, nn
+from fundl.augment import Augment, ColorJitter, RandomCrop, RandomFlip
 from fundl.nn import (
     Activation,
     AvgPool1D,
@@ -195,6 +196,15 @@ LAYERS_UNDER_TEST = [
         _ones(4, 5),
         r"^Flatten\(\): start_axis=-3 needs an input with at least 3 dims",
     ),
+    Case(
+        "augment",
+        Augment((RandomCrop(2), RandomFlip(), ColorJitter(0.1, 0.2))),
+        (2, 6, 6, 3),
+        None,
+        _ones(2, 6, 6, 3, dtype=jnp.int32),
+        r"Augment\(\(RandomCrop\(padding=2\), RandomFlip\(\), ColorJitter\(brightness=0.1, "
+        r"contrast=0.2\)\)\): expected a floating-point input for ColorJitter",
+    ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
 KEY = jax.random.key(7)
@@ -308,7 +318,7 @@ def test_an_int_seed_is_a_key(case):
 
 def test_every_layer_kind_has_a_row():
     """Every layer class fundl exports is a row of the table (containers included)."""
-    exported = {getattr(nn, name) for name in nn.__all__}
+    exported = {getattr(m, name) for m in (nn, augment) for name in m.__all__}
     layer_classes = {
         obj
         for obj in exported

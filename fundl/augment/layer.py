@@ -1,0 +1,116 @@
+"""The ``Augment`` layer: per-example transforms in training, the identity in evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from fundl._validate import as_key, check_bool, check_floating
+from fundl.nn.base import Layer, check_params, check_state
+
+__all__ = ["Augment"]
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Augment(Layer):
+    """Per-example transforms as a layer: applied in training, the identity in evaluation.
+
+    ``train=True``: each example gets its own split of the layer's key (a batch (N, H,
+    W, C) splits it N ways; one image (H, W, C) uses it whole), and each transform in
+    turn its own split of the example's key, so examples and transforms draw
+    independently. ``train=False``: the input, unchanged; no key needed. No parameters,
+    no state. Put it first in a ``Sequential`` so augmentation runs inside the compiled
+    training step.
+
+    Args:
+      transforms: hashable transforms ``t(key, image)``, in order: ``RandomFlip``,
+        ``RandomCrop``, ``RandomTranslate``, ``RandomRotate``, ``ColorJitter``,
+        ``Cutout`` (one transform alone is taken as a tuple of one).
+
+    >>> from fundl.augment import RandomCrop, RandomFlip
+    >>> layer = Augment((RandomCrop(2), RandomFlip()))
+    >>> x = jnp.arange(3.0).reshape(1, 1, 3, 1)              # one 1 x 3 image
+    >>> layer.apply({}, x) is x                              # evaluation: the identity
+    True
+    >>> flip = Augment(RandomFlip(p=1.0))
+    >>> flip.apply({}, x, key=jax.random.key(0), train=True)[0, 0, :, 0].tolist()
+    [2.0, 1.0, 0.0]
+    """
+
+    transforms: tuple[Any, ...]
+
+    kind: ClassVar[str] = "augment"
+
+    def __post_init__(self) -> None:
+        transforms = self.transforms
+        if callable(transforms) and not isinstance(transforms, (tuple, list)):
+            transforms = (transforms,)
+        if not isinstance(transforms, Sequence) or not transforms:
+            raise ValueError(
+                f"Augment: transforms must be a non-empty tuple of transforms such as "
+                f"(RandomCrop(4), RandomFlip()), got {self.transforms!r}"
+            )
+        for i, t in enumerate(transforms):
+            if not callable(t) or isinstance(t, Layer):
+                raise TypeError(
+                    f"Augment: transform {i} ({t!r}) is not a transform; expected t(key, image) "
+                    "such as RandomFlip() or RandomCrop(4)"
+                )
+            try:
+                hash(t)
+            except TypeError as error:
+                raise TypeError(
+                    f"Augment: transform {i} ({t!r}) is not hashable, so the layer could not "
+                    "be a static jit argument; use the configs (RandomFlip(), ...)"
+                ) from error
+        object.__setattr__(self, "transforms", tuple(transforms))
+
+    def init(self, key: Any, input_shape: tuple[int, ...]) -> dict:
+        """No parameters: ``{}``."""
+        del key, input_shape
+        return {}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Same as the input shape."""
+        return tuple(input_shape)
+
+    def _augment_one(self, key: jax.Array, image: jax.Array) -> jax.Array:
+        for transform, k in zip(self.transforms, jax.random.split(key, len(self.transforms))):
+            image = transform(k, image)
+        return image
+
+    def apply_with_state(
+        self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False
+    ) -> tuple[jax.Array, Any]:
+        """``(augmented x, state)`` in training, ``(x, state)`` in evaluation.
+
+        Raises ``ValueError`` for an input that is not (N, H, W, C) or (H, W, C), and in
+        training without a key; ``TypeError`` for an integer input to rotation or jitter.
+        """
+        check_bool(repr(self), "train", train)
+        if jnp.ndim(x) not in (3, 4):
+            raise ValueError(
+                f"{self!r}: expected images of shape (N, H, W, C) or (H, W, C), got shape "
+                f"{jnp.shape(x)}"
+            )
+        needs = [t for t in self.transforms if getattr(t, "needs_floating", False)]
+        if needs:
+            check_floating(repr(self), f"a floating-point input for {needs[0]!r}", x)
+        check_params(self, params, jnp.shape(x))
+        check_state(self, state, jnp.shape(x))
+        if not train:
+            return x, state
+        if key is None:
+            raise ValueError(
+                f"{self!r}: train=True needs a PRNG key to draw the augmentations; pass "
+                "key=... to apply (fit and the train steps pass one per step)"
+            )
+        key = as_key(repr(self), key)
+        if jnp.ndim(x) == 3:
+            return self._augment_one(key, x), state
+        keys = jax.random.split(key, jnp.shape(x)[0])
+        return jax.vmap(self._augment_one)(keys, x), state
