@@ -144,6 +144,17 @@ def _ints(value: Any, n: int, low: int) -> bool:
     )
 
 
+def _check_dtypes(name: str, x: Any, W: Any, b: Any) -> None:
+    """x, W (and b) share one dtype: XLA's convolution does not promote."""
+    dtypes = [jnp.result_type(a) for a in (x, W, b) if a is not None]
+    if len(set(dtypes)) > 1:
+        names = "x, W and b" if b is not None else "x and W"
+        raise TypeError(
+            f"{name}: expected {names} of one dtype, got {', '.join(map(str, dtypes))}; cast "
+            "the input (x.astype(W.dtype)) or build the layer with that param_dtype"
+        )
+
+
 def _check_options(name, n, stride, padding, dilation) -> None:
     """The primitive's options: n positive ints, n (lo, hi) pairs of ints ≥ 0."""
     for arg, value in (("stride", stride), ("dilation", dilation)):
@@ -167,11 +178,7 @@ def _check_conv(x, W, b, *, stride, padding, dilation, groups):
     stride, padding, dilation = _options(n, stride, padding, dilation)
     _check_options("conv", n, stride, padding, dilation)
     _check_input("conv", x, n, W.shape[-2] * groups, unbatched=False)
-    if jnp.result_type(x) != jnp.result_type(W):
-        raise TypeError(
-            f"conv: expected x and W of one dtype, got {jnp.result_type(x)} and "
-            f"{jnp.result_type(W)}; cast one (e.g. x.astype(W.dtype))"
-        )
+    _check_dtypes("conv", x, W, b)
     _output_sizes("conv", x.shape[1:-1], W.shape[:n], stride, padding, dilation)
 
 
@@ -399,6 +406,7 @@ def _conv_nd(name, n, x, W, b, stride, padding, dilation, groups):
     check_floating(name, "a floating-point input", x)
     _check_kernel(name, W, b, n, groups)
     batched = _check_input(name, x, n, W.shape[-2] * groups)
+    _check_dtypes(name, x, W, b)
     sizes = jnp.shape(x)[-n - 1 : -1]
     pairs = _resolve(padding, sizes, W.shape[:n], stride, dilation)
     _output_sizes(name, sizes, W.shape[:n], stride, pairs, dilation)

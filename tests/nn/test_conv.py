@@ -315,7 +315,7 @@ ERRORS = [
     (
         "primitive_dtypes",
         lambda: conv(_ones((1, 4, 1)), _ones(3, 1, 1, dtype=jnp.bfloat16)),
-        r"conv: expected x and W of one dtype, got float32 and bfloat16",
+        r"conv: expected x and W of one dtype, got float32, bfloat16; cast the input",
     ),
 ]
 
@@ -367,14 +367,15 @@ def test_output_shape_formula_equals_the_output(layer, input_shape):
     assert out.shape == input_shape[: -n - 1] + want + (layer.c_out,)
 
 
-@pytest.mark.parametrize("groups", [1, 4])
-def test_he_init_variance_uses_the_conv_fan_in(groups):
-    layer = Conv2D(64, 3, groups=groups)
-    W = layer.init(jax.random.key(3), (8, 8, 32))["W"]
-    assert W.shape == (3, 3, 32 // groups, 64)
-    fan_in = 3 * 3 * 32 // groups
-    np.testing.assert_allclose(float(jnp.var(W)), 2.0 / fan_in, rtol=0.05)
-    np.testing.assert_allclose(float(jnp.mean(W)), 0.0, atol=0.05 * math.sqrt(2.0 / fan_in))
+def test_he_init_variance_uses_the_conv_fan_in():
+    layers = {groups: Conv2D(64, 3, groups=groups) for groups in (1, 4)}
+    init = jax.jit(lambda key: {g: layer.init(key, (8, 8, 32)) for g, layer in layers.items()})
+    for groups, params in init(jax.random.key(3)).items():
+        W = params["W"]
+        assert W.shape == (3, 3, 32 // groups, 64)
+        fan_in = 3 * 3 * 32 // groups  # the taps one output unit sees
+        np.testing.assert_allclose(float(jnp.var(W)), 2.0 / fan_in, rtol=0.05)
+        np.testing.assert_allclose(float(jnp.mean(W)), 0.0, atol=0.05 * math.sqrt(2.0 / fan_in))
 
 
 def test_layer_params_and_bias():
@@ -460,6 +461,8 @@ def test_layer_refuses_bad_inputs_naming_itself():
         layer.apply(params, _ones((2, 1, 5, 5, 3)))
     with pytest.raises(ValueError, match=r"^Conv2D\(4, 3\): along spatial dim 0 .*empty"):
         layer.apply(params, _ones((2, 2, 5, 3)))
+    with pytest.raises(TypeError, match=r"^Conv2D\(4, 3\): expected x, W and b of one dtype"):
+        layer.apply(params, _ones(2, 5, 5, 3, dtype=jnp.bfloat16))
     with pytest.raises(TypeError, match=r"^Conv2D\(4, 3\): expected a floating-point input"):
         layer.apply(params, _ones(2, 5, 5, 3, dtype=np.int32))
     with pytest.raises(ValueError, match=r"another model's parameters"):
