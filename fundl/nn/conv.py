@@ -230,28 +230,28 @@ def _forward(x, W, b, stride, padding, dilation, groups):
 def conv(x, W, b=None, *, stride=None, padding=None, dilation=None, groups=1):
     """N-d convolution (cross-correlation, as every DL library), channels-last.
 
-        z[β, p, o] = b[o] + Σ_j Σ_i x̃[β, p s + j d, g C_in/G + i] W[j, i, o],
+        z[β, p, o] = b[o] + Σ_j Σ_i x̃[β, p s + j d, q C_in/G + i] W[j, i, o],
 
     x̃ the input zero-padded by (lo, hi) per spatial dim, p the output position, j the
-    kernel tap, g = o ÷ (C_out/G) the group of output channel o and i the input
-    channel within that group (all products per spatial dim).
+    kernel tap, q = o ÷ (C_out/G) the group of output channel o and i the input
+    channel within that group (positions and taps are per spatial dim).
 
     Backward, for upstream g of z's shape (per spatial dim; see the module docstring
     for o and k_eff):
 
     * dx is a convolution too, the transpose of the forward: spread g out by the
-      stride (``lhs_dilation=s``: s − 1 zeros between its entries — each output row
-      came from rows s apart), and correlate it with the kernel flipped in space and
-      with in/out channels swapped within each group, padded by
-      (k_eff − 1 − lo, k_eff − 1 − hi + r), r = (n + lo + hi − k_eff) mod s. The
-      r rows the last window never reached get zero gradient; the (lo, hi) rows of
-      padding are cut off. Stride 1 and dilation d stay (the kernel's taps are d apart).
-    * dW[j, i, o] = Σ_β Σ_p x̃[β, p s + j d, i] g[β, p, o]: a convolution of x with g
-      as the kernel — x's batch axis is the contraction (the "channels"), its channel
-      axis the "batch", g's spatial dims a window whose taps are s apart
-      (``rhs_dilation=s``), stepping by d (``window_strides=d``), padding (lo, hi − r)
-      so that exactly k positions come out. With groups, ``batch_group_count=G`` pairs
-      input-channel group g with output-channel group g.
+      stride (``lhs_dilation=s``: s − 1 zeros between its entries, as output rows
+      came from input rows s apart) and correlate it, stepping by 1, with the kernel
+      flipped in space and with in/out channels swapped within each group (dilation
+      d kept), padded by (k_eff − 1 − lo, k_eff − 1 − hi + r), r = (n + lo + hi −
+      k_eff) mod s. The r rows the last window never reached get zero gradient; the
+      forward's padding rows never appear.
+    * dW[j, i, o] = Σ_β Σ_p x̃[β, p s + j d, q C_in/G + i] g[β, p, o]: a convolution
+      of x with g as the kernel — x's batch axis is the contraction (the "channels"),
+      its channel axis the "batch", g's spatial dims a window whose taps are s apart
+      (``rhs_dilation=s``), stepping by d (``window_strides=d``), padded by
+      (lo, hi − r) so that exactly k positions come out. With groups,
+      ``batch_group_count=G`` pairs input-channel group q with output-channel group q.
     * db = Σ g over the batch and spatial dims.
 
     Saves x and W (the rule's two convolutions read them) — what autodiff keeps too.

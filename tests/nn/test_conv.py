@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 from fundl import initializers
-from fundl.nn import BatchNorm, Conv1D, Conv2D, Sequential, conv, conv1d, conv2d
+from fundl.nn import Conv1D, Conv2D, conv, conv1d, conv2d
 
 # --- a NumPy loop reference -------------------------------------------------------------
 
@@ -467,24 +467,3 @@ def test_layer_refuses_bad_inputs_naming_itself():
         layer.apply(params, _ones(2, 5, 5, 3, dtype=np.int32))
     with pytest.raises(ValueError, match=r"another model's parameters"):
         layer.apply(jax.eval_shape(lambda: Conv2D(4, 2).init(0, (5, 5, 3))), _ones(2, 5, 5, 3))
-
-
-def test_a_small_cnn_trains_with_batch_norm_on_nhwc():
-    """BatchNorm after a conv normalizes per channel, over batch, height and width."""
-    model = Sequential(
-        [Conv2D(4, 3, padding="SAME", use_bias=False), BatchNorm(), "relu", Conv2D(2, 3)]
-    )
-    params, state = model.init_with_state(0, (5, 5, 3))
-    assert model.names == ("conv1", "batch_norm1", "relu1", "conv2")
-    assert jax.tree.map(jnp.shape, state) == {"batch_norm1": {"mean": (4,), "var": (4,)}}
-    x = np.random.default_rng(1).standard_normal((2, 5, 5, 3)).astype(np.float32)
-
-    def run(params, state, x):
-        z = conv2d(x, params["conv1"]["W"], padding="SAME")
-        return model.apply_with_state(params, state, x, train=True), z
-
-    (y, new_state), z = jax.jit(run)(params, state, x)
-    assert y.shape == (2, 3, 3, 2)
-    chex.assert_trees_all_close(
-        new_state["batch_norm1"]["mean"], 0.1 * z.mean(axis=(0, 1, 2)), atol=1e-6
-    )
