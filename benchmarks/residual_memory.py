@@ -2,8 +2,9 @@
 
 The residuals of ``jax.vjp(f, x)`` are the arrays its pullback closes over; this sums
 their sizes with fundl's rules (the default) and with ``fundl.reference_mode()`` (JAX
-autodiff of the same forward), on CPU, for each activation, each loss, the dense layer,
-pooling and an MLP. Bytes are counted, not timed, so the numbers are exact and repeatable.
+autodiff of the same forward), on CPU, for each activation, each loss, the dense and
+conv layers, pooling, an MLP and a small CNN. Bytes are counted, not timed, so the numbers
+are exact and repeatable.
 
 Pooling's input is an intermediate in a network (a conv's activation), which autodiff
 of max pooling keeps for its backward and fundl's rule does not (it keeps a uint8
@@ -75,6 +76,23 @@ def cases():
         (images,),
     )
     yield "global_avg_pool", nn.global_avg_pool, (images,)
+    images = jax.random.normal(key, (32, 28, 28, 16))  # NHWC
+    kernel = jax.random.normal(key, (3, 3, 16, 32))  # HWIO
+    yield (
+        "conv2d 3x3, 16->32 channels, stride 2, SAME, batch 32 of 28x28",
+        lambda x, W, b: fundl.nn.conv2d(x, W, b, stride=2, padding="SAME"),
+        (images, kernel, jnp.zeros(32)),
+    )
+    cnn = fundl.nn.Sequential(
+        [fundl.nn.Conv2D(16, 3, padding="SAME"), "relu", fundl.nn.Conv2D(32, 3, stride=2)]
+    )
+    cnn_params = cnn.init(key, (28, 28, 1))
+    digits = jax.random.normal(key, (32, 28, 28, 1))
+    yield (
+        "cnn conv-relu-conv (16, 32 channels), batch 32 of 28x28",
+        lambda p: jnp.sum(cnn.apply(p, digits) ** 2),
+        (cnn_params,),
+    )
     model = fundl.mlp([784, 512, 256, 10], "relu")
     params = model.init(key)
     x = jax.random.normal(key, (128, 784))

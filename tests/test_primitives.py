@@ -172,6 +172,20 @@ PRIMITIVES_UNDER_TEST = [
         {"window": (3,), "stride": (2,), "padding": ((0, 1),), "count_include_pad": False},
     ),
     Case("global_avg_pool", nn.global_avg_pool, lambda: (_normal(53, (2, 3, 3, 2)),)),
+    # conv takes its options normalized (conv1d/conv2d make them): stride 2 with 'SAME'
+    # padding on 5x5 is ((1, 1), (1, 1)) for a 3x3 kernel
+    Case(
+        "conv2d_stride2_same_bias",
+        nn.conv,
+        lambda: (_normal(51, (2, 5, 5, 2)), _normal(52, (3, 3, 2, 3), 0.5), _normal(53, (3,))),
+        {"stride": (2, 2), "padding": ((1, 1), (1, 1))},
+    ),
+    Case(  # width 4 + 1 padded, kernel 2, stride 2: the last column under no window
+        "conv2d_grouped_dilated",
+        nn.conv,
+        lambda: (_normal(54, (1, 5, 4, 4)), _normal(55, (2, 2, 2, 4), 0.5)),
+        {"stride": (1, 2), "padding": ((0, 1), (1, 0)), "dilation": (2, 1), "groups": 2},
+    ),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 

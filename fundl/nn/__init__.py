@@ -4,7 +4,8 @@ Every layer follows one protocol (:mod:`fundl.nn.base`): ``init`` (params),
 ``init_state`` (state), ``apply_with_state(params, state, x, *, key, train)`` and
 ``output_shape``; ``apply(params, x)`` is the one-line call of a layer without state.
 
-Layers: ``Dense`` (with the ``dense`` primitive), ``Activation``, ``Dropout``
+Layers: ``Dense`` (with the ``dense`` primitive), ``Conv1D`` and ``Conv2D`` (channels-last
+convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``Dropout``
 (``dropout``), ``BatchNorm`` (``batch_norm``, ``batch_norm_inference``), ``LayerNorm``
 (``layer_norm``), ``RMSNorm`` (``rms_norm``); pooling ``MaxPool1D``, ``MaxPool2D``
 (``max_pool``), ``AvgPool1D``, ``AvgPool2D`` (``avg_pool``), ``GlobalAvgPool``
@@ -25,6 +26,7 @@ from fundl.nn.base import (
     split_key,
 )
 from fundl.nn.combinators import Parallel, Residual, Sequential, mlp
+from fundl.nn.conv import Conv1D, Conv2D, conv, conv1d, conv2d
 from fundl.nn.dense import Dense, dense
 from fundl.nn.dropout import Dropout, dropout
 from fundl.nn.norm import (
@@ -54,6 +56,8 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
+    "Conv1D",
+    "Conv2D",
     "Dense",
     "Dropout",
     "Flatten",
@@ -73,6 +77,9 @@ __all__ = [
     "batch_norm_inference",
     "check_params",
     "check_state",
+    "conv",
+    "conv1d",
+    "conv2d",
     "dense",
     "dropout",
     "expected_params",

@@ -75,7 +75,7 @@ def _lenet_by_hand(params, x):
         y = lax.conv_general_dilated(
             x, p["W"], (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
-        return y + p["b"]
+        return y + p["b"].reshape(1, 1, 1, -1)
 
     def pool(x):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
@@ -84,8 +84,8 @@ def _lenet_by_hand(params, x):
     x = pool(jax.nn.relu(conv(x, params["conv2"], "VALID")))
     x = x.reshape(x.shape[0], -1)
     for name in ("dense1", "dense2"):
-        x = jax.nn.relu(x @ params[name]["W"].T + params[name]["b"])
-    return x @ params["dense3"]["W"].T + params["dense3"]["b"]
+        x = jax.nn.relu(x @ params[name]["W"].T + params[name]["b"][None])
+    return x @ params["dense3"]["W"].T + params["dense3"]["b"][None]
 
 
 def test_lenet5_computes_what_its_table_says(x64):
