@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import augment, checkpoint, data, losses, metrics, models, optim, train
+from fundl.optim import schedules
 from fundl.nn import Sequential
 
 
@@ -104,7 +105,7 @@ def main(
     result = train.fit(
         loss_fn,
         params,
-        optim.adam(optim.cosine_decay(3e-3, steps)),
+        optim.adam(schedules.cosine_decay(3e-3, steps)),
         train_set,
         model_state=state,
         epochs=epochs,

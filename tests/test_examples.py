@@ -1,9 +1,12 @@
 """The examples run and say what they should (at full scale: each takes seconds)."""
 
+import gzip
 import pathlib
 import runpy
+import struct
 import warnings
 
+import numpy as np
 import pytest
 
 from fundl import train
@@ -87,3 +90,36 @@ def test_vanishing_gradients_tells_the_notes_story(tmp_path, capsys):
     assert "first/last" in out and "max/min" in out and "test acc." in out
     for name in ("init_profile", "sigmoid", "relu", "residual"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+
+
+def test_cnn_digits_reaches_98_percent(tmp_path, capsys):
+    accuracy = _load("cnn_digits")["main"](out=str(tmp_path), progress=False)
+    assert accuracy >= 0.98
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "wall time" in out
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert list((tmp_path / "checkpoints").glob("step_*.safetensors"))
+
+
+def _write_idx(path, array):
+    """An MNIST-format IDX file (ubyte), gzipped as the downloads are."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_cnn_digits_trains_on_mnist_files_unchanged(tmp_path, capsys):
+    """The four MNIST files a user has, as MNIST names and formats them: here the 8×8
+    digits blown up to 28×28 uint8 (nothing is downloaded)."""
+    from fundl import data
+
+    x, y = data.load_digits()
+    images = np.kron(x.reshape(-1, 8, 8), np.ones((3, 3)))  # 24×24
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2))) * 255
+    for prefix, part in (("train", slice(0, 1500)), ("t10k", slice(1500, None))):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images[part])
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", y[part])
+    accuracy = _load("cnn_digits")["main"](
+        epochs=2, out=str(tmp_path / "run"), progress=False, idx=str(tmp_path), limit=512
+    )
+    assert accuracy >= 0.5  # two epochs of 512 examples (0.80 seen): far above chance
+    assert "test accuracy" in capsys.readouterr().out
