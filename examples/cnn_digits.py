@@ -35,14 +35,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import augment, checkpoint, data, losses, metrics, models, optim, train
-from fundl.optim import schedules
 from fundl.nn import Sequential
+from fundl.optim import schedules
 
 
 def digits(key: jax.Array, size: int = 16) -> tuple[dict, dict, dict]:
     """The 8×8 digits as (N, size, size, 1) images in [0, 1], split 70/10/20."""
     x, y = data.load_digits()
-    images = jax.image.resize(jnp.asarray(x).reshape(-1, 8, 8, 1), (len(x), size, size, 1), "bilinear")
+    images = jax.image.resize(
+        jnp.asarray(x).reshape(-1, 8, 8, 1), (len(x), size, size, 1), "bilinear"
+    )
     k_test, k_val = jax.random.split(key)
     rest, test = data.split({"x": np.asarray(images), "y": y}, 0.2, key=k_test)
     train_set, val = data.split(rest, 0.125, key=k_val)

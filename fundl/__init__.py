@@ -1,7 +1,8 @@
 """fundl: a functional deep-learning library on JAX with hand-written backward rules.
 
 Modules: ``fundl.initializers``, ``fundl.activations``, ``fundl.losses``,
-``fundl.nn`` (layers, models, manual backprop), ``fundl.gradcheck`` (gradient
+``fundl.nn`` (layers, containers, manual backprop), ``fundl.models`` (LeNet-5, VGG,
+ResNet, Inception), ``fundl.gradcheck`` (gradient
 verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
 and loaders), ``fundl.augment`` (random image transforms, mixup, the ``Augment``
 layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
@@ -18,6 +19,7 @@ from fundl import (
     initializers,
     losses,
     metrics,
+    models,
     nn,
     optim,
     plot,
@@ -27,10 +29,16 @@ from fundl import (
 )
 from fundl.nn import (
     Activation,
+    AvgPool2D,
     BatchNorm,
+    Conv1D,
+    Conv2D,
     Dense,
     Dropout,
+    Flatten,
+    GlobalAvgPool,
     LayerNorm,
+    MaxPool2D,
     Parallel,
     Residual,
     RMSNorm,
@@ -44,10 +52,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "AvgPool2D",
     "BatchNorm",
+    "Conv1D",
+    "Conv2D",
     "Dense",
     "Dropout",
+    "Flatten",
+    "GlobalAvgPool",
     "LayerNorm",
+    "MaxPool2D",
     "Parallel",
     "RMSNorm",
     "Residual",
@@ -63,6 +77,7 @@ __all__ = [
     "losses",
     "metrics",
     "mlp",
+    "models",
     "nn",
     "optim",
     "plot",

@@ -22,6 +22,7 @@ from fundl import (
     initializers,
     losses,
     metrics,
+    models,
     nn,
     optim,
     plot,
@@ -52,6 +53,7 @@ ALL_MODULES = [
     metrics,
     plot,
     augment,
+    models,
 ]
 
 
@@ -77,7 +79,7 @@ def test_every_public_function_has_a_docstring(module):
 def test_readme_starts_with_the_two_set_up_commands():
     readme = (ROOT / "README.md").read_text().splitlines()
     fence = readme.index("```bash")
-    assert readme[fence + 1] == 'pip install -e ".[examples]" && python examples/mlp_digits.py'
+    assert readme[fence + 1] == 'pip install -e ".[examples]" && python examples/cnn_digits.py'
     assert readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q'
     assert readme[fence + 3] == "```"
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
@@ -93,6 +95,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/schedules.md",
         "docs/checkpoint.md",
         "docs/augment.md",
+        "docs/models.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):

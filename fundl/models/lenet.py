@@ -1,6 +1,6 @@
 """LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998), the notes' "LeNet-like" CNN.
 
-    Input → Conv → ReLU → Pool → Conv → ReLU → Pool → FC → FC → FC (logits)
+Input → Conv → ReLU → Pool → Conv → ReLU → Pool → FC → FC → FC (logits)
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from typing import Any
 
 from fundl import activations, initializers
 from fundl._validate import check_bool, check_choice, check_int, check_number
-from fundl.nn.combinators import default_w_init
 from fundl.nn import (
     AvgPool2D,
     BatchNorm,
@@ -20,6 +19,7 @@ from fundl.nn import (
     MaxPool2D,
     Sequential,
 )
+from fundl.nn.combinators import default_w_init
 
 __all__ = ["lenet5"]
 

@@ -81,7 +81,9 @@ def resnet_cifar(
     """
     check_int("resnet_cifar", "depth", depth)
     if (depth - 2) % 6 != 0 or depth < 8:
-        raise ValueError(f"resnet_cifar: depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        raise ValueError(
+            f"resnet_cifar: depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}"
+        )
     n = (depth - 2) // 6
     layers: list[Any] = [Conv2D(widths[0], 3, padding=1, use_bias=False), BatchNorm(), "relu"]
     previous = widths[0]

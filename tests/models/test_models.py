@@ -91,9 +91,7 @@ def _lenet_by_hand(params, x):
 def test_lenet5_computes_what_its_table_says(x64):
     with x64():
         model = models.lenet5()
-        params = jax.tree.map(
-            lambda leaf: leaf.astype(jnp.float64), model.init(jax.random.key(1))
-        )
+        params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), model.init(jax.random.key(1)))
         x = jax.random.uniform(jax.random.key(2), (2, 28, 28, 1), jnp.float64)
         chex.assert_trees_all_close(
             model.apply(params, x), _lenet_by_hand(params, x), rtol=1e-10, atol=1e-12

@@ -355,8 +355,6 @@ def test_every_layer_kind_has_a_row():
     """Every layer class fundl exports is a row of the table (containers included)."""
     exported = {getattr(m, name) for m in (nn, augment) for name in m.__all__}
     layer_classes = {
-        obj
-        for obj in exported
-        if isinstance(obj, type) and nn.Layer in obj.__mro__[1:]
+        obj for obj in exported if isinstance(obj, type) and nn.Layer in obj.__mro__[1:]
     }
     assert layer_classes - {type(c.layer) for c in LAYERS_UNDER_TEST} == set()
