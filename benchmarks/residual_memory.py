@@ -3,7 +3,7 @@
 The residuals of ``jax.vjp(f, x)`` are the arrays its pullback closes over; this sums
 their sizes with fundl's rules (the default) and with ``fundl.reference_mode()`` (JAX
 autodiff of the same forward), on CPU, for each activation, each loss, the dense and
-conv layers, pooling, an MLP and a small CNN. Bytes are counted, not timed, so the numbers
+conv layers, pooling, batch norm, an MLP, a small CNN and ResNet-20. Bytes are counted, not timed, so the numbers
 are exact and repeatable.
 
 Pooling's input is an intermediate in a network (a conv's activation), which autodiff
@@ -93,6 +93,27 @@ def cases():
         lambda p: jnp.sum(cnn.apply(p, digits) ** 2),
         (cnn_params,),
     )
+    features = jax.random.normal(key, (32, 16, 16, 64))  # NHWC, float32: 2 MiB
+    gamma, beta = jnp.ones(64), jnp.zeros(64)
+    yield "batch_norm (training), 32×16×16×64", fundl.nn.batch_norm, (features, gamma, beta)
+    unit_W = jax.random.normal(key, (3, 3, 64, 64)) * 0.05
+    yield (
+        "conv 3×3 → batch_norm → relu (a ResNet unit), 32×16×16×64",
+        lambda x, W, g, b: activations.relu(
+            fundl.nn.batch_norm(fundl.nn.conv2d(x, W, padding="SAME"), g, b)
+        ),
+        (features, unit_W, gamma, beta),
+    )
+    resnet = fundl.models.resnet20()
+    resnet_params, resnet_state = resnet.init_with_state(key)
+    cifar = jax.random.normal(key, (32, 32, 32, 3))
+    cifar_labels = jax.random.randint(key, (32,), 0, 10)
+
+    def resnet_loss(p):
+        logits, _ = resnet.apply_with_state(p, resnet_state, cifar, train=True)
+        return losses.softmax_cross_entropy(logits, cifar_labels)
+
+    yield "resnet20 training loss, batch 32 of 32×32×3", resnet_loss, (resnet_params,)
     model = fundl.mlp([784, 512, 256, 10], "relu")
     params = model.init(key)
     x = jax.random.normal(key, (128, 784))
