@@ -585,11 +585,15 @@ def calls_per_block(run: Callable[[int], None]) -> int:
     return max(1, round(calls * BLOCK_SECONDS / seconds))
 
 
-def measure(candidates: list[Candidate], rounds: int) -> dict[str, list[float]]:
-    """Steps/s of each candidate in each round, the candidates interleaved."""
+def measure(candidates: list[Candidate], rounds: int, *, warmup: int = 3) -> dict[str, list[float]]:
+    """Steps/s of each candidate in each round, the candidates interleaved.
+
+    ``warmup`` calls of each first (compile and settle; 0 when the caller has run them).
+    """
     timed = [c for c in candidates if c.run is not None]
     for c in timed:
-        c.run(3)  # compile and settle
+        if warmup:
+            c.run(warmup)
     calls = {c.name: calls_per_block(c.run) for c in timed}
     rates: dict[str, list[float]] = {c.name: [] for c in timed}
     for r in range(rounds):
@@ -651,15 +655,16 @@ def first_calls(size: Size, repeats: int) -> dict[str, list[float]]:
 # --- report --------------------------------------------------------------------------
 
 
-def versions() -> str:
+def versions(modules: tuple[str, ...] = ("flax", "equinox", "optax", "haiku", "torch")) -> str:
     found = [f"jax {jax.__version__}"]
-    for module in ("flax", "equinox", "optax", "haiku", "torch"):
+    for module in modules:
         try:
             found.append(f"{module} {__import__(module).__version__}")
         except ImportError:
             found.append(f"{module} not installed")
-    if "torch not installed" not in found:
-        found[-1] += f" ({torch_default_threads()} threads by default)"
+            continue
+        if module == "torch":
+            found[-1] += f" ({torch_default_threads()} threads by default)"
     cpu = platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -691,7 +696,8 @@ def table(
             continue
         median = statistics.median(rates[c.name])
         ratio, noise = paired(rates, c.name, "raw JAX"), spread(rates[c.name])
-        cells = [f"{median:,.0f}", f"{1e6 / median:,.1f}", f"{ratio:.3f}", f"{noise:.1%}"]
+        rate = f"{median:,.0f}" if median >= 100 else f"{median:.3g}"  # a CNN: a few steps/s
+        cells = [rate, f"{1e6 / median:,.1f}", f"{ratio:.3f}", f"{noise:.1%}"]
         lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
