@@ -12,7 +12,7 @@ import pytest
 from jax import lax
 
 import fundl
-from fundl import losses, models
+from fundl import losses, models, nn
 
 
 def _count(tree):
@@ -144,3 +144,33 @@ def test_a_block_that_changes_channels_without_projection_says_so():
     block = models.basic_block(8)
     with pytest.raises(ValueError, match="projection"):
         block.init(jax.random.key(0), (8, 8, 4))
+
+
+def test_batch_norm_after_a_convolution_in_training_and_evaluation(x64):
+    """conv → BN: training normalizes each channel over (N, H, W) and moves the running
+    statistics toward the batch's; evaluation uses those statistics, whatever the batch."""
+    with x64():
+        net = nn.Sequential([nn.Conv2D(3, 3, padding="SAME"), nn.BatchNorm(momentum=0.8)])
+        params, state = net.init_with_state(jax.random.key(0), (5, 5, 2))
+        params, state = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), (params, state))
+        params["batch_norm1"]["gamma"] = jnp.array([1.0, 2.0, 0.5])
+        params["batch_norm1"]["beta"] = jnp.array([0.0, -1.0, 3.0])
+        x = jax.random.normal(jax.random.key(1), (4, 5, 5, 2), jnp.float64) * 3.0 + 1.0
+        z = nn.conv2d(x, params["conv1"]["W"], params["conv1"]["b"], padding="SAME")
+        mu, var = z.mean(axis=(0, 1, 2)), z.var(axis=(0, 1, 2))
+        y, new_state = net.apply_with_state(params, state, x, train=True)
+        gamma, beta = params["batch_norm1"]["gamma"], params["batch_norm1"]["beta"]
+        chex.assert_trees_all_close(y.mean(axis=(0, 1, 2)), beta, atol=1e-12)
+        chex.assert_trees_all_close(y.std(axis=(0, 1, 2)), gamma * jnp.sqrt(var / (var + 1e-5)))
+        n = 4 * 5 * 5
+        chex.assert_trees_all_close(new_state["batch_norm1"]["mean"], 0.2 * mu)
+        chex.assert_trees_all_close(new_state["batch_norm1"]["var"], 0.8 + 0.2 * var * n / (n - 1))
+        s = new_state["batch_norm1"]
+        for batch in (x, x[:1] * 10.0):
+            z = nn.conv2d(batch, params["conv1"]["W"], params["conv1"]["b"], padding="SAME")
+            per_channel = lambda v: v.reshape(1, 1, 1, -1)
+            scale = per_channel(gamma / jnp.sqrt(s["var"] + 1e-5))
+            expected = (z - per_channel(s["mean"])) * scale + per_channel(beta)
+            y_eval, same = net.apply_with_state(params, new_state, batch, train=False)
+            chex.assert_trees_all_close(y_eval, expected, rtol=1e-12)
+            chex.assert_trees_all_equal(same, new_state)
