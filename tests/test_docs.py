@@ -80,7 +80,7 @@ def test_readme_starts_with_the_two_set_up_commands():
     readme = (ROOT / "README.md").read_text().splitlines()
     fence = readme.index("```bash")
     assert readme[fence + 1] == 'pip install -e ".[examples]" && python examples/cnn_digits.py'
-    assert readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q -n 2'
+    assert readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q -n 2 --dist worksteal'
     assert readme[fence + 3] == "```"
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
