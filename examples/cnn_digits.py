@@ -38,6 +38,9 @@ from fundl import augment, checkpoint, data, losses, metrics, models, optim, tra
 from fundl.nn import Sequential
 from fundl.optim import schedules
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from mlp_digits import report  # the same printout and curves
+
 
 def digits(key: jax.Array, size: int = 16) -> tuple[dict, dict, dict]:
     """The 8×8 digits as (N, size, size, 1) images in [0, 1], split 70/10/20."""
@@ -122,20 +125,7 @@ def main(
     )
     evaluate = train.make_eval_step(loss_fn, stateful=True)
     test_metrics = jax.device_get(evaluate(result.params, result.model_state, test))
-    seconds = time.perf_counter() - started
-    print(
-        f"best epoch {result.best_epoch} of {len(result.history['epoch'])}: "
-        f"test accuracy {test_metrics['accuracy']:.4f}, test loss {test_metrics['loss']:.4f}, "
-        f"wall time {seconds:.1f} s"
-    )
-    try:
-        from fundl import plot
-
-        path = pathlib.Path(out) / "curves.png"
-        plot.history(result.history, path=path)
-        print(f"training curves: {path}")
-    except ImportError as error:
-        print(f"(no curves: {error})")
+    report(result, test_metrics, time.perf_counter() - started, out)
     return float(test_metrics["accuracy"])
 
 

@@ -37,6 +37,23 @@ def prepare(key: jax.Array) -> tuple[dict, dict, dict]:
     return train_set, val, test
 
 
+def report(result: train.FitResult, test_metrics: dict, seconds: float, out: str) -> None:
+    """Print the best epoch, the test metrics and the wall time; plot the curves to out/."""
+    print(
+        f"best epoch {result.best_epoch} of {len(result.history['epoch'])}: "
+        f"test accuracy {test_metrics['accuracy']:.4f}, test loss {test_metrics['loss']:.4f}, "
+        f"wall time {seconds:.1f} s"
+    )
+    try:
+        from fundl import plot
+
+        path = pathlib.Path(out) / "curves.png"
+        plot.history(result.history, path=path)
+        print(f"training curves: {path}")
+    except ImportError as error:
+        print(f"(no curves: {error})")
+
+
 def main(epochs: int = 60, out: str = "runs/mlp_digits", progress: bool = True) -> float:
     """Train and return the test accuracy."""
     started = time.perf_counter()
@@ -68,20 +85,7 @@ def main(epochs: int = 60, out: str = "runs/mlp_digits", progress: bool = True) 
     )
     evaluate = train.make_eval_step(loss_fn)
     test_metrics = jax.device_get(evaluate(result.params, test))
-    seconds = time.perf_counter() - started
-    print(
-        f"best epoch {result.best_epoch} of {len(result.history['epoch'])}: "
-        f"test accuracy {test_metrics['accuracy']:.4f}, test loss {test_metrics['loss']:.4f}, "
-        f"wall time {seconds:.1f} s"
-    )
-    try:
-        from fundl import plot
-
-        path = pathlib.Path(out) / "curves.png"
-        plot.history(result.history, path=path)
-        print(f"training curves: {path}")
-    except ImportError as error:
-        print(f"(no curves: {error})")
+    report(result, test_metrics, time.perf_counter() - started, out)
     return float(test_metrics["accuracy"])
 
 
