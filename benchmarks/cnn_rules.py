@@ -14,7 +14,6 @@ import importlib
 import time
 
 import jax
-import jax.numpy as jnp
 
 from fundl import activations, losses, models, nn
 

@@ -24,6 +24,8 @@ __all__ = [
     "check_choice",
     "check_bool",
     "check_floating",
+    "check_param_dtype",
+    "check_initializers",
     "check_label_range",
     "is_key",
     "as_key",
@@ -187,6 +189,27 @@ def check_bool(name: str, arg: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name}: {arg} must be True or False, got {_describe(value)}")
     return bool(value)
+
+
+def check_param_dtype(name: str, dtype: Any) -> None:
+    """A layer's ``param_dtype`` must be a floating dtype; else ``ValueError`` naming the layer."""
+    try:
+        floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:
+        raise ValueError(
+            f"{name}: param_dtype must be a floating dtype (e.g. jnp.float32), got {dtype!r}"
+        )
+
+
+def check_initializers(name: str, layer: Any, *args: str) -> None:
+    """The layer's fields ``args`` must be initializer functions; else ``TypeError``."""
+    for arg in args:
+        if not callable(getattr(layer, arg)):
+            raise TypeError(
+                f"{name}: {arg} must be an initializer function, got {getattr(layer, arg)!r}"
+            )
 
 
 def check_floating(name: str, expected: str, x: Any) -> None:

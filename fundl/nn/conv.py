@@ -28,7 +28,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from fundl import initializers
-from fundl._validate import as_key, check_bool, check_floating, check_int
+from fundl._validate import (
+    as_key,
+    check_bool,
+    check_floating,
+    check_initializers,
+    check_int,
+    check_param_dtype,
+)
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.rules import primitive
 
@@ -513,20 +520,8 @@ class _Conv(Layer):
                 "has C_out/groups output channels)"
             )
         check_bool(name, "use_bias", self.use_bias)
-        try:
-            floating = jnp.issubdtype(jnp.dtype(self.param_dtype), jnp.floating)
-        except TypeError:
-            floating = False
-        if not floating:
-            raise ValueError(
-                f"{name}: param_dtype must be a floating dtype (e.g. jnp.float32), "
-                f"got {self.param_dtype!r}"
-            )
-        for arg in ("w_init", "b_init"):
-            if not callable(getattr(self, arg)):
-                raise TypeError(
-                    f"{name}: {arg} must be an initializer function, got {getattr(self, arg)!r}"
-                )
+        check_param_dtype(name, self.param_dtype)
+        check_initializers(name, self, "w_init", "b_init")
 
     def __repr__(self) -> str:
         """The config as written: ``Conv2D(8, 3, stride=2, padding='SAME')``."""

@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from fundl import initializers
-from fundl._validate import as_key, check_bool, check_floating, check_int
+from fundl._validate import (
+    as_key,
+    check_bool,
+    check_floating,
+    check_initializers,
+    check_int,
+    check_param_dtype,
+)
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.rules import primitive
 
@@ -108,20 +115,8 @@ class Dense(Layer):
     def __post_init__(self) -> None:
         check_int("Dense", "n_out", self.n_out)
         check_bool("Dense", "use_bias", self.use_bias)
-        try:
-            dtype = jnp.dtype(self.param_dtype)
-        except TypeError:
-            dtype = None
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
-                f"Dense: param_dtype must be a floating dtype (e.g. jnp.float32), "
-                f"got {self.param_dtype!r}"
-            )
-        for name in ("w_init", "b_init"):
-            if not callable(getattr(self, name)):
-                raise TypeError(
-                    f"Dense: {name} must be an initializer function, got {getattr(self, name)!r}"
-                )
+        check_param_dtype("Dense", self.param_dtype)
+        check_initializers("Dense", self, "w_init", "b_init")
 
     def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
         """Create ``{"W", "b"}`` for inputs of shape ``input_shape`` (last dim n_in).

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fundl import initializers
-from fundl._validate import check_bool, check_floating, check_number
+from fundl._validate import check_bool, check_floating, check_number, check_param_dtype
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.rules import primitive
 from fundl.tree import accumulation_dtype
@@ -291,15 +291,7 @@ class _Norm(Layer):
     def __post_init__(self) -> None:
         name = type(self).__name__
         object.__setattr__(self, "eps", check_number(name, "eps", self.eps, low=0.0, low_open=True))
-        try:
-            ok = jnp.issubdtype(jnp.dtype(self.param_dtype), jnp.floating)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"{name}: param_dtype must be a floating dtype (e.g. jnp.float32), "
-                f"got {self.param_dtype!r}"
-            )
+        check_param_dtype(name, self.param_dtype)
 
     def _features(self, input_shape: tuple[int, ...]) -> int:
         if len(input_shape) < 1 or input_shape[-1] <= 0:
