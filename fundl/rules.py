@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Hashable, Iterator
@@ -43,7 +44,14 @@ from typing import Any
 
 import jax
 
-__all__ = ["Primitive", "primitive", "reference_mode", "using_reference", "count_calls"]
+__all__ = [
+    "Primitive",
+    "Static",
+    "primitive",
+    "reference_mode",
+    "using_reference",
+    "count_calls",
+]
 
 _REFERENCE = contextvars.ContextVar("fundl_reference_mode", default=False)
 _COUNTERS: contextvars.ContextVar[tuple[collections.Counter, ...]] = contextvars.ContextVar(
@@ -303,3 +311,16 @@ def primitive(
     if reference is None:
         return lambda fn: Primitive(fn, check)
     return Primitive(reference, check)
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Metadata a rule keeps in its residuals (a shape, a dtype): static, no array, no bytes.
+
+    A ``_fwd`` returns residuals as a pytree; a plain Python int there would become a
+    traced array under ``jit``. ``Static(x.shape)`` stays a Python value, read back as
+    ``residual.value`` in ``_bwd``.
+    """
+
+    value: Any

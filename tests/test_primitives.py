@@ -186,6 +186,11 @@ PRIMITIVES_UNDER_TEST = [
         lambda: (_normal(54, (1, 5, 4, 4)), _normal(55, (2, 2, 2, 4), 0.5)),
         {"stride": (1, 2), "padding": ((0, 1), (1, 0)), "dilation": (2, 1), "groups": 2},
     ),
+    Case(  # E[0, 1], where the NaN test puts its NaN: row 0 is looked up twice, row 3 never
+        "embedding",
+        nn.embedding,
+        lambda: (_normal(56, (4, 3)), jnp.array([[1, 0, 1], [2, 0, 2]])),
+    ),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 

@@ -9,7 +9,8 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``dropout``), ``BatchNorm`` (``batch_norm``, ``batch_norm_inference``), ``LayerNorm``
 (``layer_norm``), ``RMSNorm`` (``rms_norm``); pooling ``MaxPool1D``, ``MaxPool2D``
 (``max_pool``), ``AvgPool1D``, ``AvgPool2D`` (``avg_pool``), ``GlobalAvgPool``
-(``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape). Containers:
+(``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
+(``embedding``: token ids to vectors, ``attend`` for a tied output). Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
 the notes' manual backpropagation; ``check_params`` / ``check_state`` are the checks
 every layer makes that its trees fit its config.
@@ -29,6 +30,7 @@ from fundl.nn.combinators import Parallel, Residual, Sequential, mlp
 from fundl.nn.conv import Conv1D, Conv2D, conv, conv1d, conv2d
 from fundl.nn.dense import Dense, dense
 from fundl.nn.dropout import Dropout, dropout
+from fundl.nn.embedding import Embedding, embedding
 from fundl.nn.norm import (
     BatchNorm,
     LayerNorm,
@@ -60,6 +62,7 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GlobalAvgPool",
     "Layer",
@@ -82,6 +85,7 @@ __all__ = [
     "conv2d",
     "dense",
     "dropout",
+    "embedding",
     "expected_params",
     "expected_state",
     "flatten",

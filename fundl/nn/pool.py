@@ -43,7 +43,7 @@ from jax import lax
 
 from fundl._validate import check_bool, check_floating, check_int
 from fundl.nn.base import Layer, check_params, check_state
-from fundl.rules import primitive
+from fundl.rules import Static, primitive
 from fundl.tree import accumulation_dtype
 
 __all__ = [
@@ -193,14 +193,6 @@ def _check_resolved(name: str, x: Any, window, stride, padding) -> None:
 # --- the window machinery the rules share ----------------------------------------------
 
 
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class _Shape:
-    """The input's shape, kept in a rule's residuals: static, no array, no bytes."""
-
-    value: tuple[int, ...]
-
-
 def _full(ndim: int, per_dim: Sequence[Any], fill: Any) -> tuple[Any, ...]:
     """Per-spatial-dim values for an input of rank ``ndim``: ``fill`` on the batch dims
     and the channels."""
@@ -299,7 +291,7 @@ def _first_argmax(x, window, stride, padding) -> jax.Array:
 
 def _max_pool_fwd(x, *, window, stride, padding):
     y = _max_pool.reference(x, window=window, stride=stride, padding=padding)
-    return y, (_first_argmax(x, window, stride, padding), _Shape(x.shape))
+    return y, (_first_argmax(x, window, stride, padding), Static(x.shape))
 
 
 def _max_pool_bwd(residuals, g, *, window, stride, padding):
@@ -399,7 +391,7 @@ def _avg_pool_fwd(x, *, window, stride, padding, count_include_pad):
     y = _avg_pool.reference(
         x, window=window, stride=stride, padding=padding, count_include_pad=count_include_pad
     )
-    return y, _Shape(x.shape)
+    return y, Static(x.shape)
 
 
 def _avg_pool_bwd(shape, g, *, window, stride, padding, count_include_pad):
@@ -488,7 +480,7 @@ def global_avg_pool(x):
 
 
 def global_avg_pool_fwd(x):
-    return global_avg_pool.reference(x), _Shape(x.shape)
+    return global_avg_pool.reference(x), Static(x.shape)
 
 
 def global_avg_pool_bwd(shape, g):

@@ -26,6 +26,7 @@ from fundl.nn import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool,
     LayerNorm,
@@ -48,6 +49,7 @@ class Case(NamedTuple):
     other: Any = None  # a config whose parameters this layer must refuse
     bad_input: Any = None  # an input it must refuse (an array)
     bad_input_message: str = ""
+    make_input: Any = None  # (key, shape) -> x, for inputs that are not normal floats
 
 
 def _ones(*shape, dtype=jnp.float32):
@@ -235,6 +237,15 @@ LAYERS_UNDER_TEST = [
         _ones(2, 5, 5, 2),
         r"conv1: Conv2D\(4, 3, padding='SAME'\): expected input with C_in = 3 channels",
     ),
+    Case(
+        "embedding",
+        Embedding(7, 3),
+        (2, 5),
+        Embedding(6, 3),
+        jnp.array([[0, 7]]),
+        r"embedding: token ids must be in \[0, 7\) for 7 classes, got values in \[0, 7\]",
+        make_input=lambda key, shape: jax.random.randint(key, shape, 0, 7),
+    ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
 KEY = jax.random.key(7)
@@ -245,7 +256,8 @@ CHECKS = {"jit": False, "hvp": False, "vmap": False}
 
 def _setup(case):
     params, state = case.layer.init_with_state(jax.random.key(0), case.input_shape[1:])
-    x = jax.random.normal(jax.random.key(1), case.input_shape)
+    make = case.make_input or jax.random.normal
+    x = make(jax.random.key(1), case.input_shape)
     return params, state, x
 
 
