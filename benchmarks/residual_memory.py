@@ -114,6 +114,12 @@ def cases():
         return losses.softmax_cross_entropy(logits, cifar_labels)
 
     yield "resnet20 training loss, batch 32 of 32×32×3", resnet_loss, (resnet_params,)
+    heads = jax.random.normal(key, (3, 4, 8, 512, 64))  # q, k, v: batch 4, 8 heads, L 512
+    yield (
+        "dot_product_attention, causal, 4×8 heads, L 512, d 64",
+        lambda q, k, v: fundl.nn.dot_product_attention(q, k, v, causal=True),
+        tuple(heads),
+    )
     model = fundl.mlp([784, 512, 256, 10], "relu")
     params = model.init(key)
     x = jax.random.normal(key, (128, 784))

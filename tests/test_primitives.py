@@ -191,6 +191,17 @@ PRIMITIVES_UNDER_TEST = [
         nn.embedding,
         lambda: (_normal(56, (4, 3)), jnp.array([[1, 0, 1], [2, 0, 2]])),
     ),
+    Case(  # causal, a padding mask, and query row 2 of head 1 that sees no key at all
+        "dot_product_attention",
+        nn.dot_product_attention,
+        lambda: (
+            _normal(57, (2, 3, 2)),
+            _normal(58, (2, 4, 2)),
+            _normal(59, (2, 4, 3)),
+            jnp.ones((2, 3, 4), bool).at[0, :, 3].set(False).at[1, 2].set(False),
+        ),
+        {"causal": True},
+    ),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 

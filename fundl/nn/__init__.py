@@ -10,13 +10,16 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``layer_norm``), ``RMSNorm`` (``rms_norm``); pooling ``MaxPool1D``, ``MaxPool2D``
 (``max_pool``), ``AvgPool1D``, ``AvgPool2D`` (``avg_pool``), ``GlobalAvgPool``
 (``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
-(``embedding``: token ids to vectors, ``attend`` for a tied output). Containers:
+(``embedding``: token ids to vectors, ``attend`` for a tied output); the
+``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass).
+Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
 the notes' manual backpropagation; ``check_params`` / ``check_state`` are the checks
 every layer makes that its trees fit its config.
 """
 
 from fundl.nn.activation import Activation
+from fundl.nn.attention import dot_product_attention
 from fundl.nn.backprop import LayerTrace, backprop
 from fundl.nn.base import (
     Layer,
@@ -84,6 +87,7 @@ __all__ = [
     "conv1d",
     "conv2d",
     "dense",
+    "dot_product_attention",
     "dropout",
     "embedding",
     "expected_params",
