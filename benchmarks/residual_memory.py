@@ -120,6 +120,18 @@ def cases():
         lambda q, k, v: fundl.nn.dot_product_attention(q, k, v, causal=True),
         tuple(heads),
     )
+    seq = jax.random.normal(key, (32, 64, 128))  # batch 32, 64 steps, 128 features
+    W_ih, W_hh = (
+        jax.random.normal(key, (256, 128)) * 0.05,
+        jax.random.normal(key, (256, 256)) * 0.05,
+    )
+    yield (
+        "rnn, batch 32, 64 steps, 128 → 256",
+        lambda x, W_ih, W_hh: fundl.nn.rnn(
+            x, jnp.zeros((32, 256)), W_ih, W_hh, jnp.zeros(256), jnp.zeros(256)
+        ),
+        (seq, W_ih, W_hh),
+    )
     model = fundl.mlp([784, 512, 256, 10], "relu")
     params = model.init(key)
     x = jax.random.normal(key, (128, 784))

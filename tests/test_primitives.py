@@ -202,6 +202,18 @@ PRIMITIVES_UNDER_TEST = [
         ),
         {"causal": True},
     ),
+    Case(
+        "rnn",
+        nn.rnn,
+        lambda: (
+            _normal(60, (2, 3, 2)),
+            _normal(61, (2, 3), 0.5),
+            _normal(62, (3, 2), 0.5),
+            _normal(63, (3, 3), 0.5),
+            _normal(64, (3,), 0.3),
+            _normal(65, (3,), 0.3),
+        ),
+    ),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 

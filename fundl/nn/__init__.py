@@ -11,7 +11,8 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``max_pool``), ``AvgPool1D``, ``AvgPool2D`` (``avg_pool``), ``GlobalAvgPool``
 (``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
 (``embedding``: token ids to vectors, ``attend`` for a tied output); the
-``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass).
+``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass);
+``RNN`` (``rnn``: the vanilla RNN with hand-written backpropagation through time).
 Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
 the notes' manual backpropagation; ``check_params`` / ``check_state`` are the checks
@@ -43,6 +44,7 @@ from fundl.nn.norm import (
     layer_norm,
     rms_norm,
 )
+from fundl.nn.recurrent import RNN, rnn
 from fundl.nn.pool import (
     AvgPool1D,
     AvgPool2D,
@@ -75,6 +77,7 @@ __all__ = [
     "MaxPool2D",
     "Parallel",
     "RMSNorm",
+    "RNN",
     "Residual",
     "Sequential",
     "avg_pool",
@@ -98,5 +101,6 @@ __all__ = [
     "max_pool",
     "mlp",
     "rms_norm",
+    "rnn",
     "split_key",
 ]

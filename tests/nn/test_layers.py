@@ -34,6 +34,7 @@ from fundl.nn import (
     MaxPool2D,
     Parallel,
     Residual,
+    RNN,
     RMSNorm,
     Sequential,
     mlp,
@@ -245,6 +246,14 @@ LAYERS_UNDER_TEST = [
         jnp.array([[0, 7]]),
         r"embedding: token ids must be in \[0, 7\) for 7 classes, got values in \[0, 7\]",
         make_input=lambda key, shape: jax.random.randint(key, shape, 0, 7),
+    ),
+    Case(
+        "rnn",
+        RNN(4),
+        (2, 5, 3),
+        RNN(5),
+        _ones(2, 5, 2),
+        r"rnn: expected W_ih of shape \(4, 2\)|RNN\(4\): params",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
