@@ -25,6 +25,7 @@ __all__ = [
     "check_bool",
     "check_floating",
     "check_param_dtype",
+    "is_floating_dtype",
     "check_initializers",
     "check_label_range",
     "is_key",
@@ -191,13 +192,17 @@ def check_bool(name: str, arg: str, value: Any) -> bool:
     return bool(value)
 
 
+def is_floating_dtype(dtype: Any) -> bool:
+    """Whether ``dtype`` names a floating dtype (``jnp.float32``, ``"bfloat16"``, ...)."""
+    try:
+        return bool(jnp.issubdtype(jnp.dtype(dtype), jnp.floating))
+    except TypeError:
+        return False
+
+
 def check_param_dtype(name: str, dtype: Any) -> None:
     """A layer's ``param_dtype`` must be a floating dtype; else ``ValueError`` naming the layer."""
-    try:
-        floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
-    except TypeError:
-        floating = False
-    if not floating:
+    if not is_floating_dtype(dtype):
         raise ValueError(
             f"{name}: param_dtype must be a floating dtype (e.g. jnp.float32), got {dtype!r}"
         )

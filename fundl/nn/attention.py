@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from fundl._validate import check_bool, check_floating
+from fundl._validate import check_bool, check_floating, check_number
 from fundl.rules import primitive
 
 __all__ = ["dot_product_attention"]
@@ -57,6 +57,8 @@ def _check_attention(q, k, v, mask=None, *, causal=False, scale=None):
                 f"j), got {jnp.result_type(mask)} of shape {jnp.shape(mask)}"
             )
     check_bool(name, "causal", causal)
+    if scale is not None:
+        check_number(name, "scale", scale, low=0.0, low_open=True)
 
 
 def _scores(q, k, mask, causal, scale):

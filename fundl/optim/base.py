@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import check_bool, check_int, check_number
+from fundl._validate import check_bool, check_int, check_number, is_floating_dtype
 from fundl.tree import accumulation_dtype, check_mask, check_same_shapes, check_same_structure
 
 __all__ = [
@@ -106,11 +106,7 @@ class Range(NamedTuple):
 def _check_moment_dtype(name: str, arg: str, moment_dtype: Any) -> MomentDtype:
     if moment_dtype is None or (isinstance(moment_dtype, str) and moment_dtype == "param"):
         return moment_dtype
-    try:
-        ok = jnp.issubdtype(jnp.dtype(moment_dtype), jnp.floating)
-    except TypeError:
-        ok = False
-    if not ok:
+    if not is_floating_dtype(moment_dtype):
         raise ValueError(
             f"{name}: {arg} must be None, 'param' or a floating dtype, got {moment_dtype!r}"
         )

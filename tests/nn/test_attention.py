@@ -110,3 +110,10 @@ def test_bad_input_is_refused_naming_the_shapes(shapes, mask, message):
     q, k, v = (jnp.ones(s) for s in shapes)
     with pytest.raises(ValueError, match=r"dot_product_attention: .*" + message):
         attention(q, k, v, mask)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), "0.5"])
+def test_a_scale_that_is_not_a_positive_number_is_refused(scale):
+    q, k, v = (jnp.ones((2, 3)) for _ in range(3))
+    with pytest.raises(ValueError, match=r"dot_product_attention: scale"):
+        attention(q, k, v, scale=scale)
