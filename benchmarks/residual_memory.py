@@ -129,7 +129,7 @@ def cases():
         "rnn, batch 32, 64 steps, 128 → 256",
         lambda x, W_ih, W_hh: fundl.nn.rnn(
             x, jnp.zeros((32, 256)), W_ih, W_hh, jnp.zeros(256), jnp.zeros(256)
-        ),
+        )[0],
         (seq, W_ih, W_hh),
     )
     model = fundl.mlp([784, 512, 256, 10], "relu")

@@ -12,7 +12,9 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
 (``embedding``: token ids to vectors, ``attend`` for a tied output); the
 ``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass);
-``RNN`` (``rnn``: the vanilla RNN with hand-written backpropagation through time).
+``RNN``, ``LSTM``, ``GRU`` (``rnn``, ``lstm``, ``gru``: hand-written backpropagation
+through time; masks, reverse, stacking, bidirectional; ``params_from_torch`` /
+``params_to_torch`` rename PyTorch's state dicts).
 Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
 the notes' manual backpropagation; ``check_params`` / ``check_state`` are the checks
@@ -44,7 +46,8 @@ from fundl.nn.norm import (
     layer_norm,
     rms_norm,
 )
-from fundl.nn.recurrent import RNN, rnn
+from fundl.nn.recurrent import gru, lstm, rnn
+from fundl.nn.recurrent_layers import GRU, LSTM, RNN, params_from_torch, params_to_torch
 from fundl.nn.pool import (
     AvgPool1D,
     AvgPool2D,
@@ -69,10 +72,12 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
     "GlobalAvgPool",
     "Layer",
     "LayerNorm",
     "LayerTrace",
+    "LSTM",
     "MaxPool1D",
     "MaxPool2D",
     "Parallel",
@@ -97,9 +102,13 @@ __all__ = [
     "expected_state",
     "flatten",
     "global_avg_pool",
+    "gru",
     "layer_norm",
+    "lstm",
     "max_pool",
     "mlp",
+    "params_from_torch",
+    "params_to_torch",
     "rms_norm",
     "rnn",
     "split_key",

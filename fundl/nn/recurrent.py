@@ -1,76 +1,180 @@
-"""Recurrent layers: the vanilla RNN, with backpropagation through time written by hand.
+"""Recurrent primitives: ``rnn``, ``lstm`` and ``gru``, backpropagation through time by hand.
 
-The notes' cell, in PyTorch's layout (``nn.RNN``: W_ih (H, d), W_hh (H, H), b_ih and
-b_hh (H,)), so a PyTorch state dict converts by renaming alone:
+PyTorch's layout, so a PyTorch state dict converts by renaming alone. Batch first: x is
+(N, T, d), states (N, H); W_ih is (kH, d), W_hh (kH, H), b_ih and b_hh (kH,) with k
+gates stacked in PyTorch's order (σ the logistic sigmoid, a_t = x_t W_ihᵀ + b_ih +
+h_{t−1} W_hhᵀ + b_hh split in k slices of H):
 
-    h_t = tanh(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh),   t = 1, ..., T.
+    rnn  (k = 1):  h_t = tanh(a_t)
+    lstm (k = 4, i, f, g, o):  i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
+                   c_t = f ⊙ c_{t−1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
+    gru  (k = 3, r, z, n):  r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr), z likewise,
+                   n = tanh(x W_inᵀ + b_in + r ⊙ (h_{t−1} W_hnᵀ + b_hn)),
+                   h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}
 
-``rnn`` runs it over a batch-first sequence with ``lax.scan``. Its backward rule is
-backpropagation through time as a reverse ``lax.scan`` that carries dh: with g_t the
-upstream gradient of h_t,
+Each runs one ``lax.scan`` over time, after x W_ihᵀ for every step in one matmul, and
+returns ``(hs, final)``: every output (N, T, H) and the final state (h_n, or
+``(h_n, c_n)`` for the LSTM). ``reverse=True`` reads t = T−1, ..., 0; ``hs[:, t]`` is
+still the state after reading x_t.
 
-    dh_t = g_t + dz_{t+1} W_hh          (dz_{T+1} = 0)
-    dz_t = dh_t ⊙ (1 − h_t²)
-    dW_ih = Σ_t dz_tᵀ x_t,   dW_hh = Σ_t dz_tᵀ h_{t−1},   db_ih = db_hh = Σ_t dz_t
-    dx_t = dz_t W_ih,        dh_0 = dz_1 W_hh.
+mask (N, T) bool, True at real steps: where False the state is carried unchanged and
+the output is 0, and the final state is the state after the last real step — PyTorch's
+packed sequences. With right-padded sequences and ``reverse=True`` the padded steps come
+first in the scan and keep h_0, so each sequence is read from its own last element:
+PyTorch's backward direction for packed sequences. The mask gets no gradient.
 
-It keeps x, h_0, every h_t and the weights — what the formulas read — and no
-intermediate of the forward scan.
+Backward: a reverse ``lax.scan`` (in the opposite direction of the forward one) carrying
+dh — and dc for the LSTM — from the final state's cotangent; with g_t the cotangent of
+the output h_t, at a real step:
+
+    dh_t ← dh_t + g_t                                 (dh_T = cotangent of h_n)
+    rnn:   dz_t = dh_t ⊙ (1 − h_t²)
+           dh_{t−1} = dz_t W_hh
+    lstm:  dc_t ← dc_t + dh_t ⊙ o ⊙ (1 − tanh²c_t)    (dc_T = cotangent of c_n)
+           da_i = dc_t ⊙ g ⊙ i(1 − i),   da_f = dc_t ⊙ c_{t−1} ⊙ f(1 − f),
+           da_g = dc_t ⊙ i ⊙ (1 − g²),   da_o = dh_t ⊙ tanh c_t ⊙ o(1 − o)
+           dz_t = [da_i, da_f, da_g, da_o];   dh_{t−1} = dz_t W_hh,   dc_{t−1} = dc_t ⊙ f
+    gru:   da_n = dh_t ⊙ (1 − z) ⊙ (1 − n²),   da_z = dh_t ⊙ (h_{t−1} − n) ⊙ z(1 − z),
+           da_r = da_n ⊙ (h_{t−1} W_hnᵀ + b_hn) ⊙ r(1 − r)
+           dz_t = [da_r, da_z, da_n] (input side),   du_t = [da_r, da_z, da_n ⊙ r] (state side)
+           dh_{t−1} = dh_t ⊙ z + du_t W_hh
+
+At a padded step dz_t = 0 and dh (dc) pass through unchanged. After the scan, one
+matmul each (du = dz for rnn and lstm):
+
+    dW_ih = Σ_t dz_tᵀ x_t,   db_ih = Σ_t dz_t,   dx_t = dz_t W_ih,
+    dW_hh = Σ_t du_tᵀ h_{t−1},   db_hh = Σ_t du_t,   dh_0, dc_0 = the carry at the end.
+
+Residuals: x, h_0 (c_0), the weights, every state the scan carried (h_t, and c_t for
+the LSTM) and the gate activations (LSTM: i, f, g, o; GRU: r, z, n and h_{t−1} W_hnᵀ +
+b_hn) — no other intermediate of the forward scan.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import math
-from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fundl import initializers
-from fundl._validate import as_key, check_floating, check_int, check_param_dtype
-from fundl.nn.base import Layer, check_params, check_state
+from fundl._validate import check_bool, check_floating
 from fundl.rules import Static, primitive
 
-__all__ = ["RNN", "rnn"]
+__all__ = ["gru", "lstm", "rnn"]
 
 
-def _check_rnn(x, h0, W_ih, W_hh, b_ih, b_hh):
-    name = "rnn"
-    for arg, a in (("x", x), ("h0", h0), ("W_ih", W_ih), ("W_hh", W_hh)):
+def _check(name, gates, x, states, weights, mask, reverse):
+    """Shapes and dtypes for every recurrent primitive: k = ``gates`` stacked slices."""
+    for arg, a in (("x", x), *states, *weights):
         check_floating(name, f"a floating-point {arg}", a)
     if jnp.ndim(x) != 3:
-        raise ValueError(f"rnn: expected x of shape (batch, T, d), got shape {jnp.shape(x)}")
+        raise ValueError(f"{name}: expected x of shape (batch, T, d), got shape {jnp.shape(x)}")
     n, t, d = jnp.shape(x)
     if t == 0:
-        raise ValueError(f"rnn: sequence length 0 (x of shape {jnp.shape(x)}): nothing to run")
-    if jnp.ndim(W_hh) != 2 or jnp.shape(W_hh)[0] != jnp.shape(W_hh)[1]:
-        raise ValueError(f"rnn: expected W_hh of shape (H, H), got shape {jnp.shape(W_hh)}")
-    h = jnp.shape(W_hh)[0]
-    expected = {"W_ih": (h, d), "b_ih": (h,), "b_hh": (h,), "h0": (n, h)}
-    for arg, a in (("W_ih", W_ih), ("b_ih", b_ih), ("b_hh", b_hh), ("h0", h0)):
-        if jnp.shape(a) != expected[arg]:
+        raise ValueError(f"{name}: sequence length 0 (x of shape {jnp.shape(x)}): nothing to run")
+    (_, W_hh) = weights[1]
+    if jnp.ndim(W_hh) != 2 or jnp.shape(W_hh)[0] != gates * jnp.shape(W_hh)[1]:
+        shape = "(H, H)" if gates == 1 else f"({gates}H, H)"
+        raise ValueError(f"{name}: expected W_hh of shape {shape}, got shape {jnp.shape(W_hh)}")
+    h = jnp.shape(W_hh)[1]
+    expected = {"W_ih": (gates * h, d), "b_ih": (gates * h,), "b_hh": (gates * h,)}
+    expected.update({arg: (n, h) for arg, _ in states})
+    for arg, a in (*weights, *states):
+        if arg in expected and jnp.shape(a) != expected[arg]:
             raise ValueError(
-                f"rnn: expected {arg} of shape {expected[arg]} for x of shape {jnp.shape(x)} "
+                f"{name}: expected {arg} of shape {expected[arg]} for x of shape {jnp.shape(x)} "
                 f"and hidden size {h}, got shape {jnp.shape(a)}"
             )
+    if mask is not None and (jnp.shape(mask) != (n, t) or jnp.result_type(mask) != jnp.bool_):
+        raise ValueError(
+            f"{name}: expected a bool mask of shape {(n, t)} (True at real steps) for x of shape "
+            f"{jnp.shape(x)}, got {jnp.result_type(mask)} of shape {jnp.shape(mask)}"
+        )
+    check_bool(name, "reverse", reverse)
 
 
-def _run(x, h0, W_ih, W_hh, b_ih, b_hh):
-    """All hidden states (batch, T, H): the cell scanned over time."""
-    xw = jnp.einsum("ntd,hd->tnh", x, W_ih) + (b_ih + b_hh)[None, None]  # every step at once
+def _check_rnn(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    weights = (("W_ih", W_ih), ("W_hh", W_hh), ("b_ih", b_ih), ("b_hh", b_hh))
+    _check("rnn", 1, x, (("h0", h0),), weights, mask, reverse)
 
-    def step(h, xw_t):
-        h = jnp.tanh(xw_t + h @ W_hh.T)
-        return h, h
 
-    _, hs = lax.scan(step, h0, xw)
+def _check_lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    weights = (("W_ih", W_ih), ("W_hh", W_hh), ("b_ih", b_ih), ("b_hh", b_hh))
+    _check("lstm", 4, x, (("h0", h0), ("c0", c0)), weights, mask, reverse)
+
+
+def _check_gru(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    weights = (("W_ih", W_ih), ("W_hh", W_hh), ("b_ih", b_ih), ("b_hh", b_hh))
+    _check("gru", 3, x, (("h0", h0),), weights, mask, reverse)
+
+
+# Shared glue: time-major layout, the mask per step, the previous state of every step.
+
+
+def _time_mask(mask):
+    """(T, N, 1) bool, or None."""
+    return None if mask is None else jnp.swapaxes(mask, 0, 1)[..., None]
+
+
+def _keep(m, new, old):
+    """The new state at real steps, the old one carried at padded steps."""
+    return new if m is None else jnp.where(m, new, old)
+
+
+def _outputs(hs, ms):
+    """Batch-first outputs: the carried states, 0 at padded steps."""
+    if ms is not None:
+        hs = jnp.where(ms, hs, jnp.zeros_like(hs))
     return jnp.swapaxes(hs, 0, 1)
 
 
+def _previous(s0, ss, reverse):
+    """s_{t−1} for every t in scan order, time-major: s_0 first (last when reversed)."""
+    if reverse:
+        return jnp.concatenate([ss[1:], s0[None]], axis=0)
+    return jnp.concatenate([s0[None], ss[:-1]], axis=0)
+
+
+def _weight_grads(dz, du, x, previous, W_ih, dtypes):
+    """dx, dW_ih, dW_hh, db_ih, db_hh from the per-step gradients (time-major)."""
+    dt_x, dt_ih, dt_hh, dt_bih, dt_bhh = dtypes.value
+    d_x = jnp.einsum("tng,gd->ntd", dz, W_ih)
+    d_W_ih = jnp.einsum("tng,ntd->gd", dz, x)
+    d_W_hh = jnp.einsum("tng,tnk->gk", du, previous)
+    return (
+        d_x.astype(dt_x),
+        d_W_ih.astype(dt_ih),
+        d_W_hh.astype(dt_hh),
+        jnp.sum(dz, axis=(0, 1)).astype(dt_bih),
+        jnp.sum(du, axis=(0, 1)).astype(dt_bhh),
+    )
+
+
+def _dtypes(x, W_ih, W_hh, b_ih, b_hh):
+    return Static(tuple(a.dtype for a in (x, W_ih, W_hh, b_ih, b_hh)))
+
+
+def _with_output(g_t, m):
+    return g_t if m is None else jnp.where(m, g_t, jnp.zeros_like(g_t))
+
+
+# rnn
+
+
+def _rnn_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
+    xw = jnp.einsum("ntd,hd->tnh", x, W_ih) + (b_ih + b_hh)[None, None]  # every step at once
+    ms = _time_mask(mask)
+
+    def step(h, inputs):
+        xw_t, m = inputs
+        h = _keep(m, jnp.tanh(xw_t + h @ W_hh.T), h)
+        return h, h
+
+    h_n, hs = lax.scan(step, h0, (xw, ms), reverse=reverse)
+    return _outputs(hs, ms), h_n, hs
+
+
 @primitive(check=_check_rnn)
-def rnn(x, h0, W_ih, W_hh, b_ih, b_hh):
+def rnn(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
     """The vanilla RNN over a sequence: h_t = tanh(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh).
 
     Backward: backpropagation through time by hand, a reverse scan carrying dh (see
@@ -80,112 +184,231 @@ def rnn(x, h0, W_ih, W_hh, b_ih, b_hh):
       x: inputs (batch, T, d), batch first.
       h0: the initial state (batch, H).
       W_ih: (H, d); W_hh: (H, H); b_ih, b_hh: (H,) — PyTorch's ``nn.RNN`` names and shapes.
-    Returns: every hidden state, (batch, T, H); the final state is ``[:, -1]``.
+      mask: None, or bool (batch, T), True at real steps (padded steps carry the state
+        and output 0).
+      reverse: read t = T−1, ..., 0.
+    Returns: ``(hs, h_n)``: every output (batch, T, H) and the final state (batch, H).
 
     Example:
       >>> x = jnp.ones((2, 5, 3))
       >>> W_ih, W_hh, b = jnp.full((4, 3), 0.1), jnp.eye(4) * 0.5, jnp.zeros(4)
-      >>> fundl.nn.rnn(x, jnp.zeros((2, 4)), W_ih, W_hh, b, b).shape
-      (2, 5, 4)
+      >>> hs, h_n = fundl.nn.rnn(x, jnp.zeros((2, 4)), W_ih, W_hh, b, b)
+      >>> hs.shape, h_n.shape
+      ((2, 5, 4), (2, 4))
     """
-    return _run(x, h0, W_ih, W_hh, b_ih, b_hh)
+    hs, h_n, _ = _rnn_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse)
+    return hs, h_n
 
 
-def rnn_fwd(x, h0, W_ih, W_hh, b_ih, b_hh):
-    hs = _run(x, h0, W_ih, W_hh, b_ih, b_hh)
-    return hs, (x, h0, W_ih, W_hh, hs, Static((b_ih.dtype, b_hh.dtype)))
+def rnn_fwd(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    out, h_n, hs = _rnn_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse)
+    return (out, h_n), (x, h0, W_ih, W_hh, mask, hs, _dtypes(x, W_ih, W_hh, b_ih, b_hh))
 
 
-def rnn_bwd(residuals, g):
-    x, h0, W_ih, W_hh, hs, bias_dtypes = residuals
-    previous = jnp.concatenate([h0[:, None], hs[:, :-1]], axis=1)  # h_{t−1}, (batch, T, H)
+def rnn_bwd(residuals, g, *, reverse=False):
+    x, h0, W_ih, W_hh, mask, hs, dtypes = residuals
+    g_hs, g_h = g
+    ms = _time_mask(mask)
 
-    def step(dz_next, inputs):
-        g_t, h_t = inputs
-        dh = g_t + dz_next @ W_hh
+    def step(dh, inputs):
+        g_t, h_t, m = inputs
+        dh = dh + _with_output(g_t, m)
         dz = dh * (1 - h_t * h_t)
-        return dz, dz
+        if m is not None:
+            dz = jnp.where(m, dz, jnp.zeros_like(dz))
+            return jnp.where(m, dz @ W_hh, dh), dz
+        return dz @ W_hh, dz
 
-    dz_1, dzs = lax.scan(
-        step, jnp.zeros_like(h0), (jnp.swapaxes(g, 0, 1), jnp.swapaxes(hs, 0, 1)), reverse=True
+    xs = (jnp.swapaxes(g_hs, 0, 1), hs, ms)
+    d_h0, dz = lax.scan(step, g_h, xs, reverse=not reverse)
+    d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(
+        dz, dz, x, _previous(h0, hs, reverse), W_ih, dtypes
     )
-    dzs = jnp.swapaxes(dzs, 0, 1)  # (batch, T, H)
-    d_W_ih = jnp.einsum("nth,ntd->hd", dzs, x)
-    d_W_hh = jnp.einsum("nth,ntk->hk", dzs, previous)
-    d_b = jnp.sum(dzs, axis=(0, 1))
-    d_x = jnp.einsum("nth,hd->ntd", dzs, W_ih)
-    d_h0 = dz_1 @ W_hh
-    dtype_ih, dtype_hh = bias_dtypes.value
-    return (
-        d_x.astype(x.dtype),
-        d_h0.astype(h0.dtype),
-        d_W_ih.astype(W_ih.dtype),
-        d_W_hh.astype(W_hh.dtype),
-        d_b.astype(dtype_ih),
-        d_b.astype(dtype_hh),
-    )
+    return d_x, d_h0.astype(h0.dtype), d_W_ih, d_W_hh, d_b_ih, d_b_hh, None
 
 
 rnn.defvjp(rnn_fwd, rnn_bwd)
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
-class RNN(Layer):
-    """The vanilla RNN layer: batch-first (batch, T, d) in, every hidden state (batch, T, H) out.
+# lstm
 
-    ``params = {"W_ih": (H, d), "W_hh": (H, H), "b_ih": (H,), "b_hh": (H,)}``, drawn as
-    PyTorch's ``nn.RNN`` does, U(−1/√H, 1/√H); the initial state is zeros. Runs
-    :func:`rnn` (hand-written backpropagation through time).
+
+def _lstm_scan(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
+    xw = jnp.einsum("ntd,gd->tng", x, W_ih) + (b_ih + b_hh)[None, None]
+    ms = _time_mask(mask)
+
+    def step(carry, inputs):
+        h, c = carry
+        xw_t, m = inputs
+        a_i, a_f, a_g, a_o = jnp.split(xw_t + h @ W_hh.T, 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+        c_new = _keep(m, f * c + i * g, c)
+        h_new = _keep(m, o * jnp.tanh(c_new), h)
+        return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+
+    (h_n, c_n), (hs, cs, gates) = lax.scan(step, (h0, c0), (xw, ms), reverse=reverse)
+    return _outputs(hs, ms), (h_n, c_n), (hs, cs, gates)
+
+
+@primitive(check=_check_lstm)
+def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    """The LSTM over a sequence, PyTorch's gate order i, f, g, o.
+
+    a_t = x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh = [a_i, a_f, a_g, a_o];
+    c_t = σ(a_f) ⊙ c_{t−1} + σ(a_i) ⊙ tanh(a_g);  h_t = σ(a_o) ⊙ tanh(c_t).
+    Backward: a reverse scan carrying dh and dc (the module docstring).
 
     Args:
-      hidden_size: H.
-      param_dtype: dtype of the parameters.
+      x: inputs (batch, T, d), batch first.
+      h0, c0: the initial hidden and cell states (batch, H).
+      W_ih: (4H, d); W_hh: (4H, H); b_ih, b_hh: (4H,) — ``nn.LSTM``'s layout.
+      mask: None, or bool (batch, T), True at real steps.
+      reverse: read t = T−1, ..., 0.
+    Returns: ``(hs, (h_n, c_n))``: every h_t (batch, T, H), 0 at padded steps, and the
+    final states (batch, H).
 
     Example:
-      >>> layer = RNN(8)
-      >>> params = layer.init(jax.random.key(0), (5, 3))     # (T, d)
-      >>> layer.apply(params, jnp.ones((2, 5, 3))).shape
-      (2, 5, 8)
+      >>> x, s = jnp.ones((2, 5, 3)), jnp.zeros((2, 4))
+      >>> W_ih, W_hh, b = jnp.full((16, 3), 0.1), jnp.zeros((16, 4)), jnp.zeros(16)
+      >>> hs, (h_n, c_n) = fundl.nn.lstm(x, s, s, W_ih, W_hh, b, b)
+      >>> hs.shape, c_n.shape
+      ((2, 5, 4), (2, 4))
     """
+    hs, final, _ = _lstm_scan(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask, reverse)
+    return hs, final
 
-    hidden_size: int
-    param_dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
 
-    kind: ClassVar[str] = "rnn"
+def lstm_fwd(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    out, final, (hs, cs, gates) = _lstm_scan(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask, reverse)
+    dtypes = _dtypes(x, W_ih, W_hh, b_ih, b_hh)
+    return (out, final), (x, h0, c0, W_ih, W_hh, mask, hs, cs, gates, dtypes)
 
-    def __post_init__(self) -> None:
-        check_int("RNN", "hidden_size", self.hidden_size)
-        check_param_dtype("RNN", self.param_dtype)
 
-    def init(self, key: Any, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
-        """The four tensors for inputs (..., T, d), each U(−1/√H, 1/√H)."""
-        key = as_key("RNN.init", key)
-        if len(input_shape) < 2:
-            raise ValueError(f"RNN: expected an input shape (..., T, d), got {tuple(input_shape)}")
-        h, d = self.hidden_size, int(input_shape[-1])
-        bound = 1 / math.sqrt(h)
-        uniform = initializers.uniform(bound)
-        keys = jax.random.split(key, 4)
-        shapes = {"W_ih": (h, d), "W_hh": (h, h), "b_ih": (h,), "b_hh": (h,)}
-        return {
-            name: uniform(k, shape, self.param_dtype)
-            for (name, shape), k in zip(shapes.items(), keys)
-        }
+def lstm_bwd(residuals, g, *, reverse=False):
+    x, h0, c0, W_ih, W_hh, mask, hs, cs, gates, dtypes = residuals
+    g_hs, (g_h, g_c) = g
+    ms = _time_mask(mask)
 
-    def apply_with_state(
-        self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False
-    ) -> tuple[jax.Array, Any]:
-        """(every hidden state (batch, T, H), state) for x (batch, T, d); h_0 = 0."""
-        del key, train
-        if jnp.ndim(x) != 3:
-            raise ValueError(
-                f"{self!r}: expected x of shape (batch, T, d), got shape {jnp.shape(x)}"
-            )
-        check_params(self, params, jnp.shape(x))
-        check_state(self, state, jnp.shape(x))
-        h0 = jnp.zeros((jnp.shape(x)[0], self.hidden_size), params["W_hh"].dtype)
-        return rnn(x, h0, params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"]), state
+    def step(carry, inputs):
+        dh, dc = carry
+        g_t, gates_t, c_t, c_prev, m = inputs
+        i, f, g, o = jnp.split(gates_t, 4, axis=-1)
+        dh_t = dh + _with_output(g_t, m)
+        tanh_c = jnp.tanh(c_t)
+        dc_t = dc + dh_t * o * (1 - tanh_c * tanh_c)
+        dz = jnp.concatenate(
+            [
+                dc_t * g * i * (1 - i),
+                dc_t * c_prev * f * (1 - f),
+                dc_t * i * (1 - g * g),
+                dh_t * tanh_c * o * (1 - o),
+            ],
+            axis=-1,
+        )
+        if m is not None:
+            dz = jnp.where(m, dz, jnp.zeros_like(dz))
+            return (jnp.where(m, dz @ W_hh, dh), jnp.where(m, dc_t * f, dc)), dz
+        return (dz @ W_hh, dc_t * f), dz
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """(..., T, d) -> (..., T, H)."""
-        return tuple(input_shape[:-1]) + (self.hidden_size,)
+    xs = (jnp.swapaxes(g_hs, 0, 1), gates, cs, _previous(c0, cs, reverse), ms)
+    (d_h0, d_c0), dz = lax.scan(step, (g_h, g_c), xs, reverse=not reverse)
+    d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(
+        dz, dz, x, _previous(h0, hs, reverse), W_ih, dtypes
+    )
+    return (
+        d_x,
+        d_h0.astype(h0.dtype),
+        d_c0.astype(c0.dtype),
+        d_W_ih,
+        d_W_hh,
+        d_b_ih,
+        d_b_hh,
+        None,
+    )
+
+
+lstm.defvjp(lstm_fwd, lstm_bwd)
+
+
+# gru
+
+
+def _gru_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
+    xw = jnp.einsum("ntd,gd->tng", x, W_ih) + b_ih[None, None]
+    ms = _time_mask(mask)
+
+    def step(h, inputs):
+        xw_t, m = inputs
+        x_r, x_z, x_n = jnp.split(xw_t, 3, axis=-1)
+        u_r, u_z, u_n = jnp.split(h @ W_hh.T + b_hh[None], 3, axis=-1)
+        r, z = jax.nn.sigmoid(x_r + u_r), jax.nn.sigmoid(x_z + u_z)
+        n = jnp.tanh(x_n + r * u_n)
+        h = _keep(m, (1 - z) * n + z * h, h)
+        return h, (h, jnp.concatenate([r, z, n, u_n], axis=-1))
+
+    h_n, (hs, gates) = lax.scan(step, h0, (xw, ms), reverse=reverse)
+    return _outputs(hs, ms), h_n, (hs, gates)
+
+
+@primitive(check=_check_gru)
+def gru(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    """The GRU over a sequence, PyTorch's gate order r, z, n.
+
+    r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr), z likewise,
+    n = tanh(x W_inᵀ + b_in + r ⊙ (h_{t−1} W_hnᵀ + b_hn)), h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}.
+    Backward: a reverse scan carrying dh (the module docstring).
+
+    Args:
+      x: inputs (batch, T, d), batch first.
+      h0: the initial state (batch, H).
+      W_ih: (3H, d); W_hh: (3H, H); b_ih, b_hh: (3H,) — ``nn.GRU``'s layout.
+      mask: None, or bool (batch, T), True at real steps.
+      reverse: read t = T−1, ..., 0.
+    Returns: ``(hs, h_n)``: every h_t (batch, T, H), 0 at padded steps, and the final
+    state (batch, H).
+
+    Example:
+      >>> x, h0 = jnp.ones((2, 5, 3)), jnp.zeros((2, 4))
+      >>> W_ih, W_hh, b = jnp.full((12, 3), 0.1), jnp.zeros((12, 4)), jnp.zeros(12)
+      >>> hs, h_n = fundl.nn.gru(x, h0, W_ih, W_hh, b, b)
+      >>> hs.shape, h_n.shape
+      ((2, 5, 4), (2, 4))
+    """
+    hs, h_n, _ = _gru_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse)
+    return hs, h_n
+
+
+def gru_fwd(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
+    out, h_n, (hs, gates) = _gru_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse)
+    dtypes = _dtypes(x, W_ih, W_hh, b_ih, b_hh)
+    return (out, h_n), (x, h0, W_ih, W_hh, mask, hs, gates, dtypes)
+
+
+def gru_bwd(residuals, g, *, reverse=False):
+    x, h0, W_ih, W_hh, mask, hs, gates, dtypes = residuals
+    g_hs, g_h = g
+    ms = _time_mask(mask)
+    previous = _previous(h0, hs, reverse)
+
+    def step(dh, inputs):
+        g_t, gates_t, h_prev, m = inputs
+        r, z, n, u_n = jnp.split(gates_t, 4, axis=-1)
+        dh_t = dh + _with_output(g_t, m)
+        da_n = dh_t * (1 - z) * (1 - n * n)
+        da_z = dh_t * (h_prev - n) * z * (1 - z)
+        da_r = da_n * u_n * r * (1 - r)
+        dz = jnp.concatenate([da_r, da_z, da_n], axis=-1)
+        du = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+        if m is not None:
+            dz = jnp.where(m, dz, jnp.zeros_like(dz))
+            du = jnp.where(m, du, jnp.zeros_like(du))
+            return jnp.where(m, dh_t * z + du @ W_hh, dh), (dz, du)
+        return dh_t * z + du @ W_hh, (dz, du)
+
+    xs = (jnp.swapaxes(g_hs, 0, 1), gates, previous, ms)
+    d_h0, (dz, du) = lax.scan(step, g_h, xs, reverse=not reverse)
+    d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(dz, du, x, previous, W_ih, dtypes)
+    return d_x, d_h0.astype(h0.dtype), d_W_ih, d_W_hh, d_b_ih, d_b_hh, None
+
+
+gru.defvjp(gru_fwd, gru_bwd)
