@@ -46,8 +46,6 @@ from fundl.nn.norm import (
     layer_norm,
     rms_norm,
 )
-from fundl.nn.recurrent import gru, lstm, rnn
-from fundl.nn.recurrent_layers import GRU, LSTM, RNN, params_from_torch, params_to_torch
 from fundl.nn.pool import (
     AvgPool1D,
     AvgPool2D,
@@ -60,8 +58,13 @@ from fundl.nn.pool import (
     global_avg_pool,
     max_pool,
 )
+from fundl.nn.recurrent import gru, lstm, rnn
+from fundl.nn.recurrent_layers import GRU, LSTM, RNN, params_from_torch, params_to_torch
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "Activation",
     "AvgPool1D",
     "AvgPool2D",
@@ -72,17 +75,14 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
-    "GRU",
     "GlobalAvgPool",
     "Layer",
     "LayerNorm",
     "LayerTrace",
-    "LSTM",
     "MaxPool1D",
     "MaxPool2D",
     "Parallel",
     "RMSNorm",
-    "RNN",
     "Residual",
     "Sequential",
     "avg_pool",
