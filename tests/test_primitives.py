@@ -214,6 +214,46 @@ PRIMITIVES_UNDER_TEST = [
             _normal(65, (3,), 0.3),
         ),
     ),
+    Case(
+        "lstm",
+        nn.lstm,
+        lambda: (
+            _normal(66, (2, 3, 2)),
+            _normal(67, (2, 3), 0.5),
+            _normal(68, (2, 3), 0.5),
+            _normal(69, (12, 2), 0.5),
+            _normal(70, (12, 3), 0.5),
+            _normal(71, (12,), 0.3),
+            _normal(72, (12,), 0.3),
+        ),
+    ),
+    Case(  # sequence 0 has 2 real steps of 3, read backward from its last real one
+        "lstm_masked_reverse",
+        nn.lstm,
+        lambda: (
+            _normal(73, (2, 3, 2)),
+            _normal(74, (2, 3), 0.5),
+            _normal(75, (2, 3), 0.5),
+            _normal(76, (12, 2), 0.5),
+            _normal(77, (12, 3), 0.5),
+            _normal(78, (12,), 0.3),
+            _normal(79, (12,), 0.3),
+            jnp.array([[True, True, False], [True, True, True]]),
+        ),
+        {"reverse": True},
+    ),
+    Case(
+        "gru",
+        nn.gru,
+        lambda: (
+            _normal(80, (2, 3, 2)),
+            _normal(81, (2, 3), 0.5),
+            _normal(82, (9, 2), 0.5),
+            _normal(83, (9, 3), 0.5),
+            _normal(84, (9,), 0.3),
+            _normal(85, (9,), 0.3),
+        ),
+    ),
 ]
 IDS = [case.id for case in PRIMITIVES_UNDER_TEST]
 

@@ -29,7 +29,9 @@ from fundl.nn import (
     Embedding,
     Flatten,
     GlobalAvgPool,
+    GRU,
     LayerNorm,
+    LSTM,
     MaxPool1D,
     MaxPool2D,
     Parallel,
@@ -254,6 +256,31 @@ LAYERS_UNDER_TEST = [
         RNN(5),
         _ones(2, 5, 2),
         r"rnn: expected W_ih of shape \(4, 2\)|RNN\(4\): params",
+    ),
+    Case(
+        "lstm",
+        LSTM(4),
+        (2, 5, 3),
+        LSTM(5),
+        _ones(2, 5),
+        r"LSTM\(4\): expected x of shape \(batch, T, d\), got shape \(2, 5\)",
+    ),
+    Case(
+        "gru",
+        GRU(3),
+        (2, 4, 2),
+        GRU(3, bidirectional=True),
+        _ones(2, 0, 2),
+        r"GRU\(3\): sequence length 0",
+    ),
+    Case(  # dropout between the two layers in training
+        "lstm_stacked_bidirectional",
+        LSTM(3, num_layers=2, bidirectional=True, dropout=0.3),
+        (2, 4, 2),
+        LSTM(3, num_layers=2),
+        _ones(2, 4, 3),
+        r"LSTM\(3, num_layers=2, bidirectional=True, dropout=0.3\): params\['l0'\]\['W_ih'\] "
+        r"has shape \(12, 2\); for inputs of shape \(2, 4, 3\) it expects \(12, 3\)",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
