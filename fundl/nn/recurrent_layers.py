@@ -146,7 +146,8 @@ class _Recurrent(Layer):
         bound = 1 / math.sqrt(h)
         uniform = initializers.uniform(bound)
         params = {}
-        for (layer, _, suffix), k in zip(self._suffixes(), jax.random.split(key, 99)):
+        suffixes = self._suffixes()
+        for (layer, _, suffix), k in zip(suffixes, jax.random.split(key, len(suffixes))):
             d = int(input_shape[-1]) if layer == 0 else h * len(self._directions)
             k_ih, k_hh, k_bih, k_bhh = jax.random.split(k, 4)
             params[suffix] = {
@@ -186,15 +187,14 @@ class _Recurrent(Layer):
         shape = (self.num_layers * len(self._directions), n, self.hidden_size)
         if initial_state is None:
             return (jnp.zeros(shape, dtype),) * self.states
-        given = initial_state if self.states > 1 else (initial_state,)
-        shapes = [jnp.shape(s) for s in given] if isinstance(given, tuple) else None
-        if shapes is None or len(given) != self.states or any(s != shape for s in shapes):
-            expected = f"({shape}, {shape}) (h_0, c_0)" if self.states > 1 else str(shape)
-            got = shapes if self.states > 1 else shapes[0] if shapes else type(initial_state)
+        pair = self.states > 1 and isinstance(initial_state, (tuple, list))
+        given = tuple(initial_state) if pair else (initial_state,)
+        got = [tuple(jnp.shape(s)) for s in given]
+        if len(given) != self.states or any(g != shape for g in got):
+            expected = f"({shape}, {shape}) for (h_0, c_0)" if self.states > 1 else str(shape)
             raise ValueError(
-                f"{self!r}: expected initial_state of shape {expected} "
-                "(num_layers·dirs, batch, H), as the final state it returns, got "
-                f"{got}"
+                f"{self!r}: expected initial_state of shape {expected} (num_layers·dirs, batch, "
+                f"H), as the final state it returns, got {got if self.states > 1 else got[0]}"
             )
         for s in given:
             check_floating(repr(self), "a floating-point initial_state", s)
