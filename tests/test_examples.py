@@ -92,6 +92,31 @@ def test_vanishing_gradients_tells_the_notes_story(tmp_path, capsys):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
 
 
+def test_sequence_memory_gated_cells_remember_where_the_rnn_vanishes(tmp_path, capsys):
+    # the example's --quick run: the adding problem at T = 30, 10 epochs, seed 0
+    results = _load("sequence_memory")["main"](30, 10, out=str(tmp_path))
+    rnn, lstm, gru = (results[k] for k in ("RNN", "LSTM", "GRU"))
+
+    def first_over_last(norms):
+        return norms[0] / norms[-1]
+
+    # the gated cells solve it (MSE ~1e-3 and below), the RNN stays at the baseline 1/6
+    assert max(lstm["mse"], gru["mse"]) < 0.02 and rnn["mse"] > 0.15
+    for r in (rnn, lstm, gru):
+        assert len(r["init"]) == len(r["trained"]) == 30
+    # at init the RNN's gradient to step 1 is orders of magnitude smaller than the LSTM's
+    assert first_over_last(rnn["init"]) < 1e-3 * first_over_last(lstm["init"])
+    # after training the gated cells' gradient reaches step 1 (~1 of the last step's);
+    # the RNN's does not, and the monitor names its first steps and none of theirs
+    assert first_over_last(lstm["trained"]) > 0.1 and first_over_last(gru["trained"]) > 0.1
+    assert first_over_last(rnn["trained"]) < 1e-3
+    assert rnn["vanished_init"][0] == 1 and rnn["vanished_trained"][0] == 1
+    assert lstm["vanished_trained"] == [] and gru["vanished_trained"] == []
+    out = capsys.readouterr().out
+    assert "first/last" in out and "vanished" in out and "test MSE" in out
+    assert (tmp_path / "gradients.png").stat().st_size > 10_000
+
+
 def test_cnn_digits_reaches_98_percent(tmp_path, capsys):
     accuracy = _load("cnn_digits")["main"](out=str(tmp_path), progress=False)
     assert accuracy >= 0.98
