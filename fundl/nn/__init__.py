@@ -12,6 +12,7 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
 (``embedding``: token ids to vectors, ``attend`` for a tied output); the
 ``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass);
+``MultiHeadAttention`` (self- and cross-attention, rotary ``rotary``);
 ``RNN`` (``rnn``: the vanilla RNN with hand-written backpropagation through time).
 Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
@@ -35,6 +36,7 @@ from fundl.nn.conv import Conv1D, Conv2D, conv, conv1d, conv2d
 from fundl.nn.dense import Dense, dense
 from fundl.nn.dropout import Dropout, dropout
 from fundl.nn.embedding import Embedding, embedding
+from fundl.nn.multihead import MultiHeadAttention
 from fundl.nn.norm import (
     BatchNorm,
     LayerNorm,
@@ -44,7 +46,6 @@ from fundl.nn.norm import (
     layer_norm,
     rms_norm,
 )
-from fundl.nn.recurrent import RNN, rnn
 from fundl.nn.pool import (
     AvgPool1D,
     AvgPool2D,
@@ -57,8 +58,11 @@ from fundl.nn.pool import (
     global_avg_pool,
     max_pool,
 )
+from fundl.nn.position import rotary
+from fundl.nn.recurrent import RNN, rnn
 
 __all__ = [
+    "RNN",
     "Activation",
     "AvgPool1D",
     "AvgPool2D",
@@ -75,9 +79,9 @@ __all__ = [
     "LayerTrace",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
     "Parallel",
     "RMSNorm",
-    "RNN",
     "Residual",
     "Sequential",
     "avg_pool",
@@ -102,5 +106,6 @@ __all__ = [
     "mlp",
     "rms_norm",
     "rnn",
+    "rotary",
     "split_key",
 ]

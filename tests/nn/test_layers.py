@@ -32,6 +32,7 @@ from fundl.nn import (
     LayerNorm,
     MaxPool1D,
     MaxPool2D,
+    MultiHeadAttention,
     Parallel,
     Residual,
     RNN,
@@ -254,6 +255,16 @@ LAYERS_UNDER_TEST = [
         RNN(5),
         _ones(2, 5, 2),
         r"rnn: expected W_ih of shape \(4, 2\)|RNN\(4\): params",
+    ),
+    # self-attention (cross-attention and rotary, which a compiled run fuses into FMAs
+    # that differ from eager in the last bit: tests/nn/test_multihead.py)
+    Case(
+        "multi_head_attention",
+        MultiHeadAttention(2, causal=True),
+        (2, 3, 8),
+        MultiHeadAttention(2, out_features=4),
+        _ones(2, 0, 8),
+        r"MultiHeadAttention\(2, causal=True\): sequence length 0",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
