@@ -12,7 +12,9 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
 (``embedding``: token ids to vectors, ``attend`` for a tied output); the
 ``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass);
-``MultiHeadAttention`` (self- and cross-attention, rotary ``rotary``);
+``MultiHeadAttention`` (self- and cross-attention, rotary ``rotary``); position
+encodings ``SinusoidalPositionalEncoding`` (``sinusoidal_positions``),
+``LearnedPositionalEmbedding``;
 ``RNN`` (``rnn``: the vanilla RNN with hand-written backpropagation through time).
 Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
@@ -58,7 +60,12 @@ from fundl.nn.pool import (
     global_avg_pool,
     max_pool,
 )
-from fundl.nn.position import rotary
+from fundl.nn.position import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    rotary,
+    sinusoidal_positions,
+)
 from fundl.nn.recurrent import RNN, rnn
 
 __all__ = [
@@ -77,6 +84,7 @@ __all__ = [
     "Layer",
     "LayerNorm",
     "LayerTrace",
+    "LearnedPositionalEmbedding",
     "MaxPool1D",
     "MaxPool2D",
     "MultiHeadAttention",
@@ -84,6 +92,7 @@ __all__ = [
     "RMSNorm",
     "Residual",
     "Sequential",
+    "SinusoidalPositionalEncoding",
     "avg_pool",
     "backprop",
     "batch_norm",
@@ -107,5 +116,6 @@ __all__ = [
     "rms_norm",
     "rnn",
     "rotary",
+    "sinusoidal_positions",
     "split_key",
 ]

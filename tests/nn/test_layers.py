@@ -30,6 +30,7 @@ from fundl.nn import (
     Flatten,
     GlobalAvgPool,
     LayerNorm,
+    LearnedPositionalEmbedding,
     MaxPool1D,
     MaxPool2D,
     MultiHeadAttention,
@@ -38,6 +39,7 @@ from fundl.nn import (
     RNN,
     RMSNorm,
     Sequential,
+    SinusoidalPositionalEncoding,
     mlp,
 )
 
@@ -265,6 +267,22 @@ LAYERS_UNDER_TEST = [
         MultiHeadAttention(2, out_features=4),
         _ones(2, 0, 8),
         r"MultiHeadAttention\(2, causal=True\): sequence length 0",
+    ),
+    Case(
+        "sinusoidal_positions",
+        SinusoidalPositionalEncoding(),
+        (2, 3, 4),
+        None,
+        _ones(2, 0, 4),
+        r"SinusoidalPositionalEncoding\(\): expected an input of shape \(\.\.\., L, d\)",
+    ),
+    Case(
+        "learned_positions",
+        LearnedPositionalEmbedding(5),
+        (2, 3, 4),
+        LearnedPositionalEmbedding(6),
+        _ones(2, 6, 4),
+        r"LearnedPositionalEmbedding\(5\): a sequence of length 6 .* longer than max_length 5",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
