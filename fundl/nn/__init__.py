@@ -14,7 +14,7 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 ``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass);
 ``MultiHeadAttention`` (self- and cross-attention, rotary ``rotary``); position
 encodings ``SinusoidalPositionalEncoding`` (``sinusoidal_positions``),
-``LearnedPositionalEmbedding``;
+``LearnedPositionalEmbedding``; ``TransformerEncoderBlock``, ``TransformerDecoderBlock``;
 ``RNN`` (``rnn``: the vanilla RNN with hand-written backpropagation through time).
 Containers:
 ``Sequential``, ``Residual``, ``Parallel``, and the ``mlp`` shortcut. ``backprop`` is
@@ -67,6 +67,7 @@ from fundl.nn.position import (
     sinusoidal_positions,
 )
 from fundl.nn.recurrent import RNN, rnn
+from fundl.nn.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ = [
     "RNN",
@@ -93,6 +94,8 @@ __all__ = [
     "Residual",
     "Sequential",
     "SinusoidalPositionalEncoding",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
     "avg_pool",
     "backprop",
     "batch_norm",

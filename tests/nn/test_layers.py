@@ -40,6 +40,8 @@ from fundl.nn import (
     RMSNorm,
     Sequential,
     SinusoidalPositionalEncoding,
+    TransformerDecoderBlock,
+    TransformerEncoderBlock,
     mlp,
 )
 
@@ -283,6 +285,22 @@ LAYERS_UNDER_TEST = [
         LearnedPositionalEmbedding(6),
         _ones(2, 6, 4),
         r"LearnedPositionalEmbedding\(5\): a sequence of length 6 .* longer than max_length 5",
+    ),
+    Case(
+        "encoder_block",
+        TransformerEncoderBlock(2, 6, dropout=0.1),
+        (2, 3, 4),
+        TransformerEncoderBlock(2, 5),
+        _ones(2, 3, 5),
+        r"TransformerEncoderBlock\(2, 6, dropout=0.1\): 2 heads do not divide the input width 5",
+    ),
+    Case(  # decoder-only (GPT) form; cross-attention: tests/nn/test_transformer.py
+        "decoder_block",
+        TransformerDecoderBlock(2, 6, norm_first=False, cross_attention=False),
+        (2, 3, 4),
+        TransformerDecoderBlock(2, 6, cross_attention=True),
+        _ones(2, 3, 5),
+        r"TransformerDecoderBlock\(2, 6, norm_first=False, cross_attention=False\): 2 heads do not",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
