@@ -51,32 +51,38 @@ def _perturbed(params, seed=0):
     return jax.tree.unflatten(tree, leaves)
 
 
-@pytest.mark.parametrize("norm_first", [True, False], ids=["pre_ln", "post_ln"])
-def test_blocks_equal_a_float64_reference(x64, norm_first):
+# pre-LN on the encoder, post-LN on the decoder: both blocks share the wiring code
+@pytest.mark.parametrize("block", ["encoder_pre_ln", "decoder_post_ln"])
+def test_blocks_equal_a_float64_reference(x64, block):
     with x64():
         ks = jax.random.split(jax.random.key(1), 3)
         x = jax.random.normal(ks[0], (2, 4, 8), jnp.float64)
         c = jax.random.normal(ks[1], (2, 3, 6), jnp.float64)
         pad = jnp.array([[True] * 4, [True, True, True, False]])
-        f64 = {"param_dtype": jnp.float64, "norm_first": norm_first}
-
-        enc = TransformerEncoderBlock(2, 16, **f64)
-        p = _perturbed(enc.init(ks[2], (4, 8)))
-        allowed = jnp.broadcast_to(pad[:, None], (2, 4, 4))
-        want = _reference(p, x, [lambda h: _mha(p["attention"], h, h, allowed)], norm_first)
-        got = jax.jit(lambda p, x: enc.apply(p, x, mask=pad))(p, x)
+        if block == "encoder_pre_ln":
+            enc = TransformerEncoderBlock(2, 16, param_dtype=jnp.float64)
+            p = _perturbed(enc.init(ks[2], (4, 8)))
+            allowed = jnp.broadcast_to(pad[:, None], (2, 4, 4))
+            want = _reference(p, x, [lambda h: _mha(p["attention"], h, h, allowed)], True)
+            got = jax.jit(lambda p, x: enc.apply(p, x, mask=pad))(p, x)
+        else:
+            dec = TransformerDecoderBlock(
+                2, 16, context_features=6, norm_first=False, param_dtype=jnp.float64
+            )
+            p = _perturbed(dec.init(ks[2], (4, 8)))
+            causal = jnp.tril(jnp.ones((4, 4), bool))[None] & pad[:, None]
+            cpad = jnp.array([[True] * 3, [True, False, True]])
+            sub = [
+                lambda h: _mha(p["self_attention"], h, h, causal),
+                lambda h: _mha(
+                    p["cross_attention"], h, c, jnp.broadcast_to(cpad[:, None], (2, 4, 3))
+                ),
+            ]
+            want = _reference(p, x, sub, False)
+            got = jax.jit(lambda p, x: dec.apply(p, x, mask=pad, context=c, context_mask=cpad))(
+                p, x
+            )
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-
-        dec = TransformerDecoderBlock(2, 16, context_features=6, **f64)
-        p = _perturbed(dec.init(ks[2], (4, 8)))
-        causal = jnp.broadcast_to(jnp.tril(jnp.ones((4, 4), bool)), (2, 4, 4))
-        cpad = jnp.array([[True] * 3, [True, False, True]])
-        sub = [
-            lambda h: _mha(p["self_attention"], h, h, causal),
-            lambda h: _mha(p["cross_attention"], h, c, jnp.broadcast_to(cpad[:, None], (2, 4, 3))),
-        ]
-        got = jax.jit(lambda p, x: dec.apply(p, x, context=c, context_mask=cpad))(p, x)
-        np.testing.assert_allclose(got, _reference(p, x, sub, norm_first), rtol=1e-10, atol=1e-12)
 
 
 def test_gradcheck_post_ln_decoder_block_with_cross_attention_and_masks():
