@@ -202,6 +202,12 @@ PRIMITIVES_UNDER_TEST = [
         ),
         {"causal": True},
     ),
+    Case(  # positions (2, 3): one row per batch element, a gap and a repeat
+        "rotary",
+        nn.rotary,
+        lambda: (_normal(66, (2, 3, 4)), jnp.array([[0, 1, 2], [5, 5, 9]])),
+        {"base": 100.0},
+    ),
     Case(
         "rnn",
         nn.rnn,

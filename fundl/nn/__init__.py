@@ -12,6 +12,9 @@ convolutions: the ``conv`` primitive, ``conv1d``/``conv2d``), ``Activation``, ``
 (``global_avg_pool``) and ``Flatten`` (``flatten``, a reshape); ``Embedding``
 (``embedding``: token ids to vectors, ``attend`` for a tied output); the
 ``dot_product_attention`` primitive (masks, causal; p recomputed in the backward pass);
+``MultiHeadAttention`` (self- and cross-attention, rotary ``rotary``); position
+encodings ``SinusoidalPositionalEncoding`` (``sinusoidal_positions``),
+``LearnedPositionalEmbedding``; ``TransformerEncoderBlock``, ``TransformerDecoderBlock``;
 ``RNN``, ``LSTM``, ``GRU`` (``rnn``, ``lstm``, ``gru``: hand-written backpropagation
 through time; masks, reverse, stacking, bidirectional; ``params_from_torch`` /
 ``params_to_torch`` rename PyTorch's state dicts).
@@ -37,6 +40,7 @@ from fundl.nn.conv import Conv1D, Conv2D, conv, conv1d, conv2d
 from fundl.nn.dense import Dense, dense
 from fundl.nn.dropout import Dropout, dropout
 from fundl.nn.embedding import Embedding, embedding
+from fundl.nn.multihead import MultiHeadAttention
 from fundl.nn.norm import (
     BatchNorm,
     LayerNorm,
@@ -58,8 +62,15 @@ from fundl.nn.pool import (
     global_avg_pool,
     max_pool,
 )
+from fundl.nn.position import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    rotary,
+    sinusoidal_positions,
+)
 from fundl.nn.recurrent import gru, lstm, rnn
 from fundl.nn.recurrent_layers import GRU, LSTM, RNN, params_from_torch, params_to_torch
+from fundl.nn.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ = [
     "GRU",
@@ -79,12 +90,17 @@ __all__ = [
     "Layer",
     "LayerNorm",
     "LayerTrace",
+    "LearnedPositionalEmbedding",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
     "Parallel",
     "RMSNorm",
     "Residual",
     "Sequential",
+    "SinusoidalPositionalEncoding",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
     "avg_pool",
     "backprop",
     "batch_norm",
@@ -111,5 +127,7 @@ __all__ = [
     "params_to_torch",
     "rms_norm",
     "rnn",
+    "rotary",
+    "sinusoidal_positions",
     "split_key",
 ]

@@ -18,6 +18,9 @@ import pytest
 from fundl import augment, gradcheck, losses, nn
 from fundl.augment import Augment, ColorJitter, RandomCrop, RandomFlip
 from fundl.nn import (
+    GRU,
+    LSTM,
+    RNN,
     Activation,
     AvgPool1D,
     AvgPool2D,
@@ -29,16 +32,18 @@ from fundl.nn import (
     Embedding,
     Flatten,
     GlobalAvgPool,
-    GRU,
     LayerNorm,
-    LSTM,
+    LearnedPositionalEmbedding,
     MaxPool1D,
     MaxPool2D,
+    MultiHeadAttention,
     Parallel,
     Residual,
-    RNN,
     RMSNorm,
     Sequential,
+    SinusoidalPositionalEncoding,
+    TransformerDecoderBlock,
+    TransformerEncoderBlock,
     mlp,
 )
 
@@ -281,6 +286,48 @@ LAYERS_UNDER_TEST = [
         _ones(2, 4, 3),
         r"LSTM\(3, num_layers=2, bidirectional=True, dropout=0.3\): params\['l0'\]\['W_ih'\] "
         r"has shape \(12, 2\); for inputs of shape \(2, 4, 3\) it expects \(12, 3\)",
+    ),
+    # self-attention (cross-attention and rotary, which a compiled run fuses into FMAs
+    # that differ from eager in the last bit: tests/nn/test_multihead.py)
+    Case(
+        "multi_head_attention",
+        MultiHeadAttention(2, causal=True),
+        (2, 3, 8),
+        MultiHeadAttention(2, out_features=4),
+        _ones(2, 0, 8),
+        r"MultiHeadAttention\(2, causal=True\): sequence length 0",
+    ),
+    Case(
+        "sinusoidal_positions",
+        SinusoidalPositionalEncoding(),
+        (2, 3, 4),
+        None,
+        _ones(2, 0, 4),
+        r"SinusoidalPositionalEncoding\(\): expected an input of shape \(\.\.\., L, d\)",
+    ),
+    Case(
+        "learned_positions",
+        LearnedPositionalEmbedding(5),
+        (2, 3, 4),
+        LearnedPositionalEmbedding(6),
+        _ones(2, 6, 4),
+        r"LearnedPositionalEmbedding\(5\): a sequence of length 6 .* longer than max_length 5",
+    ),
+    Case(
+        "encoder_block",
+        TransformerEncoderBlock(2, 6, dropout=0.1),
+        (2, 3, 4),
+        TransformerEncoderBlock(2, 5),
+        _ones(2, 3, 5),
+        r"TransformerEncoderBlock\(2, 6, dropout=0.1\): 2 heads do not divide the input width 5",
+    ),
+    Case(  # decoder-only (GPT) form; cross-attention: tests/nn/test_transformer.py
+        "decoder_block",
+        TransformerDecoderBlock(2, 6, norm_first=False, cross_attention=False),
+        (2, 3, 4),
+        TransformerDecoderBlock(2, 6, cross_attention=True),
+        _ones(2, 3, 5),
+        r"TransformerDecoderBlock\(2, 6, norm_first=False, cross_attention=False\): 2 heads do not",
     ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]

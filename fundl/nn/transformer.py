@@ -1,0 +1,326 @@
+"""Transformer blocks: ``TransformerEncoderBlock`` and ``TransformerDecoderBlock``.
+
+Each sublayer (self-attention, cross-attention, the feed-forward network) is wrapped in
+a residual connection and a layer norm, pre-LN by default (GPT-2, most modern models),
+or post-LN as in Vaswani et al. (2017):
+
+    pre-LN  (norm_first=True):   x ← x + Drop(Sublayer(LN(x)))
+    post-LN (norm_first=False):  x ← LN(x + Drop(Sublayer(x)))
+
+    FFN(x) = gelu(x W_1ᵀ + b_1) W_2ᵀ + b_2      (d -> ff_features -> d)
+
+They compose ``MultiHeadAttention`` and the ``layer_norm``, ``dense``, ``gelu`` and
+``dropout`` primitives; the residual sums are plain additions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from fundl import initializers
+from fundl._validate import (
+    as_key,
+    check_bool,
+    check_floating,
+    check_int,
+    check_number,
+    check_param_dtype,
+)
+from fundl.activations import gelu
+from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.dense import dense
+from fundl.nn.dropout import dropout
+from fundl.nn.multihead import MultiHeadAttention
+from fundl.nn.norm import layer_norm
+
+__all__ = ["TransformerDecoderBlock", "TransformerEncoderBlock"]
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Block(Layer):
+    """What both blocks share: the options, the FFN, the norms, dropout and the wiring."""
+
+    num_heads: int
+    ff_features: int
+    dropout: float = dataclasses.field(default=0.0, kw_only=True)
+    norm_first: bool = dataclasses.field(default=True, kw_only=True)
+    eps: float = dataclasses.field(default=1e-5, kw_only=True)
+    head_features: int | None = dataclasses.field(default=None, kw_only=True)
+    rotary: bool = dataclasses.field(default=False, kw_only=True)
+    param_dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        check_int(name, "num_heads", self.num_heads)
+        check_int(name, "ff_features", self.ff_features)
+        rate = check_number(name, "dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        object.__setattr__(self, "dropout", rate)
+        check_bool(name, "norm_first", self.norm_first)
+        eps = check_number(name, "eps", self.eps, low=0.0, low_open=True)
+        object.__setattr__(self, "eps", eps)
+        if self.head_features is not None:
+            check_int(name, "head_features", self.head_features)
+        check_bool(name, "rotary", self.rotary)
+        check_param_dtype(name, self.param_dtype)
+
+    # the sublayers, as configs: (name in params, MultiHeadAttention) pairs
+    def _attentions(self) -> tuple[tuple[str, MultiHeadAttention], ...]:
+        raise NotImplementedError
+
+    def _width(self, input_shape: tuple[int, ...]) -> int:
+        if len(input_shape) < 2 or input_shape[-1] <= 0:
+            raise ValueError(
+                f"{self!r}: expected an input shape (..., L, d), got {tuple(input_shape)}"
+            )
+        d = int(input_shape[-1])
+        if self.head_features is None and d % self.num_heads:
+            raise ValueError(
+                f"{self!r}: {self.num_heads} heads do not divide the input width {d} "
+                f"(input shape {tuple(input_shape)}); set head_features or change num_heads"
+            )
+        return d
+
+    def init(self, key: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """Attention params, ``norm1``.. (γ, β of width d) and ``ff1`` (W (F, d)), ``ff2`` (W (d, F))."""
+        key = as_key(f"{type(self).__name__}.init", key)
+        d = self._width(input_shape)
+        attentions = self._attentions()
+        keys = jax.random.split(key, len(attentions) + 2)
+        params: dict[str, Any] = {}
+        for (name, mha), k in zip(attentions, keys):
+            params[name] = mha.init(k, input_shape)
+        for i in range(len(attentions) + 1):
+            params[f"norm{i + 1}"] = {
+                "gamma": initializers.ones(None, (d,), self.param_dtype),
+                "beta": initializers.zeros(None, (d,), self.param_dtype),
+            }
+        ff = ((self.ff_features, d), (d, self.ff_features))
+        for i, (shape, k) in enumerate(zip(ff, keys[-2:])):
+            w_init = initializers.he_normal if i == 0 else initializers.xavier_uniform
+            params[f"ff{i + 1}"] = {
+                "W": w_init(k, shape, self.param_dtype),
+                "b": initializers.zeros(None, shape[:1], self.param_dtype),
+            }
+        return params
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Same as the input shape, (..., L, d)."""
+        self._width(input_shape)
+        return tuple(input_shape)
+
+    def _drop(self, y: jax.Array, key: Any, train: bool) -> jax.Array:
+        if not train or self.dropout == 0.0:
+            return y
+        keep = jax.random.bernoulli(key, 1.0 - self.dropout, y.shape)
+        return dropout(y, keep, rate=self.dropout)
+
+    def _ffn(self, params: dict, h: jax.Array) -> jax.Array:
+        z = gelu(dense(h, params["ff1"]["W"], params["ff1"]["b"]))
+        return dense(z, params["ff2"]["W"], params["ff2"]["b"])
+
+    def _sublayer(self, params, norm, x, fn, key, train):
+        """x + Drop(fn(LN(x))) (pre-LN) or LN(x + Drop(fn(x))) (post-LN)."""
+        g, b = params[norm]["gamma"], params[norm]["beta"]
+        if self.norm_first:
+            return x + self._drop(fn(layer_norm(x, g, b, eps=self.eps)), key, train)
+        return layer_norm(x + self._drop(fn(x), key, train), g, b, eps=self.eps)
+
+    def _run(self, params, state, x, key, train, masks, context):
+        check_bool(repr(self), "train", train)
+        check_floating(repr(self), "a floating-point input", x)
+        self._width(jnp.shape(x))
+        check_params(self, params, jnp.shape(x))
+        check_state(self, state, jnp.shape(x))
+        if train and self.dropout > 0.0:
+            if key is None:
+                raise ValueError(
+                    f"{self!r}: train=True with dropout {self.dropout} needs a PRNG key to "
+                    "draw the dropout masks; pass key=..."
+                )
+            keys = list(jax.random.split(as_key(repr(self), key), len(masks) + 1))
+        else:
+            keys = [None] * (len(masks) + 1)
+        attentions = self._attentions()
+        for i, ((name, mha), mask, k) in enumerate(zip(attentions, masks, keys)):
+            c = context if name == "cross_attention" else None
+
+            def attend(h, mha=mha, name=name, mask=mask, c=c):
+                return mha.apply(params[name], h, context=c, mask=mask)
+
+            x = self._sublayer(params, f"norm{i + 1}", x, attend, k, train)
+        last = f"norm{len(attentions) + 1}"
+        x = self._sublayer(params, last, x, lambda h: self._ffn(params, h), keys[-1], train)
+        return x, state
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class TransformerEncoderBlock(_Block):
+    """A Transformer encoder block: self-attention, then a GELU feed-forward network.
+
+    Pre-LN (default): h = x + Drop(MHA(LN₁(x))), y = h + Drop(FFN(LN₂(h))); post-LN
+    (``norm_first=False``): h = LN₁(x + Drop(MHA(x))), y = LN₂(h + Drop(FFN(h))).
+
+    ``params = {"attention": MultiHeadAttention params, "norm1": {"gamma", "beta"},
+    "norm2": ..., "ff1": {"W": (F, d), "b"}, "ff2": {"W": (d, F), "b"}}``.
+
+    Args:
+      num_heads: attention heads H (dividing d unless ``head_features`` is set).
+      ff_features: F, the feed-forward width (4·d in Vaswani et al.).
+      dropout: rate on each sublayer's output before the residual sum (training only;
+        a key is needed then).
+      norm_first: pre-LN (True) or post-LN (False).
+      eps: the layer norms' ε.
+      head_features: d_h; None is d / H.
+      causal: causal self-attention (a decoder-only model's block).
+      rotary: rotary position embeddings in the attention.
+      param_dtype: dtype of the parameters.
+
+    ``apply_with_state(params, state, x, *, key, train, mask=None)``: x (..., L, d);
+    mask None, bool (..., L) (key padding, True = a real token) or (..., L, L).
+
+    Example:
+      >>> block = TransformerEncoderBlock(2, 16)
+      >>> params = block.init(jax.random.key(0), (5, 8))
+      >>> block.apply(params, jnp.ones((3, 5, 8))).shape
+      (3, 5, 8)
+    """
+
+    causal: bool = dataclasses.field(default=False, kw_only=True)
+
+    kind: ClassVar[str] = "encoder_block"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bool(type(self).__name__, "causal", self.causal)
+
+    def _attentions(self):
+        mha = MultiHeadAttention(
+            self.num_heads,
+            head_features=self.head_features,
+            causal=self.causal,
+            rotary=self.rotary,
+            param_dtype=self.param_dtype,
+        )
+        return (("attention", mha),)
+
+    def apply_with_state(
+        self,
+        params: dict,
+        state: Any,
+        x: jax.Array,
+        *,
+        key: Any = None,
+        train: bool = False,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Any]:
+        """(y, state) for x (..., L, d); see the class docstring."""
+        return self._run(params, state, x, key, train, (mask,), None)
+
+    def apply(self, params, x, *, key=None, train=False, mask=None):
+        """The output alone: ``apply_with_state(params, {}, x, ...)[0]``."""
+        return self.apply_with_state(params, {}, x, key=key, train=train, mask=mask)[0]
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class TransformerDecoderBlock(_Block):
+    """A Transformer decoder block: causal self-attention, cross-attention, then the FFN.
+
+    Pre-LN (default): h = x + Drop(MHA_causal(LN₁(x))), h = h + Drop(MHA(LN₂(h), c)),
+    y = h + Drop(FFN(LN₃(h))); post-LN (``norm_first=False``) puts each LN after the
+    residual sum. With ``cross_attention=False`` the middle sublayer is absent (a GPT
+    block: self-attention and FFN, norms ``norm1``, ``norm2``).
+
+    ``params = {"self_attention", "cross_attention" (MultiHeadAttention params), "norm1",
+    "norm2", "norm3": {"gamma", "beta"}, "ff1", "ff2": {"W", "b"}}``.
+
+    Args:
+      num_heads, ff_features, dropout, norm_first, eps, head_features, rotary,
+        param_dtype: as ``TransformerEncoderBlock`` (rotary: in the self-attention).
+      cross_attention: whether the block attends to a ``context`` (an encoder's
+        output); then ``context=`` is required at apply.
+      context_features: the context's width; None is d.
+
+    ``apply_with_state(params, state, x, *, key, train, mask=None, context=None,
+    context_mask=None)``: x (..., L, d); mask for the self-attention ((..., L) or (..., L,
+    L), combined with the causal mask); context (..., L_k, d_ctx) and context_mask
+    ((..., L_k) or (..., L, L_k)) for the cross-attention.
+
+    Example:
+      >>> block = TransformerDecoderBlock(2, 16)
+      >>> params = block.init(jax.random.key(0), (5, 8))
+      >>> memory = jnp.ones((3, 7, 8))                  # the encoder's output
+      >>> block.apply(params, jnp.ones((3, 5, 8)), context=memory).shape
+      (3, 5, 8)
+    """
+
+    cross_attention: bool = dataclasses.field(default=True, kw_only=True)
+    context_features: int | None = dataclasses.field(default=None, kw_only=True)
+
+    kind: ClassVar[str] = "decoder_block"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = type(self).__name__
+        check_bool(name, "cross_attention", self.cross_attention)
+        if self.context_features is not None:
+            check_int(name, "context_features", self.context_features)
+            if not self.cross_attention:
+                raise ValueError(f"{name}: context_features is set but cross_attention=False")
+
+    def _attentions(self):
+        common = {"head_features": self.head_features, "param_dtype": self.param_dtype}
+        out = [
+            (
+                "self_attention",
+                MultiHeadAttention(self.num_heads, causal=True, rotary=self.rotary, **common),
+            )
+        ]
+        if self.cross_attention:
+            cross = MultiHeadAttention(
+                self.num_heads, context_features=self.context_features, **common
+            )
+            out.append(("cross_attention", cross))
+        return tuple(out)
+
+    def apply_with_state(
+        self,
+        params: dict,
+        state: Any,
+        x: jax.Array,
+        *,
+        key: Any = None,
+        train: bool = False,
+        mask: jax.Array | None = None,
+        context: jax.Array | None = None,
+        context_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Any]:
+        """(y, state) for x (..., L, d); see the class docstring."""
+        if self.cross_attention and context is None:
+            raise ValueError(
+                f"{self!r}: cross_attention=True needs context=... (..., L_k, d_ctx); "
+                "use cross_attention=False for a decoder-only block"
+            )
+        if not self.cross_attention and (context is not None or context_mask is not None):
+            raise ValueError(f"{self!r}: cross_attention=False takes no context or context_mask")
+        masks = (mask, context_mask) if self.cross_attention else (mask,)
+        return self._run(params, state, x, key, train, masks, context)
+
+    def apply(
+        self, params, x, *, key=None, train=False, mask=None, context=None, context_mask=None
+    ):
+        """The output alone: ``apply_with_state(params, {}, x, ...)[0]``."""
+        y, _ = self.apply_with_state(
+            params,
+            {},
+            x,
+            key=key,
+            train=train,
+            mask=mask,
+            context=context,
+            context_mask=context_mask,
+        )
+        return y
