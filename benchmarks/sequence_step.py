@@ -598,8 +598,10 @@ def check(impls: list[Impl], spec: Spec) -> tuple[str, list[str]]:
     lines = [
         f"### {spec.label}: checks",
         "",
-        f"Loss at step 1 and after {CHECK_STEPS} steps on the same batch; every row with "
-        f"shared weights must have raw JAX's step-1 loss (within {LOSS_TOLERANCE:g}).",
+        (
+            f"Loss at step 1 and after {CHECK_STEPS} steps on the same batch; every row "
+            f"with shared weights must have raw JAX's step-1 loss (within {LOSS_TOLERANCE:g})."
+        ),
         "",
         f"| implementation | parameters | loss, step 1 | loss, step {CHECK_STEPS} | checks |",
         "|---|---:|---:|---:|---|",
