@@ -148,3 +148,15 @@ def test_cnn_digits_trains_on_mnist_files_unchanged(tmp_path, capsys):
     )
     assert accuracy >= 0.5  # two epochs of 512 examples (0.80 seen): far above chance
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_char_lm_learns_the_docs_with_both_models(capsys):
+    # a small run: the first 20,000 characters, one epoch, small models
+    argv = "--epochs 1 --chars 20000 --sample 20 --no-progress --d-model 32 --hidden 32"
+    bits = _load("char_lm")["main"]([*argv.split(), "--layers", "1"])
+    out = capsys.readouterr().out
+    uniform = float(out.split("uniform guess ")[1].split()[0])
+    assert uniform > 6  # about 100 distinct characters
+    for name in ("Transformer", "LSTM"):
+        assert bits[name] < uniform - 0.5, (name, bits[name], uniform)
+    assert out.count("sample: ") == 2

@@ -31,6 +31,7 @@ from fundl._validate import (
     check_param_dtype,
 )
 from fundl.activations import gelu
+from fundl.nn.attention import dot_product_attention
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.nn.dropout import dropout
@@ -308,6 +309,64 @@ class TransformerDecoderBlock(_Block):
             raise ValueError(f"{self!r}: cross_attention=False takes no context or context_mask")
         masks = (mask, context_mask) if self.cross_attention else (mask,)
         return self._run(params, state, x, key, train, masks, context)
+
+    def init_cache(self, batch: tuple[int, ...], max_length: int, d: int, dtype: Any) -> dict:
+        """An empty key/value cache: ``{"k", "v"}`` of shape (*batch, H, max_length, d_h)."""
+        mha = self._attentions()[0][1]
+        d_h = mha._head_features(d)
+        zeros = jnp.zeros(tuple(batch) + (self.num_heads, max_length, d_h), dtype)
+        return {"k": zeros, "v": zeros}
+
+    def decode(
+        self,
+        params: dict,
+        cache: dict,
+        x: jax.Array,
+        position: Any,
+        *,
+        context: jax.Array | None = None,
+        context_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict]:
+        """The block on new tokens x (..., L_new, d) at ``position``, with a key/value cache.
+
+        The self-attention's keys and values of the new tokens are written into the cache
+        (``init_cache``) at ``position`` .. ``position + L_new − 1``; query i sees the cache
+        up to ``position + i``. Evaluation mode (no dropout). Equals the full pass's rows
+        at those positions (tested). Returns ``(y, new cache)``.
+        """
+        check_floating(repr(self), "a floating-point input", x)
+        check_params(self, params, jnp.shape(x))
+        if self.cross_attention and context is None:
+            raise ValueError(f"{self!r}: cross_attention=True needs context=...")
+        attentions = self._attentions()
+        name, mha = attentions[0]
+        length, max_length = jnp.shape(x)[-2], cache["k"].shape[-2]
+        positions = position + jnp.arange(length)
+
+        def attend_cached(h):
+            nonlocal cache
+            q, k, v = mha.project(params[name], h, positions=positions)
+            start = (0,) * (k.ndim - 2) + (position, 0)
+            cache = {
+                "k": jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start),
+                "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start),
+            }
+            seen = jnp.arange(max_length)[None, :] <= positions[:, None]  # (L_new, max_length)
+            mask = jnp.broadcast_to(seen, q.shape[:-1] + (max_length,))
+            o = dot_product_attention(q, cache["k"], cache["v"], mask)
+            return mha.merge(params[name], o)
+
+        x = self._sublayer(params, "norm1", x, attend_cached, None, False)
+        if self.cross_attention:
+            cross = attentions[1][1]
+
+            def attend(h):
+                return cross.apply(params["cross_attention"], h, context=context, mask=context_mask)
+
+            x = self._sublayer(params, "norm2", x, attend, None, False)
+        last = f"norm{len(attentions) + 1}"
+        x = self._sublayer(params, last, x, lambda h: self._ffn(params, h), None, False)
+        return x, cache
 
     def apply(
         self, params, x, *, key=None, train=False, mask=None, context=None, context_mask=None

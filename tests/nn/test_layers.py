@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from fundl import augment, gradcheck, losses, nn
+from fundl import augment, gradcheck, losses, models, nn
 from fundl.augment import Augment, ColorJitter, RandomCrop, RandomFlip
 from fundl.nn import (
     GRU,
@@ -329,6 +329,15 @@ LAYERS_UNDER_TEST = [
         _ones(2, 3, 5),
         r"TransformerDecoderBlock\(2, 6, norm_first=False, cross_attention=False\): 2 heads do not",
     ),
+    Case(  # the decoder-only LM: token ids in, logits out
+        "transformer_lm",
+        models.transformer_lm(7, d_model=4, num_heads=2, num_layers=1, max_length=4, dropout=0.1),
+        (2, 3),
+        models.transformer_lm(7, d_model=4, num_heads=2, num_layers=1, max_length=5),
+        jnp.zeros((2, 5), jnp.int32),
+        r"TransformerLM\(7, 4, 2, 1, 4, dropout=0.1\): a sequence of length 5",
+        make_input=lambda key, shape: jax.random.randint(key, shape, 0, 7),
+    ),
 ]
 IDS = [case.id for case in LAYERS_UNDER_TEST]
 KEY = jax.random.key(7)
@@ -448,7 +457,7 @@ def test_an_int_seed_is_a_key(case):
 
 def test_every_layer_kind_has_a_row():
     """Every layer class fundl exports is a row of the table (containers included)."""
-    exported = {getattr(m, name) for m in (nn, augment) for name in m.__all__}
+    exported = [getattr(m, name) for m in (nn, augment, models) for name in m.__all__]
     layer_classes = {
         obj for obj in exported if isinstance(obj, type) and nn.Layer in obj.__mro__[1:]
     }

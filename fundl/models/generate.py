@@ -1,0 +1,166 @@
+"""Text generation with a key/value cache: greedy, temperature and top-k sampling.
+
+``generate`` feeds the prompt through ``TransformerLM.decode`` in one call (the
+prefill), then one token per step of a ``lax.scan``: each step picks a token from the
+last logits (``sample_token``) and decodes it, reusing every earlier key and value —
+so a step costs one row of attention, not a pass over the whole sequence. The whole
+loop is one compiled function per (model, prompt shape, length, top_k).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fundl._validate import as_key, check_int, check_number
+
+__all__ = ["generate", "sample_token"]
+
+
+def _check_sampling(name: str, temperature: Any, top_k: Any, vocab: int | None) -> float:
+    temperature = check_number(name, "temperature", temperature, low=0.0)
+    if top_k is not None:
+        check_int(name, "top_k", top_k, low=1, high=vocab)
+    return temperature
+
+
+def sample_token(
+    logits: jax.Array, key: Any = None, *, temperature: float = 1.0, top_k: int | None = None
+) -> jax.Array:
+    """A token per row of ``logits`` (..., vocab): argmax, or a draw from softmax(z / T).
+
+    temperature = 0 is greedy (argmax; no key needed). Otherwise the token is drawn from
+    p ∝ exp(z / T) restricted to the ``top_k`` largest logits (all of them for None; ties
+    at the k-th value are kept), with the explicit ``key``.
+
+    Args:
+      logits: (..., vocab) scores.
+      key: a PRNG key (or int seed); required when temperature > 0.
+      temperature: T ≥ 0.
+      top_k: None or an int in [1, vocab].
+    Returns: int32 token ids (...).
+
+    Example:
+      >>> z = jnp.log(jnp.array([[0.1, 0.6, 0.3]]))
+      >>> fundl.models.sample_token(z, temperature=0.0).tolist()
+      [1]
+    """
+    name = "sample_token"
+    if not jnp.issubdtype(jnp.result_type(logits), jnp.floating) or jnp.ndim(logits) < 1:
+        raise TypeError(
+            f"{name}: expected floating logits (..., vocab), got {jnp.result_type(logits)} "
+            f"of shape {jnp.shape(logits)}"
+        )
+    temperature = _check_sampling(name, temperature, top_k, jnp.shape(logits)[-1])
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if key is None:
+        raise ValueError(f"{name}: temperature {temperature} > 0 samples and needs a key=...")
+    return _sample(logits, as_key(name, key), temperature, top_k)
+
+
+def _sample(logits: jax.Array, key: jax.Array, temperature: Any, top_k: int | None) -> jax.Array:
+    """A draw from softmax(z / T) over the top_k largest z (checked by the callers)."""
+    z = logits / jnp.asarray(temperature, logits.dtype)
+    if top_k is not None:
+        kth = jax.lax.top_k(z, top_k)[0][..., -1:]
+        z = jnp.where(z >= kth, z, jnp.asarray(-jnp.inf, z.dtype))
+    return jax.random.categorical(key, z, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "top_k", "greedy"))
+def _generate(model, params, prompt, key, temperature, *, max_new_tokens, top_k, greedy):
+    batch, length = prompt.shape[:-1], prompt.shape[-1]
+    cache = model.init_cache(batch, dtype=jax.tree.leaves(params)[0].dtype)
+    logits, cache = model.decode(params, cache, prompt, 0)
+
+    def step(carry, inputs):
+        last, cache = carry
+        i, k = inputs
+        if greedy:
+            token = jnp.argmax(last, axis=-1).astype(jnp.int32)
+        else:
+            token = _sample(last, k, temperature, top_k)
+        logits, cache = model.decode(params, cache, token[..., None], length + i)
+        return (logits[..., -1, :], cache), token
+
+    steps = jnp.arange(max_new_tokens)
+    keys = jax.random.split(key, max_new_tokens)
+    _, tokens = jax.lax.scan(step, (logits[..., -1, :], cache), (steps, keys))
+    return jnp.concatenate([prompt.astype(jnp.int32), jnp.moveaxis(tokens, 0, -1)], axis=-1)
+
+
+def generate(
+    model: Any,
+    params: Any,
+    prompt: Any,
+    *,
+    max_new_tokens: int,
+    key: Any = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> jax.Array:
+    """The prompt followed by ``max_new_tokens`` generated tokens, with a key/value cache.
+
+    Each new token is ``sample_token(logits of the last token, key_i, temperature,
+    top_k)``: greedy (argmax) for temperature 0, else a draw with the i-th split of
+    ``key``. The cached logits equal ``model.apply`` on the whole sequence (tested), so
+    greedy generation equals taking the argmax of a full pass step by step.
+
+    Args:
+      model: a :class:`~fundl.models.TransformerLM` (anything with ``init_cache`` and
+        ``decode``).
+      params: its parameters.
+      prompt: int token ids (..., L_p), L_p ≥ 1.
+      max_new_tokens: how many tokens to add (L_p + max_new_tokens ≤ model.max_length).
+      key: PRNG key (or int seed); required when temperature > 0.
+      temperature: T ≥ 0; 0 is greedy.
+      top_k: None or an int in [1, vocab]: sample among the k largest logits only.
+    Returns: int32 (..., L_p + max_new_tokens).
+
+    Example:
+      >>> lm = fundl.models.transformer_lm(7, d_model=8, num_heads=2, num_layers=1,
+      ...                                  max_length=10)
+      >>> params = lm.init(jax.random.key(0))
+      >>> out = fundl.models.generate(lm, params, jnp.array([[1, 2, 3]]), max_new_tokens=4,
+      ...                             temperature=0.0)
+      >>> out.shape
+      (1, 7)
+    """
+    name = "generate"
+    check_int(name, "max_new_tokens", max_new_tokens)
+    for method in ("init_cache", "decode"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(f"{name}: {model!r} has no {method}; expected a TransformerLM")
+    vocab = getattr(model, "vocab_size", None)
+    temperature = _check_sampling(name, temperature, top_k, vocab)
+    if not jnp.issubdtype(jnp.result_type(prompt), jnp.integer) or jnp.ndim(prompt) < 1:
+        raise TypeError(
+            f"{name}: expected an integer prompt (..., L), got {jnp.result_type(prompt)} of "
+            f"shape {jnp.shape(prompt)}"
+        )
+    length = jnp.shape(prompt)[-1]
+    if length == 0:
+        raise ValueError(f"{name}: the prompt is empty (shape {jnp.shape(prompt)})")
+    if length + max_new_tokens > model.max_length:
+        raise ValueError(
+            f"{name}: a prompt of {length} tokens plus {max_new_tokens} new ones is longer "
+            f"than the model's max_length {model.max_length}"
+        )
+    greedy = temperature == 0.0
+    if not greedy and key is None:
+        raise ValueError(f"{name}: temperature {temperature} > 0 samples and needs a key=...")
+    key = jax.random.key(0) if greedy else as_key(name, key)
+    return _generate(
+        model,
+        params,
+        jnp.asarray(prompt),
+        key,
+        temperature,
+        max_new_tokens=max_new_tokens,
+        top_k=top_k,
+        greedy=greedy,
+    )

@@ -1,0 +1,293 @@
+"""A decoder-only Transformer language model (GPT-style), with a key/value cache.
+
+    h⁰ = E[tokens] + P[positions]           (learned or sinusoidal P; none with rotary)
+    hˡ = DecoderBlockˡ(hˡ⁻¹)                 causal self-attention + GELU FFN, pre-LN
+    logits = LN(hᴺ) Eᵀ                       the output tied to the embedding (or a Dense)
+
+``TransformerLM.apply`` takes token ids (batch, L) and gives next-token logits (batch,
+L, vocab) for every position. ``init_cache`` and ``decode`` run it incrementally: the
+keys and values of earlier tokens are kept, so each new token costs one row of attention
+(``fundl.models.generate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fundl import initializers
+from fundl._validate import (
+    as_key,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_param_dtype,
+)
+from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.dense import dense
+from fundl.nn.dropout import dropout
+from fundl.nn.embedding import embedding
+from fundl.nn.norm import layer_norm
+from fundl.nn.position import sinusoidal_positions
+from fundl.nn.transformer import TransformerDecoderBlock
+
+__all__ = ["TransformerLM", "transformer_lm"]
+
+POSITIONAL = ("learned", "sinusoidal", "rotary")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class TransformerLM(Layer):
+    """A decoder-only Transformer LM: token ids (batch, L) -> logits (batch, L, vocab).
+
+    ``params = {"embedding": {"E": (vocab, d)}, "positions": {"P": (max_length, d)}
+    (learned only), "block0", ..., "block{N−1}" (``TransformerDecoderBlock`` params),
+    "norm": {"gamma", "beta"} (pre-LN only), "head": {"W": (vocab, d), "b"} (untied only)}``.
+
+    E ~ N(0, 0.02²) and learned P ~ N(0, 0.02²) (GPT-2); the blocks' own initializers.
+    Dropout (train only, needs a key) after the position sum and in every block.
+
+    Args:
+      vocab_size: number of tokens.
+      d_model: the width d (divisible by num_heads).
+      num_heads, num_layers: heads per block, blocks.
+      max_length: the longest sequence (and the cache's length).
+      ff_features: the FFN's hidden width; None is 4·d.
+      dropout: rate in [0, 1).
+      tie_embeddings: logits = h Eᵀ (True) or a separate Dense head.
+      positional: "learned", "sinusoidal" or "rotary" (RoPE in every self-attention).
+      norm_first: pre-LN blocks plus a final LN (True), or post-LN blocks.
+      eps, param_dtype: the layer norms' ε; the parameters' dtype.
+    """
+
+    vocab_size: int
+    d_model: int
+    num_heads: int
+    num_layers: int
+    max_length: int
+    ff_features: int | None = dataclasses.field(default=None, kw_only=True)
+    dropout: float = dataclasses.field(default=0.0, kw_only=True)
+    tie_embeddings: bool = dataclasses.field(default=True, kw_only=True)
+    positional: str = dataclasses.field(default="learned", kw_only=True)
+    norm_first: bool = dataclasses.field(default=True, kw_only=True)
+    eps: float = dataclasses.field(default=1e-5, kw_only=True)
+    param_dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
+
+    kind: ClassVar[str] = "transformer_lm"
+
+    def __post_init__(self) -> None:
+        name = "TransformerLM"
+        for arg in ("vocab_size", "d_model", "num_heads", "num_layers", "max_length"):
+            check_int(name, arg, getattr(self, arg))
+        if self.ff_features is not None:
+            check_int(name, "ff_features", self.ff_features)
+        rate = check_number(name, "dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        object.__setattr__(self, "dropout", rate)
+        check_bool(name, "tie_embeddings", self.tie_embeddings)
+        check_choice(name, "positional", self.positional, POSITIONAL)
+        check_bool(name, "norm_first", self.norm_first)
+        check_param_dtype(name, self.param_dtype)
+        if self.d_model % self.num_heads:
+            raise ValueError(f"{name}: {self.num_heads} heads do not divide d_model {self.d_model}")
+        if self.positional == "rotary" and (self.d_model // self.num_heads) % 2:
+            raise ValueError(
+                f"{name}: rotary positions need an even head width, got d_model "
+                f"{self.d_model} / {self.num_heads} heads = {self.d_model // self.num_heads}"
+            )
+
+    @property
+    def block(self) -> TransformerDecoderBlock:
+        """The config every block shares (decoder-only: no cross-attention)."""
+        return TransformerDecoderBlock(
+            self.num_heads,
+            self.ff_features or 4 * self.d_model,
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+            eps=self.eps,
+            rotary=self.positional == "rotary",
+            cross_attention=False,
+            param_dtype=self.param_dtype,
+        )
+
+    def init(self, key: Any, input_shape: tuple[int, ...] = ()) -> dict[str, Any]:
+        """The parameters (see the class docstring); the ids' shape does not matter."""
+        del input_shape
+        key = as_key("TransformerLM.init", key)
+        d, keys = self.d_model, jax.random.split(key, self.num_layers + 3)
+        small = initializers.normal(0.02)
+        params: dict[str, Any] = {
+            "embedding": {"E": small(keys[0], (self.vocab_size, d), self.param_dtype)}
+        }
+        if self.positional == "learned":
+            params["positions"] = {"P": small(keys[1], (self.max_length, d), self.param_dtype)}
+        for i in range(self.num_layers):
+            params[f"block{i}"] = self.block.init(keys[3 + i], (1, d))
+        if self.norm_first:
+            params["norm"] = {
+                "gamma": initializers.ones(None, (d,), self.param_dtype),
+                "beta": initializers.zeros(None, (d,), self.param_dtype),
+            }
+        if not self.tie_embeddings:
+            params["head"] = {
+                "W": initializers.xavier_uniform(keys[2], (self.vocab_size, d), self.param_dtype),
+                "b": initializers.zeros(None, (self.vocab_size,), self.param_dtype),
+            }
+        return params
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """ids (..., L) -> (..., L, vocab_size)."""
+        return tuple(input_shape) + (self.vocab_size,)
+
+    def _check_tokens(self, tokens: Any, what: str = "token ids") -> int:
+        if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+            raise TypeError(f"{self!r}: expected integer {what}, got {jnp.result_type(tokens)}")
+        shape = jnp.shape(tokens)
+        if len(shape) < 1 or shape[-1] == 0:
+            raise ValueError(f"{self!r}: expected {what} of shape (..., L) with L ≥ 1, got {shape}")
+        if shape[-1] > self.max_length:
+            raise ValueError(
+                f"{self!r}: a sequence of length {shape[-1]} (shape {shape}) is longer than "
+                f"max_length {self.max_length}"
+            )
+        return shape[-1]
+
+    def _embed(self, params: dict, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        """E[tokens] + P[positions] (positions (L,), learned or sinusoidal; rotary: none)."""
+        h = embedding(params["embedding"]["E"], tokens)
+        if self.positional == "learned":
+            h = h + jnp.broadcast_to(embedding(params["positions"]["P"], positions), h.shape)
+        elif self.positional == "sinusoidal":
+            table = sinusoidal_positions(self.max_length, self.d_model, dtype=h.dtype)
+            h = h + jnp.broadcast_to(jnp.take(table, positions, axis=0), h.shape)
+        return h
+
+    def _logits(self, params: dict, h: jax.Array) -> jax.Array:
+        if self.norm_first:
+            h = layer_norm(h, params["norm"]["gamma"], params["norm"]["beta"], eps=self.eps)
+        if self.tie_embeddings:
+            return dense(h, params["embedding"]["E"])
+        return dense(h, params["head"]["W"], params["head"]["b"])
+
+    def apply_with_state(
+        self,
+        params: dict,
+        state: Any,
+        x: jax.Array,
+        *,
+        key: Any = None,
+        train: bool = False,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Any]:
+        """(logits (..., L, vocab), state) for token ids x (..., L).
+
+        ``mask``: None or bool (..., L), False at padding keys (right padding keeps the
+        real tokens' logits unchanged: attention is causal).
+        """
+        check_bool(repr(self), "train", train)
+        length = self._check_tokens(x)
+        check_params(self, params, jnp.shape(x))
+        check_state(self, state, jnp.shape(x))
+        drop = train and self.dropout > 0.0
+        if drop and key is None:
+            raise ValueError(
+                f"{self!r}: train=True with dropout {self.dropout} needs a PRNG key; pass key=..."
+            )
+        keys = jax.random.split(as_key(repr(self), key), self.num_layers + 1) if drop else None
+        h = self._embed(params, x, jnp.arange(length))
+        if drop:
+            keep = jax.random.bernoulli(keys[-1], 1.0 - self.dropout, h.shape)
+            h = dropout(h, keep, rate=self.dropout)
+        block = self.block
+        for i in range(self.num_layers):
+            h, _ = block.apply_with_state(
+                params[f"block{i}"], {}, h, key=None if keys is None else keys[i], train=train,
+                mask=mask,
+            )  # fmt: skip
+        return self._logits(params, h), state
+
+    def apply(self, params, x, *, key=None, train=False, mask=None):
+        """The logits alone: ``apply_with_state(params, {}, x, ...)[0]``."""
+        return self.apply_with_state(params, {}, x, key=key, train=train, mask=mask)[0]
+
+    def init_cache(self, batch: int | tuple[int, ...], *, dtype: Any = None) -> dict:
+        """An empty key/value cache for ``decode``: ``{"block{i}": {"k", "v"}}``, each
+        (*batch, heads, max_length, d_model / heads), in ``dtype`` (the params' by default)."""
+        batch = (batch,) if isinstance(batch, (int, np.integer)) else tuple(batch)
+        dtype = self.param_dtype if dtype is None else dtype
+        block = self.block
+        return {
+            f"block{i}": block.init_cache(batch, self.max_length, self.d_model, dtype)
+            for i in range(self.num_layers)
+        }
+
+    def decode(
+        self, params: dict, cache: dict, tokens: jax.Array, position: Any
+    ) -> tuple[jax.Array, dict]:
+        """Logits for new tokens (..., L_new) placed at ``position``, and the updated cache.
+
+        The tokens' keys and values are written into the cache at ``position`` ..
+        ``position + L_new − 1``; each attends to everything cached up to itself. Feeding
+        a sequence in pieces (a prompt, then one token at a time) gives the same logits as
+        ``apply`` on the whole sequence. ``position`` may be traced (inside ``jit`` or a
+        scan); a concrete one beyond the cache raises ``ValueError``, and under ``jit``
+        the logits of a call that runs past ``max_length`` are all NaN (never a silently clamped write).
+        """
+        length = self._check_tokens(tokens, "new token ids")
+        check_params(self, params, jnp.shape(tokens))
+        if not isinstance(position, jax.core.Tracer):
+            position = int(position)
+            if not 0 <= position <= self.max_length - length:
+                raise ValueError(
+                    f"{self!r}: {length} new tokens at position {position} do not fit the "
+                    f"cache of max_length {self.max_length}"
+                )
+        positions = position + jnp.arange(length)
+        h = self._embed(params, tokens, jnp.minimum(positions, self.max_length - 1))
+        block, new_cache = self.block, {}
+        for i in range(self.num_layers):
+            name = f"block{i}"
+            h, new_cache[name] = block.decode(params[name], cache[name], h, position)
+        logits = self._logits(params, h)
+        past_end = position + length > self.max_length  # traced: the write was clamped
+        return jnp.where(past_end, jnp.asarray(jnp.nan, logits.dtype), logits), new_cache
+
+
+def transformer_lm(
+    vocab_size: int,
+    *,
+    d_model: int,
+    num_heads: int,
+    num_layers: int,
+    max_length: int,
+    ff_features: int | None = None,
+    dropout: float = 0.0,
+    tie_embeddings: bool = True,
+    positional: str = "learned",
+    norm_first: bool = True,
+) -> TransformerLM:
+    """A decoder-only Transformer language model (see :class:`TransformerLM`).
+
+    Example:
+      >>> lm = fundl.models.transformer_lm(11, d_model=8, num_heads=2, num_layers=1,
+      ...                                  max_length=16)
+      >>> params = lm.init(jax.random.key(0))
+      >>> lm.apply(params, jnp.zeros((2, 5), jnp.int32)).shape
+      (2, 5, 11)
+    """
+    return TransformerLM(
+        vocab_size,
+        d_model,
+        num_heads,
+        num_layers,
+        max_length,
+        ff_features=ff_features,
+        dropout=dropout,
+        tie_embeddings=tie_embeddings,
+        positional=positional,
+        norm_first=norm_first,
+    )
