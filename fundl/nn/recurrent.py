@@ -52,6 +52,8 @@ b_hn) — no other intermediate of the forward scan.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -160,6 +162,7 @@ def _with_output(g_t, m):
 # rnn
 
 
+@functools.partial(jax.jit, static_argnames="reverse")  # eager calls compile once
 def _rnn_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
     xw = jnp.einsum("ntd,hd->tnh", x, W_ih) + (b_ih + b_hh)[None, None]  # every step at once
     ms = _time_mask(mask)
@@ -233,6 +236,7 @@ rnn.defvjp(rnn_fwd, rnn_bwd)
 # lstm
 
 
+@functools.partial(jax.jit, static_argnames="reverse")  # eager calls compile once
 def _lstm_scan(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
     xw = jnp.einsum("ntd,gd->tng", x, W_ih) + (b_ih + b_hh)[None, None]
     ms = _time_mask(mask)
@@ -333,6 +337,7 @@ lstm.defvjp(lstm_fwd, lstm_bwd)
 # gru
 
 
+@functools.partial(jax.jit, static_argnames="reverse")  # eager calls compile once
 def _gru_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
     xw = jnp.einsum("ntd,gd->tng", x, W_ih) + b_ih[None, None]
     ms = _time_mask(mask)
