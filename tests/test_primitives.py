@@ -220,19 +220,6 @@ PRIMITIVES_UNDER_TEST = [
             _normal(65, (3,), 0.3),
         ),
     ),
-    Case(
-        "lstm",
-        nn.lstm,
-        lambda: (
-            _normal(66, (2, 3, 2)),
-            _normal(67, (2, 3), 0.5),
-            _normal(68, (2, 3), 0.5),
-            _normal(69, (12, 2), 0.5),
-            _normal(70, (12, 3), 0.5),
-            _normal(71, (12,), 0.3),
-            _normal(72, (12,), 0.3),
-        ),
-    ),
     Case(  # sequence 0 has 2 real steps of 3, read backward from its last real one
         "lstm_masked_reverse",
         nn.lstm,

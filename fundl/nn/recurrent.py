@@ -21,7 +21,9 @@ mask (N, T) bool, True at real steps: where False the state is carried unchanged
 the output is 0, and the final state is the state after the last real step — PyTorch's
 packed sequences. With right-padded sequences and ``reverse=True`` the padded steps come
 first in the scan and keep h_0, so each sequence is read from its own last element:
-PyTorch's backward direction for packed sequences. The mask gets no gradient.
+PyTorch's backward direction for packed sequences. The mask gets no gradient. Values at
+padded steps reach nothing, not even as NaN (autodiff through the forward scan would
+give 0 · NaN in the weight gradients there).
 
 Backward: a reverse ``lax.scan`` (in the opposite direction of the forward one) carrying
 dh — and dc for the LSTM — from the final state's cotangent; with g_t the cotangent of
@@ -51,6 +53,8 @@ b_hn) — no other intermediate of the forward scan.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -134,10 +138,12 @@ def _previous(s0, ss, reverse):
     return jnp.concatenate([s0[None], ss[:-1]], axis=0)
 
 
-def _weight_grads(dz, du, x, previous, W_ih, dtypes):
+def _weight_grads(dz, du, x, previous, W_ih, mask, dtypes):
     """dx, dW_ih, dW_hh, db_ih, db_hh from the per-step gradients (time-major)."""
     dt_x, dt_ih, dt_hh, dt_bih, dt_bhh = dtypes.value
     d_x = jnp.einsum("tng,gd->ntd", dz, W_ih)
+    if mask is not None:  # dz = 0 there, but 0 · NaN is NaN: padding must not matter
+        x = jnp.where(mask[..., None], x, jnp.zeros_like(x))
     d_W_ih = jnp.einsum("tng,ntd->gd", dz, x)
     d_W_hh = jnp.einsum("tng,tnk->gk", du, previous)
     return (
@@ -160,6 +166,7 @@ def _with_output(g_t, m):
 # rnn
 
 
+@functools.partial(jax.jit, static_argnames="reverse")  # eager calls compile once
 def _rnn_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
     xw = jnp.einsum("ntd,hd->tnh", x, W_ih) + (b_ih + b_hh)[None, None]  # every step at once
     ms = _time_mask(mask)
@@ -222,7 +229,7 @@ def rnn_bwd(residuals, g, *, reverse=False):
     xs = (jnp.swapaxes(g_hs, 0, 1), hs, ms)
     d_h0, dz = lax.scan(step, g_h, xs, reverse=not reverse)
     d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(
-        dz, dz, x, _previous(h0, hs, reverse), W_ih, dtypes
+        dz, dz, x, _previous(h0, hs, reverse), W_ih, mask, dtypes
     )
     return d_x, d_h0.astype(h0.dtype), d_W_ih, d_W_hh, d_b_ih, d_b_hh, None
 
@@ -233,6 +240,7 @@ rnn.defvjp(rnn_fwd, rnn_bwd)
 # lstm
 
 
+@functools.partial(jax.jit, static_argnames="reverse")  # eager calls compile once
 def _lstm_scan(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
     xw = jnp.einsum("ntd,gd->tng", x, W_ih) + (b_ih + b_hh)[None, None]
     ms = _time_mask(mask)
@@ -313,7 +321,7 @@ def lstm_bwd(residuals, g, *, reverse=False):
     xs = (jnp.swapaxes(g_hs, 0, 1), gates, cs, _previous(c0, cs, reverse), ms)
     (d_h0, d_c0), dz = lax.scan(step, (g_h, g_c), xs, reverse=not reverse)
     d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(
-        dz, dz, x, _previous(h0, hs, reverse), W_ih, dtypes
+        dz, dz, x, _previous(h0, hs, reverse), W_ih, mask, dtypes
     )
     return (
         d_x,
@@ -333,6 +341,7 @@ lstm.defvjp(lstm_fwd, lstm_bwd)
 # gru
 
 
+@functools.partial(jax.jit, static_argnames="reverse")  # eager calls compile once
 def _gru_scan(x, h0, W_ih, W_hh, b_ih, b_hh, mask, reverse):
     xw = jnp.einsum("ntd,gd->tng", x, W_ih) + b_ih[None, None]
     ms = _time_mask(mask)
@@ -407,7 +416,7 @@ def gru_bwd(residuals, g, *, reverse=False):
 
     xs = (jnp.swapaxes(g_hs, 0, 1), gates, previous, ms)
     d_h0, (dz, du) = lax.scan(step, g_h, xs, reverse=not reverse)
-    d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(dz, du, x, previous, W_ih, dtypes)
+    d_x, d_W_ih, d_W_hh, d_b_ih, d_b_hh = _weight_grads(dz, du, x, previous, W_ih, mask, dtypes)
     return d_x, d_h0.astype(h0.dtype), d_W_ih, d_W_hh, d_b_ih, d_b_hh, None
 
 

@@ -270,22 +270,14 @@ LAYERS_UNDER_TEST = [
         _ones(2, 5),
         r"LSTM\(4\): expected x of shape \(batch, T, d\), got shape \(2, 5\)",
     ),
-    Case(
-        "gru",
-        GRU(3),
-        (2, 4, 2),
-        GRU(3, bidirectional=True),
-        _ones(2, 0, 2),
-        r"GRU\(3\): sequence length 0",
-    ),
     Case(  # dropout between the two layers in training
-        "lstm_stacked_bidirectional",
-        LSTM(3, num_layers=2, bidirectional=True, dropout=0.3),
+        "gru_stacked_bidirectional",
+        GRU(3, num_layers=2, bidirectional=True, dropout=0.3),
         (2, 4, 2),
-        LSTM(3, num_layers=2),
+        GRU(3, num_layers=2),
         _ones(2, 4, 3),
-        r"LSTM\(3, num_layers=2, bidirectional=True, dropout=0.3\): params\['l0'\]\['W_ih'\] "
-        r"has shape \(12, 2\); for inputs of shape \(2, 4, 3\) it expects \(12, 3\)",
+        r"GRU\(3, num_layers=2, bidirectional=True, dropout=0.3\): params\['l0'\]\['W_ih'\] "
+        r"has shape \(9, 2\); for inputs of shape \(2, 4, 3\) it expects \(9, 3\)",
     ),
     # self-attention (cross-attention and rotary, which a compiled run fuses into FMAs
     # that differ from eager in the last bit: tests/nn/test_multihead.py)
