@@ -119,7 +119,9 @@ def test_the_lm_gradient_equals_autodiff_and_finite_differences():
         return losses.softmax_cross_entropy(lm.apply(params, tokens), targets)
 
     params = lm.init(jax.random.key(0))
-    gradcheck.check(loss, params, hvp=False, vmap=False).assert_passed()
+    gradcheck.check(
+        loss, params, hvp=False, vmap=False, jit=False, fd_max_elements=8
+    ).assert_passed()
 
 
 def test_parameter_count_and_tied_head():
