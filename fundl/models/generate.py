@@ -34,14 +34,16 @@ def sample_token(
 
     temperature = 0 is greedy (argmax; no key needed). Otherwise the token is drawn from
     p ∝ exp(z / T) restricted to the ``top_k`` largest logits (all of them for None; ties
-    at the k-th value are kept), with the explicit ``key``.
+    at the k-th value are kept), with the explicit ``key``. A row of logits holding a NaN
+    gives −1 — no token, outside every vocabulary — never an arbitrary valid one (fed
+    back to ``generate``, its embedding is a NaN row, so what follows is −1 too).
 
     Args:
       logits: (..., vocab) scores.
       key: a PRNG key (or int seed); required when temperature > 0.
       temperature: T ≥ 0.
       top_k: None or an int in [1, vocab].
-    Returns: int32 token ids (...).
+    Returns: int32 token ids (...); −1 where the logits have a NaN.
 
     Example:
       >>> z = jnp.log(jnp.array([[0.1, 0.6, 0.3]]))
@@ -56,10 +58,19 @@ def sample_token(
         )
     temperature = _check_sampling(name, temperature, top_k, jnp.shape(logits)[-1])
     if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return _greedy(logits)
     if key is None:
         raise ValueError(f"{name}: temperature {temperature} > 0 samples and needs a key=...")
     return _sample(logits, as_key(name, key), temperature, top_k)
+
+
+def _no_token_for_nan(logits: jax.Array, token: jax.Array) -> jax.Array:
+    """−1 (no token: outside every vocabulary) where a row of logits has a NaN."""
+    return jnp.where(jnp.any(jnp.isnan(logits), axis=-1), -1, token).astype(jnp.int32)
+
+
+def _greedy(logits: jax.Array) -> jax.Array:
+    return _no_token_for_nan(logits, jnp.argmax(logits, axis=-1))
 
 
 def _sample(logits: jax.Array, key: jax.Array, temperature: Any, top_k: int | None) -> jax.Array:
@@ -68,20 +79,20 @@ def _sample(logits: jax.Array, key: jax.Array, temperature: Any, top_k: int | No
     if top_k is not None:
         kth = jax.lax.top_k(z, top_k)[0][..., -1:]
         z = jnp.where(z >= kth, z, jnp.asarray(-jnp.inf, z.dtype))
-    return jax.random.categorical(key, z, axis=-1).astype(jnp.int32)
+    return _no_token_for_nan(logits, jax.random.categorical(key, z, axis=-1))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "top_k", "greedy"))
 def _generate(model, params, prompt, key, temperature, *, max_new_tokens, top_k, greedy):
     batch, length = prompt.shape[:-1], prompt.shape[-1]
-    cache = model.init_cache(batch, dtype=jax.tree.leaves(params)[0].dtype)
+    cache = model.init_cache(batch, dtype=jnp.result_type(*jax.tree.leaves(params)))
     logits, cache = model.decode(params, cache, prompt, 0)
 
     def step(carry, inputs):
         last, cache = carry
         i, k = inputs
         if greedy:
-            token = jnp.argmax(last, axis=-1).astype(jnp.int32)
+            token = _greedy(last)
         else:
             token = _sample(last, k, temperature, top_k)
         logits, cache = model.decode(params, cache, token[..., None], length + i)

@@ -30,7 +30,6 @@ from fundl._validate import (
 )
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.nn.dense import dense
-from fundl.nn.dropout import dropout
 from fundl.nn.embedding import embedding
 from fundl.nn.norm import layer_norm
 from fundl.nn.position import sinusoidal_positions
@@ -198,11 +197,10 @@ class TransformerLM(Layer):
                 f"{self!r}: train=True with dropout {self.dropout} needs a PRNG key; pass key=..."
             )
         keys = jax.random.split(as_key(repr(self), key), self.num_layers + 1) if drop else None
-        h = self._embed(params, x, jnp.arange(length))
-        if drop:
-            keep = jax.random.bernoulli(keys[-1], 1.0 - self.dropout, h.shape)
-            h = dropout(h, keep, rate=self.dropout)
         block = self.block
+        h = self._embed(params, x, jnp.arange(length))
+        if drop:  # the blocks' own dropout, on the embedded tokens
+            h = block._drop(h, keys[-1], train)
         for i in range(self.num_layers):
             h, _ = block.apply_with_state(
                 params[f"block{i}"], {}, h, key=None if keys is None else keys[i], train=train,
@@ -235,10 +233,15 @@ class TransformerLM(Layer):
         a sequence in pieces (a prompt, then one token at a time) gives the same logits as
         ``apply`` on the whole sequence. ``position`` may be traced (inside ``jit`` or a
         scan); a concrete one beyond the cache raises ``ValueError``, and under ``jit``
-        the logits of a call that runs past ``max_length`` are all NaN (never a silently clamped write).
+        the logits of a call that runs past ``max_length`` (or starts below 0) are all NaN (never a silently clamped write).
         """
         length = self._check_tokens(tokens, "new token ids")
         check_params(self, params, jnp.shape(tokens))
+        if not jnp.issubdtype(jnp.result_type(position), jnp.integer) or jnp.ndim(position):
+            raise TypeError(
+                f"{self!r}: expected an integer scalar position, got "
+                f"{jnp.result_type(position)} of shape {jnp.shape(position)}"
+            )
         if not isinstance(position, jax.core.Tracer):
             position = int(position)
             if not 0 <= position <= self.max_length - length:
@@ -253,8 +256,9 @@ class TransformerLM(Layer):
             name = f"block{i}"
             h, new_cache[name] = block.decode(params[name], cache[name], h, position)
         logits = self._logits(params, h)
-        past_end = position + length > self.max_length  # traced: the write was clamped
-        return jnp.where(past_end, jnp.asarray(jnp.nan, logits.dtype), logits), new_cache
+        # traced and outside the cache: the write was clamped, so no logit can be trusted
+        outside = (position < 0) | (position + length > self.max_length)
+        return jnp.where(outside, jnp.asarray(jnp.nan, logits.dtype), logits), new_cache
 
 
 def transformer_lm(

@@ -98,6 +98,13 @@ def test_sampling_follows_softmax_over_temperature_and_top_k():
     assert abs(counts[2] / n - p2) < 4 * np.sqrt(p2 * (1 - p2) / n)
 
 
+def test_a_nan_row_of_logits_gives_no_token_not_an_arbitrary_one():
+    logits = jnp.array([[0.1, jnp.nan, 0.3], [0.1, 0.2, 0.3]])
+    for options in ({"temperature": 0.0}, {"temperature": 1.0, "key": 0, "top_k": 2}):
+        tokens = sample_token(logits, **options)
+        assert int(tokens[0]) == -1 and 0 <= int(tokens[1]) < 3
+
+
 def test_sampled_generation_is_deterministic_per_key_and_differs_across_keys():
     lm = _lm(num_layers=1)
     params = lm.init(jax.random.key(0))
@@ -158,6 +165,8 @@ def test_bad_input_is_refused_naming_the_model_and_shapes():
         lm.apply(params, jnp.zeros((1, 0), jnp.int32))
     with pytest.raises(ValueError, match=r"2 new tokens at position 8 do not fit"):
         lm.decode(params, lm.init_cache(1), jnp.zeros((1, 2), jnp.int32), 8)
+    with pytest.raises(TypeError, match="integer scalar position"):
+        lm.decode(params, lm.init_cache(1), jnp.zeros((1, 2), jnp.int32), 2.0)
     with pytest.raises(ValueError, match="3 heads do not divide d_model 8"):
         transformer_lm(VOCAB, d_model=8, num_heads=3, num_layers=1, max_length=4)
     with pytest.raises(ValueError, match="positional"):
@@ -178,6 +187,8 @@ def test_decode_past_the_cache_under_jit_gives_nan_not_a_clamped_write():
     params = lm.init(jax.random.key(0))
     cache = lm.init_cache(1)
     logits, _ = jax.jit(lm.decode)(params, cache, jnp.zeros((1, 2), jnp.int32), jnp.int32(8))
+    assert bool(jnp.all(jnp.isnan(logits)))
+    logits, _ = jax.jit(lm.decode)(params, cache, jnp.zeros((1, 2), jnp.int32), jnp.int32(-1))
     assert bool(jnp.all(jnp.isnan(logits)))
     logits, _ = jax.jit(lm.decode)(params, cache, jnp.zeros((1, 2), jnp.int32), jnp.int32(7))
     assert bool(jnp.all(jnp.isfinite(logits)))
