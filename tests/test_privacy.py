@@ -154,21 +154,24 @@ def test_stateful_dp_step_gives_each_example_its_own_dropout_key(x64):
         assert int(ts.step) == 2
 
 
-def test_without_noise_or_clipping_the_dp_step_is_the_ordinary_step():
+def test_without_noise_or_clipping_the_dp_step_is_the_ordinary_step(x64):
+    # float64: the per-example and the batch gradient sum in different orders, which
+    # float32 at a GPU's default (TF32-class) matmul precision would not match to 1e-10
     opt = optim.sgd(0.1, 0.9)
-    batch = _batch((3,), n=6)
-    dp = privacy.make_dp_train_step(
-        _mlp_loss, opt, l2_norm_clip=1e6, noise_multiplier=0.0, has_aux=True
-    )
-    plain = train.make_train_step(_mlp_loss, opt, has_aux=True)
-    params = MLP.init(1)
-    p1, s1, m1 = dp(params, opt.init(params), batch, 0, 1.0)  # an int seed as the key
-    params = MLP.init(1)
-    p2, s2, m2 = plain(params, opt.init(params), batch, 1.0)
-    chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-7)
-    chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
-    np.testing.assert_allclose(m1["accuracy"], m2["accuracy"], rtol=1e-6)
+    with x64():
+        batch = _batch((3,), n=6, dtype=jnp.float64)
+        dp = privacy.make_dp_train_step(
+            _mlp_loss, opt, l2_norm_clip=1e6, noise_multiplier=0.0, has_aux=True
+        )
+        plain = train.make_train_step(_mlp_loss, opt, has_aux=True)
+        params = _f64(MLP.init(1))
+        p1, s1, m1 = dp(params, opt.init(params), batch, 0, 1.0)  # an int seed as the key
+        params = _f64(MLP.init(1))
+        p2, s2, m2 = plain(params, opt.init(params), batch, 1.0)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(s1, s2, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-12)
+    np.testing.assert_allclose(m1["accuracy"], m2["accuracy"], rtol=1e-12)
     assert float(m1["clipped_fraction"]) == 0.0
 
 
