@@ -133,7 +133,9 @@ def per_example_grads(
       >>> def loss_fn(params, batch):
       ...     return fundl.losses.mse(model.apply(params, batch["x"]), batch["y"])
       >>> batch = {"x": jnp.ones((5, 2)), "y": jnp.zeros((5, 1))}
-      >>> grads = fundl.privacy.per_example_grads(loss_fn, params, batch)
+      >>> import functools   # compiled; eagerly: per_example_grads(loss_fn, params, batch)
+      >>> per_example = jax.jit(functools.partial(fundl.privacy.per_example_grads, loss_fn))
+      >>> grads = per_example(params, batch)
       >>> grads["dense1"]["W"].shape   # (N, n_out, n_in)
       (5, 3, 2)
     """
