@@ -40,11 +40,15 @@ def _example(batch, i):
     return jax.tree.map(lambda v: v[i : i + 1], batch)
 
 
+@functools.cache
+def _compiled_value_and_grad(loss_fn):
+    return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))  # one compilation per loss
+
+
 def _loop(loss_fn, params, batch, *args, n):
     """Each example's (loss, aux) and gradient by jax.grad of ``loss_fn`` (returning (loss,
     aux)) on that example alone; the gradients stacked."""
-    value_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))  # one compilation
-    outs = [value_and_grad(params, _example(batch, i), *args) for i in range(n)]
+    outs = [_compiled_value_and_grad(loss_fn)(params, _example(batch, i), *args) for i in range(n)]
     return [out[0] for out in outs], jax.tree.map(lambda *g: jnp.stack(g), *[o[1] for o in outs])
 
 
@@ -232,7 +236,9 @@ def test_bad_input_is_refused_with_the_cause():
     with pytest.raises(
         TypeError, match=r"per_example_grads: loss_fn must return a floating-point scalar"
     ):
-        privacy.per_example_grads(per_example_loss, params, _batch((3,)))
+        jax.eval_shape(  # traced only: the error comes before any computation
+            functools.partial(privacy.per_example_grads, per_example_loss), params, _batch((3,))
+        )
 
     def clashing(params, batch):
         return per_example_loss(params, batch).mean(), {"clipped_fraction": jnp.zeros(())}
