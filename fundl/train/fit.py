@@ -23,6 +23,7 @@ process.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -263,9 +264,7 @@ def _train_epoch(
     batches = fdata.batches(
         train_data, batch_size, key=state.key, epoch=state.epoch, drop_last=drop_last
     )
-    if plan is not None:  # each batch straight to its devices' slices
-        batches = map(plan.place_batch, batches)
-    for batch in fdata.prefetch_to_device(batches):
+    for batch in _to_devices(batches, plan, plan.place_batch if plan else None):
         state.train, metrics = step(state.train, batch)
         step_metrics.append(metrics)
         progress.advance(1, compiled=step.traces > traces)
@@ -278,6 +277,25 @@ def _batch_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
     per step: the epoch means weight each batch by these)."""
     full, rest = divmod(n, batch_size)
     return [batch_size] * full + ([rest] if rest and not drop_last else [])
+
+
+def _to_devices(batches: Iterable[Any], plan: DataParallel | None, place: Any) -> Iterable[Any]:
+    """The batches on the device, two ahead of the step (copies are asynchronous); with a
+    mesh each goes straight to its devices' slices by ``place``."""
+    if plan is None:
+        return fdata.prefetch_to_device(batches)
+    return _ahead(map(place, batches), 2)
+
+
+def _ahead(it: Iterable[Any], size: int) -> Iterable[Any]:
+    """Yield from ``it``, keeping ``size`` items already made (their transfers under way)."""
+    queue: collections.deque = collections.deque()
+    it = iter(it)
+    for item in it:
+        queue.append(item)
+        if len(queue) > size:
+            yield queue.popleft()
+    yield from queue
 
 
 def _placed_eval_batch(plan: DataParallel, batch: Any) -> Any:
@@ -295,12 +313,10 @@ def _evaluate(
     sizes: list[int],
     plan: DataParallel | None,
 ) -> dict[str, float]:
-    batches = fdata.batches(data, batch_size)
-    if plan is not None:
-        batches = (_placed_eval_batch(plan, batch) for batch in batches)
+    place = None if plan is None else lambda batch: _placed_eval_batch(plan, batch)
     results = [
         eval_step(train.params, train.model_state, batch)
-        for batch in fdata.prefetch_to_device(batches)
+        for batch in _to_devices(fdata.batches(data, batch_size), plan, place)
     ]
     return fdata.weighted_mean(jax.device_get(results), sizes)
 
