@@ -40,7 +40,7 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = "data"
         raise ValueError(f"data_mesh: axis must be a non-empty string, got {axis!r}")
     if devices is None:
         devices = jax.devices()
-    if isinstance(devices, jax.Device) or not isinstance(devices, Sequence):
+    if isinstance(devices, (jax.Device, str)) or not isinstance(devices, Sequence):
         raise TypeError(
             f"data_mesh: devices must be a sequence of jax.Device (e.g. jax.devices()), "
             f"got {devices!r}"

@@ -102,7 +102,8 @@ def replicate(tree: Any, mesh: Any) -> Any:
 
     How parameters, optimizer and model state live in plain data parallelism: each
     device computes the gradient of its slice of the batch and XLA's all-reduce gives
-    every copy the same update.
+    every copy the same update. Like ``jax.device_put``, a leaf already where it should
+    be is returned as it is, not copied: a donating step then consumes it.
 
     >>> mesh = fundl.parallel.data_mesh()
     >>> w = fundl.parallel.replicate({"W": jnp.ones((2, 3))}, mesh)["W"]
