@@ -25,6 +25,7 @@ from fundl import (
     models,
     nn,
     optim,
+    parallel,
     plot,
     rules,
     train,
@@ -54,6 +55,7 @@ ALL_MODULES = [
     plot,
     augment,
     models,
+    parallel,
 ]
 
 
@@ -96,6 +98,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/checkpoint.md",
         "docs/augment.md",
         "docs/models.md",
+        "docs/parallel.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):

@@ -26,17 +26,17 @@ from fundl.parallel.placement import host_copy, param_specs, replicate, shard_ba
 from fundl.parallel.plan import DataParallel
 
 __all__ = [
-    "data_mesh",
-    "shard_batch",
-    "replicate",
-    "param_specs",
-    "shard_params",
-    "host_copy",
     "DataParallel",
-    "initialize",
-    "process_index",
-    "process_count",
-    "is_main_process",
+    "data_mesh",
+    "host_copy",
     "host_shard",
+    "initialize",
+    "is_main_process",
+    "param_specs",
+    "process_count",
+    "process_index",
+    "replicate",
+    "shard_batch",
     "shard_local_batch",
+    "shard_params",
 ]

@@ -22,11 +22,11 @@ from fundl.parallel.mesh import axis_size
 from fundl.parallel.placement import batch_spec, check_batch
 
 __all__ = [
-    "initialize",
-    "process_index",
-    "process_count",
-    "is_main_process",
     "host_shard",
+    "initialize",
+    "is_main_process",
+    "process_count",
+    "process_index",
     "shard_local_batch",
 ]
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-__all__ = ["data_mesh", "axis_size", "check_mesh"]
+__all__ = ["axis_size", "check_mesh", "data_mesh"]
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = "data") -> Mesh:

@@ -15,17 +15,17 @@ import traceback
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-import fundl  # noqa: E402
-from fundl import losses, optim, parallel, train  # noqa: E402
-from fundl.checkpoint import CheckpointManager  # noqa: E402
-from fundl.nn import BatchNorm, Dense, Sequential  # noqa: E402
+import fundl
+from fundl import losses, optim, parallel, train
+from fundl.checkpoint import CheckpointManager
+from fundl.nn import BatchNorm, Dense, Sequential
 
 RTOL, ATOL = 1e-5, 1e-6
 OUT = sys.argv[1]
@@ -252,53 +252,35 @@ def raises(fn, match):
     raise AssertionError("no ValueError")
 
 
+def fit_on_mesh(n, batch_size):
+    return train.fit(
+        mlp_loss, MLP.init(0), optim.sgd(0.1), data(n), epochs=1, batch_size=batch_size, key=0,
+        progress=False, mesh=MESH,
+    )  # fmt: skip
+
+
 @check
 def bad_inputs():
-    msgs = [
+    step = train.make_train_step(mlp_loss, optim.sgd(0.1), mesh=MESH)
+    params = parallel.replicate(MLP.init(0), MESH)
+    state = parallel.replicate(optim.sgd(0.1).init(params), MESH)
+    return [
         raises(lambda: parallel.shard_batch(np.zeros((12, 3)), MESH), "batch size 12"),
+        raises(
+            lambda: step(params, state, data(12)),
+            "batch size 12 (batch['x']) does not divide by the 8 devices",
+        ),
         raises(
             lambda: train.make_train_step(mlp_loss, optim.sgd(0.1), mesh=MESH, axis="model"),
             "no axis 'model'",
         ),
+        raises(lambda: fit_on_mesh(48, 12), "batch_size 12 does not divide by the 8 devices"),
+        raises(lambda: fit_on_mesh(44, 16), "final batch of 12 examples"),
         raises(
-            lambda: (
-                fit_run(MESH, batch_size=12)
-                if False
-                else train.fit(
-                    mlp_loss,
-                    MLP.init(0),
-                    optim.sgd(0.1),
-                    data(48),
-                    epochs=1,
-                    batch_size=12,
-                    key=0,
-                    progress=False,
-                    mesh=MESH,
-                )
-            ),
-            "batch_size 12 does not divide by the 8 devices",
-        ),
-        raises(
-            lambda: train.fit(
-                mlp_loss,
-                MLP.init(0),
-                optim.sgd(0.1),
-                data(44),
-                epochs=1,
-                batch_size=16,
-                key=0,
-                progress=False,
-                mesh=MESH,
-            ),
-            "final batch of 12 examples",
+            lambda: train.make_epoch(mlp_loss, optim.sgd(0.1), 12, mesh=MESH),
+            "batch size 12",
         ),
     ]
-    step = train.make_train_step(mlp_loss, optim.sgd(0.1), mesh=MESH)
-    params = parallel.replicate(MLP.init(0), MESH)
-    state = parallel.replicate(optim.sgd(0.1).init(params), MESH)
-    msgs.append(raises(lambda: step(params, state, data(12)), "batch size 12"))
-    assert "8 devices" in msgs[-1], msgs[-1]
-    return msgs
 
 
 assert jax.device_count() == 8, jax.devices()
