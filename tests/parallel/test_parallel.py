@@ -124,26 +124,24 @@ def test_a_step_on_a_mesh_equals_the_step_without():
     params = MODEL.init(jax.random.key(0))
     plain = train.make_train_step(_loss, opt, donate=False)
     p1, s1, m1 = plain(params, opt.init(params), _batch())
-    for shard in (False, True):
-        step = train.make_train_step(_loss, opt, mesh=MESH, shard_params=shard, donate=False)
-        dp = parallel.DataParallel(MESH, shard_params=shard)
-        p, s, m = step(dp.place(params), dp.place(opt.init(params)), dp.place_batch(_batch()))
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
-            parallel.host_copy((p, s, m)),
-            parallel.host_copy((p1, s1, m1)),
-        )
+    # (replicated, and on 8 devices, in test_eight_devices.py)
+    step = train.make_train_step(_loss, opt, mesh=MESH, shard_params=True, donate=False)
+    dp = parallel.DataParallel(MESH, shard_params=True)
+    p, s, m = step(dp.place(params), dp.place(opt.init(params)), dp.place_batch(_batch()))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+        parallel.host_copy((p, s, m)),
+        parallel.host_copy((p1, s1, m1)),
+    )
 
 
-def test_eval_step_on_a_mesh_takes_any_batch_size():
+def test_eval_step_on_a_mesh_gives_the_loss():
+    # a batch that does not divide by 8 devices: fit_8_equals_1 in test_eight_devices.py
     params = MODEL.init(jax.random.key(0))
     evaluate = train.make_eval_step(_loss, mesh=MESH)
-    for n in (2 * N, 2 * N + 1):
-        batch = _batch(n)
-        np.testing.assert_allclose(
-            evaluate(parallel.replicate(params, MESH), batch)["loss"], _loss(params, batch),
-            rtol=1e-6,
-        )  # fmt: skip
+    batch = _batch(2 * N + (N > 1))
+    loss = evaluate(parallel.replicate(params, MESH), batch)["loss"]
+    np.testing.assert_allclose(loss, _loss(params, batch), rtol=1e-6)
 
 
 def test_shard_params_needs_a_mesh_and_a_bool():
