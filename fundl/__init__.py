@@ -5,9 +5,9 @@ Modules: ``fundl.initializers``, ``fundl.activations``, ``fundl.losses``,
 ResNet, Inception), ``fundl.gradcheck`` (gradient
 verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
 and loaders), ``fundl.augment`` (random image transforms, mixup, the ``Augment``
-layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
-``fundl.privacy`` (per-example gradients, DP-SGD), ``fundl.metrics``, ``fundl.plot``
-(training curves, needs matplotlib), ``fundl.tree``
+layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.parallel`` (data parallelism
+over devices and hosts), ``fundl.checkpoint``, ``fundl.privacy`` (per-example gradients,
+DP-SGD), ``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
 (pytree helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
 
@@ -23,6 +23,7 @@ from fundl import (
     models,
     nn,
     optim,
+    parallel,
     plot,
     privacy,
     rules,
@@ -82,6 +83,7 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "parallel",
     "plot",
     "primitive",
     "privacy",

@@ -25,6 +25,7 @@ from fundl import (
     models,
     nn,
     optim,
+    parallel,
     plot,
     privacy,
     rules,
@@ -56,6 +57,7 @@ ALL_MODULES = [
     augment,
     models,
     privacy,
+    parallel,
 ]
 
 
@@ -99,6 +101,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/augment.md",
         "docs/models.md",
         "docs/privacy.md",
+        "docs/parallel.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ process.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -39,6 +40,7 @@ from fundl._validate import as_key, check_bool, check_int
 from fundl.checkpoint import CheckpointError, CheckpointManager
 from fundl.metrics import Monitor
 from fundl.optim.base import GradientTransformation
+from fundl.parallel import DataParallel, host_copy
 from fundl.train.early_stopping import EarlyStopping
 from fundl.train.grad_health import GRAD_NORM, METRIC_PREFIXES, GradHealth
 from fundl.train.progress import Progress
@@ -47,8 +49,10 @@ from fundl.train.steps import (
     build_epoch,
     build_train_step,
     check_optimizer,
+    data_parallel,
     loss_and_aux,
     make_eval_step,
+    place_train_state,
 )
 
 __all__ = ["FitResult", "fit"]
@@ -246,6 +250,7 @@ def _train_epoch(
     drop_last: bool,
     scan: bool,
     progress: Progress,
+    plan: DataParallel | None,
 ) -> list[dict]:
     """Run one epoch of updates on ``state``; return its per-step metrics (host values)."""
     traces = step.traces
@@ -259,7 +264,7 @@ def _train_epoch(
     batches = fdata.batches(
         train_data, batch_size, key=state.key, epoch=state.epoch, drop_last=drop_last
     )
-    for batch in fdata.prefetch_to_device(batches):
+    for batch in _to_devices(batches, plan, plan.place_batch if plan else None):
         state.train, metrics = step(state.train, batch)
         step_metrics.append(metrics)
         progress.advance(1, compiled=step.traces > traces)
@@ -274,12 +279,44 @@ def _batch_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
     return [batch_size] * full + ([rest] if rest and not drop_last else [])
 
 
+def _to_devices(batches: Iterable[Any], plan: DataParallel | None, place: Any) -> Iterable[Any]:
+    """The batches on the device, two ahead of the step (copies are asynchronous); with a
+    mesh each goes straight to its devices' slices by ``place``."""
+    if plan is None:
+        return fdata.prefetch_to_device(batches)
+    return _ahead(map(place, batches), 2)
+
+
+def _ahead(it: Iterable[Any], size: int) -> Iterable[Any]:
+    """Yield from ``it``, keeping ``size`` items already made (their transfers under way)."""
+    queue: collections.deque = collections.deque()
+    it = iter(it)
+    for item in it:
+        queue.append(item)
+        if len(queue) > size:
+            yield queue.popleft()
+    yield from queue
+
+
+def _placed_eval_batch(plan: DataParallel, batch: Any) -> Any:
+    """An eval batch split over the devices, or whole on each when its size does not divide."""
+    if len(jax.tree.leaves(batch)[0]) % plan.devices:
+        return plan.place_replicated(batch)
+    return plan.place_batch(batch)
+
+
 def _evaluate(
-    eval_step: Callable[..., Any], train: TrainState, data: Any, batch_size: int, sizes: list[int]
+    eval_step: Callable[..., Any],
+    train: TrainState,
+    data: Any,
+    batch_size: int,
+    sizes: list[int],
+    plan: DataParallel | None,
 ) -> dict[str, float]:
+    place = None if plan is None else lambda batch: _placed_eval_batch(plan, batch)
     results = [
         eval_step(train.params, train.model_state, batch)
-        for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size))
+        for batch in _to_devices(fdata.batches(data, batch_size), plan, place)
     ]
     return fdata.weighted_mean(jax.device_get(results), sizes)
 
@@ -314,6 +351,7 @@ class _Loop:
     val_sizes: list[int]
     report: Progress
     grad_health: GradHealth | None  # the rules checked at each epoch's end, or None
+    plan: DataParallel | None  # data parallelism over a mesh, or None for one device
 
     def run_epoch(self, state: _State) -> dict[str, float]:
         """One epoch of updates on ``state``, checked for non-finite values, then validated.
@@ -331,6 +369,7 @@ class _Loop:
             self.drop_last,
             self.scan,
             self.report,
+            self.plan,
         )
         state.epoch += 1
         logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, self.train_sizes)}
@@ -343,7 +382,12 @@ class _Loop:
         if self.eval_step is not None:
             traces = self.eval_step.traces
             val = _evaluate(
-                self.eval_step, state.train, self.val_data, self.eval_batch_size, self.val_sizes
+                self.eval_step,
+                state.train,
+                self.val_data,
+                self.eval_batch_size,
+                self.val_sizes,
+                self.plan,
             )
             logs.update({f"val_{k}": v for k, v in val.items()})
             if self.eval_step.traces > traces:
@@ -360,10 +404,19 @@ def _save(
     steps_per_epoch: int,
     stateful: bool,
 ) -> None:
-    """The epoch's checkpoint: the tree, the logs as metrics, the bookkeeping as metadata."""
+    """The epoch's checkpoint: the tree, the logs as metrics, the bookkeeping as metadata.
+
+    In a multi-process run every process gathers the tree (a collective) and process 0
+    alone writes it.
+    """
+    tree = _saved_tree(state, steps_per_epoch, stateful)
+    if jax.process_count() > 1:
+        tree = host_copy(tree)
+        if jax.process_index() != 0:
+            return
     checkpoints.save(
         state.epoch * steps_per_epoch,
-        _saved_tree(state, steps_per_epoch, stateful),
+        tree,
         metrics={k: v for k, v in logs.items() if k != "epoch"},
         metadata={
             "history": state.history,
@@ -413,6 +466,29 @@ def _check_arguments(
     return epochs, batch_size, eval_batch_size, callbacks
 
 
+def _check_divisible(plan: DataParallel, n: int, batch_size: int, drop_last: bool) -> None:
+    """``ValueError`` unless every training batch of an epoch divides by the devices."""
+    devices = f"the {plan.devices} devices of mesh axis {plan.axis!r}"
+    if batch_size % plan.devices:
+        raise ValueError(
+            f"fit: batch_size {batch_size} does not divide by {devices}; use a multiple of "
+            f"{plan.devices}"
+        )
+    rest = n % batch_size
+    if not drop_last and rest % plan.devices:
+        raise ValueError(
+            f"fit: the epoch's final batch of {rest} examples ({n} = {n // batch_size} x "
+            f"{batch_size} + {rest}) does not divide by {devices}; pass drop_last=True to drop "
+            "it (each epoch reshuffles, so every example is still seen), or choose a batch "
+            "size or a number of examples for which it divides"
+        )
+
+
+def _scan_data(train_data: Any, plan: DataParallel | None) -> Any:
+    """The training data on the device(s) for ``scan=True``: a copy on each device of a mesh."""
+    return jax.device_put(train_data) if plan is None else plan.place_replicated(train_data)
+
+
 # --- fit --------------------------------------------------------------------------------
 
 
@@ -438,6 +514,9 @@ def fit(
     callbacks: Iterable[Callback] = (),
     model_state: Any = None,
     grad_health: GradHealth | bool = False,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> FitResult:
     """Train ``params`` on ``train_data`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -490,6 +569,19 @@ def fit(
         layers, the epoch and the values) when a norm vanishes, explodes or is NaN/inf.
         The warning comes before fit's own checks, so a NaN gradient is named before fit
         stops on it. Off by default, and then the compiled step is unchanged.
+      mesh: train data-parallel over a ``jax.sharding.Mesh``
+        (:func:`fundl.parallel.data_mesh`): each batch goes straight to the devices,
+        split along ``axis``; params, optimizer and model state are replicated (or split,
+        with ``shard_params``); the same loss function, the same updates up to float
+        reduction order. ``batch_size`` must divide by the devices along ``axis``, and so
+        must an epoch's final partial batch unless ``drop_last=True`` (or ``scan=True``)
+        drops it: fit raises a ``ValueError`` naming the numbers rather than pad it
+        (padding would change the loss's mean). Validation batches of any size work. In
+        a multi-process run (:func:`fundl.parallel.initialize`) every process calls fit
+        with the same data and key, and process 0 writes the checkpoints.
+      axis: the mesh axis the batch is split along.
+      shard_params: split params and optimizer state ZeRO/FSDP-style over ``axis``
+        (:func:`fundl.parallel.shard_params`) instead of replicating them.
 
     Returns:
       A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early,
@@ -516,6 +608,7 @@ def fit(
             "fit: has_aux does not apply with model_state: the loss function returns "
             "(loss, dict of metrics, new state)"
         )
+    plan = data_parallel("fit", mesh, axis, shard_params)
     n_train = fdata.validate(train_data, name="train_data")
     n_val = 0 if val_data is None else fdata.validate(val_data, name="val_data")
     steps_per_epoch = fdata.num_batches(n_train, batch_size, drop_last=drop_last or scan)
@@ -524,6 +617,8 @@ def fit(
             f"fit: batch_size {batch_size} is larger than the {n_train} training examples "
             "with drop_last (or scan=True); lower it"
         )
+    if plan is not None:
+        _check_divisible(plan, n_train, batch_size, drop_last or scan)
     monitor = (
         early_stopping.rule
         if early_stopping is not None
@@ -535,6 +630,8 @@ def fit(
     state = _start(params, optimizer, model_state, as_key("fit", key))
     if resume:
         state = _resume(checkpoints, state, steps_per_epoch, stateful, early_stopping)
+    if plan is not None:
+        state.train = place_train_state(plan, state.train)
     train_fn = loss_fn if stateful else _with_state(loss_fn, has_aux)
     eval_fn = eval_fn or loss_fn
     loop = _Loop(
@@ -547,6 +644,7 @@ def fit(
                 has_aux=False,
                 stateful=True,
                 grad_health=health is not None,
+                plan=plan,
             )
             if scan
             else build_train_step(
@@ -556,14 +654,20 @@ def fit(
                 has_aux=False,
                 stateful=True,
                 grad_health=health is not None,
+                plan=plan,
             )
         ),
         eval_step=(
             None
             if val_data is None
-            else make_eval_step(eval_fn if stateful else _with_state(eval_fn, None), stateful=True)
+            else make_eval_step(
+                eval_fn if stateful else _with_state(eval_fn, None),
+                stateful=True,
+                mesh=mesh,
+                axis=axis,
+            )
         ),
-        train_data=jax.device_put(train_data) if scan else train_data,
+        train_data=_scan_data(train_data, plan) if scan else train_data,
         val_data=val_data,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
@@ -574,6 +678,7 @@ def fit(
         val_sizes=_batch_sizes(n_val, eval_batch_size, False),
         report=Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch),
         grad_health=health,
+        plan=plan,
     )
     stopped_early = False
     try:

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from fundl import data as fdata
 from fundl._validate import as_key, check_bool, check_int
 from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
+from fundl.parallel.mesh import axis_size
+from fundl.parallel.plan import DataParallel
 from fundl.train.grad_health import METRIC_PREFIXES, grad_health_metrics
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
@@ -185,22 +187,85 @@ def _step_fn(
     has_aux: bool,
     stateful: bool,
     grad_health: bool = False,
+    plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     check_bool(name, "grad_health", grad_health)
     if not stateful:
-        return _train_step_fn(name, loss_fn, optimizer, has_aux, grad_health)
+        return _on_mesh(name, _train_step_fn(name, loss_fn, optimizer, has_aux, grad_health), plan)
     if has_aux:
         raise ValueError(
             f"{name}: has_aux does not apply with stateful=True: a stateful loss_fn always "
             "returns (loss, dict of metrics, new state)"
         )
-    step = _stateful_step_fn(name, loss_fn, optimizer, grad_health)
+    step = _on_mesh(name, _stateful_step_fn(name, loss_fn, optimizer, grad_health), plan, True)
 
     def checked(train_state, batch, *args):
         _check_train_state(name, train_state)
         return step(train_state, batch, *args)
 
     return checked
+
+
+def data_parallel(
+    name: str, mesh: Any, axis: Any, shard_params: Any
+) -> DataParallel | None:
+    """The :class:`~fundl.parallel.DataParallel` rule of a builder's ``mesh``, ``axis`` and
+    ``shard_params`` arguments, checked, or None without a mesh (the one-device program)."""
+    check_bool(name, "shard_params", shard_params)
+    if mesh is None:
+        if shard_params:
+            raise ValueError(
+                f"{name}: shard_params=True splits the parameters over a mesh; pass "
+                "mesh=fundl.parallel.data_mesh() as well"
+            )
+        return None
+    axis_size(name, mesh, axis)
+    return DataParallel(mesh, axis, shard_params)
+
+
+def place_train_state(plan: DataParallel, train_state: TrainState) -> TrainState:
+    """A TrainState on the mesh: params and optimizer state by the rule, the rest copied."""
+    return TrainState(
+        plan.place(train_state.params),
+        plan.place(train_state.opt_state),
+        plan.place_replicated(train_state.model_state),
+        plan.place_replicated(train_state.key),
+        plan.place_replicated(train_state.step),
+    )
+
+
+def _constrain_train_state(plan: DataParallel, train_state: TrainState) -> TrainState:
+    return TrainState(
+        plan.constrain(train_state.params),
+        plan.constrain(train_state.opt_state),
+        plan.replicated(train_state.model_state),
+        plan.replicated(train_state.key),
+        plan.replicated(train_state.step),
+    )
+
+
+def _on_mesh(
+    name: str, step: Callable[..., Any], plan: DataParallel | None, stateful: bool = False
+) -> Callable[..., Any]:
+    """``step`` with its batch split along the data axis and its outputs kept where
+    ``plan`` puts them (what ``jit``'s out_shardings does); ``step`` itself without a plan.
+
+    The batch size is checked when traced: it must divide by the devices.
+    """
+    if plan is None:
+        return step
+
+    def run_stateful(train_state, batch, *args):
+        plan.check_batch(name, batch)
+        new, metrics = step(train_state, plan.constrain_batch(batch), *args)
+        return _constrain_train_state(plan, new), plan.replicated(metrics)
+
+    def run(params, opt_state, batch, *args):
+        plan.check_batch(name, batch)
+        params, opt_state, metrics = step(params, opt_state, plan.constrain_batch(batch), *args)
+        return plan.constrain(params), plan.constrain(opt_state), plan.replicated(metrics)
+
+    return run_stateful if stateful else run
 
 
 def make_train_step(
@@ -213,6 +278,9 @@ def make_train_step(
     grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> Callable[..., Any]:
     """Build one update step, compiled: the gradient of the loss, then the optimizer's update.
 
@@ -249,6 +317,17 @@ def make_train_step(
       jit: compile — the ``jax.jit`` function itself, with ``.traces`` counting its
         traces; ``False`` returns the plain function.
       donate: donate params and opt_state (or the TrainState).
+      mesh: data parallelism over a ``jax.sharding.Mesh``
+        (:func:`fundl.parallel.data_mesh`): the step splits the batch along ``axis``
+        (its size must divide by the devices there), keeps params, optimizer state and
+        model state replicated — or split, with ``shard_params`` — and XLA adds the
+        gradient all-reduce; the loss function is unchanged. Place the inputs with
+        :func:`fundl.parallel.shard_batch` and :func:`fundl.parallel.replicate` (or
+        :func:`fundl.parallel.shard_params`) so no call moves them. None: one device,
+        and the compiled program is the one without these options.
+      axis: the mesh axis the batch is split along.
+      shard_params: split params and optimizer state ZeRO/FSDP-style
+        (:func:`fundl.parallel.param_specs`) instead of replicating them.
 
     Example::
 
@@ -271,6 +350,7 @@ def make_train_step(
         grad_health=grad_health,
         jit=jit,
         donate=donate,
+        plan=data_parallel("make_train_step", mesh, axis, shard_params),
     )
 
 
@@ -285,13 +365,14 @@ def build_train_step(
     grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
+    plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     """:func:`make_train_step` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
     flags = {"has_aux": has_aux, "stateful": stateful, "ensemble": ensemble, "jit": jit}
     for arg, value in {**flags, "donate": donate}.items():
         check_bool(name, arg, value)
-    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health)
+    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health, plan)
     if ensemble:
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
     if not jit:
@@ -338,6 +419,8 @@ def make_eval_step(
     stateful: bool = False,
     jit: bool = True,
     ensemble: bool = False,
+    mesh: Any = None,
+    axis: str = "data",
 ) -> Callable[..., Any]:
     """Build the evaluation step: metrics on a batch, a dict of device scalars.
 
@@ -359,8 +442,14 @@ def make_eval_step(
       stateful: the form taking the model's state.
       jit: compile (a ``jax.jit`` function with ``.traces``).
       ensemble: vmap over a leading axis of ``params`` (and of the model state).
+      mesh: evaluate on a ``jax.sharding.Mesh``: a batch whose size divides by the
+        devices of ``axis`` is split along it, any other (a dataset's last batch) is
+        evaluated whole on every device; the metrics are the same either way. Params
+        and model state stay where they were placed.
+      axis: the mesh axis the batch is split along.
     """
     check_bool("make_eval_step", "stateful", stateful)
+    plan = data_parallel("make_eval_step", mesh, axis, False)
 
     def as_metrics(out):
         if isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[1], dict):
@@ -377,6 +466,8 @@ def make_eval_step(
         return as_metrics(out)
 
     fn, n_models = (evaluate_stateful, 2) if stateful else (evaluate, 1)
+    if plan is not None:
+        fn = _eval_on_mesh(fn, plan, n_models)
     if ensemble:
         fn = _vmap_models(fn, n_state_args=n_models)
     if not jit:
@@ -385,6 +476,19 @@ def make_eval_step(
     return watched_jit(
         fn, name="eval step", arg_names=arg_names, batch_arg="batch", any_batch_size=True
     )
+
+
+def _eval_on_mesh(fn: Callable[..., Any], plan: DataParallel, n_models: int) -> Callable[..., Any]:
+    """``fn`` with its batch split when its size divides by the devices, else whole."""
+
+    def evaluate(*args):
+        batch = args[n_models]
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else 0 for leaf in jax.tree.leaves(batch)}
+        split = len(sizes) == 1 and min(sizes) > 0 and min(sizes) % plan.devices == 0
+        batch = plan.constrain_batch(batch) if split else plan.replicated(batch)
+        return plan.replicated(fn(*args[:n_models], batch, *args[n_models + 1 :]))
+
+    return evaluate
 
 
 def make_scan_steps(
@@ -396,6 +500,9 @@ def make_scan_steps(
     grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> Callable[..., Any]:
     """Build k update steps in one ``lax.scan``: the same updates as k calls of the step.
 
@@ -406,9 +513,13 @@ def make_scan_steps(
     Plain: ``(params, opt_state, batches, *args) -> (params, opt_state, metrics)``;
     ``stateful=True``: ``(train_state, batches, *args) -> (train_state, metrics)``, each
     step with its own key ``fold_in(key, step)`` — a scan never repeats a dropout mask.
+    ``mesh``, ``axis``, ``shard_params``: as for :func:`make_train_step`; each step's
+    batch is split along ``axis`` (the stacked ``batches`` may be placed with
+    ``NamedSharding(mesh, P(None, axis))``).
     """
     check_optimizer("make_scan_steps", optimizer)
-    step = _step_fn("make_scan_steps", loss_fn, optimizer, has_aux, stateful, grad_health)
+    plan = data_parallel("make_scan_steps", mesh, axis, shard_params)
+    step = _step_fn("make_scan_steps", loss_fn, optimizer, has_aux, stateful, grad_health, plan)
     run = _scan(step, stateful)
     if not jit:
         return run
@@ -455,6 +566,9 @@ def make_epoch(
     grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> Callable[..., Any]:
     """Build one whole epoch in one compiled call, shuffled on device and run in a scan.
 
@@ -465,7 +579,10 @@ def make_epoch(
     *args) -> (params, opt_state, metrics)``; ``stateful=True``: ``(train_state, data,
     key, epoch, *args) -> (train_state, metrics)`` (``key`` orders the data; the model's
     keys come from the TrainState). ``grad_health=True`` adds each layer's gradient norm
-    and update ratio to the metrics, as :func:`make_train_step` does.
+    and update ratio to the metrics, as :func:`make_train_step` does. ``mesh``, ``axis``,
+    ``shard_params``: as for :func:`make_train_step` (``batch_size`` must divide by the
+    devices); the data are best replicated on the mesh (:func:`fundl.parallel.replicate`),
+    and each step's batch is split.
     """
     return build_epoch(
         "make_epoch",
@@ -477,6 +594,7 @@ def make_epoch(
         grad_health=grad_health,
         jit=jit,
         donate=donate,
+        plan=data_parallel("make_epoch", mesh, axis, shard_params),
     )
 
 
@@ -491,11 +609,15 @@ def build_epoch(
     grad_health: bool = False,
     jit: bool = True,
     donate: bool = True,
+    plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
     batch_size = check_int(name, "batch_size", batch_size)
-    scan = _scan(_step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health), stateful)
+    if plan is not None and batch_size % plan.devices:
+        plan.check_batch(name, jax.ShapeDtypeStruct((batch_size,), jnp.float32))
+    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health, plan)
+    scan = _scan(step, stateful)
 
     def run_stateful(train_state, data, key, epoch, *args):
         return scan(train_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)
