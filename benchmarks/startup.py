@@ -240,27 +240,36 @@ def _child(part: str, cache: str | None) -> dict:
 
 def _group(name: str) -> str:
     """Which part of a run a compiled function belongs to."""
-    fit_parts = {
+    parts = {
         "jit(train_step)": "fit: train step",
         "jit(epoch)": "fit: scan-fused epoch",
-        "jit(eval_step)": "fit: eval step (validation, test)",
+        "jit(eval_step)": "fit / example: eval step",
         "jit(_finite_leaves)": "fit: finite-parameter check",
+        "jit(_initial)": "fit: optimizer init, key split",
+        "jit(_order)": "fit: an epoch's order",
+        "jit(init_with_state)": "model init (jitted)",
     }
-    if name in fit_parts:
-        return fit_parts[name]
-    if "threefry" in name or name in ("jit(_normal)", "jit(_uniform)", "jit(_shuffle)"):
-        return "random: init draws, key splits, permutations"
-    return "eager jax.numpy ops (op by op) and other"
+    if name in parts:
+        return parts[name]
+    if name in ("jit(_normal)", "jit(_uniform)", "jit(_truncated_normal)"):
+        return "model init: eager draws"
+    if "threefry" in name or name == "jit(_shuffle)":
+        return "random: key splits, permutations"
+    return "eager jax.numpy ops (op by op)"
 
 
 def _compile_table(compiles: dict) -> list[str]:
     lines = [
-        "| compiled function | compiles | trace + lower (s) | backend compile (s) |",
-        "|---|---:|---:|---:|",
+        (
+            "| part | compiled functions (× compiles) | compiles | trace + lower (s) | "
+            "backend compile (s) |"
+        ),
+        "|---|---|---:|---:|---:|",
     ]
     groups: dict[str, list] = collections.defaultdict(list)
     for name, row in compiles.items():
-        groups[_group(name)].append((name, row))
+        if row["count"] or row["trace"] > 1e-3:
+            groups[_group(name)].append((name, row))
     total = {"count": 0, "trace": 0.0, "lower": 0.0, "compile": 0.0}
     for group in sorted(groups, key=lambda g: -sum(r["compile"] for _, r in groups[g])):
         rows = sorted(groups[group], key=lambda nr: -nr[1]["compile"])
@@ -270,11 +279,11 @@ def _compile_table(compiles: dict) -> list[str]:
         names = ", ".join(f"`{n}`×{int(r['count'])}" for n, r in rows[:8])
         names += f", … ({len(rows) - 8} more)" if len(rows) > 8 else ""
         lines.append(
-            f"| **{group}**: {names} | {int(g['count'])} | {g['trace'] + g['lower']:.2f} | "
+            f"| {group} | {names} | {int(g['count'])} | {g['trace'] + g['lower']:.2f} | "
             f"{g['compile']:.2f} |"
         )
     lines.append(
-        f"| **all** | {int(total['count'])} | {total['trace'] + total['lower']:.2f} | "
+        f"| **all** | | {int(total['count'])} | {total['trace'] + total['lower']:.2f} | "
         f"{total['compile']:.2f} |"
     )
     return lines

@@ -98,15 +98,20 @@ def main(
     if limit is not None:
         train_set = jax.tree.map(lambda leaf: leaf[:limit], train_set)
     net = model(tuple(train_set["x"].shape[1:]))
-    params, state = net.init_with_state(k_init)
+    # One compiled init (eagerly, each layer's draws would compile on their own).
+    params, state = jax.jit(net.init_with_state)(k_init)
 
     def loss_fn(params, batch, *, state, key, train):
         logits, state = net.apply_with_state(params, state, batch["x"], key=key, train=train)
         loss = losses.softmax_cross_entropy(logits, batch["y"])
         return loss, {"accuracy": metrics.accuracy(logits, batch["y"])}, state
 
-    batch_size = 64
-    steps = epochs * -(-len(train_set["y"]) // batch_size)
+    # Every training batch full (drop_last: one compiled step, not a second one for
+    # the epoch's final partial batch; each epoch reshuffles, so every example is
+    # still seen), and the validation set in one batch (one eval step compiled for it,
+    # not two for a full and a partial batch).
+    batch_size, eval_batch_size = 64, len(val["y"])
+    steps = epochs * (len(train_set["y"]) // batch_size)
     result = train.fit(
         loss_fn,
         params,
@@ -115,6 +120,8 @@ def main(
         model_state=state,
         epochs=epochs,
         batch_size=batch_size,
+        drop_last=True,
+        eval_batch_size=eval_batch_size,
         key=k_fit,
         val_data=val,
         early_stopping=train.EarlyStopping("val_loss", patience=8),
