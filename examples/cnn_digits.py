@@ -11,7 +11,8 @@ turns each training image a little (inside the compiled step, training only):
 
 The digits (scikit-learn's, shipped with it: nothing is downloaded) are 8×8; they are
 upsampled to 16×16 (bilinear) so the second 5×5 convolution has room. Adam with a
-cosine-decayed rate, mini-batches of 64, validation each epoch, early stopping,
+cosine-decayed rate, mini-batches of 64 (all full: each epoch's remainder is dropped,
+so the train step compiles once), validation each epoch (in one batch), early stopping,
 checkpoints of the best and latest epochs, a progress bar. Prints the test accuracy and
 the wall time, saves the curves to runs/cnn_digits/curves.png, and exits with 1 below
 98%.
