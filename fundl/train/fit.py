@@ -158,11 +158,21 @@ def _saved_tree(state: _State, steps_per_epoch: int, stateful: bool) -> dict[str
     return tree
 
 
-@functools.partial(jax.jit, static_argnums=0)
+def _initial_state(init: Callable[[Any], Any], params: Any, key: jax.Array) -> tuple:
+    return init(params), jax.random.split(key)[1], jnp.zeros((), jnp.int32)
+
+
+_initial_compiled = jax.jit(_initial_state, static_argnums=0)
+
+
 def _initial(init: Callable[[Any], Any], params: Any, key: jax.Array) -> tuple[Any, jax.Array, Any]:
     """``(optimizer.init(params), split(key)[1], step 0)`` as one compiled program, not an
-    eager op (and compile) per leaf shape."""
-    return init(params), jax.random.split(key)[1], jnp.zeros((), jnp.int32)
+    eager op (and compile) per leaf shape; kept across fit calls for the same optimizer."""
+    try:
+        hash(init)
+    except TypeError:  # e.g. the bound method of an unhashable object: compiled per call
+        return jax.jit(functools.partial(_initial_state, init))(params, key)
+    return _initial_compiled(init, params, key)
 
 
 def _start(params: Any, optimizer: Any, model_state: Any, key: jax.Array) -> _State:
