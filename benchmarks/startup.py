@@ -245,7 +245,7 @@ def _group(name: str) -> str:
         "jit(epoch)": "fit: scan-fused epoch",
         "jit(eval_step)": "fit / example: eval step",
         "jit(_finite_leaves)": "fit: finite-parameter check",
-        "jit(_initial)": "fit: optimizer init, key split",
+        "jit(_initial_state)": "fit: optimizer init, key split",
         "jit(_order)": "fit: an epoch's order",
         "jit(init_with_state)": "model init (jitted)",
     }
