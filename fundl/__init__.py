@@ -30,6 +30,7 @@ from fundl import (
     train,
     tree,
 )
+from fundl.compilation_cache import enable_compilation_cache
 from fundl.nn import (
     Activation,
     AvgPool2D,
@@ -75,6 +76,7 @@ __all__ = [
     "backprop",
     "checkpoint",
     "data",
+    "enable_compilation_cache",
     "gradcheck",
     "initializers",
     "losses",

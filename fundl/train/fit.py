@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -88,8 +89,12 @@ class _State:
 
 
 def _copy(tree: Any) -> Any:
-    """A device copy: donated buffers of the next step must not be kept anywhere."""
-    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+    """A device copy: donated buffers of the next step must not be kept anywhere.
+
+    ``device_put(may_alias=False)`` copies without compiling anything (an eager
+    ``jnp.array(x, copy=True)`` compiles a copy per leaf shape, a kernel each on a GPU).
+    """
+    return jax.device_put(tree, may_alias=False)
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -157,12 +162,30 @@ def _saved_tree(state: _State, steps_per_epoch: int, stateful: bool) -> dict[str
     return tree
 
 
+def _initial_state(init: Callable[[Any], Any], params: Any, key: jax.Array) -> tuple:
+    return init(params), jax.random.split(key)[1], jnp.zeros((), jnp.int32)
+
+
+_initial_compiled = jax.jit(_initial_state, static_argnums=0)
+
+
+def _initial(init: Callable[[Any], Any], params: Any, key: jax.Array) -> tuple[Any, jax.Array, Any]:
+    """``(optimizer.init(params), split(key)[1], step 0)`` as one compiled program, not an
+    eager op (and compile) per leaf shape; kept across fit calls for the same optimizer."""
+    try:
+        hash(init)
+    except TypeError:  # e.g. the bound method of an unhashable object: compiled per call
+        return jax.jit(functools.partial(_initial_state, init))(params, key)
+    return _initial_compiled(init, params, key)
+
+
 def _start(params: Any, optimizer: Any, model_state: Any, key: jax.Array) -> _State:
-    """The state before the first epoch: the model's keys from ``split(key)[1]``."""
+    """The state before the first epoch (``TrainState.create``'s): the model's keys from
+    ``split(key)[1]``."""
     params = _copy(params)
     model_state = {} if model_state is None else _copy(model_state)
-    model_key = jax.random.split(key)[1]
-    return _State(TrainState.create(params, optimizer, model_state=model_state, key=model_key), key)
+    opt_state, model_key, step = _initial(optimizer.init, params, key)
+    return _State(TrainState(params, opt_state, model_state, model_key, step), key)
 
 
 def _resume(

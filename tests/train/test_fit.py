@@ -86,6 +86,28 @@ def test_fit_does_not_touch_the_callers_params(toy):
     assert not any(x.is_deleted() for x in jax.tree.leaves(params))
 
 
+def test_an_optimizer_whose_init_is_not_hashable_works(toy, run):
+    # fit compiles optimizer.init once per init function (a static jit argument); a bound
+    # method of an unhashable object cannot be one, and is compiled per call instead
+    class Unhashable:
+        __hash__ = None
+
+        def __init__(self):
+            self.sgd = optim.sgd(0.1)
+
+        def init(self, params):
+            return self.sgd.init(params)
+
+        def update(self, *args, **kwargs):
+            return self.sgd.update(*args, **kwargs)
+
+    holder, one_batch = Unhashable(), toy.data(8)
+    unhashable = optim.GradientTransformation(holder.init, holder.update)
+    a = run(optimizer=unhashable, train_data=one_batch, epochs=1)
+    b = run(optimizer=optim.sgd(0.1), train_data=one_batch, epochs=1)
+    chex.assert_trees_all_equal(a.params, b.params)
+
+
 def test_scan_fit_equals_per_step_fit(run):
     a = run(epochs=2, key=jax.random.key(2), drop_last=True)
     b = run(epochs=2, key=jax.random.key(2), scan=True)
