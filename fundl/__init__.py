@@ -6,7 +6,8 @@ ResNet, Inception), ``fundl.gradcheck`` (gradient
 verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
 and loaders), ``fundl.augment`` (random image transforms, mixup, the ``Augment``
 layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
-``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
+``fundl.metrics``, ``fundl.precision`` (mixed-precision policies and loss scaling),
+``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
 (pytree helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
 
@@ -23,6 +24,7 @@ from fundl import (
     nn,
     optim,
     plot,
+    precision,
     rules,
     train,
     tree,
@@ -81,6 +83,7 @@ __all__ = [
     "nn",
     "optim",
     "plot",
+    "precision",
     "primitive",
     "reference_mode",
     "rules",
