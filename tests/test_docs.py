@@ -26,6 +26,7 @@ from fundl import (
     nn,
     optim,
     plot,
+    precision,
     rules,
     train,
     tree,
@@ -54,6 +55,7 @@ ALL_MODULES = [
     plot,
     augment,
     models,
+    precision,
 ]
 
 
@@ -96,6 +98,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/checkpoint.md",
         "docs/augment.md",
         "docs/models.md",
+        "docs/precision.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):
