@@ -41,6 +41,7 @@ import numpy as np
 
 from fundl._validate import check_int, check_number
 from fundl.optim.base import GradientTransformation, safe_increment
+from fundl.tree import accumulation_dtype
 
 __all__ = [
     "DynamicLossScale",
@@ -311,8 +312,9 @@ class _LossScale:
         raise NotImplementedError
 
     def scale(self, loss: jax.Array, state: LossScaleState) -> jax.Array:
-        """S · loss, in the loss's dtype (keep the output dtype float32 for float16)."""
-        return loss * state.scale.astype(jnp.result_type(loss))
+        """S · loss, in float32 at least: a float16 loss times S = 2¹⁵ would overflow."""
+        wide = accumulation_dtype(loss)
+        return jnp.asarray(loss).astype(wide) * state.scale.astype(wide)
 
     def unscale(self, grads: Any, state: LossScaleState) -> Any:
         """grads / S, each leaf divided in float32 (at least) and returned in its own dtype."""
@@ -320,7 +322,7 @@ class _LossScale:
         def unscale(g: jax.Array) -> jax.Array:
             if not jnp.issubdtype(jnp.result_type(g), jnp.floating):
                 return g
-            wide = jnp.promote_types(g.dtype, jnp.float32)
+            wide = accumulation_dtype(g)
             return (g.astype(wide) / state.scale.astype(wide)).astype(g.dtype)
 
         return jax.tree.map(unscale, grads)

@@ -249,6 +249,14 @@ def test_static_and_noop_scales():
         chex.assert_trees_all_close(scaled, optim.apply_updates(params, updates), rtol=1e-6)
 
 
+def test_a_float16_loss_is_scaled_in_float32():
+    ls = DynamicLossScale()  # 4 · 2¹⁵ = 131072 overflows float16 (65504), not float32
+    scaled = ls.scale(jnp.asarray(4.0, jnp.float16), ls.init())
+    assert scaled.dtype == F32 and float(scaled) == 4.0 * 2.0**15
+    grads = ls.unscale({"w": jnp.full((2,), 2.0**15, jnp.float16)}, ls.init())
+    assert grads["w"].dtype == F16 and np.all(np.asarray(grads["w"], np.float32) == 1.0)
+
+
 def test_weighted_mean_takes_bfloat16_metrics():
     values = [{"loss": np.asarray(1.5, jnp.bfloat16)}, {"loss": np.asarray(3.0, jnp.bfloat16)}]
     assert data.weighted_mean(values, [2, 1]) == {"loss": 2.0}
