@@ -249,6 +249,16 @@ def test_static_and_noop_scales():
         chex.assert_trees_all_close(scaled, optim.apply_updates(params, updates), rtol=1e-6)
 
 
+def test_grad_health_reports_a_skipped_step_as_no_gradient():
+    opt, ls = optim.sgd(0.1), StaticLossScale(8.0)
+    step = train.make_train_step(_loss, opt, loss_scale=ls, grad_health=True)
+    bad = _batch()
+    bad["x"] = bad["x"].at[0, 0].set(jnp.nan)
+    _, _, m = step(_params(), precision.loss_scaled(opt, ls).init(_params()), bad)
+    assert float(m["skipped"]) == 1.0
+    assert float(m["grad_norm/dense1"]) == 0.0 and float(m["update_ratio/dense1"]) == 0.0
+
+
 def test_a_float16_loss_is_scaled_in_float32():
     ls = DynamicLossScale()  # 4 · 2¹⁵ = 131072 overflows float16 (65504), not float32
     scaled = ls.scale(jnp.asarray(4.0, jnp.float16), ls.init())

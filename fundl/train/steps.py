@@ -125,6 +125,13 @@ def _mixed_precision_metrics(name: str, metrics: dict, old: Any, new: Any) -> di
     return {**metrics, "loss_scale": old.loss_scale.scale, "skipped": skipped}
 
 
+def _skipped_as_zero(grads: Any, old: Any, new: Any) -> Any:
+    """Zero gradients for a step the loss scale skipped (its updates are zero too), so the
+    gradient-health metrics report what was applied, not the inf the scale backed off from."""
+    skipped = new.skipped != old.skipped
+    return jax.tree.map(lambda g: jnp.where(skipped, jnp.zeros_like(g), g), grads)
+
+
 def _check_opt_state(name: str, opt_state: Any, loss_scale: Any) -> None:
     """With a loss scale the optimizer state must hold it, and without one must not (traced once)."""
     scaled = isinstance(opt_state, precision.LossScaledState)
@@ -196,6 +203,8 @@ def _train_step_fn(
         if loss_scale is not None:
             metrics = _mixed_precision_metrics(name, metrics, opt_state, new_opt_state)
         if grad_health:  # decided when traced: without it the program is unchanged
+            if loss_scale is not None:  # a skipped step's inf gradients changed nothing
+                grads = _skipped_as_zero(grads, opt_state, new_opt_state)
             metrics = _with_grad_health(name, metrics, grads, updates, new_params)
         return new_params, new_opt_state, metrics
 
@@ -246,6 +255,8 @@ def _stateful_step_fn(
         if loss_scale is not None:
             metrics = _mixed_precision_metrics(name, metrics, train_state.opt_state, opt_state)
         if grad_health:
+            if loss_scale is not None:
+                grads = _skipped_as_zero(grads, train_state.opt_state, opt_state)
             metrics = _with_grad_health(name, metrics, grads, updates, new.params)
         return new, metrics
 
