@@ -7,7 +7,8 @@ verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batch
 and loaders), ``fundl.augment`` (random image transforms, mixup, the ``Augment``
 layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.parallel`` (data parallelism
 over devices and hosts), ``fundl.checkpoint``, ``fundl.privacy`` (per-example gradients,
-DP-SGD), ``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
+DP-SGD), ``fundl.precision`` (mixed-precision policies and loss scaling),
+``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
 (pytree helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
 
@@ -26,6 +27,7 @@ from fundl import (
     parallel,
     plot,
     privacy,
+    precision,
     rules,
     train,
     tree,
@@ -87,6 +89,7 @@ __all__ = [
     "optim",
     "parallel",
     "plot",
+    "precision",
     "primitive",
     "privacy",
     "reference_mode",

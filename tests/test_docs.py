@@ -28,6 +28,7 @@ from fundl import (
     parallel,
     plot,
     privacy,
+    precision,
     rules,
     train,
     tree,
@@ -58,6 +59,7 @@ ALL_MODULES = [
     models,
     privacy,
     parallel,
+    precision,
 ]
 
 
@@ -102,6 +104,7 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/models.md",
         "docs/privacy.md",
         "docs/parallel.md",
+        "docs/precision.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):

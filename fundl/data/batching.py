@@ -231,11 +231,12 @@ def weighted_mean(values: Sequence[Any], weights: Sequence[Any]) -> Any:
                     f"weighted_mean: values[{i}]{label} has shape {x.shape}; "
                     f"expected a scalar metric"
                 )
-            if x.dtype.kind not in "biuf":
+            # bfloat16 (a mixed-precision policy's metrics) is floating but not numpy's kind "f"
+            if x.dtype.kind not in "biuf" and not jnp.issubdtype(x.dtype, jnp.floating):
                 raise ValueError(
                     f"weighted_mean: values[{i}]{label} must be a real number, got {x.item()!r}"
                 )
-            out[i] = x
+            out[i] = x.astype(np.float64)
         return out
 
     if isinstance(values[0], Mapping):

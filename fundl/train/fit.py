@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import data as fdata
+from fundl import precision
 from fundl._validate import as_key, check_bool, check_int
 from fundl.checkpoint import CheckpointError, CheckpointManager
 from fundl.metrics import Monitor
@@ -105,18 +106,22 @@ def _finite_leaves(tree: Any) -> list[jax.Array]:
     return [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
 
 
-def _check_finite_losses(epoch: int, first_step: int, losses: np.ndarray) -> None:
+def _check_finite_losses(epoch: int, first_step: int, losses: np.ndarray, cause: str) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         i = int(bad[0])
         raise FloatingPointError(
             f"fit: the loss became {losses[i]} at step {first_step + i + 1} (epoch {epoch}, "
-            f"batch {i + 1}); lower the learning rate, clip gradients "
-            "(fundl.optim.clip_by_global_norm) or check the loss function"
+            f"batch {i + 1}); "
+            + (
+                cause
+                or "lower the learning rate, clip gradients (fundl.optim.clip_by_global_norm) or "
+                "check the loss function"
+            )
         )
 
 
-def _check_finite_params(epoch: int, params: Any) -> None:
+def _check_finite_params(epoch: int, params: Any, cause: str) -> None:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     finite = jax.device_get(_finite_leaves(params))
     bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(flat, finite) if not ok]
@@ -124,7 +129,40 @@ def _check_finite_params(epoch: int, params: Any) -> None:
         raise FloatingPointError(
             f"fit: after epoch {epoch} the parameters hold NaN or inf in params{bad[0]}"
             + (f" and {len(bad) - 1} more leaves" if len(bad) > 1 else "")
-            + " although every loss was finite; lower the learning rate or clip gradients"
+            + " although every loss was finite; "
+            + (cause or "lower the learning rate or clip gradients")
+        )
+
+
+def _float16_cause(policy: Any, loss_scale: Any) -> str:
+    """What a non-finite loss most likely means under a float16 policy ('' for any other)."""
+    if policy is None or not policy.uses_float16:
+        return ""
+    if loss_scale is None:
+        return (
+            f"the policy {policy} computes in float16 without loss scaling, and float16 "
+            "overflows above 65504: pass loss_scale=fundl.precision.DynamicLossScale() or use "
+            "bfloat16 (fundl.precision.bf16_policy())"
+        )
+    return (
+        f"the policy {policy} computes in float16 and the forward pass overflowed its range "
+        "(above 65504), which loss scaling cannot fix: use bfloat16 "
+        "(fundl.precision.bf16_policy()) or keep the overflowing layer's output in float32"
+    )
+
+
+def _check_not_all_skipped(epoch: int, skipped: np.ndarray, opt_state: Any, loss_scale: Any):
+    """Every step of the epoch skipped for inf/NaN gradients, with S at its floor: nothing learns."""
+    if skipped.size == 0 or not np.all(skipped > 0):
+        return
+    scale = float(jax.device_get(opt_state.loss_scale.scale))
+    floor = getattr(loss_scale, "min_scale", scale)
+    if scale <= floor:
+        raise FloatingPointError(
+            f"fit: every step of epoch {epoch} was skipped: the gradients held NaN or inf at "
+            f"every loss scale down to {scale:g}, so the parameters never changed; the "
+            "gradient itself is not finite (check the loss function and the data), or the "
+            "float16 forward pass overflows (use bfloat16)"
         )
 
 
@@ -375,6 +413,8 @@ class _Loop:
     report: Progress
     grad_health: GradHealth | None  # the rules checked at each epoch's end, or None
     plan: DataParallel | None  # data parallelism over a mesh, or None for one device
+    nonfinite_cause: str  # what fit's non-finite checks name as the cause ('' for the default)
+    loss_scale: Any  # the loss scale, or None
 
     def run_epoch(self, state: _State) -> dict[str, float]:
         """One epoch of updates on ``state``, checked for non-finite values, then validated.
@@ -400,8 +440,12 @@ class _Loop:
             previous = {k: v[-1] for k, v in state.history.items() if k.startswith(GRAD_NORM)}
             self.grad_health.check(logs, previous, epoch=state.epoch, name="fit")
         losses = np.array([m["loss"] for m in step_metrics])
-        _check_finite_losses(state.epoch, (state.epoch - 1) * self.steps_per_epoch, losses)
-        _check_finite_params(state.epoch, state.train.params)
+        first_step = (state.epoch - 1) * self.steps_per_epoch
+        _check_finite_losses(state.epoch, first_step, losses, self.nonfinite_cause)
+        _check_finite_params(state.epoch, state.train.params, self.nonfinite_cause)
+        if self.loss_scale is not None:
+            skipped = np.array([m["skipped"] for m in step_metrics])
+            _check_not_all_skipped(state.epoch, skipped, state.train.opt_state, self.loss_scale)
         if self.eval_step is not None:
             traces = self.eval_step.traces
             val = _evaluate(
@@ -540,6 +584,8 @@ def fit(
     mesh: Any = None,
     axis: str = "data",
     shard_params: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
 ) -> FitResult:
     """Train ``params`` on ``train_data`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -605,6 +651,18 @@ def fit(
       axis: the mesh axis the batch is split along.
       shard_params: split params and optimizer state ZeRO/FSDP-style over ``axis``
         (:func:`fundl.parallel.shard_params`) instead of replicating them.
+      policy: a :class:`fundl.precision.Policy` (or its string) for training and
+        validation: params and the batch's floating inputs in its compute dtype, the loss
+        and metrics in its output dtype, the params kept in their own dtype (see
+        :func:`fundl.train.make_train_step`). A non-finite loss under a float16 policy is
+        reported with that cause.
+      loss_scale: a :class:`fundl.precision.DynamicLossScale` (or ``StaticLossScale``,
+        ``NoOpLossScale``) for float16: steps with inf/NaN gradients are skipped and S
+        adjusted; the history gains ``"loss_scale"`` (the epoch's mean S) and
+        ``"skipped"`` (the fraction of steps skipped). S lives in the optimizer state
+        (``FitResult.opt_state`` is a :class:`fundl.precision.LossScaledState`), so
+        checkpoints carry it and a resume continues with it. An epoch whose every step
+        was skipped with S at its floor raises ``FloatingPointError``.
 
     Returns:
       A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early,
@@ -650,7 +708,12 @@ def fit(
     keep_best = early_stopping is not None and early_stopping.restore_best
     health = GradHealth() if grad_health is True else grad_health or None
 
-    state = _start(params, optimizer, model_state, as_key("fit", key))
+    policy = precision.as_policy("fit", policy)
+    loss_scale = precision.check_loss_scale("fit", loss_scale)
+    state_optimizer = (
+        optimizer if loss_scale is None else precision.loss_scaled(optimizer, loss_scale)
+    )
+    state = _start(params, state_optimizer, model_state, as_key("fit", key))
     if resume:
         state = _resume(checkpoints, state, steps_per_epoch, stateful, early_stopping)
     if plan is not None:
@@ -668,6 +731,8 @@ def fit(
                 stateful=True,
                 grad_health=health is not None,
                 plan=plan,
+                policy=policy,
+                loss_scale=loss_scale,
             )
             if scan
             else build_train_step(
@@ -678,6 +743,8 @@ def fit(
                 stateful=True,
                 grad_health=health is not None,
                 plan=plan,
+                policy=policy,
+                loss_scale=loss_scale,
             )
         ),
         eval_step=(
@@ -688,6 +755,7 @@ def fit(
                 stateful=True,
                 mesh=mesh,
                 axis=axis,
+                policy=policy,
             )
         ),
         train_data=_scan_data(train_data, plan) if scan else train_data,
@@ -702,6 +770,8 @@ def fit(
         report=Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch),
         grad_health=health,
         plan=plan,
+        nonfinite_cause=_float16_cause(policy, loss_scale),
+        loss_scale=loss_scale,
     )
     stopped_early = False
     try:

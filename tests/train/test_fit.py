@@ -13,6 +13,12 @@ from fundl import data, optim, train
 from fundl import losses as fundl_losses
 from fundl.checkpoint import CheckpointManager
 
+# These tests hold two computations of the same float32 values to each other (fit's epoch means
+# and the loss of the whole data, scan and per-step fits, a resumed and a straight run): they run
+# with full-float32 matmuls on every backend (a GPU's default TF32 rounds a batched and an
+# unbatched product differently; see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("highest_precision")
+
 # --- helpers ------------------------------------------------------------------------------
 
 
