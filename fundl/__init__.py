@@ -5,7 +5,9 @@ Modules: ``fundl.initializers``, ``fundl.activations``, ``fundl.losses``,
 ResNet, Inception), ``fundl.gradcheck`` (gradient
 verification), ``fundl.optim`` (optimizers and schedules), ``fundl.data`` (batching
 and loaders), ``fundl.augment`` (random image transforms, mixup, the ``Augment``
-layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.checkpoint``,
+layer), ``fundl.train`` (compiled steps and ``fit``), ``fundl.parallel`` (data parallelism
+over devices and hosts), ``fundl.checkpoint``, ``fundl.privacy`` (per-example gradients,
+DP-SGD), ``fundl.precision`` (mixed-precision policies and loss scaling),
 ``fundl.metrics``, ``fundl.plot`` (training curves, needs matplotlib), ``fundl.tree``
 (pytree helpers) and ``fundl.rules`` (how primitives and their rules are declared).
 """
@@ -22,11 +24,15 @@ from fundl import (
     models,
     nn,
     optim,
+    parallel,
     plot,
+    privacy,
+    precision,
     rules,
     train,
     tree,
 )
+from fundl.compilation_cache import enable_compilation_cache
 from fundl.nn import (
     Activation,
     AvgPool2D,
@@ -72,6 +78,7 @@ __all__ = [
     "backprop",
     "checkpoint",
     "data",
+    "enable_compilation_cache",
     "gradcheck",
     "initializers",
     "losses",
@@ -80,8 +87,11 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "parallel",
     "plot",
+    "precision",
     "primitive",
+    "privacy",
     "reference_mode",
     "rules",
     "train",

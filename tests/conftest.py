@@ -35,6 +35,51 @@ def _free_compiled_programs():
     jax.clear_caches()
 
 
+# --- float32 matrix products on GPU and TPU -------------------------------------------------
+# On a CPU a float32 dot or convolution computes in float32. On a GPU (TF32 tensor cores:
+# inputs rounded to 10 mantissa bits) or a TPU (one bfloat16 pass: 7 bits), JAX's default
+# precision for them is lower, and two computations of the same float32 value — vmapped and
+# looped, batched and whole — can differ by 1e-5 to 1e-3 relative where the CPU agrees to
+# 1e-7. Tests state which precision they assume: `highest_precision` where agreement of two
+# computations is the point, `f32_tol` where a float32 result is held to a reference.
+
+# The relative error of a float32 matmul at the backend's default precision (about 8 roundings
+# of its inputs), and 0 where float32 matmuls are float32.
+_MATMUL_RTOL = {"gpu": 4e-3, "cuda": 4e-3, "rocm": 4e-3, "tpu": 3e-2}
+
+
+def reduced_matmul_precision() -> float:
+    """The relative error float32 matmuls may carry here (0.0 on a CPU or under "highest")."""
+    if jax.config.jax_default_matmul_precision in ("highest", "float32"):
+        return 0.0
+    return _MATMUL_RTOL.get(jax.default_backend(), 0.0)
+
+
+def float32_tolerance(rtol: float = 1e-5, atol: float = 1e-6) -> dict:
+    """``{"rtol", "atol"}`` for a float32 result that went through matmuls or convolutions:
+    the given values on a CPU, widened (atol in proportion) to the backend's matmul precision
+    on a GPU or TPU. Use as ``assert_allclose(a, b, **f32_tol())``."""
+    floor = reduced_matmul_precision()
+    if floor <= rtol:
+        return {"rtol": rtol, "atol": atol}
+    return {"rtol": floor, "atol": atol * floor / rtol}
+
+
+@pytest.fixture
+def f32_tol():
+    """:func:`float32_tolerance`: backend-aware tolerances for float32 matmul results."""
+    return float32_tolerance
+
+
+@pytest.fixture
+def highest_precision():
+    """Run the test with float32 matmuls at full float32 precision on every backend
+    (``jax.default_matmul_precision("highest")``; a no-op on a CPU): for tests whose point
+    is that two computations agree to float32 rounding."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 @pytest.fixture
 def key():
     return jax.random.key(0)

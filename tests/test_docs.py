@@ -25,7 +25,10 @@ from fundl import (
     models,
     nn,
     optim,
+    parallel,
     plot,
+    privacy,
+    precision,
     rules,
     train,
     tree,
@@ -54,6 +57,9 @@ ALL_MODULES = [
     plot,
     augment,
     models,
+    privacy,
+    parallel,
+    precision,
 ]
 
 
@@ -96,6 +102,9 @@ def test_readme_starts_with_the_two_set_up_commands():
         "docs/checkpoint.md",
         "docs/augment.md",
         "docs/models.md",
+        "docs/privacy.md",
+        "docs/parallel.md",
+        "docs/precision.md",
     ],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,8 +40,13 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _order(key: jax.Array, epoch: Any, n: int) -> jax.Array:
-    """The epoch's order of the examples: a permutation of [0, n) by ``fold_in(key, epoch)``."""
+    """The epoch's order of the examples: a permutation of [0, n) by ``fold_in(key, epoch)``.
+
+    Compiled as one program (once per n): eagerly, the fold-in and the permutation's
+    steps are each an op compiled on their own, a kernel each on a GPU.
+    """
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
@@ -225,11 +231,12 @@ def weighted_mean(values: Sequence[Any], weights: Sequence[Any]) -> Any:
                     f"weighted_mean: values[{i}]{label} has shape {x.shape}; "
                     f"expected a scalar metric"
                 )
-            if x.dtype.kind not in "biuf":
+            # bfloat16 (a mixed-precision policy's metrics) is floating but not numpy's kind "f"
+            if x.dtype.kind not in "biuf" and not jnp.issubdtype(x.dtype, jnp.floating):
                 raise ValueError(
                     f"weighted_mean: values[{i}]{label} must be a real number, got {x.item()!r}"
                 )
-            out[i] = x
+            out[i] = x.astype(np.float64)
         return out
 
     if isinstance(values[0], Mapping):

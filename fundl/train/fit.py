@@ -23,7 +23,9 @@ process.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -35,10 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import data as fdata
+from fundl import precision
 from fundl._validate import as_key, check_bool, check_int
 from fundl.checkpoint import CheckpointError, CheckpointManager
 from fundl.metrics import Monitor
 from fundl.optim.base import GradientTransformation
+from fundl.parallel import DataParallel, host_copy
 from fundl.train.early_stopping import EarlyStopping
 from fundl.train.grad_health import GRAD_NORM, METRIC_PREFIXES, GradHealth
 from fundl.train.progress import Progress
@@ -47,8 +51,10 @@ from fundl.train.steps import (
     build_epoch,
     build_train_step,
     check_optimizer,
+    data_parallel,
     loss_and_aux,
     make_eval_step,
+    place_train_state,
 )
 
 __all__ = ["FitResult", "fit"]
@@ -84,8 +90,12 @@ class _State:
 
 
 def _copy(tree: Any) -> Any:
-    """A device copy: donated buffers of the next step must not be kept anywhere."""
-    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+    """A device copy: donated buffers of the next step must not be kept anywhere.
+
+    ``device_put(may_alias=False)`` copies without compiling anything (an eager
+    ``jnp.array(x, copy=True)`` compiles a copy per leaf shape, a kernel each on a GPU).
+    """
+    return jax.device_put(tree, may_alias=False)
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -96,18 +106,22 @@ def _finite_leaves(tree: Any) -> list[jax.Array]:
     return [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
 
 
-def _check_finite_losses(epoch: int, first_step: int, losses: np.ndarray) -> None:
+def _check_finite_losses(epoch: int, first_step: int, losses: np.ndarray, cause: str) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         i = int(bad[0])
         raise FloatingPointError(
             f"fit: the loss became {losses[i]} at step {first_step + i + 1} (epoch {epoch}, "
-            f"batch {i + 1}); lower the learning rate, clip gradients "
-            "(fundl.optim.clip_by_global_norm) or check the loss function"
+            f"batch {i + 1}); "
+            + (
+                cause
+                or "lower the learning rate, clip gradients (fundl.optim.clip_by_global_norm) or "
+                "check the loss function"
+            )
         )
 
 
-def _check_finite_params(epoch: int, params: Any) -> None:
+def _check_finite_params(epoch: int, params: Any, cause: str) -> None:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     finite = jax.device_get(_finite_leaves(params))
     bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(flat, finite) if not ok]
@@ -115,7 +129,40 @@ def _check_finite_params(epoch: int, params: Any) -> None:
         raise FloatingPointError(
             f"fit: after epoch {epoch} the parameters hold NaN or inf in params{bad[0]}"
             + (f" and {len(bad) - 1} more leaves" if len(bad) > 1 else "")
-            + " although every loss was finite; lower the learning rate or clip gradients"
+            + " although every loss was finite; "
+            + (cause or "lower the learning rate or clip gradients")
+        )
+
+
+def _float16_cause(policy: Any, loss_scale: Any) -> str:
+    """What a non-finite loss most likely means under a float16 policy ('' for any other)."""
+    if policy is None or not policy.uses_float16:
+        return ""
+    if loss_scale is None:
+        return (
+            f"the policy {policy} computes in float16 without loss scaling, and float16 "
+            "overflows above 65504: pass loss_scale=fundl.precision.DynamicLossScale() or use "
+            "bfloat16 (fundl.precision.bf16_policy())"
+        )
+    return (
+        f"the policy {policy} computes in float16 and the forward pass overflowed its range "
+        "(above 65504), which loss scaling cannot fix: use bfloat16 "
+        "(fundl.precision.bf16_policy()) or keep the overflowing layer's output in float32"
+    )
+
+
+def _check_not_all_skipped(epoch: int, skipped: np.ndarray, opt_state: Any, loss_scale: Any):
+    """Every step of the epoch skipped for inf/NaN gradients, with S at its floor: nothing learns."""
+    if skipped.size == 0 or not np.all(skipped > 0):
+        return
+    scale = float(jax.device_get(opt_state.loss_scale.scale))
+    floor = getattr(loss_scale, "min_scale", scale)
+    if scale <= floor:
+        raise FloatingPointError(
+            f"fit: every step of epoch {epoch} was skipped: the gradients held NaN or inf at "
+            f"every loss scale down to {scale:g}, so the parameters never changed; the "
+            "gradient itself is not finite (check the loss function and the data), or the "
+            "float16 forward pass overflows (use bfloat16)"
         )
 
 
@@ -153,12 +200,30 @@ def _saved_tree(state: _State, steps_per_epoch: int, stateful: bool) -> dict[str
     return tree
 
 
+def _initial_state(init: Callable[[Any], Any], params: Any, key: jax.Array) -> tuple:
+    return init(params), jax.random.split(key)[1], jnp.zeros((), jnp.int32)
+
+
+_initial_compiled = jax.jit(_initial_state, static_argnums=0)
+
+
+def _initial(init: Callable[[Any], Any], params: Any, key: jax.Array) -> tuple[Any, jax.Array, Any]:
+    """``(optimizer.init(params), split(key)[1], step 0)`` as one compiled program, not an
+    eager op (and compile) per leaf shape; kept across fit calls for the same optimizer."""
+    try:
+        hash(init)
+    except TypeError:  # e.g. the bound method of an unhashable object: compiled per call
+        return jax.jit(functools.partial(_initial_state, init))(params, key)
+    return _initial_compiled(init, params, key)
+
+
 def _start(params: Any, optimizer: Any, model_state: Any, key: jax.Array) -> _State:
-    """The state before the first epoch: the model's keys from ``split(key)[1]``."""
+    """The state before the first epoch (``TrainState.create``'s): the model's keys from
+    ``split(key)[1]``."""
     params = _copy(params)
     model_state = {} if model_state is None else _copy(model_state)
-    model_key = jax.random.split(key)[1]
-    return _State(TrainState.create(params, optimizer, model_state=model_state, key=model_key), key)
+    opt_state, model_key, step = _initial(optimizer.init, params, key)
+    return _State(TrainState(params, opt_state, model_state, model_key, step), key)
 
 
 def _resume(
@@ -246,6 +311,7 @@ def _train_epoch(
     drop_last: bool,
     scan: bool,
     progress: Progress,
+    plan: DataParallel | None,
 ) -> list[dict]:
     """Run one epoch of updates on ``state``; return its per-step metrics (host values)."""
     traces = step.traces
@@ -259,7 +325,7 @@ def _train_epoch(
     batches = fdata.batches(
         train_data, batch_size, key=state.key, epoch=state.epoch, drop_last=drop_last
     )
-    for batch in fdata.prefetch_to_device(batches):
+    for batch in _to_devices(batches, plan, plan.place_batch if plan else None):
         state.train, metrics = step(state.train, batch)
         step_metrics.append(metrics)
         progress.advance(1, compiled=step.traces > traces)
@@ -274,12 +340,44 @@ def _batch_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
     return [batch_size] * full + ([rest] if rest and not drop_last else [])
 
 
+def _to_devices(batches: Iterable[Any], plan: DataParallel | None, place: Any) -> Iterable[Any]:
+    """The batches on the device, two ahead of the step (copies are asynchronous); with a
+    mesh each goes straight to its devices' slices by ``place``."""
+    if plan is None:
+        return fdata.prefetch_to_device(batches)
+    return _ahead(map(place, batches), 2)
+
+
+def _ahead(it: Iterable[Any], size: int) -> Iterable[Any]:
+    """Yield from ``it``, keeping ``size`` items already made (their transfers under way)."""
+    queue: collections.deque = collections.deque()
+    it = iter(it)
+    for item in it:
+        queue.append(item)
+        if len(queue) > size:
+            yield queue.popleft()
+    yield from queue
+
+
+def _placed_eval_batch(plan: DataParallel, batch: Any) -> Any:
+    """An eval batch split over the devices, or whole on each when its size does not divide."""
+    if len(jax.tree.leaves(batch)[0]) % plan.devices:
+        return plan.place_replicated(batch)
+    return plan.place_batch(batch)
+
+
 def _evaluate(
-    eval_step: Callable[..., Any], train: TrainState, data: Any, batch_size: int, sizes: list[int]
+    eval_step: Callable[..., Any],
+    train: TrainState,
+    data: Any,
+    batch_size: int,
+    sizes: list[int],
+    plan: DataParallel | None,
 ) -> dict[str, float]:
+    place = None if plan is None else lambda batch: _placed_eval_batch(plan, batch)
     results = [
         eval_step(train.params, train.model_state, batch)
-        for batch in fdata.prefetch_to_device(fdata.batches(data, batch_size))
+        for batch in _to_devices(fdata.batches(data, batch_size), plan, place)
     ]
     return fdata.weighted_mean(jax.device_get(results), sizes)
 
@@ -314,6 +412,9 @@ class _Loop:
     val_sizes: list[int]
     report: Progress
     grad_health: GradHealth | None  # the rules checked at each epoch's end, or None
+    plan: DataParallel | None  # data parallelism over a mesh, or None for one device
+    nonfinite_cause: str  # what fit's non-finite checks name as the cause ('' for the default)
+    loss_scale: Any  # the loss scale, or None
 
     def run_epoch(self, state: _State) -> dict[str, float]:
         """One epoch of updates on ``state``, checked for non-finite values, then validated.
@@ -331,6 +432,7 @@ class _Loop:
             self.drop_last,
             self.scan,
             self.report,
+            self.plan,
         )
         state.epoch += 1
         logs = {"epoch": state.epoch, **fdata.weighted_mean(step_metrics, self.train_sizes)}
@@ -338,12 +440,21 @@ class _Loop:
             previous = {k: v[-1] for k, v in state.history.items() if k.startswith(GRAD_NORM)}
             self.grad_health.check(logs, previous, epoch=state.epoch, name="fit")
         losses = np.array([m["loss"] for m in step_metrics])
-        _check_finite_losses(state.epoch, (state.epoch - 1) * self.steps_per_epoch, losses)
-        _check_finite_params(state.epoch, state.train.params)
+        first_step = (state.epoch - 1) * self.steps_per_epoch
+        _check_finite_losses(state.epoch, first_step, losses, self.nonfinite_cause)
+        _check_finite_params(state.epoch, state.train.params, self.nonfinite_cause)
+        if self.loss_scale is not None:
+            skipped = np.array([m["skipped"] for m in step_metrics])
+            _check_not_all_skipped(state.epoch, skipped, state.train.opt_state, self.loss_scale)
         if self.eval_step is not None:
             traces = self.eval_step.traces
             val = _evaluate(
-                self.eval_step, state.train, self.val_data, self.eval_batch_size, self.val_sizes
+                self.eval_step,
+                state.train,
+                self.val_data,
+                self.eval_batch_size,
+                self.val_sizes,
+                self.plan,
             )
             logs.update({f"val_{k}": v for k, v in val.items()})
             if self.eval_step.traces > traces:
@@ -360,10 +471,19 @@ def _save(
     steps_per_epoch: int,
     stateful: bool,
 ) -> None:
-    """The epoch's checkpoint: the tree, the logs as metrics, the bookkeeping as metadata."""
+    """The epoch's checkpoint: the tree, the logs as metrics, the bookkeeping as metadata.
+
+    In a multi-process run every process gathers the tree (a collective) and process 0
+    alone writes it.
+    """
+    tree = _saved_tree(state, steps_per_epoch, stateful)
+    if jax.process_count() > 1:
+        tree = host_copy(tree)
+        if jax.process_index() != 0:
+            return
     checkpoints.save(
         state.epoch * steps_per_epoch,
-        _saved_tree(state, steps_per_epoch, stateful),
+        tree,
         metrics={k: v for k, v in logs.items() if k != "epoch"},
         metadata={
             "history": state.history,
@@ -413,6 +533,29 @@ def _check_arguments(
     return epochs, batch_size, eval_batch_size, callbacks
 
 
+def _check_divisible(plan: DataParallel, n: int, batch_size: int, drop_last: bool) -> None:
+    """``ValueError`` unless every training batch of an epoch divides by the devices."""
+    devices = f"the {plan.devices} devices of mesh axis {plan.axis!r}"
+    if batch_size % plan.devices:
+        raise ValueError(
+            f"fit: batch_size {batch_size} does not divide by {devices}; use a multiple of "
+            f"{plan.devices}"
+        )
+    rest = n % batch_size
+    if not drop_last and rest % plan.devices:
+        raise ValueError(
+            f"fit: the epoch's final batch of {rest} examples ({n} = {n // batch_size} x "
+            f"{batch_size} + {rest}) does not divide by {devices}; pass drop_last=True to drop "
+            "it (each epoch reshuffles, so every example is still seen), or choose a batch "
+            "size or a number of examples for which it divides"
+        )
+
+
+def _scan_data(train_data: Any, plan: DataParallel | None) -> Any:
+    """The training data on the device(s) for ``scan=True``: a copy on each device of a mesh."""
+    return jax.device_put(train_data) if plan is None else plan.place_replicated(train_data)
+
+
 # --- fit --------------------------------------------------------------------------------
 
 
@@ -438,6 +581,11 @@ def fit(
     callbacks: Iterable[Callback] = (),
     model_state: Any = None,
     grad_health: GradHealth | bool = False,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
 ) -> FitResult:
     """Train ``params`` on ``train_data`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -490,6 +638,31 @@ def fit(
         layers, the epoch and the values) when a norm vanishes, explodes or is NaN/inf.
         The warning comes before fit's own checks, so a NaN gradient is named before fit
         stops on it. Off by default, and then the compiled step is unchanged.
+      mesh: train data-parallel over a ``jax.sharding.Mesh``
+        (:func:`fundl.parallel.data_mesh`): each batch goes straight to the devices,
+        split along ``axis``; params, optimizer and model state are replicated (or split,
+        with ``shard_params``); the same loss function, the same updates up to float
+        reduction order. ``batch_size`` must divide by the devices along ``axis``, and so
+        must an epoch's final partial batch unless ``drop_last=True`` (or ``scan=True``)
+        drops it: fit raises a ``ValueError`` naming the numbers rather than pad it
+        (padding would change the loss's mean). Validation batches of any size work. In
+        a multi-process run (:func:`fundl.parallel.initialize`) every process calls fit
+        with the same data and key, and process 0 writes the checkpoints.
+      axis: the mesh axis the batch is split along.
+      shard_params: split params and optimizer state ZeRO/FSDP-style over ``axis``
+        (:func:`fundl.parallel.shard_params`) instead of replicating them.
+      policy: a :class:`fundl.precision.Policy` (or its string) for training and
+        validation: params and the batch's floating inputs in its compute dtype, the loss
+        and metrics in its output dtype, the params kept in their own dtype (see
+        :func:`fundl.train.make_train_step`). A non-finite loss under a float16 policy is
+        reported with that cause.
+      loss_scale: a :class:`fundl.precision.DynamicLossScale` (or ``StaticLossScale``,
+        ``NoOpLossScale``) for float16: steps with inf/NaN gradients are skipped and S
+        adjusted; the history gains ``"loss_scale"`` (the epoch's mean S) and
+        ``"skipped"`` (the fraction of steps skipped). S lives in the optimizer state
+        (``FitResult.opt_state`` is a :class:`fundl.precision.LossScaledState`), so
+        checkpoints carry it and a resume continues with it. An epoch whose every step
+        was skipped with S at its floor raises ``FloatingPointError``.
 
     Returns:
       A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early,
@@ -516,6 +689,7 @@ def fit(
             "fit: has_aux does not apply with model_state: the loss function returns "
             "(loss, dict of metrics, new state)"
         )
+    plan = data_parallel("fit", mesh, axis, shard_params)
     n_train = fdata.validate(train_data, name="train_data")
     n_val = 0 if val_data is None else fdata.validate(val_data, name="val_data")
     steps_per_epoch = fdata.num_batches(n_train, batch_size, drop_last=drop_last or scan)
@@ -524,6 +698,8 @@ def fit(
             f"fit: batch_size {batch_size} is larger than the {n_train} training examples "
             "with drop_last (or scan=True); lower it"
         )
+    if plan is not None:
+        _check_divisible(plan, n_train, batch_size, drop_last or scan)
     monitor = (
         early_stopping.rule
         if early_stopping is not None
@@ -532,9 +708,16 @@ def fit(
     keep_best = early_stopping is not None and early_stopping.restore_best
     health = GradHealth() if grad_health is True else grad_health or None
 
-    state = _start(params, optimizer, model_state, as_key("fit", key))
+    policy = precision.as_policy("fit", policy)
+    loss_scale = precision.check_loss_scale("fit", loss_scale)
+    state_optimizer = (
+        optimizer if loss_scale is None else precision.loss_scaled(optimizer, loss_scale)
+    )
+    state = _start(params, state_optimizer, model_state, as_key("fit", key))
     if resume:
         state = _resume(checkpoints, state, steps_per_epoch, stateful, early_stopping)
+    if plan is not None:
+        state.train = place_train_state(plan, state.train)
     train_fn = loss_fn if stateful else _with_state(loss_fn, has_aux)
     eval_fn = eval_fn or loss_fn
     loop = _Loop(
@@ -547,6 +730,9 @@ def fit(
                 has_aux=False,
                 stateful=True,
                 grad_health=health is not None,
+                plan=plan,
+                policy=policy,
+                loss_scale=loss_scale,
             )
             if scan
             else build_train_step(
@@ -556,14 +742,23 @@ def fit(
                 has_aux=False,
                 stateful=True,
                 grad_health=health is not None,
+                plan=plan,
+                policy=policy,
+                loss_scale=loss_scale,
             )
         ),
         eval_step=(
             None
             if val_data is None
-            else make_eval_step(eval_fn if stateful else _with_state(eval_fn, None), stateful=True)
+            else make_eval_step(
+                eval_fn if stateful else _with_state(eval_fn, None),
+                stateful=True,
+                mesh=mesh,
+                axis=axis,
+                policy=policy,
+            )
         ),
-        train_data=jax.device_put(train_data) if scan else train_data,
+        train_data=_scan_data(train_data, plan) if scan else train_data,
         val_data=val_data,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
@@ -574,6 +769,9 @@ def fit(
         val_sizes=_batch_sizes(n_val, eval_batch_size, False),
         report=Progress(progress, epochs, steps_per_epoch, start_epoch=state.epoch),
         grad_health=health,
+        plan=plan,
+        nonfinite_cause=_float16_cause(policy, loss_scale),
+        loss_scale=loss_scale,
     )
     stopped_early = False
     try:

@@ -16,6 +16,7 @@ state)`` — called with this step's key and ``train=True`` by the train steps, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from fundl import data as fdata
+from fundl import precision
 from fundl._validate import as_key, check_bool, check_int
 from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
+from fundl.parallel.mesh import axis_size
+from fundl.parallel.plan import DataParallel
 from fundl.train.grad_health import METRIC_PREFIXES, grad_health_metrics
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
@@ -111,48 +115,135 @@ def _with_grad_health(
     return {**metrics, **grad_health_metrics(grads, updates, params)}
 
 
+def _mixed_precision_metrics(name: str, metrics: dict, old: Any, new: Any) -> dict[str, Any]:
+    """``metrics`` with the loss scale S this step used and whether it skipped the update."""
+    clash = sorted(k for k in metrics if k in ("loss_scale", "skipped"))
+    if clash:
+        raise ValueError(
+            f"{name}: the loss function's metrics {clash} use the names loss_scale= adds "
+            "(loss_scale, skipped); rename them"
+        )
+    skipped = (new.skipped != old.skipped).astype(jnp.float32)
+    return {**metrics, "loss_scale": old.loss_scale.scale, "skipped": skipped}
+
+
+def _skipped_as_zero(grads: Any, old: Any, new: Any) -> Any:
+    """Zero gradients for a step the loss scale skipped (its updates are zero too), so the
+    gradient-health metrics report what was applied, not the inf the scale backed off from."""
+    skipped = new.skipped != old.skipped
+    return jax.tree.map(lambda g: jnp.where(skipped, jnp.zeros_like(g), g), grads)
+
+
+def _check_opt_state(name: str, opt_state: Any, loss_scale: Any) -> None:
+    """With a loss scale the optimizer state must hold it, and without one must not (traced once)."""
+    scaled = isinstance(opt_state, precision.LossScaledState)
+    if loss_scale is not None and not scaled:
+        raise TypeError(
+            f"{name}: with loss_scale=..., the optimizer state holds the loss scale: initialise "
+            "it with fundl.precision.loss_scaled(optimizer, loss_scale).init(params) (or "
+            "TrainState.create(params, loss_scaled(optimizer, loss_scale), ...)), got "
+            f"{type(opt_state).__name__}"
+        )
+    if loss_scale is not None and isinstance(opt_state.inner, precision.LossScaledState):
+        raise TypeError(
+            f"{name}: the optimizer state holds two loss scales: pass the plain optimizer "
+            "with loss_scale=..., not one already wrapped by fundl.precision.loss_scaled"
+        )
+    if loss_scale is None and scaled:
+        raise TypeError(
+            f"{name}: the optimizer state holds a loss scale (fundl.precision.loss_scaled) but "
+            "the step was built without one: pass the same loss_scale= to the step builder"
+        )
+
+
+def _value_and_grad(name: str, loss: Callable[..., Any], loss_scale: Any) -> Callable[..., Any]:
+    """``(params, opt_state, *inputs) -> ((value, aux), grads)`` for ``loss(params, *inputs)
+    -> (value, aux)``; with a loss scale, the gradient of S·value divided by S (S from the
+    optimizer state). Without one, exactly ``jax.value_and_grad``."""
+    if loss_scale is None:
+        value_and_grad = jax.value_and_grad(loss, has_aux=True)
+        return lambda params, opt_state, *inputs: value_and_grad(params, *inputs)
+
+    def scaled(params, scale_state, *inputs):
+        value, aux = loss(params, *inputs)
+        return loss_scale.scale(value, scale_state), (value, aux)
+
+    scaled_value_and_grad = jax.grad(scaled, has_aux=True)
+
+    def run(params, opt_state, *inputs):
+        grads, out = scaled_value_and_grad(params, opt_state.loss_scale, *inputs)
+        return out, loss_scale.unscale(grads, opt_state.loss_scale)
+
+    return run
+
+
 def _train_step_fn(
     name: str,
     loss_fn: Callable[..., Any],
     optimizer: GradientTransformation,
     has_aux: bool,
     grad_health: bool,
+    policy: Any = None,
+    loss_scale: Any = None,
 ) -> Callable[..., Any]:
     """(params, opt_state, batch, *args) -> (params, opt_state, metrics)."""
 
     def loss(params, batch, *args):
-        return loss_and_aux(name, loss_fn(params, batch, *args), has_aux)
+        if policy is not None:  # decided when traced: without a policy no cast is traced
+            params, batch = policy.cast_to_compute((params, batch))
+        value, aux = loss_and_aux(name, loss_fn(params, batch, *args), has_aux)
+        return (value, aux) if policy is None else policy.cast_to_output((value, aux))
 
-    value_and_grad = jax.value_and_grad(loss, has_aux=True)
+    value_and_grad = _value_and_grad(name, loss, loss_scale)
 
     def step(params, opt_state, batch, *args):
-        (loss, aux), grads = value_and_grad(params, batch, *args)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        _check_opt_state(name, opt_state, loss_scale)
+        (loss, aux), grads = value_and_grad(params, opt_state, batch, *args)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = apply_updates(params, updates)
         metrics = {"loss": loss, **aux}
+        if loss_scale is not None:
+            metrics = _mixed_precision_metrics(name, metrics, opt_state, new_opt_state)
         if grad_health:  # decided when traced: without it the program is unchanged
+            if loss_scale is not None:  # a skipped step's inf gradients changed nothing
+                grads = _skipped_as_zero(grads, opt_state, new_opt_state)
             metrics = _with_grad_health(name, metrics, grads, updates, new_params)
-        return new_params, opt_state, metrics
+        return new_params, new_opt_state, metrics
 
     return step
 
 
 def _stateful_step_fn(
-    name: str, loss_fn: Callable[..., Any], optimizer: GradientTransformation, grad_health: bool
+    name: str,
+    loss_fn: Callable[..., Any],
+    optimizer: GradientTransformation,
+    grad_health: bool,
+    policy: Any = None,
+    loss_scale: Any = None,
 ) -> Callable[..., Any]:
     """(train_state, batch, *args) -> (train_state, metrics), the key fold_in(key, step)."""
 
     def loss(params, model_state, batch, key, *args):
+        if policy is not None:  # the model state (running statistics) keeps its dtype
+            params, batch = policy.cast_to_compute((params, batch))
         out = loss_fn(params, batch, *args, state=model_state, key=key, train=True)
         value, metrics, new_state = loss_metrics_state(name, out, model_state)
+        if policy is not None:
+            value, metrics = policy.cast_to_output((value, metrics))
         return value, (metrics, new_state)
 
-    value_and_grad = jax.value_and_grad(loss, has_aux=True)
+    value_and_grad = _value_and_grad(name, loss, loss_scale)
 
     def step(train_state, batch, *args):
         params = train_state.params
+        _check_opt_state(name, train_state.opt_state, loss_scale)
         (value, (metrics, model_state)), grads = value_and_grad(
-            params, train_state.model_state, batch, train_state.step_key(), *args
+            params,
+            train_state.opt_state,
+            train_state.model_state,
+            batch,
+            train_state.step_key(),
+            *args,
         )
         updates, opt_state = optimizer.update(grads, train_state.opt_state, params)
         new = TrainState(
@@ -163,7 +254,11 @@ def _stateful_step_fn(
             safe_increment(train_state.step),
         )
         metrics = {"loss": value, **metrics}
+        if loss_scale is not None:
+            metrics = _mixed_precision_metrics(name, metrics, train_state.opt_state, opt_state)
         if grad_health:
+            if loss_scale is not None:
+                grads = _skipped_as_zero(grads, train_state.opt_state, opt_state)
             metrics = _with_grad_health(name, metrics, grads, updates, new.params)
         return new, metrics
 
@@ -178,6 +273,22 @@ def _check_train_state(name: str, train_state: Any) -> None:
         )
 
 
+def _check_precision(name: str, policy: Any, loss_scale: Any) -> tuple[Any, Any]:
+    """The policy (a string parsed) and the loss scale, checked; warns of float16 without scaling."""
+    policy = precision.as_policy(name, policy)
+    loss_scale = precision.check_loss_scale(name, loss_scale)
+    if policy is not None and policy.uses_float16 and loss_scale is None:
+        warnings.warn(
+            f"{name}: the policy {policy} computes in float16 without loss scaling: gradients "
+            "below 6e-8 underflow to zero and values above 65504 overflow to inf (then NaN "
+            "parameters); pass loss_scale=fundl.precision.DynamicLossScale(), or use bfloat16 "
+            "(fundl.precision.bf16_policy())",
+            UserWarning,
+            stacklevel=5,
+        )
+    return policy, loss_scale
+
+
 def _step_fn(
     name: str,
     loss_fn: Callable[..., Any],
@@ -185,22 +296,90 @@ def _step_fn(
     has_aux: bool,
     stateful: bool,
     grad_health: bool = False,
+    plan: DataParallel | None = None,
+    policy: Any = None,
+    loss_scale: Any = None,
 ) -> Callable[..., Any]:
     check_bool(name, "grad_health", grad_health)
+    policy, loss_scale = _check_precision(name, policy, loss_scale)
+    if loss_scale is not None:
+        optimizer = precision.loss_scaled(optimizer, loss_scale)
     if not stateful:
-        return _train_step_fn(name, loss_fn, optimizer, has_aux, grad_health)
+        step = _train_step_fn(name, loss_fn, optimizer, has_aux, grad_health, policy, loss_scale)
+        return _on_mesh(name, step, plan)
     if has_aux:
         raise ValueError(
             f"{name}: has_aux does not apply with stateful=True: a stateful loss_fn always "
             "returns (loss, dict of metrics, new state)"
         )
-    step = _stateful_step_fn(name, loss_fn, optimizer, grad_health)
+    step = _stateful_step_fn(name, loss_fn, optimizer, grad_health, policy, loss_scale)
+    step = _on_mesh(name, step, plan, True)
 
     def checked(train_state, batch, *args):
         _check_train_state(name, train_state)
         return step(train_state, batch, *args)
 
     return checked
+
+
+def data_parallel(name: str, mesh: Any, axis: Any, shard_params: Any) -> DataParallel | None:
+    """The :class:`~fundl.parallel.DataParallel` rule of a builder's ``mesh``, ``axis`` and
+    ``shard_params`` arguments, checked, or None without a mesh (the one-device program)."""
+    check_bool(name, "shard_params", shard_params)
+    if mesh is None:
+        if shard_params:
+            raise ValueError(
+                f"{name}: shard_params=True splits the parameters over a mesh; pass "
+                "mesh=fundl.parallel.data_mesh() as well"
+            )
+        return None
+    axis_size(name, mesh, axis)
+    return DataParallel(mesh, axis, shard_params)
+
+
+def place_train_state(plan: DataParallel, train_state: TrainState) -> TrainState:
+    """A TrainState on the mesh: params and optimizer state by the rule, the rest copied."""
+    return TrainState(
+        plan.place(train_state.params),
+        plan.place(train_state.opt_state),
+        plan.place_replicated(train_state.model_state),
+        plan.place_replicated(train_state.key),
+        plan.place_replicated(train_state.step),
+    )
+
+
+def _constrain_train_state(plan: DataParallel, train_state: TrainState) -> TrainState:
+    return TrainState(
+        plan.constrain(train_state.params),
+        plan.constrain(train_state.opt_state),
+        plan.replicated(train_state.model_state),
+        plan.replicated(train_state.key),
+        plan.replicated(train_state.step),
+    )
+
+
+def _on_mesh(
+    name: str, step: Callable[..., Any], plan: DataParallel | None, stateful: bool = False
+) -> Callable[..., Any]:
+    """``step`` with its batch split along the data axis and its outputs kept where
+    ``plan`` puts them (what ``jit``'s out_shardings does); ``step`` itself without a plan.
+
+    The batch size is checked when traced: it must divide by the devices.
+    """
+    if plan is None:
+        return step
+
+    def run_stateful(train_state, batch, *args):
+        plan.check_batch(name, batch)
+        new, metrics = step(train_state, plan.constrain_batch(batch), *args)
+        return _constrain_train_state(plan, new), plan.replicated(metrics)
+
+    def run(params, opt_state, batch, *args):
+        plan.check_batch(name, batch)
+        params, opt_state, metrics = step(params, opt_state, plan.constrain_batch(batch), *args)
+        return plan.constrain(params), plan.constrain(opt_state), plan.replicated(metrics)
+
+    return run_stateful if stateful else run
 
 
 def make_train_step(
@@ -211,8 +390,13 @@ def make_train_step(
     stateful: bool = False,
     ensemble: bool = False,
     grad_health: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
     jit: bool = True,
     donate: bool = True,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> Callable[..., Any]:
     """Build one update step, compiled: the gradient of the loss, then the optimizer's update.
 
@@ -246,9 +430,34 @@ def make_train_step(
         ``"update_ratio/<layer>"`` (:func:`fundl.train.grad_health_metrics`): device
         scalars computed from the gradients and updates the step has anyway. Off by
         default, and then the compiled program is exactly the one without it.
+      policy: a :class:`fundl.precision.Policy` (or its string,
+        ``"params=float32,compute=bfloat16,output=float32"``): the loss function sees the
+        params and the batch's floating leaves cast to ``compute_dtype`` (integer labels
+        untouched; ``args`` and the model state as they are), its loss and metrics are
+        cast to ``output_dtype``, and the gradients arrive in the params' own dtype
+        (float32 master weights). None (the default): no cast is traced — the same
+        compiled program as without the option.
+      loss_scale: a :class:`fundl.precision.DynamicLossScale` (for float16),
+        ``StaticLossScale`` or ``NoOpLossScale``: the gradient of S·loss is divided by S,
+        a step with inf/NaN gradients is skipped (params and optimizer state unchanged)
+        and S adjusted; ``metrics`` gain ``"loss_scale"`` (the S this step used) and
+        ``"skipped"`` (1.0 for a skipped step). S lives in the optimizer state:
+        initialise it with ``fundl.precision.loss_scaled(optimizer, loss_scale).init(params)``.
+        A float16 policy without a loss scale warns when the step is built.
       jit: compile — the ``jax.jit`` function itself, with ``.traces`` counting its
         traces; ``False`` returns the plain function.
       donate: donate params and opt_state (or the TrainState).
+      mesh: data parallelism over a ``jax.sharding.Mesh``
+        (:func:`fundl.parallel.data_mesh`): the step splits the batch along ``axis``
+        (its size must divide by the devices there), keeps params, optimizer state and
+        model state replicated — or split, with ``shard_params`` — and XLA adds the
+        gradient all-reduce; the loss function is unchanged. Place the inputs with
+        :func:`fundl.parallel.shard_batch` and :func:`fundl.parallel.replicate` (or
+        :func:`fundl.parallel.shard_params`) so no call moves them. None: one device,
+        and the compiled program is the one without these options.
+      axis: the mesh axis the batch is split along.
+      shard_params: split params and optimizer state ZeRO/FSDP-style
+        (:func:`fundl.parallel.param_specs`) instead of replicating them.
 
     Example::
 
@@ -269,8 +478,11 @@ def make_train_step(
         stateful=stateful,
         ensemble=ensemble,
         grad_health=grad_health,
+        policy=policy,
+        loss_scale=loss_scale,
         jit=jit,
         donate=donate,
+        plan=data_parallel("make_train_step", mesh, axis, shard_params),
     )
 
 
@@ -283,15 +495,20 @@ def build_train_step(
     stateful: bool = False,
     ensemble: bool = False,
     grad_health: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
     jit: bool = True,
     donate: bool = True,
+    plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     """:func:`make_train_step` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
     flags = {"has_aux": has_aux, "stateful": stateful, "ensemble": ensemble, "jit": jit}
     for arg, value in {**flags, "donate": donate}.items():
         check_bool(name, arg, value)
-    step = _step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health)
+    step = _step_fn(
+        name, loss_fn, optimizer, has_aux, stateful, grad_health, plan, policy, loss_scale
+    )
     if ensemble:
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
     if not jit:
@@ -338,6 +555,9 @@ def make_eval_step(
     stateful: bool = False,
     jit: bool = True,
     ensemble: bool = False,
+    mesh: Any = None,
+    axis: str = "data",
+    policy: Any = None,
 ) -> Callable[..., Any]:
     """Build the evaluation step: metrics on a batch, a dict of device scalars.
 
@@ -359,24 +579,41 @@ def make_eval_step(
       stateful: the form taking the model's state.
       jit: compile (a ``jax.jit`` function with ``.traces``).
       ensemble: vmap over a leading axis of ``params`` (and of the model state).
+      mesh: evaluate on a ``jax.sharding.Mesh``: a batch whose size divides by the
+        devices of ``axis`` is split along it, any other (a dataset's last batch) is
+        evaluated whole on every device; the metrics are the same either way. Params
+        and model state stay where they were placed.
+      axis: the mesh axis the batch is split along.
+      policy: a :class:`fundl.precision.Policy`: params and the batch's floating leaves
+        cast to its compute dtype, the metrics to its output dtype (as the train step).
     """
     check_bool("make_eval_step", "stateful", stateful)
+    plan = data_parallel("make_eval_step", mesh, axis, False)
+    policy = precision.as_policy("make_eval_step", policy)
 
     def as_metrics(out):
         if isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[1], dict):
-            return {"loss": out[0], **out[1]}
-        if isinstance(out, dict):
-            return dict(out)
-        return {"loss": out}
+            metrics = {"loss": out[0], **out[1]}
+        elif isinstance(out, dict):
+            metrics = dict(out)
+        else:
+            metrics = {"loss": out}
+        return metrics if policy is None else policy.cast_to_output(metrics)
+
+    def compute(params, batch):
+        return (params, batch) if policy is None else policy.cast_to_compute((params, batch))
 
     def evaluate(params, batch, *args):
-        return as_metrics(metrics_fn(params, batch, *args))
+        return as_metrics(metrics_fn(*compute(params, batch), *args))
 
     def evaluate_stateful(params, model_state, batch, *args):
+        params, batch = compute(params, batch)
         out = metrics_fn(params, batch, *args, state=model_state, key=None, train=False)
         return as_metrics(out)
 
     fn, n_models = (evaluate_stateful, 2) if stateful else (evaluate, 1)
+    if plan is not None:
+        fn = _eval_on_mesh(fn, plan, n_models)
     if ensemble:
         fn = _vmap_models(fn, n_state_args=n_models)
     if not jit:
@@ -387,6 +624,19 @@ def make_eval_step(
     )
 
 
+def _eval_on_mesh(fn: Callable[..., Any], plan: DataParallel, n_models: int) -> Callable[..., Any]:
+    """``fn`` with its batch split when its size divides by the devices, else whole."""
+
+    def evaluate(*args):
+        batch = args[n_models]
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else 0 for leaf in jax.tree.leaves(batch)}
+        split = len(sizes) == 1 and min(sizes) > 0 and min(sizes) % plan.devices == 0
+        batch = plan.constrain_batch(batch) if split else plan.replicated(batch)
+        return plan.replicated(fn(*args[:n_models], batch, *args[n_models + 1 :]))
+
+    return evaluate
+
+
 def make_scan_steps(
     loss_fn: Callable[..., Any],
     optimizer: GradientTransformation,
@@ -394,8 +644,13 @@ def make_scan_steps(
     has_aux: bool = False,
     stateful: bool = False,
     grad_health: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
     jit: bool = True,
     donate: bool = True,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> Callable[..., Any]:
     """Build k update steps in one ``lax.scan``: the same updates as k calls of the step.
 
@@ -406,9 +661,24 @@ def make_scan_steps(
     Plain: ``(params, opt_state, batches, *args) -> (params, opt_state, metrics)``;
     ``stateful=True``: ``(train_state, batches, *args) -> (train_state, metrics)``, each
     step with its own key ``fold_in(key, step)`` — a scan never repeats a dropout mask.
+    ``mesh``, ``axis``, ``shard_params``: as for :func:`make_train_step`; each step's
+    batch is split along ``axis`` (the stacked ``batches`` may be placed with
+    ``NamedSharding(mesh, P(None, axis))``). ``policy`` and ``loss_scale`` apply to every
+    step, as in :func:`make_train_step`.
     """
     check_optimizer("make_scan_steps", optimizer)
-    step = _step_fn("make_scan_steps", loss_fn, optimizer, has_aux, stateful, grad_health)
+    plan = data_parallel("make_scan_steps", mesh, axis, shard_params)
+    step = _step_fn(
+        "make_scan_steps",
+        loss_fn,
+        optimizer,
+        has_aux,
+        stateful,
+        grad_health,
+        plan,
+        policy,
+        loss_scale,
+    )
     run = _scan(step, stateful)
     if not jit:
         return run
@@ -453,8 +723,13 @@ def make_epoch(
     has_aux: bool = False,
     stateful: bool = False,
     grad_health: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
     jit: bool = True,
     donate: bool = True,
+    mesh: Any = None,
+    axis: str = "data",
+    shard_params: bool = False,
 ) -> Callable[..., Any]:
     """Build one whole epoch in one compiled call, shuffled on device and run in a scan.
 
@@ -465,7 +740,10 @@ def make_epoch(
     *args) -> (params, opt_state, metrics)``; ``stateful=True``: ``(train_state, data,
     key, epoch, *args) -> (train_state, metrics)`` (``key`` orders the data; the model's
     keys come from the TrainState). ``grad_health=True`` adds each layer's gradient norm
-    and update ratio to the metrics, as :func:`make_train_step` does.
+    and update ratio to the metrics, as :func:`make_train_step` does, and ``policy`` and
+    ``loss_scale`` apply as there. ``mesh``, ``axis``, ``shard_params``: as for
+    :func:`make_train_step` (``batch_size`` must divide by the devices); the data are best
+    replicated on the mesh (:func:`fundl.parallel.replicate`), and each step's batch is split.
     """
     return build_epoch(
         "make_epoch",
@@ -475,8 +753,11 @@ def make_epoch(
         has_aux=has_aux,
         stateful=stateful,
         grad_health=grad_health,
+        policy=policy,
+        loss_scale=loss_scale,
         jit=jit,
         donate=donate,
+        plan=data_parallel("make_epoch", mesh, axis, shard_params),
     )
 
 
@@ -489,13 +770,21 @@ def build_epoch(
     has_aux: bool,
     stateful: bool = False,
     grad_health: bool = False,
+    policy: Any = None,
+    loss_scale: Any = None,
     jit: bool = True,
     donate: bool = True,
+    plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
     batch_size = check_int(name, "batch_size", batch_size)
-    scan = _scan(_step_fn(name, loss_fn, optimizer, has_aux, stateful, grad_health), stateful)
+    if plan is not None and batch_size % plan.devices:
+        plan.check_batch(name, jax.ShapeDtypeStruct((batch_size,), jnp.float32))
+    step = _step_fn(
+        name, loss_fn, optimizer, has_aux, stateful, grad_health, plan, policy, loss_scale
+    )
+    scan = _scan(step, stateful)
 
     def run_stateful(train_state, data, key, epoch, *args):
         return scan(train_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)

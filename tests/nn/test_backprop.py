@@ -9,6 +9,11 @@ import pytest
 from fundl import losses
 from fundl.nn import Dense, Sequential, backprop, mlp
 
+# Manual backprop against jax.grad of the hand-written rules: two computations of the same
+# float32 gradients, held to each other with full-float32 matmuls on every backend (see
+# tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("highest_precision")
+
 
 def _data(m=16, n=2, k=1, seed=0):
     kx, ky = jax.random.split(jax.random.key(seed))

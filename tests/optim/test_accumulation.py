@@ -9,7 +9,9 @@ import pytest
 from fundl import losses, mlp, optim
 
 
-def test_accumulated_steps_equal_large_batch_steps():
+def test_accumulated_steps_equal_large_batch_steps(highest_precision):
+    # full float32 matmuls: gradients of batches of 4 against one of 12 (different product
+    # shapes, rounded differently at a GPU's default TF32 precision)
     model = mlp([3, 4, 2], "relu")
     params = model.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (12, 3))

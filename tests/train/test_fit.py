@@ -13,6 +13,12 @@ from fundl import data, optim, train
 from fundl import losses as fundl_losses
 from fundl.checkpoint import CheckpointManager
 
+# These tests hold two computations of the same float32 values to each other (fit's epoch means
+# and the loss of the whole data, scan and per-step fits, a resumed and a straight run): they run
+# with full-float32 matmuls on every backend (a GPU's default TF32 rounds a batched and an
+# unbatched product differently; see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("highest_precision")
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -84,6 +90,28 @@ def test_fit_does_not_touch_the_callers_params(toy):
         progress=False,
     )
     assert not any(x.is_deleted() for x in jax.tree.leaves(params))
+
+
+def test_an_optimizer_whose_init_is_not_hashable_works(toy, run):
+    # fit compiles optimizer.init once per init function (a static jit argument); a bound
+    # method of an unhashable object cannot be one, and is compiled per call instead
+    class Unhashable:
+        __hash__ = None
+
+        def __init__(self):
+            self.sgd = optim.sgd(0.1)
+
+        def init(self, params):
+            return self.sgd.init(params)
+
+        def update(self, *args, **kwargs):
+            return self.sgd.update(*args, **kwargs)
+
+    holder, one_batch = Unhashable(), toy.data(8)
+    unhashable = optim.GradientTransformation(holder.init, holder.update)
+    a = run(optimizer=unhashable, train_data=one_batch, epochs=1)
+    b = run(optimizer=optim.sgd(0.1), train_data=one_batch, epochs=1)
+    chex.assert_trees_all_equal(a.params, b.params)
 
 
 def test_scan_fit_equals_per_step_fit(run):

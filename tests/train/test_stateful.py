@@ -10,6 +10,12 @@ import pytest
 from fundl import data, losses, optim, train
 from fundl.nn import BatchNorm, Dense, Dropout, Sequential
 
+# These tests hold two computations of the same float32 values to each other (the stateful steps
+# and the same updates computed another way): they run with full-float32 matmuls on every backend
+# (a GPU's default TF32 rounds a batched and an unbatched product differently; see
+# tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("highest_precision")
+
 MODEL = Sequential([Dense(8), BatchNorm(), "relu", Dropout(0.3), Dense(2)], input_shape=(3,))
 
 

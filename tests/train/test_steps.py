@@ -11,6 +11,12 @@ import pytest
 import fundl
 from fundl import data, optim, train
 
+# These tests hold two computations of the same float32 values to each other (a step and its
+# written-out update, scan and single steps, an ensemble and separate runs): they run with full-
+# float32 matmuls on every backend (a GPU's default TF32 rounds a batched and an unbatched product
+# differently; see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("highest_precision")
+
 # --- compiled steps -------------------------------------------------------------------------
 
 
