@@ -7,6 +7,8 @@ found. ``HYPOTHESIS_PROFILE=fundl-shrink`` shrinks, to debug a failure.
 """
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -14,6 +16,36 @@ from hypothesis import Phase, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+# --- one compilation cache for the session ------------------------------------------------
+# Tests build the same programs again and again (a fresh closure, a fresh model object, the
+# in-memory caches cleared after each module): JAX's persistent cache, keyed by the program
+# itself, hands the compiled executable back instead. It changes no program and no result,
+# only how often XLA compiles the same one. The folder lives for one session.
+_CACHE_ENV = "FUNDL_TEST_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+    mode = os.environ.get("FUNDL_TEST_CACHE_MODE", "worker")
+    if mode == "off":
+        return
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        config.fundl_cache = tempfile.mkdtemp(prefix="fundl-test-jax-cache-")
+        os.environ[_CACHE_ENV] = config.fundl_cache  # the xdist workers inherit it
+    folder = os.environ[_CACHE_ENV]
+    if mode == "worker" and hasattr(config, "workerinput"):
+        folder = os.path.join(folder, config.workerinput["workerid"])
+        os.makedirs(folder, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "fundl_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 settings.register_profile(
     "fundl",

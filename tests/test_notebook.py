@@ -1,0 +1,52 @@
+"""examples/colab_quickstart.ipynb: written by scripts/make_colab_notebook.py, and it runs.
+
+Its code cells run here in order, in one namespace, with FUNDL_NOTEBOOK_QUICK=1 (a few
+epochs) on the CPU; the install line (an IPython ``%pip`` magic) is the one line left out.
+"""
+
+import importlib.util
+import json
+import pathlib
+
+import matplotlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "examples" / "colab_quickstart.ipynb"
+
+
+def _generator():
+    path = ROOT / "scripts" / "make_colab_notebook.py"
+    spec = importlib.util.spec_from_file_location("make_colab_notebook", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_notebook_is_what_the_script_writes():
+    assert NOTEBOOK.read_text() == _generator().text(), "run python scripts/make_colab_notebook.py"
+
+
+def test_the_code_cells_run_on_the_cpu(tmp_path, monkeypatch, capsys):
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setenv("FUNDL_NOTEBOOK_QUICK", "1")
+    monkeypatch.chdir(tmp_path)
+    cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    install = "".join(cells[0]["source"])
+    assert install.startswith("# Install fundl") and '%pip install -q "fundl[examples] @' in install
+    namespace: dict = {}
+    for cell in cells[1:]:
+        source = "".join(cell["source"])
+        assert not any(line.startswith(("%", "!")) for line in source.splitlines())
+        exec(compile(source, str(NOTEBOOK), "exec"), namespace)  # noqa: S102
+    plt.close("all")
+    out = capsys.readouterr().out
+    assert "backend 'cpu'" in out and "NO GPU OR TPU" in out  # said loudly
+    assert "max relative difference 0.0e+00" in out  # float32 is float32 on a CPU
+    assert namespace["QUICK"] is True
+    assert float(namespace["test_metrics"]["accuracy"]) > 0.85  # 2 epochs of the MLP
+    assert float(namespace["cnn_test"]["accuracy"]) > 0.3  # 1 epoch of the CNN
+    assert "PASSED" in out
+    assert "1 device(s), batch 32 split as P" in out and "('data',): loss" in out
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
