@@ -343,13 +343,16 @@ class Group(NamedTuple):
 
 
 def xla_flops(row_step: Callable[..., Any], *args: Any) -> float:
-    try:
-        analysis = jax.jit(row_step).lower(*args).cost_analysis()
-        if isinstance(analysis, (list, tuple)):
-            analysis = analysis[0]
-        return float(analysis["flops"])
-    except Exception:  # noqa: BLE001 — a backend without cost analysis: say n/a
-        return float("nan")
+    lowered = jax.jit(row_step).lower(*args)
+    for analyse in (lowered.cost_analysis, lambda: lowered.compile().cost_analysis()):
+        try:
+            analysis = analyse()
+            if isinstance(analysis, (list, tuple)):
+                analysis = analysis[0]
+            return float(analysis["flops"])
+        except Exception as error:  # noqa: BLE001 — no cost analysis here: the next, or n/a
+            print(f"cost analysis: {type(error).__name__}: {error}", file=sys.stderr)
+    return float("nan")
 
 
 def peer_rows(peers, problem, size, dtype: str, with_peers: bool) -> list[Any]:
