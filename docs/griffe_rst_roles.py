@@ -12,7 +12,7 @@ import re
 import griffe
 
 _ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|exc|obj|const):`~?([^`]+)`")
-_LITERAL = re.compile(r"::[ \t]*$", re.M)
+_LITERAL = re.compile(r"::[ \t]*$", re.MULTILINE)
 
 
 class RstRoles(griffe.Extension):
