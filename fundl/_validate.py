@@ -104,8 +104,11 @@ def check_number(
     and both must lie in range; any other callable is evaluated at step 0 and that
     value checked.
 
-    Returns: a Python float for a number; arrays and schedules unchanged.
-    Raises: ``ValueError`` naming ``name`` and ``arg``, the value and the rule.
+    Returns:
+      a Python float for a number; arrays and schedules unchanged.
+
+    Raises:
+      ValueError: naming ``name`` and ``arg``, the value and the rule.
     """
     interval = _interval(low, high, low_open, high_open)
     others = [kind for kind, ok in (("a scalar array", array), ("a schedule", schedule)) if ok]

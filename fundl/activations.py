@@ -391,7 +391,9 @@ def softmax(z, *, axis=-1):
     Args:
       z: array of any shape.
       axis: the class axis (last by default).
-    Returns: array of the same shape; each slice along ``axis`` sums to 1.
+
+    Returns:
+      array of the same shape; each slice along ``axis`` sums to 1.
     """
     shifted = z - lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
     e = jnp.exp(shifted)

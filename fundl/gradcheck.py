@@ -572,7 +572,9 @@ def check(
       fd_step: relative finite-difference step, h = fd_step·max(1, |θ_i|).
       fd_max_elements: per leaf, how many elements finite differences visit (a random
         sample when the leaf is larger; the row says how many).
-      hvp, vmap, jit: run the grad-of-grad, vmap and jit checks.
+      hvp: run the grad-of-grad check.
+      vmap: run the vmap check.
+      jit: run the jit check.
 
     Returns:
       A :class:`Report`; ``print`` it for the table, ``report.passed`` for a verdict,
@@ -662,7 +664,8 @@ def check_model(
       model: a layer or container (e.g. ``Sequential``), or a function
         ``apply(params, x)``.
       params: its parameters.
-      x, y: a batch (inputs and targets).
+      x: a batch's inputs.
+      y: its targets.
       loss: a loss ``loss(predictions, targets) -> scalar``, e.g.
         ``fundl.losses.softmax_cross_entropy``.
       state: the model's state (``model.init_state(...)``).

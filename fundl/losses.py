@@ -443,7 +443,9 @@ def l2_penalty(params, lam, *, include=None):
       params: any pytree of arrays.
       lam: λ ≥ 0, a number or a scalar array (so a sweep can ``vmap`` over it).
       include: optional predicate ``(key_path, leaf) -> bool`` or pytree of bools.
-    Returns: a scalar.
+
+    Returns:
+      a scalar.
     """
     chosen = _penalized(params, include)
     squares = [jnp.sum(leaf * leaf) for leaf, c in zip(jax.tree.leaves(params), chosen) if c]

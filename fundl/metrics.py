@@ -34,7 +34,7 @@ class Monitor:
       mode: "min" (lower is better, a loss) or "max" (higher is better, an accuracy).
       min_delta: the smallest change that counts, ≥ 0.
 
-    Example:
+    Examples:
       >>> Monitor("val_accuracy", "max").improved(0.91, best=0.90)
       True
     """
@@ -85,11 +85,12 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
       labels: integer labels (...) in [0, K), or one-hot / probability targets
         (..., K); for a binary output, 0/1 labels of shape (...) or (..., 1).
 
-    Returns: a scalar in [0, 1]; NaN when any score is NaN (NaN in gives NaN out, so a
-    diverged model never scores well). Concrete labels outside the classes raise
-    ``ValueError``; under ``jit`` they simply never match.
+    Returns:
+      a scalar in [0, 1]; NaN when any score is NaN (NaN in gives NaN out, so a
+      diverged model never scores well). Concrete labels outside the classes raise
+      ``ValueError``; under ``jit`` they simply never match.
 
-    Example:
+    Examples:
       >>> float(fundl.metrics.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
       0.5
     """

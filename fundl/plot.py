@@ -35,7 +35,9 @@ def history(
       history: ``FitResult.history``: lists per key, with "epoch".
       path: save the figure there (PNG by the suffix), creating parent directories.
       show: call ``plt.show()`` (in a notebook the figure displays anyway).
-    Returns: the matplotlib Figure.
+
+    Returns:
+      the matplotlib Figure.
     """
     if "epoch" not in history or not history["epoch"]:
         raise ValueError(
@@ -121,7 +123,9 @@ def grad_norms(
       ratios: add the update-ratio panel.
       path: save the figure there (PNG by the suffix), creating parent directories.
       show: call ``plt.show()``.
-    Returns: the matplotlib Figure.
+
+    Returns:
+      the matplotlib Figure.
     """
     if "epoch" not in history or not history["epoch"]:
         raise ValueError(

@@ -115,7 +115,7 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     Integer and bool arrays (labels, masks), PRNG keys and Python scalars pass through
     unchanged, and so does a leaf already in ``dtype`` (no convert op is traced).
 
-    Example:
+    Examples:
       >>> batch = {"x": jnp.ones((2, 3)), "y": jnp.array([1, 0])}
       >>> cast = fundl.precision.cast_floating(batch, jnp.bfloat16)
       >>> cast["x"].dtype, cast["y"].dtype
@@ -144,7 +144,7 @@ class Policy:
     an integer or bool dtype is a ``ValueError`` here, when the policy is built. A
     policy is frozen and hashable (a valid static argument of ``jit``).
 
-    Example:
+    Examples:
       >>> policy = fundl.precision.Policy.from_string("params=float32,compute=bfloat16,output=float32")
       >>> policy.compute_dtype
       dtype(bfloat16)
@@ -221,7 +221,7 @@ class Policy:
 def bf16_policy() -> Policy:
     """float32 parameters, bfloat16 compute, float32 outputs: mixed precision without loss scaling.
 
-    Example:
+    Examples:
       >>> print(fundl.precision.bf16_policy())
       params=float32,compute=bfloat16,output=float32
     """
@@ -231,7 +231,7 @@ def bf16_policy() -> Policy:
 def f16_policy() -> Policy:
     """float32 parameters, float16 compute, float32 outputs; pair it with a :class:`DynamicLossScale`.
 
-    Example:
+    Examples:
       >>> print(fundl.precision.f16_policy())
       params=float32,compute=float16,output=float32
     """
@@ -241,7 +241,7 @@ def f16_policy() -> Policy:
 def f32_policy() -> Policy:
     """float32 everywhere: the same program as no policy.
 
-    Example:
+    Examples:
       >>> print(fundl.precision.f32_policy())
       params=float32,compute=float32,output=float32
     """
@@ -267,7 +267,7 @@ def as_policy(name: str, policy: Any) -> Policy | None:
 def all_finite(tree: Any) -> jax.Array:
     """One bool scalar: whether every floating leaf of ``tree`` is free of inf and NaN.
 
-    Example:
+    Examples:
       >>> bool(fundl.precision.all_finite({"a": jnp.ones(2), "b": jnp.array([1.0, jnp.inf])}))
       False
     """
@@ -282,7 +282,7 @@ def all_finite(tree: Any) -> jax.Array:
 def select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Leaf by leaf ``where(pred, on_true, on_false)`` for a scalar bool ``pred``; same structures.
 
-    Example:
+    Examples:
       >>> fundl.precision.select_tree(jnp.asarray(False), {"w": jnp.ones(2)}, {"w": jnp.zeros(2)})
       {'w': Array([0., 0.], dtype=float32)}
     """
@@ -340,7 +340,7 @@ class NoOpLossScale(_LossScale):
     Lets one code path serve every policy (``DynamicLossScale()`` for float16,
     ``NoOpLossScale()`` otherwise).
 
-    Example:
+    Examples:
       >>> float(fundl.precision.NoOpLossScale().init().scale)
       1.0
     """
@@ -357,7 +357,7 @@ class StaticLossScale(_LossScale):
     """A fixed S: loss · S is differentiated, the gradients divided by S; a step with
     inf/NaN gradients is skipped (S stays).
 
-    Example:
+    Examples:
       >>> ls = fundl.precision.StaticLossScale(128.0)
       >>> float(ls.scale(jnp.asarray(0.5), ls.init()))
       64.0
@@ -393,7 +393,7 @@ class DynamicLossScale(_LossScale):
       factor: the growth and back-off factor, > 1.
       min_scale: the smallest S, in (0, initial].
 
-    Example:
+    Examples:
       >>> ls = fundl.precision.DynamicLossScale(initial=8.0, period=2)
       >>> state = ls.adjust(ls.init(), jnp.asarray(False))  # an inf gradient: S halves
       >>> float(state.scale)
@@ -464,7 +464,7 @@ def loss_scaled(optimizer: GradientTransformation, loss_scale: Any) -> GradientT
     loss_scaled(optimizer, loss_scale))``), which holds S — read it at
     ``opt_state.loss_scale.scale``.
 
-    Example:
+    Examples:
       >>> opt = fundl.precision.loss_scaled(fundl.optim.sgd(0.1), fundl.precision.DynamicLossScale())
       >>> state = opt.init({"w": jnp.ones(2)})
       >>> updates, state = opt.update({"w": jnp.array([1.0, jnp.inf])}, state, {"w": jnp.ones(2)})

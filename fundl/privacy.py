@@ -127,7 +127,7 @@ def per_example_grads(
       ValueError: when the batch's leaves disagree on N, or a leaf is a scalar.
       TypeError: when the loss (of one example) is not a floating scalar.
 
-    Example:
+    Examples:
       >>> model = fundl.mlp([2, 3, 1])
       >>> params = model.init(jax.random.key(0))
       >>> def loss_fn(params, batch):
@@ -176,7 +176,7 @@ def dp_aggregate(
       metrics ``{"per_example_grad_norm": mean_i ‖g_i‖, "clipped_fraction": the fraction
       of examples with ‖g_i‖ > C}``.
 
-    Example:
+    Examples:
       >>> g = {"w": jnp.array([[0.0, 4.0], [1.0, 0.0]])}   # N = 2, norms 4 and 1
       >>> private, metrics = fundl.privacy.dp_aggregate(
       ...     g, jax.random.key(0), l2_norm_clip=2.0, noise_multiplier=0.0)

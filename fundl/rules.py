@@ -73,7 +73,7 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
     forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) work.
     ``reference_mode(False)`` restores the hand-written rules inside an outer block.
 
-    Example:
+    Examples:
         >>> with fundl.reference_mode():
         ...     _, tangent = jax.jvp(fundl.activations.tanh, (jnp.zeros(2),), (jnp.ones(2),))
         >>> tangent
@@ -100,7 +100,7 @@ def count_calls() -> Iterator[collections.Counter]:
     per trace, a cached compiled call not at all — which is how ``fundl.gradcheck`` tells
     that a pass really ran the rules it meant to run.
 
-    Example:
+    Examples:
       >>> with fundl.rules.count_calls() as calls:
       ...     _ = fundl.activations.relu(jnp.ones(3))
       >>> calls["hand"]

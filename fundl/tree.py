@@ -42,7 +42,9 @@ def global_norm(tree: Any) -> jax.Array:
 
     Args:
       tree: any pytree of arrays.
-    Returns: a scalar in :func:`accumulation_dtype` of the tree.
+
+    Returns:
+      a scalar in :func:`accumulation_dtype` of the tree.
     """
     dtype = accumulation_dtype(tree)
     leaves = [jnp.asarray(leaf).astype(dtype) for leaf in jax.tree.leaves(tree)]

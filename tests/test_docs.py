@@ -82,6 +82,19 @@ def test_every_public_function_has_a_docstring(module):
     assert undocumented == []
 
 
+def test_every_public_module_has_a_reference_page():
+    """docs/reference/ renders each public module's docstrings (``mkdocs build --strict``
+    in .ci/run), and mkdocs.yml's nav lists every page."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    for module in ALL_MODULES:
+        name = module.__name__
+        page = "fundl" if name == "fundl" else name.removeprefix("fundl.")
+        assert f"::: {name}\n" in (ROOT / "docs" / "reference" / f"{page}.md").read_text()
+        assert f": reference/{page}.md\n" in config, f"reference/{page}.md is not in the nav"
+    for page in (ROOT / "docs").glob("*.md"):
+        assert f": {page.name}\n" in config, f"{page.name} is not in mkdocs.yml's nav"
+
+
 def test_readme_starts_with_the_two_set_up_commands():
     readme = (ROOT / "README.md").read_text().splitlines()
     fence = readme.index("```bash")

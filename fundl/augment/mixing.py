@@ -27,7 +27,9 @@ def mixup(key: Any, x: jax.Array, y: jax.Array, *, alpha: float) -> tuple[jax.Ar
       x: inputs (N, ...), floating.
       y: labels (N, K), floating, each row summing to 1.
       alpha: α > 0; small α keeps λ near 0 or 1 (0.2–0.4 on ImageNet, 1 is uniform).
-    Returns: (x̃, ỹ), the shapes and dtypes of x and y; the rows of ỹ still sum to 1.
+
+    Returns:
+      (x̃, ỹ), the shapes and dtypes of x and y; the rows of ỹ still sum to 1.
 
     Example::
 

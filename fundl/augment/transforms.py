@@ -86,7 +86,9 @@ def random_flip(key: Any, image: jax.Array, *, p: float = 0.5) -> jax.Array:
       key: a PRNG key (or an int seed).
       image: (H, W, C), any dtype.
       p: the probability of flipping, in [0, 1].
-    Returns: (H, W, C), the image's dtype.
+
+    Returns:
+      (H, W, C), the image's dtype.
 
     >>> image = jnp.arange(3.0).reshape(1, 3, 1)
     >>> random_flip(0, image, p=1.0)[0, :, 0].tolist()
@@ -111,7 +113,9 @@ def random_crop(key: Any, image: jax.Array, *, padding: int = 4, fill: float = 0
       image: (H, W, C), any dtype.
       padding: pixels added on each side, a non-negative int (0 is the identity).
       fill: the value of the padding (an integer in range for an integer image).
-    Returns: (H, W, C), the image's dtype.
+
+    Returns:
+      (H, W, C), the image's dtype.
     """
     padding = check_int("random_crop", "padding", padding, low=0)
     fill = check_number("random_crop", "fill", fill)
@@ -140,7 +144,9 @@ def random_translate(key: Any, image: jax.Array, *, max_shift: int | tuple[int, 
       key: a PRNG key (or an int seed).
       image: (H, W, C), any dtype.
       max_shift: m, a non-negative int for both axes or a pair (dy, dx).
-    Returns: (H, W, C), the image's dtype.
+
+    Returns:
+      (H, W, C), the image's dtype.
     """
     my, mx = _as_pair("random_translate", "max_shift", max_shift)
     key = as_key("random_translate", key)
@@ -163,7 +169,9 @@ def random_rotate(key: Any, image: jax.Array, *, max_degrees: float) -> jax.Arra
         maxval=max)`` degrees.
       image: (H, W, C), floating.
       max_degrees: in [0, 180] (0 is the identity).
-    Returns: (H, W, C), the image's dtype (bfloat16 and float16 computed in float32).
+
+    Returns:
+      (H, W, C), the image's dtype (bfloat16 and float16 computed in float32).
     """
     max_degrees = check_number("random_rotate", "max_degrees", max_degrees, low=0.0, high=180.0)
     key = as_key("random_rotate", key)
@@ -201,7 +209,9 @@ def color_jitter(
       image: (H, W, C), floating.
       brightness: the largest |δ|, ≥ 0 (0: no brightness change).
       contrast: in [0, 1], the largest |f − 1| (0: no contrast change).
-    Returns: (H, W, C), the image's dtype (bfloat16 and float16 computed in float32).
+
+    Returns:
+      (H, W, C), the image's dtype (bfloat16 and float16 computed in float32).
     """
     brightness = check_number("color_jitter", "brightness", brightness, low=0.0)
     contrast = check_number("color_jitter", "contrast", contrast, low=0.0, high=1.0)
@@ -228,7 +238,9 @@ def cutout(key: Any, image: jax.Array, *, size: int) -> jax.Array:
       key: a PRNG key (or an int seed).
       image: (H, W, C), any dtype.
       size: the side of the square, a positive int.
-    Returns: (H, W, C), the image's dtype.
+
+    Returns:
+      (H, W, C), the image's dtype.
     """
     size = check_int("cutout", "size", size)
     key = as_key("cutout", key)
@@ -250,7 +262,9 @@ def batched(transform: Callable[[Any, jax.Array], jax.Array]) -> Callable[..., j
     Args:
       transform: ``t(key, image) -> image``: a config (``RandomCrop(4)``) or a function
         with its options bound (``functools.partial(random_crop, padding=4)``).
-    Returns: ``apply(key, images)`` for images (N, H, W, C) -> (N, H, W, C).
+
+    Returns:
+      ``apply(key, images)`` for images (N, H, W, C) -> (N, H, W, C).
 
     >>> flip = batched(RandomFlip())
     >>> flip(jax.random.key(0), jnp.ones((5, 4, 4, 3))).shape

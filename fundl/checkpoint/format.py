@@ -260,7 +260,8 @@ def remove_stale_temps(directory: pathlib.Path, target: str) -> list[pathlib.Pat
     the random-suffix names of fundl 0.1). The file of a live writer is never touched.
     Best effort: files that vanish or cannot be deleted are skipped.
 
-    Returns: the files removed.
+    Returns:
+      the files removed.
     """
     pattern = re.compile(
         rf"\.(?:{target})\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[0-9a-f]{{8}}\.tmp"
@@ -384,7 +385,9 @@ def read_header(f: BinaryIO, path: pathlib.Path) -> Header:
     Checks everything that can be checked without reading the data: the header length,
     strict JSON, each entry's dtype, shape and offsets, that the tensors tile the data
     from byte 0 to the end of the file, and that ``__metadata__`` maps strings to strings.
-    Raises: ``CheckpointError`` naming ``path`` and the problem.
+
+    Raises:
+      CheckpointError: naming ``path`` and the problem.
     """
 
     def fail(problem: str) -> CheckpointError:
@@ -436,7 +439,9 @@ def read_tensor(
       tensor: a name in ``header.tensors``.
       crc32: the CRC-32 the bytes must have, or ``None`` (files without checksums).
       where: the tensor's key path, for messages.
-    Raises: ``CheckpointError`` when the bytes are short or fail the checksum.
+
+    Raises:
+      CheckpointError: when the bytes are short or fail the checksum.
     """
     entry = header.tensors[tensor]
     label = f"tensor {tensor!r}" + (f" ({where})" if where and where != tensor else "")

@@ -42,7 +42,8 @@ def write_checkpoint(
 ) -> pathlib.Path:
     """Write ``tree`` to ``path`` (suffix added) with ``metadata``; ``extra`` joins the manifest.
 
-    Returns: the path written.
+    Returns:
+      the path written.
     """
     target = checkpoint_path(path)
     if metadata is None:
@@ -125,7 +126,10 @@ def save(path: str | os.PathLike, tree: Any, *, metadata: dict | None = None) ->
         PRNG keys and Python bool/int/float leaves, in dicts (str or int keys), lists,
         tuples, NamedTuples and ``None``.
       metadata: a JSON-serializable dict kept in the manifest (tuples come back as lists).
-    Returns: the path written, ending in ``.safetensors``.
+
+    Returns:
+      the path written, ending in ``.safetensors``.
+
     Raises:
       TypeError: a leaf or metadata entry a checkpoint cannot hold (the message names it).
       OSError: writing failed (a full disk, say): same errno, the message names the path.
@@ -156,7 +160,10 @@ def restore(path: str | os.PathLike, template: Any = None, *, partial: bool = Fa
       partial: the template may hold only part of the saved tree (``{"params": ...}`` of
         a training checkpoint): each of its leaves must be in the file, and the file's
         other leaves are not read.
-    Returns: the restored tree.
+
+    Returns:
+      the restored tree.
+
     Raises:
       CheckpointError: the file is not a fundl checkpoint, or is malformed, truncated or
         corrupt (a tensor fails its checksum); the message names the file.
@@ -176,7 +183,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
     Args:
       path: the file, with or without the ``.safetensors`` suffix.
-    Returns: the ``metadata`` dict given to :func:`save` (``{}`` if none was).
+
+    Returns:
+      the ``metadata`` dict given to :func:`save` (``{}`` if none was).
     """
     with named("read_metadata"):
         return read_manifest(checkpoint_path(path)).metadata

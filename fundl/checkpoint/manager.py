@@ -145,7 +145,9 @@ class CheckpointManager:
           metrics: ``{name: number}``, stored in the manifest; ``metrics[monitor]``
             ranks the checkpoint for :meth:`best_step`.
           metadata: a JSON-serializable dict, as for :func:`fundl.checkpoint.save`.
-        Returns: the path written.
+
+        Returns:
+          the path written.
         """
         name = "CheckpointManager.save"
         step = check_int(name, "step", step, low=0)
@@ -271,7 +273,8 @@ class CheckpointManager:
         for ``"max"``; NaN never counts; ties go to the earlier step. Without ``monitor=``,
         the monitor recorded by the newest checkpoint that has one ranks.
 
-        Raises: ``ValueError`` when there is no monitor at all.
+        Raises:
+          ValueError: when there is no monitor at all.
         """
         name = "CheckpointManager.best_step"
         with named(name):

@@ -429,7 +429,9 @@ def parse(header: Header) -> Manifest:
     its tensor's header entry; that every tensor is listed and placed exactly once in the
     tree; every tree node's fields; and the limits (:data:`MAX_DEPTH`, :data:`MAX_FIELDS`,
     :data:`MAX_CLASSES`, :func:`max_nodes`).
-    Raises: ``CheckpointError`` naming the file and the problem.
+
+    Raises:
+      CheckpointError: naming the file and the problem.
     """
 
     def fail(problem: str) -> CheckpointError:

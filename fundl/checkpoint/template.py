@@ -107,7 +107,9 @@ def match_template(
 
     Key paths are compared as ``jax.tree_util.keystr`` strings. With ``partial`` the
     file may hold leaves the template lacks; otherwise both must hold the same key paths.
-    Returns: ``[(tensor name, template leaf), ...]`` in the template's order, and its treedef.
+
+    Returns:
+      ``[(tensor name, template leaf), ...]`` in the template's order, and its treedef.
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     wanted = [(jax.tree_util.keystr(p), leaf) for p, leaf in flat]

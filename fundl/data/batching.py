@@ -29,7 +29,9 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
       n: the number of examples (≥ 0).
       batch_size: b ≥ 1.
       drop_last: drop the final partial batch (n mod b examples) instead of yielding it.
-    Returns: the number of batches.
+
+    Returns:
+      the number of batches.
 
     >>> fundl.data.num_batches(10, 4), fundl.data.num_batches(10, 4, drop_last=True)
     (3, 2)
@@ -81,6 +83,7 @@ def batches(
       epoch: the epoch number (≥ 0), folded into ``key``.
       start: the index of the first batch to yield, in [0, num_batches].
       drop_last: drop the final partial batch.
+
     Returns:
       an iterator of pytrees shaped like ``data`` with leading dim b (n mod b for a
       final partial batch). Arguments are checked when it is called, not when iterated.
@@ -152,6 +155,7 @@ def epoch_batches(data: Any, batch_size: int, key: jax.Array | None = None, epoc
       batch_size: b, 1 ≤ b ≤ n (static).
       key: a PRNG key (or an int seed), or None for the stored order.
       epoch: the epoch number; a Python int or an integer scalar array, traced or not.
+
     Returns:
       the pytree of ``data`` with each leaf ``(n, ...)`` reshaped to ``(n // b, b, ...)``.
 
@@ -193,6 +197,7 @@ def weighted_mean(values: Sequence[Any], weights: Sequence[Any]) -> Any:
       values: per-batch metrics — a list of dicts of scalars (same keys in each) or a
         list of scalars.
       weights: one non-negative weight per value (the batch sizes), not all zero.
+
     Returns:
       a dict of Python floats with the dicts' keys, or a float for scalar values.
 

@@ -68,7 +68,10 @@ def num_examples(data: Any) -> int:
 
     Args:
       data: a pytree of arrays, e.g. ``{"x": (n, 64), "y": (n,)}``.
-    Returns: n.
+
+    Returns:
+      n.
+
     Raises:
       ValueError: data has no leaves, a leaf is 0-d, or the leaves' leading dims differ
         (the message lists each key path with its size).
@@ -86,7 +89,9 @@ def take(data: Any, indices: np.ndarray) -> Any:
     Args:
       data: a pytree of arrays with a shared leading dim n.
       indices: a 1-d numpy integer array of example indices in [0, n).
-    Returns: the pytree of ``data`` with ``len(indices)`` examples per leaf.
+
+    Returns:
+      the pytree of ``data`` with ``len(indices)`` examples per leaf.
     """
     on_device = None
 
@@ -118,7 +123,10 @@ def validate(data: Any, *, name: str = "data") -> int:
     Args:
       data: a pytree of numpy or jax arrays with a shared leading dim n.
       name: what the messages call the data, e.g. ``"train_data"``.
-    Returns: n.
+
+    Returns:
+      n.
+
     Raises:
       ValueError: the structure is wrong, a leaf is not numeric, a floating leaf holds
         NaN or inf (the message gives ``name`` and the leaf's key path, how many values

@@ -36,9 +36,11 @@ def load_digits(*, as_float: bool = True) -> tuple[np.ndarray, np.ndarray]:
     Args:
       as_float: return pixels as float32 scaled to [0, 1] (value / 16); else the raw
         values 0..16 as uint8.
+
     Returns:
       (x, y): x (1797, 64) — the 8×8 image flattened row by row — and y (1797,) int32
       in [0, 10), both numpy.
+
     Raises:
       ImportError: scikit-learn is not installed.
     """
@@ -203,9 +205,11 @@ def load_idx(
     Args:
       images_path: the images file, e.g. ``train-images-idx3-ubyte.gz`` (3 dims).
       labels_path: the labels file, e.g. ``train-labels-idx1-ubyte.gz`` (1 dim), or None.
+
     Returns:
       images (n, rows, cols) in the file's dtype (uint8 for MNIST), or
       (images, labels) with labels (n,) int32, as numpy arrays.
+
     Raises:
       ValueError: a bad magic or type code, a truncated or oversized file (the message
         gives the expected and actual sizes), wrong dims, or images and labels that
@@ -252,7 +256,10 @@ def load_npz(path: str | os.PathLike, keys: Sequence[str] | None = None) -> dict
     Args:
       path: the .npz file (from ``np.savez`` or ``np.savez_compressed``).
       keys: the names to read (a str for one), or None for all.
-    Returns: ``{name: array}`` in the order of ``keys`` (or of the file).
+
+    Returns:
+      ``{name: array}`` in the order of ``keys`` (or of the file).
+
     Raises:
       ValueError: the file is not an ``.npz`` (zip) archive, or a member is not a plain
         ``.npy`` array (an object array, or not a ``.npy`` at all).

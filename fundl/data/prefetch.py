@@ -28,7 +28,9 @@ def prefetch_to_device(
       size: how many batches to keep in flight, ≥ 1.
       sharding: a ``jax.sharding.Sharding`` or a ``jax.Device`` for every leaf, or None
         for the default device.
-    Returns: an iterator of the same batches, as jax arrays on the device.
+
+    Returns:
+      an iterator of the same batches, as jax arrays on the device.
 
     Example::
 

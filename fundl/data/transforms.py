@@ -36,6 +36,7 @@ def split(
       fraction: 0 < fraction < 1, the validation share.
       sizes: (n₁, n₂), instead of ``fraction``.
       key: a PRNG key (or an int seed) to shuffle with, or None to keep the stored order.
+
     Returns:
       (first, second), two pytrees shaped like ``data`` with n₁ and n₂ examples.
 
@@ -116,6 +117,7 @@ def standardize_stats(
         for per-channel stats; numpy or jax.
       axis: the axis or axes to reduce (the examples, and any others to pool).
       eps: the threshold below which σ is treated as 0, > 0.
+
     Returns:
       (mean, std), with the reduced axes kept as size 1 so they broadcast against x;
       float dtype (x's own when it is floating, else float32); numpy for numpy input.
@@ -150,7 +152,9 @@ def standardize(x: Any, mean: Any, std: Any, *, eps: float = 1e-8) -> Any:
       mean: μ from :func:`standardize_stats`, broadcastable against x.
       std: σ from :func:`standardize_stats`, broadcastable against x.
       eps: the floor on σ, > 0.
-    Returns: the standardized x, numpy for numpy input, else jax.
+
+    Returns:
+      the standardized x, numpy for numpy input, else jax.
     """
     eps = check_number("standardize", "eps", eps, low=0, low_open=True)
     xp = _xp(x)
@@ -186,7 +190,10 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any = jnp.float32) -> jax.A
         traced label gives a row of zeros.
       num_classes: K ≥ 1.
       dtype: the output dtype (floating, integer or bool).
-    Returns: a jax array (..., K).
+
+    Returns:
+      a jax array (..., K).
+
     Raises:
       TypeError: labels are not integers (e.g. float32 labels).
       ValueError: K is not a positive integer, dtype is not a numeric dtype, or a

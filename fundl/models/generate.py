@@ -43,9 +43,11 @@ def sample_token(
       key: a PRNG key (or int seed); required when temperature > 0.
       temperature: T ≥ 0.
       top_k: None or an int in [1, vocab].
-    Returns: int32 token ids (...); −1 where the logits have a NaN.
 
-    Example:
+    Returns:
+      int32 token ids (...); −1 where the logits have a NaN.
+
+    Examples:
       >>> z = jnp.log(jnp.array([[0.1, 0.6, 0.3]]))
       >>> fundl.models.sample_token(z, temperature=0.0).tolist()
       [1]
@@ -130,9 +132,11 @@ def generate(
       key: PRNG key (or int seed); required when temperature > 0.
       temperature: T ≥ 0; 0 is greedy.
       top_k: None or an int in [1, vocab]: sample among the k largest logits only.
-    Returns: int32 (..., L_p + max_new_tokens).
 
-    Example:
+    Returns:
+      int32 (..., L_p + max_new_tokens).
+
+    Examples:
       >>> lm = fundl.models.transformer_lm(7, d_model=8, num_heads=2, num_layers=1,
       ...                                  max_length=10)
       >>> params = lm.init(jax.random.key(0))

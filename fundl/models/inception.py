@@ -27,7 +27,7 @@ def inception_block(
     ``inception_block(64, 96, 128, 16, 32, 32)`` on 28×28×192: 256 channels out,
     163,696 parameters.
 
-    Example:
+    Examples:
       >>> block = fundl.models.inception_block(4, 3, 4, 2, 2, 2)
       >>> block.output_shape((2, 8, 8, 5))
       (2, 8, 8, 12)

@@ -64,7 +64,7 @@ def lenet5(
       input_shape: one image's (H, W, C), so ``init(key)`` needs no shape; None to give
         it to ``init``. Other sizes work as long as C3 fits (H, W ≥ 10).
 
-    Example:
+    Examples:
       >>> model = fundl.models.lenet5()
       >>> params = model.init(jax.random.key(0))
       >>> sum(leaf.size for leaf in jax.tree.leaves(params))

@@ -35,7 +35,7 @@ def basic_block(channels: int, stride: int = 1, *, projection: bool = False) -> 
       projection: a projection shortcut; needed when ``stride`` > 1 or the input has
         other than ``channels`` channels (``init`` says so otherwise).
 
-    Example:
+    Examples:
       >>> block = fundl.models.basic_block(8, 2, projection=True)
       >>> block.output_shape((2, 16, 16, 4))
       (2, 8, 8, 8)
@@ -103,7 +103,7 @@ def resnet_cifar(
 def resnet20(num_classes: int = 10, *, input_shape: tuple[int, int, int] | None = (32, 32, 3)):
     """ResNet-20 for 32×32 images: ``resnet_cifar(20, num_classes)``, 272,474 parameters.
 
-    Example:
+    Examples:
       >>> model = fundl.models.resnet20()
       >>> params, state = model.init_with_state(jax.random.key(0))
       >>> sum(leaf.size for leaf in jax.tree.leaves(params))

@@ -54,14 +54,16 @@ class TransformerLM(Layer):
     Args:
       vocab_size: number of tokens.
       d_model: the width d (divisible by num_heads).
-      num_heads, num_layers: heads per block, blocks.
+      num_heads: heads per block.
+      num_layers: blocks.
       max_length: the longest sequence (and the cache's length).
       ff_features: the FFN's hidden width; None is 4·d.
       dropout: rate in [0, 1).
       tie_embeddings: logits = h Eᵀ (True) or a separate Dense head.
       positional: "learned", "sinusoidal" or "rotary" (RoPE in every self-attention).
       norm_first: pre-LN blocks plus a final LN (True), or post-LN blocks.
-      eps, param_dtype: the layer norms' ε; the parameters' dtype.
+      eps: the layer norms' ε.
+      param_dtype: the parameters' dtype.
     """
 
     vocab_size: int
@@ -276,7 +278,7 @@ def transformer_lm(
 ) -> TransformerLM:
     """A decoder-only Transformer language model (see :class:`TransformerLM`).
 
-    Example:
+    Examples:
       >>> lm = fundl.models.transformer_lm(11, d_model=8, num_heads=2, num_layers=1,
       ...                                  max_length=16)
       >>> params = lm.init(jax.random.key(0))

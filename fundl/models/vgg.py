@@ -36,7 +36,7 @@ def vgg_block(
         have no bias) — the "VGG-BN" variant; the block then has state.
       activation: a name or a fundl primitive.
 
-    Example:
+    Examples:
       >>> block = fundl.models.vgg_block(8, 2)
       >>> block.output_shape((2, 16, 16, 3))
       (2, 8, 8, 8)

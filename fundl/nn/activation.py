@@ -24,7 +24,7 @@ class Activation(Layer):
         or a fundl primitive (any function built with ``fundl.primitive``).
       **options: the activation's options, e.g. ``negative_slope=0.2`` for leaky_relu.
 
-    Example:
+    Examples:
       >>> Activation("leaky_relu", negative_slope=0.2)
       Activation('leaky_relu', negative_slope=0.2)
     """

@@ -95,9 +95,11 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None):
         (padding: False at padded keys).
       causal: also hide keys after each query's position.
       scale: the score scale; None is 1/√d.
-    Returns: o (..., L_q, d_v), q's dtype.
 
-    Example:
+    Returns:
+      o (..., L_q, d_v), q's dtype.
+
+    Examples:
       >>> q = k = v = jnp.eye(3)[None]                     # (1, 3, 3)
       >>> o = fundl.nn.dot_product_attention(q, k, v, causal=True)
       >>> o[0, 0].tolist()                                 # the first query sees key 0 only

@@ -125,7 +125,7 @@ class Sequential(_Container):
       input_shape: optional shape of one input (e.g. ``(784,)``); when given,
         ``init(key)`` needs no shape.
 
-    Example:
+    Examples:
       >>> model = Sequential([Dense(3), "relu", Dense(1), "sigmoid"], input_shape=(2,))
       >>> params = model.init(jax.random.key(0))   # {"dense1": {...}, "dense2": {...}}
       >>> model.apply(params, jnp.ones((5, 2))).shape   # (m, 2) -> (m, 1)
@@ -293,7 +293,7 @@ class Residual(_FanOut):
 
     Params and state: ``{"block": ..., "projection": ...}`` (entries with none left out).
 
-    Example:
+    Examples:
       >>> block = Residual(Sequential([Dense(4), "relu", Dense(4)]))
       >>> params = block.init(0, (4,))
       >>> block.apply(params, jnp.ones((2, 4))).shape
@@ -359,7 +359,7 @@ class Parallel(_FanOut):
 
     Params and state: ``{"branch1": ..., "branch2": ...}`` (entries with none left out).
 
-    Example:
+    Examples:
       >>> both = Parallel([Dense(3), Dense(2)])
       >>> both.apply(both.init(0, (4,)), jnp.ones((5, 4))).shape
       (5, 5)
@@ -436,7 +436,7 @@ def mlp(
     Weights default to the notes' rule: He for ReLU-family activations, Xavier for
     tanh/sigmoid/softmax and linear outputs (``fundl.initializers.for_activation``).
 
-    Example:
+    Examples:
       >>> model = mlp([2, 3, 3, 1], "relu", "sigmoid")   # the notes' 3-layer network
     """
     sizes = tuple(sizes)

@@ -272,9 +272,11 @@ def conv(x, W, b=None, *, stride=None, padding=None, dilation=None, groups=1):
         ``conv1d``/``conv2d`` resolve 'SAME' and 'VALID' to these.
       dilation: the kernel's dilation, a tuple of N positive ints (default: 1s).
       groups: G, dividing C_in and C_out (C_in: depthwise).
-    Returns: z of shape (batch, *out, C_out).
 
-    Example:
+    Returns:
+      z of shape (batch, *out, C_out).
+
+    Examples:
       >>> x, W = jnp.ones((1, 5, 1)), jnp.ones((3, 1, 1))
       >>> fundl.nn.conv(x, W, stride=(2,), padding=((1, 1),))[0, :, 0]
       Array([2., 3., 2.], dtype=float32)
@@ -432,13 +434,16 @@ def conv1d(x, W, b=None, *, stride=1, padding="VALID", dilation=1, groups=1):
       x: (batch, L, C_in), or one sequence (L, C_in).
       W: kernel (k, C_in // groups, C_out).
       b: bias (C_out,), or None.
-      stride, dilation: a positive int (or a 1-tuple).
+      stride: a positive int (or a 1-tuple).
+      dilation: a positive int (or a 1-tuple).
       padding: 'VALID' (none, the default), 'SAME' (XLA's rule: o = ⌈L/s⌉, the odd
         element at the end), an int, or ((lo, hi),).
       groups: G, dividing C_in and C_out.
-    Returns: (batch, o, C_out), or (o, C_out) for one sequence.
 
-    Example:
+    Returns:
+      (batch, o, C_out), or (o, C_out) for one sequence.
+
+    Examples:
       >>> fundl.nn.conv1d(jnp.arange(5.0)[:, None], jnp.ones((2, 1, 1)))[:, 0]
       Array([1., 3., 5., 7.], dtype=float32)
     """
@@ -459,13 +464,16 @@ def conv2d(x, W, b=None, *, stride=1, padding="VALID", dilation=1, groups=1):
       W: kernel (kh, kw, C_in // groups, C_out); a PyTorch (OIHW) weight is
         ``W_torch.permute(2, 3, 1, 0)``.
       b: bias (C_out,), or None.
-      stride, dilation: an int or (h, w).
+      stride: an int or (h, w).
+      dilation: an int or (h, w).
       padding: 'VALID' (none, the default), 'SAME' (XLA's rule: o = ⌈n/s⌉, the odd
         element at the end), an int, (p_h, p_w), or ((lo_h, hi_h), (lo_w, hi_w)).
       groups: G, dividing C_in and C_out (C_in: depthwise).
-    Returns: (batch, o_h, o_w, C_out), or (o_h, o_w, C_out) for one image.
 
-    Example:
+    Returns:
+      (batch, o_h, o_w, C_out), or (o_h, o_w, C_out) for one image.
+
+    Examples:
       >>> x = jnp.ones((2, 5, 5, 3))
       >>> fundl.nn.conv2d(x, jnp.ones((3, 3, 3, 8)), stride=2, padding="SAME").shape
       (2, 3, 3, 8)
@@ -626,7 +634,8 @@ class Conv1D(_Conv):
     Args:
       c_out: output channels.
       kernel_size: k, an int (or a 1-tuple).
-      stride, dilation: positive ints.
+      stride: a positive int.
+      dilation: a positive int.
       padding: 'VALID' (the default, no padding — as PyTorch, Equinox and lax), 'SAME'
         (o = ⌈L/s⌉), an int, or ((lo, hi),).
       groups: G, dividing C_in and c_out.
@@ -638,7 +647,7 @@ class Conv1D(_Conv):
     Takes (batch, L, C_in) or (L, C_in); returns (batch, o, c_out) or (o, c_out),
     o = ⌊(L + lo + hi − d (k − 1) − 1)/s⌋ + 1.
 
-    Example:
+    Examples:
       >>> layer = Conv1D(4, 3, padding="SAME")
       >>> params = layer.init(0, (10, 2))   # {"W": (3, 2, 4), "b": (4,)}
       >>> layer.apply(params, jnp.ones((8, 10, 2))).shape
@@ -657,7 +666,8 @@ class Conv2D(_Conv):
     Args:
       c_out: output channels.
       kernel_size: an int or (kh, kw).
-      stride, dilation: an int or (h, w).
+      stride: an int or (h, w).
+      dilation: an int or (h, w).
       padding: 'VALID' (the default, no padding — as PyTorch, Equinox and lax; the
         notes' formula with p = 0), 'SAME' (o = ⌈n/s⌉, XLA's rule), an int, (p_h, p_w)
         or ((lo_h, hi_h), (lo_w, hi_w)).
@@ -670,7 +680,7 @@ class Conv2D(_Conv):
     Takes (batch, H, W, C_in) or (H, W, C_in); returns (batch, o_h, o_w, c_out) (or
     without the batch dim), o = ⌊(n + lo + hi − d (k − 1) − 1)/s⌋ + 1 per spatial dim.
 
-    Example:
+    Examples:
       >>> layer = Conv2D(8, 3, stride=2, padding="SAME")
       >>> params = layer.init(0, (28, 28, 1))   # {"W": (3, 3, 1, 8), "b": (8,)}
       >>> layer.apply(params, jnp.ones((4, 28, 28, 1))).shape

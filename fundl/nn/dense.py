@@ -61,7 +61,9 @@ def dense(x, W, b=None):
       x: input of shape (..., n_in).
       W: weight of shape (n_out, n_in).
       b: bias of shape (n_out,), or None.
-    Returns: z of shape (..., n_out).
+
+    Returns:
+      z of shape (..., n_out).
     """
     return _add_bias(x @ W.T, b)
 
@@ -95,7 +97,7 @@ class Dense(Layer):
 
     Takes (..., n_in), returns (..., n_out).
 
-    Example:
+    Examples:
       >>> layer = Dense(3)
       >>> params = layer.init(jax.random.key(0), (2,))   # {"W": (3, 2), "b": (3,)}
       >>> layer.apply(params, jnp.ones((8, 2))).shape

@@ -43,7 +43,9 @@ def dropout(x, keep, *, rate=0.5):
       keep: bool mask of x's shape, True where a unit is kept (drawn with probability
         1 − rate: ``jax.random.bernoulli(key, 1 - rate, x.shape)``).
       rate: the drop probability p in [0, 1).
-    Returns: y, x's shape and dtype.
+
+    Returns:
+      y, x's shape and dtype.
     """
     scale = jnp.asarray(1.0 / (1.0 - rate), x.dtype)
     return jnp.where(keep, x * scale, jnp.zeros_like(x))
@@ -74,7 +76,7 @@ class Dropout(Layer):
       drop_rate: p, the probability of dropping a unit, in [0, 1) (the notes' typical
         0.2–0.5). Haiku's ``rate`` is the same; stax's and Keras 1's meant the keep rate.
 
-    Example:
+    Examples:
       >>> layer = Dropout(0.5)
       >>> x = jnp.ones((2, 4))
       >>> bool(jnp.all(layer.apply({}, x) == x))                 # evaluation: identity

@@ -56,9 +56,11 @@ def embedding(E, ids):
     Args:
       E: the table, (vocab_size, d), floating.
       ids: integer token ids, any shape (...).
-    Returns: (..., d), E's dtype.
 
-    Example:
+    Returns:
+      (..., d), E's dtype.
+
+    Examples:
       >>> E = jnp.arange(6.0).reshape(3, 2)
       >>> fundl.nn.embedding(E, jnp.array([2, 0, 2]))
       Array([[4., 5.],
@@ -96,7 +98,7 @@ class Embedding(Layer):
     Takes integer ids (...), returns (..., features). ``attend(params, h)`` is the tied
     output projection h Eᵀ: (..., features) -> (..., vocab_size).
 
-    Example:
+    Examples:
       >>> layer = Embedding(10, 4)
       >>> params = layer.init(jax.random.key(0), (2, 5))   # {"E": (10, 4)}
       >>> y = layer.apply(params, jnp.zeros((2, 5), jnp.int32))

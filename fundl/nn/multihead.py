@@ -67,7 +67,7 @@ class MultiHeadAttention(Layer):
     (key padding, True = a real key) or bool (..., L_q, L_k) (True: query i may see key
     j). Returns (..., L_q, d_out).
 
-    Example:
+    Examples:
       >>> mha = MultiHeadAttention(2, causal=True)
       >>> params = mha.init(jax.random.key(0), (5, 8))     # W_q (8, 8), ...
       >>> mha.apply(params, jnp.ones((3, 5, 8))).shape

@@ -126,9 +126,12 @@ def batch_norm(x, gamma, beta, *, eps=1e-5):
 
     Args:
       x: (..., C), at least 2 values per feature.
-      gamma, beta: scale and shift, (C,).
+      gamma: the scale γ, (C,).
+      beta: the shift β, (C,).
       eps: ε > 0.
-    Returns: y, x's shape and dtype.
+
+    Returns:
+      y, x's shape and dtype.
     """
     return _normalize(x, gamma, beta, _lead(x), eps)[0]
 
@@ -160,10 +163,14 @@ def batch_norm_inference(x, mean, var, gamma, beta, *, eps=1e-5):
 
     Args:
       x: (..., C).
-      mean, var: the statistics μ, σ² ≥ 0, (C,).
-      gamma, beta: scale and shift, (C,).
+      mean: the statistic μ, (C,).
+      var: the statistic σ² ≥ 0, (C,).
+      gamma: the scale γ, (C,).
+      beta: the shift β, (C,).
       eps: ε > 0.
-    Returns: y, x's shape and dtype.
+
+    Returns:
+      y, x's shape and dtype.
     """
     return _with_statistics(x, mean, var, gamma, beta, eps)[0]
 
@@ -220,7 +227,8 @@ def layer_norm(x, gamma, beta, *, eps=1e-5):
 
     Args:
       x: (..., C).
-      gamma, beta: (C,).
+      gamma: the scale γ, (C,).
+      beta: the shift β, (C,).
       eps: ε > 0.
     """
     return _normalize(x, gamma, beta, (-1,), eps)[0]
@@ -346,7 +354,7 @@ class BatchNorm(_Norm):
     Params: ``{"gamma": (C,), "beta": (C,)}`` (ones, zeros). State: ``{"mean": (C,),
     "var": (C,)}`` (zeros, ones).
 
-    Example:
+    Examples:
       >>> bn = BatchNorm()
       >>> params, state = bn.init_with_state(0, (3,))
       >>> y, state = bn.apply_with_state(params, state, jnp.arange(6.0).reshape(2, 3), train=True)

@@ -255,7 +255,9 @@ def _max_pool(x, *, window=(), stride=(), padding=()):
       x: (*batch, *spatial, C), floating.
       window, stride: d-tuples of positive ints.
       padding: d (lo, hi) pairs, each side smaller than the window.
-    Returns: (*batch, *o, C), x's dtype.
+
+    Returns:
+      (*batch, *o, C), x's dtype.
     """
     lowest = np.array(-np.inf, x.dtype)  # concrete: lax recognizes the max monoid
     pads = _full(x.ndim, padding, (0, 0))
@@ -321,9 +323,11 @@ def max_pool(x: jax.Array, window: Sequence[int], *, stride=None, padding: Paddi
         (N, H, W, C).
       stride: an int or d ints; None (default) is the window: non-overlapping windows.
       padding: "VALID" (default), "SAME" (o = ⌈n/s⌉), an int, d ints, or d (lo, hi) pairs.
-    Returns: (*batch, *o, C), x's dtype.
 
-    Example:
+    Returns:
+      (*batch, *o, C), x's dtype.
+
+    Examples:
       >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
       >>> fundl.nn.max_pool(x, (2, 2))[0, :, :, 0]
       Array([[ 5.,  7.],
@@ -372,7 +376,9 @@ def _avg_pool(x, *, window=(), stride=(), padding=(), count_include_pad=True):
       window, stride: d-tuples of positive ints.
       padding: d (lo, hi) pairs, each side smaller than the window.
       count_include_pad: whether padding counts in the divisor.
-    Returns: (*batch, *o, C), x's dtype.
+
+    Returns:
+      (*batch, *o, C), x's dtype.
     """
     wide = x.astype(accumulation_dtype(x))
     sums = lax.reduce_window(
@@ -429,9 +435,11 @@ def avg_pool(
       stride: an int or d ints; None (default) is the window.
       padding: "VALID" (default), "SAME", an int, d ints, or d (lo, hi) pairs.
       count_include_pad: whether padded positions count in the divisor.
-    Returns: (*batch, *o, C), x's dtype, o = ⌊(n + lo + hi − k)/s⌋ + 1.
 
-    Example:
+    Returns:
+      (*batch, *o, C), x's dtype, o = ⌊(n + lo + hi − k)/s⌋ + 1.
+
+    Examples:
       >>> x = jnp.array([1.0, 2.0, 3.0]).reshape(1, 3, 1)
       >>> fundl.nn.avg_pool(x, (2,), stride=1, padding=1)[0, :, 0]         # (0+1)/2, ...
       Array([0.5, 1.5, 2.5, 1.5], dtype=float32)
@@ -469,9 +477,11 @@ def global_avg_pool(x):
 
     Args:
       x: (N, *spatial, C), floating: the first axis is the batch, the last the channels.
-    Returns: (N, C), x's dtype.
 
-    Example:
+    Returns:
+      (N, C), x's dtype.
+
+    Examples:
       >>> fundl.nn.global_avg_pool(jnp.arange(8.0).reshape(1, 2, 2, 2))
       Array([[3., 4.]], dtype=float32)
     """
@@ -506,9 +516,11 @@ def flatten(x: jax.Array, start_axis: int = -3) -> jax.Array:
     Args:
       x: an array of rank ≥ 1.
       start_axis: the first axis merged, in [−rank, rank − 1].
-    Returns: x reshaped, the same elements in the same (row-major) order.
 
-    Example:
+    Returns:
+      x reshaped, the same elements in the same (row-major) order.
+
+    Examples:
       >>> fundl.nn.flatten(jnp.ones((8, 4, 4, 3))).shape
       (8, 48)
     """
@@ -602,7 +614,7 @@ class MaxPool1D(_MaxPool):
 
     Takes (..., W, C), returns (..., ⌊(W + lo + hi − k)/s⌋ + 1, C). No parameters.
 
-    Example:
+    Examples:
       >>> MaxPool1D(2).apply({}, jnp.array([[[1.0], [3.0], [2.0], [0.0]]]))[0, :, 0]
       Array([3., 2.], dtype=float32)
     """
@@ -621,7 +633,7 @@ class MaxPool2D(_MaxPool):
 
     Takes (..., H, W, C), returns (..., o_h, o_w, C), o = ⌊(n + lo + hi − k)/s⌋ + 1.
 
-    Example:
+    Examples:
       >>> MaxPool2D(2).output_shape((32, 32, 3))
       (16, 16, 3)
       >>> MaxPool2D(3, stride=2, padding="SAME").output_shape((32, 32, 3))
@@ -682,7 +694,7 @@ class AvgPool2D(_AvgPool):
 
     Takes (..., H, W, C), returns (..., o_h, o_w, C). No parameters.
 
-    Example:
+    Examples:
       >>> layer = AvgPool2D(2)
       >>> layer.apply({}, jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
       Array([[ 2.5,  4.5],
@@ -704,7 +716,7 @@ class GlobalAvgPool(Layer):
         images, 1 for (N, W, C) sequences. Shape inference needs it: the layer gets
         input shapes with or without the batch dim.
 
-    Example:
+    Examples:
       >>> GlobalAvgPool().output_shape((7, 7, 512))
       (512,)
     """
@@ -755,7 +767,7 @@ class Flatten(Layer):
 
     Takes (..., d_a, ..., d_last), returns (..., d_a·...·d_last). No parameters.
 
-    Example:
+    Examples:
       >>> Flatten().output_shape((5, 5, 16))
       (400,)
     """

@@ -54,9 +54,11 @@ def sinusoidal_positions(length: int, features: int, *, dtype: Any = jnp.float32
       length: L, the number of positions (0..L−1).
       features: d, the width (odd d: the last column is a sine).
       dtype: the table's dtype.
-    Returns: (length, features).
 
-    Example:
+    Returns:
+      (length, features).
+
+    Examples:
       >>> np.asarray(fundl.nn.sinusoidal_positions(2, 4), np.float64).round(3).tolist()
       [[0.0, 1.0, 0.0, 1.0], [0.841, 0.54, 0.01, 1.0]]
     """
@@ -88,7 +90,7 @@ class SinusoidalPositionalEncoding(Layer):
     Args:
       scale_input: multiply x by √d first.
 
-    Example:
+    Examples:
       >>> layer = SinusoidalPositionalEncoding()
       >>> y = layer.apply({}, jnp.zeros((2, 3, 4)))          # y[:, p] = P[p]
       >>> np.asarray(y[0, 1], np.float64).round(3).tolist()
@@ -141,7 +143,7 @@ class LearnedPositionalEmbedding(Layer):
 
     Takes (..., L, d) with L ≤ max_length, returns (..., L, d).
 
-    Example:
+    Examples:
       >>> layer = LearnedPositionalEmbedding(16)
       >>> params = layer.init(jax.random.key(0), (5, 8))   # {"P": (16, 8)}
       >>> layer.apply(params, jnp.ones((2, 5, 8))).shape
@@ -247,9 +249,11 @@ def rotary(x, positions, *, base=10000.0):
       x: (..., L, d), d even (per head: q or k of shape (batch, heads, L, d_h)).
       positions: integer (L,), or (..., L) as x.shape[:-1].
       base: the frequency base (10000 in RoFormer).
-    Returns: (..., L, d), x's dtype.
 
-    Example:
+    Returns:
+      (..., L, d), x's dtype.
+
+    Examples:
       >>> x = jnp.array([[1.0, 0.0]])                          # L = 1, d = 2: θ_0 = 1
       >>> y = fundl.nn.rotary(x, jnp.array([1]))
       >>> np.asarray(y, np.float64).round(4).tolist()          # [cos 1, sin 1]

@@ -201,9 +201,11 @@ def rnn(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
       mask: None, or bool (batch, T), True at real steps (padded steps carry the state
         and output 0).
       reverse: read t = T−1, ..., 0.
-    Returns: ``(hs, h_n)``: every output (batch, T, H) and the final state (batch, H).
 
-    Example:
+    Returns:
+      ``(hs, h_n)``: every output (batch, T, H) and the final state (batch, H).
+
+    Examples:
       >>> x = jnp.ones((2, 5, 3))
       >>> W_ih, W_hh, b = jnp.full((4, 3), 0.1), jnp.eye(4) * 0.5, jnp.zeros(4)
       >>> hs, h_n = fundl.nn.rnn(x, jnp.zeros((2, 4)), W_ih, W_hh, b, b)
@@ -275,14 +277,20 @@ def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
 
     Args:
       x: inputs (batch, T, d), batch first.
-      h0, c0: the initial hidden and cell states (batch, H).
-      W_ih: (4H, d); W_hh: (4H, H); b_ih, b_hh: (4H,) — ``nn.LSTM``'s layout.
+      h0: the initial hidden state (batch, H).
+      c0: the initial cell state (batch, H).
+      W_ih: (4H, d), ``nn.LSTM``'s layout.
+      W_hh: (4H, H).
+      b_ih: (4H,).
+      b_hh: (4H,).
       mask: None, or bool (batch, T), True at real steps.
       reverse: read t = T−1, ..., 0.
-    Returns: ``(hs, (h_n, c_n))``: every h_t (batch, T, H), 0 at padded steps, and the
-    final states (batch, H).
 
-    Example:
+    Returns:
+      ``(hs, (h_n, c_n))``: every h_t (batch, T, H), 0 at padded steps, and the
+      final states (batch, H).
+
+    Examples:
       >>> x, s = jnp.ones((2, 5, 3)), jnp.zeros((2, 4))
       >>> W_ih, W_hh, b = jnp.full((16, 3), 0.1), jnp.zeros((16, 4)), jnp.zeros(16)
       >>> hs, (h_n, c_n) = fundl.nn.lstm(x, s, s, W_ih, W_hh, b, b)
@@ -379,10 +387,12 @@ def gru(x, h0, W_ih, W_hh, b_ih, b_hh, mask=None, *, reverse=False):
       W_ih: (3H, d); W_hh: (3H, H); b_ih, b_hh: (3H,) — ``nn.GRU``'s layout.
       mask: None, or bool (batch, T), True at real steps.
       reverse: read t = T−1, ..., 0.
-    Returns: ``(hs, h_n)``: every h_t (batch, T, H), 0 at padded steps, and the final
-    state (batch, H).
 
-    Example:
+    Returns:
+      ``(hs, h_n)``: every h_t (batch, T, H), 0 at padded steps, and the final
+      state (batch, H).
+
+    Examples:
       >>> x, h0 = jnp.ones((2, 5, 3)), jnp.zeros((2, 4))
       >>> W_ih, W_hh, b = jnp.full((12, 3), 0.1), jnp.zeros((12, 4)), jnp.zeros(12)
       >>> hs, h_n = fundl.nn.gru(x, h0, W_ih, W_hh, b, b)

@@ -49,7 +49,7 @@ def params_from_torch(state_dict: Mapping[str, Any]) -> dict[str, dict[str, jax.
     Raises ``ValueError`` for a key that is not one of those (``proj_size``'s
     ``weight_hr``, a ``batch_first`` wrapper's prefix, ...).
 
-    Example:
+    Examples:
       >>> sd = {"weight_ih_l0": np.ones((8, 3)), "bias_hh_l0_reverse": np.zeros(8)}
       >>> jax.tree.map(jnp.shape, params_from_torch(sd))
       {'l0': {'W_ih': (8, 3)}, 'l0_reverse': {'b_hh': (8,)}}
@@ -75,7 +75,7 @@ def params_to_torch(params: Mapping[str, Mapping[str, Any]]) -> dict[str, np.nda
     ``{k: torch.from_numpy(v) for k, v in params_to_torch(params).items()}`` loads into
     the matching ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with ``load_state_dict``.
 
-    Example:
+    Examples:
       >>> params = LSTM(4).init(0, (5, 3))
       >>> sorted(params_to_torch(params))
       ['bias_hh_l0', 'bias_ih_l0', 'weight_hh_l0', 'weight_ih_l0']
@@ -224,9 +224,11 @@ class _Recurrent(Layer):
           key: PRNG key for the dropout between layers (needed when ``train`` and
             ``dropout > 0`` and ``num_layers > 1``).
           train: apply that dropout.
-        Returns: outputs (batch, T, H·dirs), forward then backward features, 0 at padded
-        steps; final_state h_n (num_layers·dirs, batch, H), or (h_n, c_n) for the LSTM,
-        each direction's state after its last real step.
+
+        Returns:
+          outputs (batch, T, H·dirs), forward then backward features, 0 at padded
+          steps; final_state h_n (num_layers·dirs, batch, H), or (h_n, c_n) for the LSTM,
+          each direction's state after its last real step.
         """
         name = repr(self)
         check_bool(name, "train", train)
@@ -303,7 +305,7 @@ class RNN(_Recurrent):
         training (PyTorch's ``dropout``).
       param_dtype: dtype of the parameters.
 
-    Example:
+    Examples:
       >>> layer = RNN(8)
       >>> params = layer.init(jax.random.key(0), (5, 3))     # (T, d)
       >>> layer.apply(params, jnp.ones((2, 5, 3))).shape
@@ -323,7 +325,7 @@ class GRU(_Recurrent):
     ``params["l0"] = {"W_ih": (3H, d), "W_hh": (3H, H), "b_ih": (3H,), "b_hh": (3H,)}``,
     U(−1/√H, 1/√H). Arguments and :meth:`run` as :class:`RNN`'s.
 
-    Example:
+    Examples:
       >>> layer = GRU(4, num_layers=2, bidirectional=True)
       >>> params = layer.init(0, (5, 3))
       >>> outputs, h_n = layer.run(params, jnp.ones((2, 5, 3)), lengths=jnp.array([5, 2]))
@@ -348,10 +350,14 @@ class LSTM(_Recurrent):
     PyTorch's uniform draw. :meth:`run`'s final state is (h_n, c_n).
 
     Args:
-      hidden_size, num_layers, bidirectional, dropout, param_dtype: as :class:`RNN`'s.
+      hidden_size: as :class:`RNN`'s.
+      num_layers: as :class:`RNN`'s.
+      bidirectional: as :class:`RNN`'s.
+      dropout: as :class:`RNN`'s.
+      param_dtype: as :class:`RNN`'s.
       forget_bias: the forget gate's initial bias (default 1.0), or None.
 
-    Example:
+    Examples:
       >>> layer = LSTM(4)
       >>> params = layer.init(0, (5, 3))
       >>> params["l0"]["b_ih"][4:8].tolist()                 # the forget slice

@@ -183,7 +183,7 @@ class TransformerEncoderBlock(_Block):
     ``apply_with_state(params, state, x, *, key, train, mask=None)``: x (..., L, d);
     mask None, bool (..., L) (key padding, True = a real token) or (..., L, L).
 
-    Example:
+    Examples:
       >>> block = TransformerEncoderBlock(2, 16)
       >>> params = block.init(jax.random.key(0), (5, 8))
       >>> block.apply(params, jnp.ones((3, 5, 8))).shape
@@ -239,8 +239,14 @@ class TransformerDecoderBlock(_Block):
     "norm2", "norm3": {"gamma", "beta"}, "ff1", "ff2": {"W", "b"}}``.
 
     Args:
-      num_heads, ff_features, dropout, norm_first, eps, head_features, rotary,
-        param_dtype: as ``TransformerEncoderBlock`` (rotary: in the self-attention).
+      num_heads: as ``TransformerEncoderBlock``'s.
+      ff_features: as ``TransformerEncoderBlock``'s.
+      dropout: as ``TransformerEncoderBlock``'s.
+      norm_first: as ``TransformerEncoderBlock``'s.
+      eps: as ``TransformerEncoderBlock``'s.
+      head_features: as ``TransformerEncoderBlock``'s.
+      rotary: as ``TransformerEncoderBlock``'s (in the self-attention).
+      param_dtype: as ``TransformerEncoderBlock``'s.
       cross_attention: whether the block attends to a ``context`` (an encoder's
         output); then ``context=`` is required at apply.
       context_features: the context's width; None is d.
@@ -250,7 +256,7 @@ class TransformerDecoderBlock(_Block):
     L), combined with the causal mask); context (..., L_k, d_ctx) and context_mask
     ((..., L_k) or (..., L, L_k)) for the cross-attention.
 
-    Example:
+    Examples:
       >>> block = TransformerDecoderBlock(2, 16)
       >>> params = block.init(jax.random.key(0), (5, 8))
       >>> memory = jnp.ones((3, 7, 8))                  # the encoder's output

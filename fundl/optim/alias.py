@@ -138,7 +138,8 @@ def adam(
 
     Args:
       learning_rate: α ≥ 0 or a schedule.
-      b1, b2: β₁, β₂ in [0, 1).
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
       eps: ε > 0.
       moment_dtype: dtype of m and v.
     """
@@ -165,7 +166,8 @@ def adamw(
 
     Args:
       learning_rate: α ≥ 0 or a schedule.
-      b1, b2: β₁, β₂ in [0, 1).
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
       eps: ε > 0.
       weight_decay: λ ≥ 0.
       mask: which leaves decay (default: weights, not biases or norm scales).
@@ -217,7 +219,8 @@ def lion(
 
     Args:
       learning_rate: α ≥ 0 or a schedule.
-      b1, b2: β₁, β₂ in [0, 1).
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
       weight_decay: λ ≥ 0, decoupled.
       mask: which leaves decay.
       moment_dtype: dtype of m.
@@ -247,7 +250,8 @@ def lamb(
 
     Args:
       learning_rate: α ≥ 0 or a schedule.
-      b1, b2: β₁, β₂ in [0, 1).
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
       eps: ε > 0.
       weight_decay: λ ≥ 0.
       mask: which leaves decay.

@@ -77,7 +77,7 @@ class Range(NamedTuple):
     also a schedule, whose ``bounds`` must lie in the interval. Calling the rule
     checks a value and returns it (a number as a Python float).
 
-    Example:
+    Examples:
       >>> beta = fundl.optim.Range(0.0, 1.0, high_open=True)  # [0, 1), the rule of b1
       >>> beta("adam", "b1", 0.9)
       0.9

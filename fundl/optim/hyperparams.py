@@ -60,7 +60,7 @@ def inject_hyperparams(
     argument's rule (with its ``bounds``), then ``factory`` itself with the given
     numbers and each schedule's value at step 0.
 
-    Example:
+    Examples:
       >>> opt = fundl.optim.inject_hyperparams(fundl.optim.adam)(learning_rate=1e-3)
       >>> state = opt.init({"w": jnp.zeros(3)})
       >>> state = fundl.optim.with_hyperparams(state, learning_rate=3e-4)  # no recompilation

@@ -49,7 +49,8 @@ def reduce_on_plateau(
     Args:
       factor: in (0, 1).
       patience: observations without improvement before a reduction, ≥ 1.
-      rtol, atol: the improvement threshold, both ≥ 0.
+      rtol: the relative improvement threshold, ≥ 0.
+      atol: the absolute improvement threshold, ≥ 0.
       cooldown: observations to wait after a reduction, ≥ 0.
       accumulation_size: updates averaged into one observation, ≥ 1.
       min_scale: the scale never goes below this, in [0, 1] (the scale starts at 1).

@@ -69,7 +69,9 @@ def _update_moment(updates: Any, moments: Any, decay: Any, *, order: int = 1) ->
       moments: the moments m, a pytree like ``updates``, in the moment dtype.
       decay: β in [0, 1).
       order: k, 1 (a mean of g) or 2 (a mean of g²).
-    Returns: the new moments, like ``moments``.
+
+    Returns:
+      the new moments, like ``moments``.
     """
 
     def one(g: jax.Array, m: jax.Array) -> jax.Array:

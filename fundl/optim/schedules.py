@@ -29,7 +29,7 @@ step, with no Python branch on it, so ``jax.jit(schedule)`` and ``jax.vmap(sched
 work and give the eager values. The step is used as float32, so steps are exact up to
 2²⁴ (about 16.7 million).
 
-Example:
+Examples:
   >>> lr = fundl.optim.schedules.cosine_decay(0.1, 1000, end_value=1e-3)
   >>> lr.bounds
   (0.001, 0.1)

@@ -99,7 +99,9 @@ def host_shard(data: Any, *, index: int | None = None, count: int | None = None)
       data: a pytree of arrays with a shared leading dim n, divisible by p.
       index: i, default :func:`process_index`.
       count: p, default :func:`process_count`.
-    Returns: the pytree of slices, each of n/p rows.
+
+    Returns:
+      the pytree of slices, each of n/p rows.
 
     >>> fundl.parallel.host_shard(np.arange(6), index=1, count=3)
     array([2, 3])

@@ -30,7 +30,9 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = "data"
       devices: a non-empty sequence of ``jax.Device`` (e.g. ``jax.local_devices()[:4]``),
         each at most once; None for ``jax.devices()``.
       axis: the name of the mesh axis, a non-empty string.
-    Returns: a ``jax.sharding.Mesh`` of shape ``{axis: len(devices)}``.
+
+    Returns:
+      a ``jax.sharding.Mesh`` of shape ``{axis: len(devices)}``.
 
     >>> mesh = fundl.parallel.data_mesh()
     >>> mesh.axis_names, mesh.devices.size == jax.device_count()

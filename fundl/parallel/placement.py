@@ -84,7 +84,9 @@ def shard_batch(batch: Any, mesh: Any, *, axis: str = "data") -> Any:
         number of devices along ``axis``.
       mesh: a ``jax.sharding.Mesh`` (:func:`fundl.parallel.data_mesh`).
       axis: the mesh axis to split the batch along.
-    Returns: the batch as ``jax.Array`` leaves with ``NamedSharding(mesh, P(axis))``.
+
+    Returns:
+      the batch as ``jax.Array`` leaves with ``NamedSharding(mesh, P(axis))``.
 
     >>> mesh = fundl.parallel.data_mesh()
     >>> x = fundl.parallel.shard_batch(np.zeros((4 * jax.device_count(), 3)), mesh)
@@ -138,7 +140,9 @@ def param_specs(tree: Any, mesh: Any, *, axis: str = "data") -> Any:
       tree: a pytree of arrays (or of ``jax.ShapeDtypeStruct``).
       mesh: a ``jax.sharding.Mesh``.
       axis: the mesh axis to split along.
-    Returns: a pytree of ``PartitionSpec`` shaped like ``tree``.
+
+    Returns:
+      a pytree of ``PartitionSpec`` shaped like ``tree``.
 
     >>> mesh = fundl.parallel.data_mesh()
     >>> n = jax.device_count()

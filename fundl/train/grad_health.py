@@ -116,10 +116,11 @@ def layer_norms(tree: Any) -> dict[str, jax.Array]:
 
     Args:
       tree: a pytree of arrays (gradients, updates or parameters).
+
     Returns:
       ``{layer name: scalar}`` in natural order of the names ("dense2" before "dense10").
 
-    Example:
+    Examples:
       >>> grads = {"W1": jnp.full((2, 2), 0.5), "b1": jnp.zeros(2), "W2": jnp.array([[3.0, 4.0]])}
       >>> {k: float(v) for k, v in fundl.train.layer_norms(grads).items()}
       {'layer1': 1.0, 'layer2': 5.0}
@@ -144,10 +145,11 @@ def update_ratios(updates: Any, params: Any) -> dict[str, jax.Array]:
     Args:
       updates: the optimizer's updates Δθ, a pytree like ``params``.
       params: the parameters, the same structure and shapes.
+
     Returns:
       ``{layer name: scalar}``, the layers of :func:`layer_norms`.
 
-    Example:
+    Examples:
       >>> ratios = fundl.train.update_ratios({"W": jnp.full(4, 0.01)}, {"W": jnp.ones(4)})
       >>> round(float(ratios["params"]), 6)
       0.01
@@ -178,6 +180,7 @@ def grad_health_metrics(grads: Any, updates: Any, params: Any) -> dict[str, jax.
       grads: the gradients of the loss with respect to the parameters.
       updates: the optimizer's updates.
       params: the parameters after the update.
+
     Returns:
       a flat dict of scalars: every layer's gradient norm, then every layer's ratio.
     """
@@ -248,7 +251,7 @@ class GradHealth:
       explode: absolute threshold > 0, or None.
       growth: factor > 1 over the previous epoch, or None.
 
-    Example:
+    Examples:
       >>> rules = fundl.train.GradHealth()
       >>> import warnings
       >>> with warnings.catch_warnings(record=True) as caught:
@@ -293,6 +296,7 @@ class GradHealth:
             check).
           epoch: the epoch the values belong to, for the messages.
           name: who checks, the messages' prefix ("fit").
+
         Returns:
           the :class:`GradHealthWarning` s issued, in the order nonfinite, vanish,
           explode, growth; empty for a healthy epoch.

@@ -539,7 +539,7 @@ def _vmap_models(step: Callable[..., Any], n_state_args: int) -> Callable[..., A
 def init_ensemble(init_fn: Callable[[jax.Array], Any], key: Any, n: int) -> Any:
     """N independently initialised models, stacked on a leading axis: vmap(init_fn)(split(key, n)).
 
-    Example:
+    Examples:
       >>> model = fundl.mlp([2, 3, 1])
       >>> params = fundl.train.init_ensemble(model.init, jax.random.key(0), 8)
       >>> params["dense1"]["W"].shape
