@@ -6,6 +6,7 @@ import importlib
 import pathlib
 import pkgutil
 import re
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,8 @@ from fundl import (
     optim,
     parallel,
     plot,
-    privacy,
     precision,
+    privacy,
     rules,
     train,
     tree,
@@ -99,37 +100,51 @@ def test_readme_starts_with_the_two_set_up_commands():
     readme = (ROOT / "README.md").read_text().splitlines()
     fence = readme.index("```bash")
     assert readme[fence + 1] == 'pip install -e ".[examples]" && python examples/cnn_digits.py'
-    assert readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q -n 2 --dist worksteal'
+    assert (
+        readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q -n 2 --dist worksteal'
+    )
     assert readme[fence + 3] == "```"
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
+SLOW_PAGES = {
+    "README.md": "a full gradient check",
+    "docs/training.md": "trains on the digits",
+}
+PAGES = sorted(
+    str(path.relative_to(ROOT))
+    for path in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    if "```python" in path.read_text()
+)
+
+
 @pytest.mark.parametrize(
     "page",
-    [
-        pytest.param("README.md", marks=pytest.mark.slow),  # a full gradient check
-        pytest.param("docs/training.md", marks=pytest.mark.slow),  # trains on the digits
-        "docs/primitives.md",
-        "docs/layers.md",
-        "docs/schedules.md",
-        "docs/checkpoint.md",
-        "docs/augment.md",
-        "docs/models.md",
-        "docs/privacy.md",
-        "docs/parallel.md",
-        "docs/precision.md",
-    ],
+    [pytest.param(page, marks=pytest.mark.slow) if page in SLOW_PAGES else page for page in PAGES],
 )
 def test_code_samples_run(page, capsys, tmp_path, monkeypatch):
+    """Every ``python`` block of every page runs, in order, in one namespace (a page's
+    blocks build on each other, as a reader runs them), and leaves no file behind: not
+    in the working directory, not in the temporary directory."""
     text = (ROOT / page).read_text()
-    samples = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    samples = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert samples
-    monkeypatch.chdir(tmp_path)  # samples that write files write them here
-    namespace = {}  # a page's samples build on each other, as a reader runs them
+    cwd, temp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    temp.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    namespace = {"__name__": "__main__"}
     for sample in samples:
-        exec(compile(sample, page, "exec"), namespace)
+        exec(compile(sample, page, "exec"), namespace)  # noqa: S102 (the page is ours)
     if page == "README.md":
         assert "PASSED" in capsys.readouterr().out
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p not in (cwd, temp))
+    assert left == [], f"{page}'s code blocks left files behind: {left}"
+
+
+def test_every_docs_page_with_code_is_run():
+    assert {"docs/layers.md", "docs/optim.md", "docs/data.md", "README.md"} <= set(PAGES)
 
 
 LIBRARY_MODULES = sorted(
