@@ -159,7 +159,9 @@ def _example_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 @functools.lru_cache(maxsize=1024)
 def _expected(layer: Any, example_shape: tuple[int, ...], which: str) -> Any:
     if which == "params":
-        return jax.eval_shape(lambda key: layer.init(key, example_shape), jax.random.key(0))
+        # the key made inside eval_shape: made outside, under an outer trace (the first
+        # check of a layer inside jit or make_jaxpr), it would be staged into that trace
+        return jax.eval_shape(lambda: layer.init(jax.random.key(0), example_shape))
     init_state = getattr(layer, "init_state", None)
     if init_state is None:
         return {}
