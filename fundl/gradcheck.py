@@ -728,13 +728,14 @@ def check_model(
       A :class:`Report` with one row per check and leaf of ``params``.
 
     Examples:
-      A dense layer, W of shape (n_out, n_in) = (2, 3), on a batch of 4 with class labels:
+      A dense layer, W of shape (n_out, n_in) = (2, 3), under a squared error on a batch
+      of 4 (first-order checks only, as in :func:`check`'s example):
 
       >>> layer = fundl.nn.Dense(2)
       >>> params = {"W": jnp.array([[0.5, -1.0, 2.0], [1.0, 0.5, -0.5]]), "b": jnp.zeros(2)}
-      >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 1, 0])
+      >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
       >>> report = fundl.gradcheck.check_model(
-      ...     layer, params, x, y, fundl.losses.softmax_cross_entropy, hvp=False, jit=False, vmap=False
+      ...     layer, params, x, y, fundl.losses.mse, hvp=False, jit=False, vmap=False
       ... )
       >>> report.passed, [row.leaf for row in report.rows if row.check.startswith("vjp")]
       (True, ["params['W']", "params['b']", "params['W']", "params['b']"])

@@ -53,9 +53,9 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
 
       >>> opt = fundl.optim.accumulate(2, fundl.optim.sgd(1.0))
       >>> params = {"w": jnp.zeros(2)}
-      >>> state = opt.init(params)
+      >>> state, step = opt.init(params), jax.jit(opt.update)
       >>> for g in (1.0, 3.0):
-      ...     updates, state = opt.update({"w": jnp.full(2, g)}, state, params)
+      ...     updates, state = step({"w": jnp.full(2, g)}, state, params)
       ...     print(np.asarray(updates["w"], np.float64).round(4).tolist())
       [0.0, 0.0]
       [-2.0, -2.0]
