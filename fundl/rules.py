@@ -70,8 +70,12 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
     """Run every fundl primitive as its plain ``jax.numpy`` reference.
 
     Inside the block, ``jax.grad`` differentiates the references with JAX autodiff, and
-    forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) work.
-    ``reference_mode(False)`` restores the hand-written rules inside an outer block.
+    the forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``)
+    work; ``jax.hessian`` works in both modes. ``reference_mode(False)`` restores the
+    hand-written rules inside an outer block.
+
+    Args:
+      enabled: True to run the references, False for the hand-written rules.
 
     Examples:
         >>> with fundl.reference_mode():
