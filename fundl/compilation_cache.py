@@ -54,11 +54,26 @@ def enable_compilation_cache(
     Returns:
       the cache folder, as an absolute path.
 
-    Example::
+    Raises:
+      TypeError: if ``path`` is not a str or ``os.PathLike``.
+      ValueError: for a negative threshold, or a ``path`` that is a file.
 
-        import fundl
-        fundl.enable_compilation_cache("~/.cache/fundl-jax")   # before training
-        # ... the second run of the script reads its compiled steps from the folder
+    Examples:
+      In a script, once, before training:
+      ``fundl.enable_compilation_cache("~/.cache/fundl-jax")``; its second run reads
+      the compiled steps from the folder. Here, a folder removed after, and JAX's
+      setting put back as it was (None: no cache):
+
+      >>> import tempfile
+      >>> from jax.experimental.compilation_cache import compilation_cache
+      >>> before = jax.config.jax_compilation_cache_dir
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     folder = fundl.enable_compilation_cache(d)
+      ...     _ = jax.jit(lambda x: 2.0 * x + 1.0)(jnp.arange(3.0))  # compiled, and written
+      ...     print(folder.is_absolute(), len(list(folder.iterdir())) > 0)
+      ...     jax.config.update("jax_compilation_cache_dir", before)
+      ...     compilation_cache.reset_cache()
+      True True
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(

@@ -71,10 +71,20 @@ _KINK = 1e-3  # one-sided slopes differing by this much (relative) mark a kink
 class Tolerances:
     """Tolerances of the float64 comparisons (see the module docstring).
 
+    A comparison of a (hand-written) with b (the reference) passes when
+    |a − b| ≤ atol + rtol·|b| elementwise.
+
     Attributes:
-      rtol, atol: hand-written rule vs reference autodiff, and the hvp, vmap, jit and
-        forward checks.
-      fd_rtol, fd_atol: hand-written rule vs central finite differences.
+      rtol: relative tolerance of the hand-written rule vs reference autodiff, and of
+        the hvp, vmap, jit and forward checks.
+      atol: their absolute tolerance.
+      fd_rtol: relative tolerance of the hand-written rule vs central finite
+        differences.
+      fd_atol: its absolute tolerance.
+
+    Examples:
+      >>> fundl.gradcheck.Tolerances(fd_rtol=1e-4)  # pass as check(..., tolerances=...)
+      Tolerances(rtol=1e-07, atol=1e-09, fd_rtol=0.0001, fd_atol=1e-06)
     """
 
     rtol: float = 1e-7
@@ -84,7 +94,13 @@ class Tolerances:
 
 
 class Row(NamedTuple):
-    """One comparison of one leaf."""
+    """One comparison of one leaf: a line of a :class:`Report`'s table.
+
+    Examples:
+      >>> row = fundl.gradcheck.Row("vjp: hand vs autodiff", "x", 1e-17, 1e-16, "rtol 1e-07", True)
+      >>> row.passed, row.note
+      (True, '')
+    """
 
     check: str  # which sides were compared, e.g. "vjp: hand vs autodiff"
     leaf: str  # which leaf, e.g. "params['dense1']['W']"
@@ -97,7 +113,28 @@ class Row(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """The result of :func:`check`: rows, notes, and a table when printed."""
+    """The result of :func:`check`: rows, notes, and a table when printed.
+
+    Attributes:
+      function: the name of the function checked.
+      precision: "float64", or the low-precision dtype compared with float64.
+      cotangent: how the output was reduced (1 for a scalar output, else a random
+        normal cotangent and its seed).
+      rows: one :class:`Row` per comparison and leaf.
+      notes: remarks, such as the comparisons that were skipped.
+
+    Examples:
+      >>> row = fundl.gradcheck.Row("vjp: hand vs autodiff", "x", 0.0, 0.0, "rtol 1e-07", True)
+      >>> report = fundl.gradcheck.Report("tanh", "float64", "1", (row,))
+      >>> report.passed, report.failures()
+      (True, [])
+      >>> print(report)
+      gradcheck of tanh (float64; cotangent: 1)
+      check                  leaf  max abs err  max rel err  tolerance   ok
+      ---------------------  ----  -----------  -----------  ----------  --
+      vjp: hand vs autodiff  x     0.00e+00     0.00e+00     rtol 1e-07  ok
+      PASSED (1 checks)
+    """
 
     function: str
     precision: str
@@ -579,6 +616,20 @@ def check(
     Returns:
       A :class:`Report`; ``print`` it for the table, ``report.passed`` for a verdict,
       ``report.assert_passed()`` in a test.
+
+    Raises:
+      ValueError: without inputs, without a floating-point input to differentiate or
+        output to check, or for ``argnums`` out of range.
+
+    Examples:
+      The first-order checks of tanh (the default also runs the hvp, jit and vmap
+      checks):
+
+      >>> report = fundl.gradcheck.check(
+      ...     fundl.activations.tanh, jnp.array([0.5, -1.0, 2.0]), hvp=False, jit=False, vmap=False
+      ... )
+      >>> report.passed, [row.check for row in report.rows]
+      (True, ['forward: hand vs reference', 'vjp: hand vs autodiff', 'vjp: hand vs finite diff'])
     """
     if not args:
         raise ValueError("gradcheck.check: no inputs; call check(f, *example_args)")
@@ -672,6 +723,22 @@ def check_model(
       model_key: the PRNG key the model draws from (dropout masks), held fixed.
       train: run the model in training mode.
       **options: passed to :func:`check` (tolerances, key, fd_max_elements, ...).
+
+    Returns:
+      A :class:`Report` with one row per check and leaf of ``params``.
+
+    Examples:
+      A dense layer, W of shape (n_out, n_in) = (2, 3), under a squared error on a batch
+      of 4 (first-order checks only, as in :func:`check`'s example):
+
+      >>> layer = fundl.nn.Dense(2)
+      >>> params = {"W": jnp.array([[0.5, -1.0, 2.0], [1.0, 0.5, -0.5]]), "b": jnp.zeros(2)}
+      >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
+      >>> report = fundl.gradcheck.check_model(
+      ...     layer, params, x, y, fundl.losses.mse, hvp=False, jit=False, vmap=False
+      ... )
+      >>> report.passed, [row.leaf for row in report.rows if row.check.startswith("vjp")]
+      (True, ["params['W']", "params['b']", "params['W']", "params['b']"])
     """
     name = getattr(loss, "__name__", "loss")
     if state is not None or model_key is not None or train:

@@ -70,8 +70,12 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
     """Run every fundl primitive as its plain ``jax.numpy`` reference.
 
     Inside the block, ``jax.grad`` differentiates the references with JAX autodiff, and
-    forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) work.
-    ``reference_mode(False)`` restores the hand-written rules inside an outer block.
+    the forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``)
+    work; ``jax.hessian`` works in both modes. ``reference_mode(False)`` restores the
+    hand-written rules inside an outer block.
+
+    Args:
+      enabled: True to run the references, False for the hand-written rules.
 
     Examples:
         >>> with fundl.reference_mode():
@@ -87,7 +91,18 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
 
 
 def using_reference() -> bool:
-    """True inside ``reference_mode()``: primitives run their references."""
+    """True inside ``reference_mode()``: primitives run their references.
+
+    Returns:
+      whether a fundl primitive called (or traced) now runs its plain reference.
+
+    Examples:
+      >>> fundl.using_reference()
+      False
+      >>> with fundl.reference_mode():
+      ...     print(fundl.using_reference())
+      True
+    """
     return _REFERENCE.get()
 
 
@@ -146,8 +161,27 @@ class Primitive:
     """A differentiable function with a reference forward and a hand-written VJP.
 
     Build one with the :func:`primitive` decorator, then register the rule with
-    :meth:`defvjp`. Attributes: ``reference`` (the plain forward), ``fwd``, ``bwd``,
-    ``derivative`` (for elementwise activations, g'(z); else ``None``) and ``name``.
+    :meth:`defvjp`. Calling it runs ``reference(*inputs, **options)`` forward and, under
+    ``jax.grad``, the hand-written ``bwd`` backward (the reference differentiated by JAX
+    inside :func:`reference_mode`).
+
+    Attributes:
+      reference: the plain ``jax.numpy`` forward.
+      fwd: ``fwd(*inputs, **options) -> (out, residuals)``, or None before ``defvjp``.
+      bwd: ``bwd(residuals, g, **options) -> cotangents``, one per input.
+      derivative: g'(z) for elementwise activations; else None.
+      name: the reference's name.
+
+    Examples:
+      ``vjp`` runs the rule by hand: the forward, then the pullback of a cotangent g
+      (for ReLU, g where z > 0):
+
+      >>> relu = fundl.activations.relu
+      >>> isinstance(relu, fundl.Primitive), relu.name
+      (True, 'relu')
+      >>> out, pullback = relu.vjp(jnp.array([-1.0, 2.0]))
+      >>> out.tolist(), pullback(jnp.array([5.0, 5.0]))[0].tolist()
+      ([0.0, 2.0], [0.0, 5.0])
     """
 
     def __init__(self, reference: Callable[..., Any], check: Callable[..., None] | None):
@@ -307,6 +341,20 @@ def primitive(
 
     Returns:
       A :class:`Primitive`; register its rule with ``.defvjp(fwd, bwd)``.
+
+    Examples:
+      f(x) = x³ with its rule written by hand, ∂f/∂x = 3x²:
+
+      >>> @fundl.primitive
+      ... def cube(x):
+      ...     return x**3
+      >>> def cube_fwd(x):
+      ...     return cube.reference(x), x  # residuals: the input
+      >>> def cube_bwd(x, g):
+      ...     return (g * 3 * x**2,)  # one cotangent per input
+      >>> cube.defvjp(cube_fwd, cube_bwd)
+      >>> jax.grad(lambda x: jnp.sum(cube(x)))(jnp.array([1.0, 2.0])).tolist()
+      [3.0, 12.0]
     """
     if reference is None:
         return lambda fn: Primitive(fn, check)
@@ -321,6 +369,23 @@ class Static:
     A ``_fwd`` returns residuals as a pytree; a plain Python int there would become a
     traced array under ``jit``. ``Static(x.shape)`` stays a Python value, read back as
     ``residual.value`` in ``_bwd``.
+
+    Attributes:
+      value: any hashable Python value.
+
+    Examples:
+      The gradient of a sum needs only the input's shape, kept as a ``Static``:
+
+      >>> @fundl.primitive
+      ... def total(x):
+      ...     return jnp.sum(x)
+      >>> def total_fwd(x):
+      ...     return jnp.sum(x), fundl.rules.Static(x.shape)
+      >>> def total_bwd(shape, g):
+      ...     return (jnp.full(shape.value, g),)
+      >>> total.defvjp(total_fwd, total_bwd)
+      >>> jax.jit(jax.grad(total))(jnp.ones((2, 3))).shape
+      (2, 3)
     """
 
     value: Any

@@ -28,6 +28,16 @@ def accumulation_dtype(tree: Any) -> np.dtype:
     bfloat16 and float16 leaves give float32, float64 leaves (with x64 on) float64. It is
     read from the dtypes alone, never from JAX's promotion rules, so it holds under
     ``jax_numpy_dtype_promotion="strict"``; cast each leaf to it explicitly.
+
+    Args:
+      tree: any pytree of arrays (integer and bool leaves count as float32).
+
+    Returns:
+      a NumPy dtype: float32, or float64 if a leaf is float64.
+
+    Examples:
+      >>> fundl.tree.accumulation_dtype({"W": jnp.zeros((2, 2), jnp.bfloat16), "step": 3})
+      dtype('float32')
     """
     widest = np.dtype(np.float32)
     for leaf in jax.tree.leaves(tree):
@@ -45,6 +55,12 @@ def global_norm(tree: Any) -> jax.Array:
 
     Returns:
       a scalar in :func:`accumulation_dtype` of the tree.
+
+    Examples:
+      >>> tree = {"W": jnp.array([[3.0, 0.0]]), "b": jnp.array([4.0], jnp.bfloat16)}
+      >>> norm = fundl.tree.global_norm(tree)
+      >>> round(float(norm), 4), norm.dtype
+      (5.0, dtype('float32'))
     """
     dtype = accumulation_dtype(tree)
     leaves = [jnp.asarray(leaf).astype(dtype) for leaf in jax.tree.leaves(tree)]
@@ -56,6 +72,17 @@ def is_weight(path: tuple, leaf: Any) -> bool:
 
     Dense W and conv kernels are weights; biases and normalization scales (vectors) are
     not. Used by ``fundl.losses.l2_penalty`` and the optimizers' weight-decay masks.
+
+    Args:
+      path: the leaf's key path (unused; a mask predicate receives it).
+      leaf: an array.
+
+    Returns:
+      ``leaf.ndim >= 2``.
+
+    Examples:
+      >>> fundl.tree.is_weight((), jnp.zeros((3, 2))), fundl.tree.is_weight((), jnp.zeros(3))
+      (True, False)
     """
     del path
     return jnp.ndim(leaf) >= 2
@@ -70,8 +97,24 @@ def check_mask(name: str, arg: str, mask: Any) -> Any:
     """``mask`` if it is None, a predicate ``(key_path, leaf) -> bool`` or a pytree of bools.
 
     Checked when an optimizer is built (the parameters come later, so the mask's
-    structure is checked against them by :func:`mask_tree`). Raises ``ValueError``
-    naming ``name``, ``arg`` and the key path of the first leaf that is not a bool.
+    structure is checked against them by :func:`mask_tree`).
+
+    Args:
+      name: the function checking, for the message.
+      arg: the argument's name, for the message.
+      mask: the value to check.
+
+    Returns:
+      ``mask``, unchanged.
+
+    Raises:
+      ValueError: naming ``name``, ``arg`` and the key path of the first leaf that is
+        not a bool.
+
+    Examples:
+      >>> fundl.tree.check_mask("adamw", "mask", {"W": True, "b": 0})
+      Traceback (most recent call last):
+      ValueError: adamw: mask must be None, a predicate (key_path, leaf) -> bool or a pytree of bools; got 0 at ['b']
     """
     if mask is None or callable(mask):
         return mask
@@ -87,8 +130,24 @@ def check_mask(name: str, arg: str, mask: Any) -> Any:
 def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[bool]:
     """One bool per leaf of ``params``: which leaves ``mask`` selects.
 
-    ``mask`` is ``None`` (every leaf), a predicate ``(key_path, leaf) -> bool``, or a
-    pytree of bools with the structure of ``params``.
+    Args:
+      name: the function asking, for error messages.
+      params: any pytree of arrays.
+      mask: ``None`` (every leaf), a predicate ``(key_path, leaf) -> bool``, or a
+        pytree of bools with the structure of ``params``.
+
+    Returns:
+      a list of bools, one per leaf of ``params`` in ``jax.tree.leaves`` order.
+
+    Raises:
+      ValueError: if a pytree ``mask`` differs from ``params`` in structure.
+
+    Examples:
+      >>> params = {"W": jnp.zeros((3, 2)), "b": jnp.zeros(3)}
+      >>> fundl.tree.mask_tree("demo", params, fundl.tree.is_weight)
+      [True, False]
+      >>> fundl.tree.mask_tree("demo", params, {"W": False, "b": True})
+      [False, True]
     """
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     if mask is None:
@@ -120,6 +179,23 @@ def check_same_structure(
     """Raise ``ValueError`` naming the first differing key path if a and b differ in structure.
 
     ``hint`` (e.g. "; the state may belong to another model") ends the message.
+
+    Args:
+      name: the function checking, for the message.
+      a: a pytree.
+      b: a pytree.
+      what_a: what ``a`` is, for the message ("grads").
+      what_b: what ``b`` is ("params").
+      hint: text appended to the message.
+
+    Raises:
+      ValueError: ``f"{name}: {what_a} and {what_b} differ in structure at {where}{hint}"``.
+
+    Examples:
+      >>> grads, params = {"W": jnp.zeros(2)}, {"W": jnp.zeros(2), "b": jnp.zeros(2)}
+      >>> fundl.tree.check_same_structure("update", grads, params, "grads", "params")
+      Traceback (most recent call last):
+      ValueError: update: grads and params differ in structure at ['b'] only in the second
     """
     if jax.tree.structure(a) != jax.tree.structure(b):
         raise ValueError(
@@ -135,6 +211,23 @@ def check_same_shapes(
     Raises ``ValueError(f"{name}: {what_a} and {what_b} differ in shape at {key_path}:
     {shape_a} vs {shape_b}{hint}")`` for the first leaf whose shapes differ. Shapes are
     static, so under ``jit`` the check runs once, when the function is traced.
+
+    Args:
+      name: the function checking, for the message.
+      a: a pytree of arrays.
+      b: a pytree of arrays.
+      what_a: what ``a`` is, for the message ("grads").
+      what_b: what ``b`` is ("params").
+      hint: text appended to the message.
+
+    Raises:
+      ValueError: for the first difference in structure, or in shape.
+
+    Examples:
+      >>> grads, params = {"W": jnp.zeros((1, 2))}, {"W": jnp.zeros((2, 1))}
+      >>> fundl.tree.check_same_shapes("update", grads, params, "grads", "params")
+      Traceback (most recent call last):
+      ValueError: update: grads and params differ in shape at ['W']: (1, 2) vs (2, 1)
     """
     check_same_structure(name, a, b, what_a, what_b, hint=hint)
     leaves_b = jax.tree.leaves(b)

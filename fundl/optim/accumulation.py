@@ -19,7 +19,13 @@ __all__ = ["accumulate", "AccumulateState"]
 
 
 class AccumulateState(NamedTuple):
-    """State of gradient accumulation."""
+    """State of gradient accumulation: the micro-batch count, the gradient sum, ``inner``'s state.
+
+    Examples:
+      >>> state = fundl.optim.accumulate(4, fundl.optim.sgd(0.1)).init({"w": jnp.zeros(2)})
+      >>> int(state.mini_step), state.grad_sum["w"].shape, state.inner
+      (0, (2,), EmptyState())
+    """
 
     mini_step: jax.Array  # micro-batches seen since the last real step, int32 in [0, k)
     grad_sum: Any  # Σ g over those micro-batches, like params, at least float32
@@ -38,6 +44,21 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
     Args:
       k: micro-batches per step, a positive integer.
       inner: the optimizer to step.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`AccumulateState`.
+
+    Examples:
+      Two micro-batches per step, with α = 1: no update, then −(1 + 3)/2 = −2:
+
+      >>> opt = fundl.optim.accumulate(2, fundl.optim.sgd(1.0))
+      >>> params = {"w": jnp.zeros(2)}
+      >>> state, step = opt.init(params), jax.jit(opt.update)
+      >>> for g in (1.0, 3.0):
+      ...     updates, state = step({"w": jnp.full(2, g)}, state, params)
+      ...     print(np.asarray(updates["w"], np.float64).round(4).tolist())
+      [0.0, 0.0]
+      [-2.0, -2.0]
     """
 
     def init(params: Any) -> AccumulateState:

@@ -61,6 +61,25 @@ def sgd(
       momentum: μ in [0, 1); 0 keeps no state.
       nesterov: use Nesterov momentum (needs μ > 0).
       moment_dtype: dtype of v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation`: stateless (or a
+      :class:`fundl.optim.ScheduleState` for a scheduled α) without momentum, a
+      :class:`fundl.optim.TraceState` with it.
+
+    Examples:
+      Two steps from p = 0 with g = 1 and α = 0.1: −0.1 each (plain), or −0.1 then
+      −0.1·(0.9 + 1) = −0.19 (momentum 0.9):
+
+      >>> for opt in (fundl.optim.sgd(0.1), fundl.optim.sgd(0.1, momentum=0.9)):
+      ...     params, g = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+      ...     state = opt.init(params)
+      ...     for _ in range(2):
+      ...         updates, state = opt.update(g, state, params)
+      ...         params = fundl.optim.apply_updates(params, updates)
+      ...     print(np.asarray(params["w"], np.float64).round(4).tolist())
+      [-0.2, -0.2]
+      [-0.29, -0.29]
     """
     if nesterov and not _has_momentum(momentum):
         raise ValueError("sgd: nesterov=True needs a momentum > 0, got momentum=0")
@@ -87,6 +106,23 @@ def momentum(
       learning_rate: α ≥ 0 or a schedule.
       beta: β in [0, 1).
       moment_dtype: dtype of v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`fundl.optim.EmaState`.
+
+    Examples:
+      Two steps from W = 0 with dW = 1, α = 0.1, β = 0.9: v = 0.1, then 0.19, so
+      W = −0.01, then −0.029:
+
+      >>> opt = fundl.optim.momentum(0.1, beta=0.9)
+      >>> params, g = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+      >>> state = opt.init(params)
+      >>> for _ in range(2):
+      ...     updates, state = opt.update(g, state, params)
+      ...     params = fundl.optim.apply_updates(params, updates)
+      ...     print(np.asarray(params["w"], np.float64).round(4).tolist())
+      [-0.01, -0.01]
+      [-0.029, -0.029]
     """
     return chain(
         scale_by_ema(beta, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate)
@@ -115,6 +151,20 @@ def rmsprop(
       centered: use the centered second moment.
       momentum: μ in [0, 1).
       moment_dtype: dtype of the moments.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an
+      :class:`fundl.optim.RmsState` (and a :class:`fundl.optim.TraceState` with
+      momentum, the two in a tuple).
+
+    Examples:
+      One step from v = 0: v = 0.1·g², so p moves by α·g/|g|·√10 = ±0.0316 (α = 0.01):
+
+      >>> opt = fundl.optim.rmsprop(0.01, decay=0.9)
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> updates, state = opt.update({"w": jnp.array([0.5, -1.0])}, opt.init(params), params)
+      >>> np.asarray(fundl.optim.apply_updates(params, updates)["w"], np.float64).round(4).tolist()
+      [0.9684, 2.0316]
     """
     blocks = [scale_by_rms(decay, eps, centered=centered, moment_dtype=moment_dtype)]
     if _has_momentum(momentum):
@@ -142,6 +192,21 @@ def adam(
       b2: β₂ in [0, 1).
       eps: ε > 0.
       moment_dtype: dtype of m and v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`fundl.optim.AdamState`.
+
+    Examples:
+      Adam's first step moves every coordinate by α against the sign of its gradient
+      (m̂ = g, v̂ = g², so m̂/(√v̂ + ε) = ±1):
+
+      >>> opt = fundl.optim.adam(0.1)
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> updates, state = opt.update({"w": jnp.array([0.5, -1.0])}, opt.init(params), params)
+      >>> np.asarray(fundl.optim.apply_updates(params, updates)["w"], np.float64).round(4).tolist()
+      [0.9, 2.1]
+      >>> int(state.count), np.asarray(state.mu["w"], np.float64).round(4).tolist()
+      (1, [0.05, -0.1])
     """
     return chain(
         scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype), scale_by_learning_rate(learning_rate)
@@ -172,6 +237,21 @@ def adamw(
       weight_decay: λ ≥ 0.
       mask: which leaves decay (default: weights, not biases or norm scales).
       moment_dtype: dtype of m and v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`fundl.optim.AdamState`.
+
+    Examples:
+      One step (α = 0.1, λ = 0.5) with a zero gradient: Adam's direction is 0, and the
+      weight W (2-D) shrinks by αλW = 5%, the bias b (1-D) not at all:
+
+      >>> opt = fundl.optim.adamw(0.1, weight_decay=0.5)
+      >>> params = {"W": jnp.ones((1, 2)), "b": jnp.ones(2)}
+      >>> grads = {"W": jnp.zeros((1, 2)), "b": jnp.zeros(2)}
+      >>> updates, state = opt.update(grads, opt.init(params), params)
+      >>> new = fundl.optim.apply_updates(params, updates)
+      >>> np.asarray(new["W"], np.float64).round(4).tolist(), new["b"].tolist()
+      ([[0.95, 0.95]], [1.0, 1.0])
     """
     return chain(
         scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype),
@@ -195,6 +275,22 @@ def adagrad(
       initial_accumulator_value: G₀ ≥ 0.
       eps: ε > 0.
       moment_dtype: dtype of G.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`fundl.optim.AdagradState`.
+
+    Examples:
+      From G = 0 the first step is α·g/|g|, the second with the same g α/√2 = 0.0707:
+
+      >>> opt = fundl.optim.adagrad(0.1)
+      >>> params, g = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([0.5, -1.0])}
+      >>> state = opt.init(params)
+      >>> for _ in range(2):
+      ...     updates, state = opt.update(g, state, params)
+      ...     params = fundl.optim.apply_updates(params, updates)
+      ...     print(np.asarray(params["w"], np.float64).round(4).tolist())
+      [0.9, 2.1]
+      [0.8293, 2.1707]
     """
     return chain(
         scale_by_adagrad(initial_accumulator_value, eps, moment_dtype=moment_dtype),
@@ -224,6 +320,18 @@ def lion(
       weight_decay: λ ≥ 0, decoupled.
       mask: which leaves decay.
       moment_dtype: dtype of m.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with a :class:`fundl.optim.LionState`.
+
+    Examples:
+      Every coordinate moves by exactly α against the sign of its gradient:
+
+      >>> opt = fundl.optim.lion(0.01)
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> updates, state = opt.update({"w": jnp.array([0.003, -40.0])}, opt.init(params), params)
+      >>> np.asarray(updates["w"], np.float64).round(4).tolist()
+      [-0.01, 0.01]
     """
     return chain(
         scale_by_lion(b1, b2, moment_dtype=moment_dtype),
@@ -256,6 +364,19 @@ def lamb(
       weight_decay: λ ≥ 0.
       mask: which leaves decay.
       moment_dtype: dtype of m and v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`fundl.optim.AdamState`.
+
+    Examples:
+      The first Adam direction is u = [1, 1] (‖u‖ = √2); with ‖W‖ = 5 the step is
+      α·u·5/√2 = 0.3536 per coordinate (α = 0.1):
+
+      >>> opt = fundl.optim.lamb(0.1)
+      >>> params = {"W": jnp.array([[3.0, 4.0]])}
+      >>> updates, state = opt.update({"W": jnp.ones((1, 2))}, opt.init(params), params)
+      >>> np.asarray(updates["W"], np.float64).round(4).tolist()
+      [[-0.3536, -0.3536]]
     """
     return chain(
         scale_by_adam(b1, b2, eps, moment_dtype=moment_dtype),

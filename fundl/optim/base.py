@@ -56,14 +56,38 @@ dtype), or a floating dtype."""
 
 
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state`` and ``update(updates, state, params=None, **extra) -> (updates, state)``."""
+    """A pair of pure functions: ``init(params) -> state`` and
+    ``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    ``params`` is any pytree of arrays; ``updates`` come in as gradients, a pytree with
+    the structure and shapes of ``params``, and leave as the step u to add to them
+    (p ← p + u, :func:`apply_updates`). ``state`` is a pytree of arrays: a NamedTuple
+    such as :class:`fundl.optim.AdamState`, or :class:`EmptyState` for none.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    Examples:
+      >>> opt = fundl.optim.sgd(0.1)  # p ← p − 0.1·g
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update({"w": jnp.array([0.5, -1.0])}, state, params)
+      >>> np.asarray(updates["w"], np.float64).round(4).tolist()
+      [-0.05, 0.1]
+    """
 
     init: Callable[..., Any]
     update: Callable[..., Any]
 
 
 class EmptyState(NamedTuple):
-    """The state of a stateless transformation."""
+    """The state of a stateless transformation: no fields, no arrays.
+
+    Examples:
+      >>> fundl.optim.clip(1.0).init({"w": jnp.zeros(3)})
+      EmptyState()
+    """
 
 
 # --- hyperparameter rules ----------------------------------------------------------
@@ -178,6 +202,25 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
     gives one argument another rule), with errors naming the factory, and calls it with
     the checked values (numbers as Python floats). Every argument must have a rule:
     a factory with an unknown one fails when it is defined, not when it is used.
+
+    Args:
+      fn: the factory, ``fn(**hyperparameters) -> GradientTransformation`` (omitted
+        when ``validated(...)`` is called with rules only).
+      **rules: rules for some arguments, instead of theirs in :data:`HYPERPARAMETERS`.
+
+    Returns:
+      the factory, checking its arguments on every call.
+
+    Raises:
+      TypeError: when the factory is defined, if an argument has no rule.
+
+    Examples:
+      >>> @fundl.optim.validated
+      ... def slow_sgd(learning_rate):
+      ...     return fundl.optim.sgd(learning_rate / 10)
+      >>> slow_sgd(-1.0)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ValueError: slow_sgd: learning_rate must be ...
     """
     if fn is None:
         return functools.partial(validated, **rules)
@@ -201,7 +244,23 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
 
 
 def stateless(fn: Callable[[Any, Any], Any]) -> GradientTransformation:
-    """A transformation without state from ``fn(updates, params) -> updates``."""
+    """A transformation without state from ``fn(updates, params) -> updates``.
+
+    u ← fn(u, p); its state is :class:`EmptyState` (so :func:`chain` keeps none for it).
+
+    Args:
+      fn: ``fn(updates, params) -> updates``, pytrees like the parameters (``params``
+        is None when ``update`` is called without them).
+
+    Returns:
+      a :class:`GradientTransformation`.
+
+    Examples:
+      >>> double = fundl.optim.stateless(lambda u, p: jax.tree.map(lambda x: 2 * x, u))
+      >>> updates, _ = double.update({"w": jnp.array([1.0, -3.0])}, double.init(None))
+      >>> print(updates["w"])
+      [ 2. -6.]
+    """
 
     def init(params: Any) -> EmptyState:
         del params
@@ -214,7 +273,17 @@ def stateless(fn: Callable[[Any, Any], Any]) -> GradientTransformation:
 
 
 def identity() -> GradientTransformation:
-    """Leave updates unchanged."""
+    """Leave updates unchanged: u ← u.
+
+    Returns:
+      a stateless :class:`GradientTransformation`.
+
+    Examples:
+      >>> opt = fundl.optim.identity()
+      >>> updates, _ = opt.update({"w": jnp.array([1.0, -3.0])}, opt.init(None))
+      >>> print(updates["w"])
+      [ 1. -3.]
+    """
     return stateless(lambda updates, params: updates)
 
 
@@ -239,6 +308,25 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     cost 10–20% of a 20 µs step). When ``params`` are given, the gradients must match
     them leaf by leaf: the first difference in structure or shape raises a
     ``ValueError`` naming its key path (and both shapes).
+
+    Args:
+      *transforms: the :class:`GradientTransformation` s, in the order updates go
+        through them.
+
+    Returns:
+      a :class:`GradientTransformation`; extra keyword arguments of ``update`` (such as
+      ``value=``) reach every member.
+
+    Examples:
+      Clip the gradient [3, 4] (norm 5) to norm 1, then step with α = 0.1:
+
+      >>> opt = fundl.optim.chain(fundl.optim.clip_by_global_norm(1.0), fundl.optim.sgd(0.1))
+      >>> params = {"w": jnp.array([0.0, 0.0])}
+      >>> updates, state = opt.update({"w": jnp.array([3.0, 4.0])}, opt.init(params), params)
+      >>> np.asarray(updates["w"], np.float64).round(4).tolist()
+      [-0.06, -0.08]
+      >>> type(fundl.optim.chain(fundl.optim.clip(1.0), fundl.optim.adam(1e-3)).init(params))
+      <class 'fundl.optim.scaling.AdamState'>
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
@@ -281,10 +369,26 @@ def _unpack(state: Any, n: int) -> tuple:
 def apply_updates(params: Any, updates: Any) -> Any:
     """params + updates, leaf by leaf, each result in its parameter's dtype.
 
-    The sum is taken in the wider of the two dtypes (a float32 update to a bfloat16
-    parameter is added in float32, then rounded once). Every update must have its
-    parameter's shape: nothing broadcasts. Raises ``ValueError`` naming the first key
-    path where the structures or the shapes differ.
+    p ← p + u. The sum is taken in the wider of the two dtypes (a float32 update to a
+    bfloat16 parameter is added in float32, then rounded once). Every update must have
+    its parameter's shape: nothing broadcasts.
+
+    Args:
+      params: a pytree of arrays.
+      updates: a pytree with the structure and the shapes of ``params`` (the output of
+        ``update``).
+
+    Returns:
+      the new parameters, like ``params`` (dtypes included).
+
+    Raises:
+      ValueError: naming the first key path where the structures or the shapes differ.
+
+    Examples:
+      >>> params = {"w": jnp.array([1.0, 2.0], jnp.bfloat16)}
+      >>> new = fundl.optim.apply_updates(params, {"w": jnp.array([-0.5, 0.25])})
+      >>> print(new["w"], new["w"].dtype)
+      [0.5 2.25] bfloat16
     """
     check_same_shapes("apply_updates", params, updates, "params", "updates")
     return jax.tree.map(_add, params, updates)

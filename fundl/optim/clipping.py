@@ -26,6 +26,15 @@ def clip(max_abs: float) -> GradientTransformation:
 
     Args:
       max_abs: a ≥ 0.
+
+    Returns:
+      a stateless :class:`fundl.optim.GradientTransformation`.
+
+    Examples:
+      >>> opt = fundl.optim.clip(1.0)
+      >>> updates, _ = opt.update({"w": jnp.array([0.5, -3.0])}, opt.init(None))
+      >>> np.asarray(updates["w"], np.float64).round(4).tolist()
+      [0.5, -1.0]
     """
 
     def one(u: jax.Array) -> jax.Array:
@@ -44,6 +53,21 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
     Args:
       max_norm: c ≥ 0.
+
+    Returns:
+      a stateless :class:`fundl.optim.GradientTransformation`.
+
+    Examples:
+      The updates below have global norm √(3² + 4² + 0²) = 5; clipped to 1, each leaf
+      is divided by 5:
+
+      >>> opt = fundl.optim.clip_by_global_norm(1.0)
+      >>> grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.0, 0.0])}
+      >>> updates, _ = opt.update(grads, opt.init(None))
+      >>> np.asarray(updates["a"], np.float64).round(4).tolist()
+      [0.6, 0.8]
+      >>> round(float(fundl.optim.global_norm(updates)), 4)
+      1.0
     """
 
     def fn(updates: Any, params: Any) -> Any:
@@ -56,7 +80,12 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
 
 class ZeroNansState(NamedTuple):
-    """Which leaves held a NaN at the last update."""
+    """Which leaves held a NaN at the last update: one bool scalar per leaf.
+
+    Examples:
+      >>> fundl.optim.zero_nans().init({"w": jnp.zeros(2)})
+      ZeroNansState(found_nan={'w': Array(False, dtype=bool)})
+    """
 
     found_nan: Any  # a bool scalar per leaf, like params
 
@@ -67,6 +96,20 @@ def zero_nans() -> GradientTransformation:
     A NaN gradient usually means a bug or a diverging run; this keeps one bad batch from
     poisoning the parameters and the moments, and ``state.found_nan`` tells you it
     happened. Put it first in a chain.
+
+    u ← where(isnan(u), 0, u); found_nan ← any(isnan(u)), per leaf.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with a :class:`ZeroNansState`.
+
+    Examples:
+      >>> opt = fundl.optim.zero_nans()
+      >>> grads = {"a": jnp.array([1.0, jnp.nan]), "b": jnp.array([1.0, 1.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> updates["a"].tolist()
+      [1.0, 0.0]
+      >>> bool(state.found_nan["a"]), bool(state.found_nan["b"])
+      (True, False)
     """
 
     def init(params: Any) -> ZeroNansState:

@@ -13,7 +13,13 @@ __all__ = ["reduce_on_plateau", "PlateauState"]
 
 
 class PlateauState(NamedTuple):
-    """State of ``reduce_on_plateau``; every field is a scalar array."""
+    """State of ``reduce_on_plateau``; every field is a scalar array.
+
+    Examples:
+      >>> state = fundl.optim.reduce_on_plateau().init({"w": jnp.zeros(2)})
+      >>> float(state.scale), float(state.best), int(state.plateau_count)
+      (1.0, inf, 0)
+    """
 
     scale: jax.Array  # the factor updates are multiplied by, float32, starts at 1
     best: jax.Array  # best averaged metric so far, float32, starts at +inf
@@ -54,6 +60,24 @@ def reduce_on_plateau(
       cooldown: observations to wait after a reduction, ≥ 0.
       accumulation_size: updates averaged into one observation, ≥ 1.
       min_scale: the scale never goes below this, in [0, 1] (the scale starts at 1).
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with a :class:`PlateauState`;
+      its ``update`` needs ``value=``.
+
+    Examples:
+      With patience 1 the scale halves after each observation that does not improve
+      on the best (here 1.0):
+
+      >>> opt = fundl.optim.reduce_on_plateau(factor=0.5, patience=1)
+      >>> params, g = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+      >>> state, step = opt.init(params), jax.jit(opt.update)
+      >>> for loss in (1.0, 1.0, 1.0):
+      ...     updates, state = step(g, state, params, value=loss)
+      ...     print(float(state.scale), np.asarray(updates["w"], np.float64).tolist())
+      1.0 [1.0, 1.0]
+      0.5 [0.5, 0.5]
+      0.25 [0.25, 0.25]
     """
 
     def init(params: Any) -> PlateauState:

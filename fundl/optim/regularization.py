@@ -52,6 +52,20 @@ def add_l2(lam: float, *, mask: Any = is_weight) -> GradientTransformation:
       lam: λ ≥ 0.
       mask: which leaves: a predicate ``(key_path, leaf) -> bool`` (default: weights,
         leaves with ≥ 2 dims), a pytree of bools like params, or None for every leaf.
+
+    Returns:
+      a stateless :class:`fundl.optim.GradientTransformation`; ``update`` needs
+      ``params``, a pytree like the gradients.
+
+    Examples:
+      The weight W (2-D) gets λW added to its gradient, the bias b (1-D) nothing:
+
+      >>> opt = fundl.optim.add_l2(0.1)
+      >>> params = {"W": jnp.array([[1.0, 2.0]]), "b": jnp.array([1.0, 2.0])}
+      >>> grads = {"W": jnp.zeros((1, 2)), "b": jnp.zeros(2)}
+      >>> updates, _ = opt.update(grads, opt.init(params), params)
+      >>> np.asarray(updates["W"], np.float64).round(4).tolist(), updates["b"].tolist()
+      ([[0.1, 0.2]], [0.0, 0.0])
     """
     return _add_scaled_params("add_l2", lam, mask)
 
@@ -63,5 +77,18 @@ def add_decayed_weights(weight_decay: float, *, mask: Any = is_weight) -> Gradie
     Args:
       weight_decay: λ ≥ 0 (the step then multiplies it by the learning rate).
       mask: as in :func:`add_l2`.
+
+    Returns:
+      a stateless :class:`fundl.optim.GradientTransformation`; ``update`` needs
+      ``params``, a pytree like the updates.
+
+    Examples:
+      ``mask=None`` decays every leaf, the vector too:
+
+      >>> opt = fundl.optim.add_decayed_weights(0.1, mask=None)
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> updates, _ = opt.update({"w": jnp.array([0.5, 0.5])}, opt.init(params), params)
+      >>> np.asarray(updates["w"], np.float64).round(4).tolist()
+      [0.6, 0.7]
     """
     return _add_scaled_params("add_decayed_weights", weight_decay, mask)

@@ -106,12 +106,27 @@ def scale(step_size: float) -> GradientTransformation:
 
     Args:
       step_size: s, any finite number (negative to descend) or a scalar array.
+
+    Returns:
+      a stateless :class:`fundl.optim.GradientTransformation`; updates keep their dtypes.
+
+    Examples:
+      >>> half = fundl.optim.scale(0.5)
+      >>> u, _ = half.update({"w": jnp.array([1.0, -3.0])}, half.init(None))
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [0.5, -1.5]
     """
     return stateless(lambda updates, params: jax.tree.map(lambda u: scaled(u, step_size), updates))
 
 
 class ScheduleState(NamedTuple):
-    """State of a scheduled learning rate."""
+    """State of a scheduled learning rate: the step count the schedule is evaluated at.
+
+    Examples:
+      >>> lr = fundl.optim.schedules.cosine_decay(0.1, 100)
+      >>> fundl.optim.scale_by_learning_rate(lr).init({"w": jnp.zeros(3)})
+      ScheduleState(count=Array(0, dtype=int32))
+    """
 
     count: jax.Array  # steps taken, int32 scalar
 
@@ -124,6 +139,23 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
       learning_rate: α ≥ 0, a float, a scalar array (for ``vmap`` sweeps) or a
         schedule ``step -> α`` evaluated at the number of updates taken so far (whose
         ``bounds`` must be ≥ 0).
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation`: stateless for a number, with a
+      :class:`ScheduleState` (the step count) for a schedule.
+
+    Examples:
+      α halves every step (0.1, 0.05, 0.025):
+
+      >>> lr = fundl.optim.schedules.exponential_decay(0.1, 0.5, 1)
+      >>> block = fundl.optim.scale_by_learning_rate(lr)
+      >>> g, state = {"w": jnp.ones(2)}, block.init({"w": jnp.ones(2)})
+      >>> for _ in range(3):
+      ...     u, state = block.update(g, state)
+      ...     print(np.asarray(u["w"], np.float64).round(4).tolist())
+      [-0.1, -0.1]
+      [-0.05, -0.05]
+      [-0.025, -0.025]
     """
     if not callable(learning_rate):
         return scale(-learning_rate)
@@ -143,7 +175,12 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
 
 
 class TraceState(NamedTuple):
-    """State of heavy-ball momentum."""
+    """State of heavy-ball momentum: the velocity v, a pytree like the parameters.
+
+    Examples:
+      >>> fundl.optim.sgd(0.1, 0.9).init({"w": jnp.zeros(2)})
+      TraceState(velocity={'w': Array([0., 0.], dtype=float32)})
+    """
 
     velocity: Any  # v, like params, in the moment dtype
 
@@ -161,6 +198,31 @@ def scale_by_momentum(
       momentum: μ in [0, 1).
       nesterov: use Nesterov's look-ahead (True or False).
       moment_dtype: dtype of v (see :data:`fundl.optim.MomentDtype`).
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with a :class:`TraceState`.
+
+    Examples:
+      The same gradient twice: v = 1, then 0.9·1 + 1 = 1.9:
+
+      >>> block = fundl.optim.scale_by_momentum(0.9)
+      >>> g = {"w": jnp.ones(2)}
+      >>> state = block.init(g)
+      >>> for _ in range(2):
+      ...     u, state = block.update(g, state)
+      ...     print(np.asarray(u["w"], np.float64).round(4).tolist())
+      [1.0, 1.0]
+      [1.9, 1.9]
+
+      With ``nesterov=True`` the update looks ahead, g + μv: 1.9, then 1 + 0.9·1.9 = 2.71:
+
+      >>> block = fundl.optim.scale_by_momentum(0.9, nesterov=True)
+      >>> state = block.init(g)
+      >>> for _ in range(2):
+      ...     u, state = block.update(g, state)
+      ...     print(np.asarray(u["w"], np.float64).round(4).tolist())
+      [1.9, 1.9]
+      [2.71, 2.71]
     """
 
     def init(params: Any) -> TraceState:
@@ -180,7 +242,12 @@ def scale_by_momentum(
 
 
 class EmaState(NamedTuple):
-    """State of an exponential moving average of gradients."""
+    """State of an exponential moving average of gradients: v, a pytree like the parameters.
+
+    Examples:
+      >>> fundl.optim.momentum(0.1).init({"w": jnp.zeros(2)})
+      EmaState(velocity={'w': Array([0., 0.], dtype=float32)})
+    """
 
     velocity: Any  # v, like params, in the moment dtype
 
@@ -195,6 +262,21 @@ def scale_by_ema(decay: float = 0.9, *, moment_dtype: MomentDtype = None) -> Gra
     Args:
       decay: β in [0, 1).
       moment_dtype: dtype of v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`EmaState`.
+
+    Examples:
+      The same gradient twice: v = 0.1, then 0.9·0.1 + 0.1 = 0.19:
+
+      >>> block = fundl.optim.scale_by_ema(0.9)
+      >>> g = {"w": jnp.ones(2)}
+      >>> state = block.init(g)
+      >>> for _ in range(2):
+      ...     u, state = block.update(g, state)
+      ...     print(np.asarray(u["w"], np.float64).round(4).tolist())
+      [0.1, 0.1]
+      [0.19, 0.19]
     """
 
     def init(params: Any) -> EmaState:
@@ -212,7 +294,13 @@ def scale_by_ema(decay: float = 0.9, *, moment_dtype: MomentDtype = None) -> Gra
 
 
 class RmsState(NamedTuple):
-    """State of RMSprop."""
+    """State of RMSprop: the mean square ``nu`` and, centered, the mean ``mu``.
+
+    Examples:
+      >>> state = fundl.optim.rmsprop(1e-3).init({"w": jnp.zeros(2)})
+      >>> state.nu["w"].shape, state.mu  # not centered: no mean
+      ((2,), ())
+    """
 
     nu: Any  # E[g²], like params, in the moment dtype
     mu: Any  # E[g] (centered only; else an empty tuple)
@@ -236,6 +324,20 @@ def scale_by_rms(
       eps: ε > 0.
       centered: divide by the centered second moment (an estimate of the variance).
       moment_dtype: dtype of v and m.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`RmsState`.
+
+    Examples:
+      One step from v = 0: v = 0.1·g², so u = g/√(0.1·g²) = ±√10:
+
+      >>> block = fundl.optim.scale_by_rms(0.9)
+      >>> g = {"w": jnp.array([1.0, -2.0])}
+      >>> u, state = block.update(g, block.init(g))
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [3.1623, -3.1623]
+      >>> np.asarray(state.nu["w"], np.float64).round(4).tolist()
+      [0.1, 0.4]
     """
 
     def init(params: Any) -> RmsState:
@@ -256,7 +358,13 @@ def scale_by_rms(
 
 
 class AdamState(NamedTuple):
-    """State of Adam."""
+    """State of Adam: the step count t and the moments m and v, pytrees like the parameters.
+
+    Examples:
+      >>> state = fundl.optim.adam(1e-3).init({"w": jnp.zeros((2, 3), jnp.bfloat16)})
+      >>> int(state.count), state.mu["w"].shape, state.nu["w"].dtype  # float32 moments
+      (0, (2, 3), dtype('float32'))
+    """
 
     count: jax.Array  # steps taken t, int32 scalar
     mu: Any  # first moment m, like params, in the moment dtype
@@ -277,6 +385,22 @@ def scale_by_adam(
       b2: β₂ in [0, 1).
       eps: ε > 0.
       moment_dtype: dtype of m and v.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`AdamState`.
+
+    Examples:
+      The first direction is g/|g| = ±1 whatever the size of g (m̂ = g, v̂ = g²); the
+      second, after g = [1, 0], is m̂/√v̂ with m̂ = [1, −0.9474] and v̂ = [1, 1.999]:
+
+      >>> block = fundl.optim.scale_by_adam()
+      >>> g = {"w": jnp.array([1.0, -2.0])}
+      >>> u, state = block.update(g, block.init(g))
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [1.0, -1.0]
+      >>> u, state = block.update({"w": jnp.array([1.0, 0.0])}, state)
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [1.0, -0.6701]
     """
 
     def init(params: Any) -> AdamState:
@@ -304,7 +428,12 @@ def scale_by_adam(
 
 
 class AdagradState(NamedTuple):
-    """State of Adagrad."""
+    """State of Adagrad: the running sum of squared gradients G, a pytree like the parameters.
+
+    Examples:
+      >>> fundl.optim.adagrad(0.1, initial_accumulator_value=0.1).init({"w": jnp.zeros(2)})
+      AdagradState(sum_of_squares={'w': Array([0.1, 0.1], dtype=float32)})
+    """
 
     sum_of_squares: Any  # G = G₀ + Σ g², like params, in the moment dtype
 
@@ -319,6 +448,21 @@ def scale_by_adagrad(
       initial_accumulator_value: G₀ ≥ 0 (PyTorch: 0; optax: 0.1).
       eps: ε > 0, outside the square root (PyTorch: 1e-10).
       moment_dtype: dtype of G.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with an :class:`AdagradState`.
+
+    Examples:
+      The same gradient twice: u = g/|g| = ±1, then g/√(2g²) = ±0.7071:
+
+      >>> block = fundl.optim.scale_by_adagrad()
+      >>> g = {"w": jnp.array([3.0, -0.5])}
+      >>> u, state = block.update(g, block.init(g))
+      >>> u, state = block.update(g, state)
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [0.7071, -0.7071]
+      >>> np.asarray(state.sum_of_squares["w"], np.float64).round(4).tolist()
+      [18.0, 0.5]
     """
 
     def init(params: Any) -> AdagradState:
@@ -338,7 +482,12 @@ def scale_by_adagrad(
 
 
 class LionState(NamedTuple):
-    """State of Lion."""
+    """State of Lion: the momentum m, a pytree like the parameters.
+
+    Examples:
+      >>> fundl.optim.lion(1e-4).init({"w": jnp.zeros(2)})
+      LionState(mu={'w': Array([0., 0.], dtype=float32)})
+    """
 
     mu: Any  # momentum m, like params, in the moment dtype
 
@@ -356,6 +505,20 @@ def scale_by_lion(
       b1: β₁ in [0, 1), the interpolation for the update.
       b2: β₂ in [0, 1), the momentum decay.
       moment_dtype: dtype of m.
+
+    Returns:
+      a :class:`fundl.optim.GradientTransformation` with a :class:`LionState`.
+
+    Examples:
+      From m = 0: u = sign(0.1·g) = ±1, and m = 0.01·g:
+
+      >>> block = fundl.optim.scale_by_lion()
+      >>> g = {"w": jnp.array([0.5, -2.0])}
+      >>> u, state = block.update(g, block.init(g))
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [1.0, -1.0]
+      >>> np.asarray(state.mu["w"], np.float64).round(4).tolist()
+      [0.005, -0.02]
     """
 
     def init(params: Any) -> LionState:
@@ -378,6 +541,19 @@ def scale_by_trust_ratio(eps: float = 0.0) -> GradientTransformation:
 
     Args:
       eps: ε ≥ 0 (0 is safe: a zero ‖u‖ gives the ratio 1).
+
+    Returns:
+      a stateless :class:`fundl.optim.GradientTransformation`; ``update`` needs
+      ``params``, a pytree like the updates.
+
+    Examples:
+      ‖p‖ = 5 and ‖u‖ = 1, so u is multiplied by 5:
+
+      >>> block = fundl.optim.scale_by_trust_ratio()
+      >>> params = {"w": jnp.array([3.0, 4.0])}
+      >>> u, _ = block.update({"w": jnp.array([0.6, 0.8])}, block.init(params), params)
+      >>> np.asarray(u["w"], np.float64).round(4).tolist()
+      [3.0, 4.0]
     """
 
     def rescale(u, p):

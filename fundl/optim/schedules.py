@@ -45,7 +45,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -66,14 +66,27 @@ __all__ = [
     "one_cycle",
 ]
 
-Schedule = Callable[[int | jax.Array], jax.Array]
-"""``schedule(step) -> value``: a float32 array shaped like ``step``.
 
-Every schedule built here also carries ``schedule.bounds``, the pair (lowest, highest)
-of its values over all steps ≥ 0 (the limits it approaches included, so a decay to 0
-has lowest 0; highest is ``inf`` for a growing exponential), and is named after its
-call: ``cosine_decay(init_value=0.1, decay_steps=10, end_value=0.0)``.
-"""
+class Schedule(Protocol):
+    """``schedule(step) -> value``: a float32 array shaped like ``step``.
+
+    Any function of the step count is a schedule (a learning rate accepts one). Every
+    schedule built here also carries ``schedule.bounds``, the pair (lowest, highest)
+    of its values over all steps ≥ 0 (the limits it approaches included, so a decay to 0
+    has lowest 0; highest is ``inf`` for a growing exponential), which an optimizer
+    checks when it is built, and is named after its call:
+    ``cosine_decay(init_value=0.1, decay_steps=10, end_value=0.0)``.
+
+    Examples:
+      >>> lr = fundl.optim.schedules.step_decay(0.1, 0.5, 10)
+      >>> round(float(lr(25)), 4), lr.bounds
+      (0.025, (0.0, 0.1))
+      >>> lr.__name__
+      'step_decay(init_value=0.1, decay_rate=0.5, step_size=10)'
+    """
+
+    def __call__(self, step: int | jax.Array) -> jax.Array: ...
+
 
 CyclicalMode = Literal["triangular", "triangular2", "exp_range"]
 _CYCLICAL_MODES = ("triangular", "triangular2", "exp_range")
@@ -132,6 +145,14 @@ def constant(value: float) -> Schedule:
 
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds (v, v).
+
+    Examples:
+      The examples evaluate a schedule at several steps at once, jitted (one compiled
+      program instead of one per operation; the values are the eager ones):
+
+      >>> lr = fundl.optim.schedules.constant(0.1)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(3)), np.float64).round(4).tolist()
+      [0.1, 0.1, 0.1]
     """
     v = check_number("constant", "value", value)
 
@@ -157,6 +178,13 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Mapping[int, fl
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds: the lowest
       and highest of the values between boundaries.
+
+    Examples:
+      Step 2 multiplies by 0.1, step 4 by 0.5 (each boundary's scale applies from it on):
+
+      >>> lr = fundl.optim.schedules.piecewise_constant(0.1, {2: 0.1, 4: 0.5})
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [0.1, 0.1, 0.01, 0.01, 0.005, 0.005]
     """
     fn = "piecewise_constant"
     v0 = check_number(fn, "init_value", init_value)
@@ -198,6 +226,11 @@ def step_decay(init_value: float, decay_rate: float, step_size: int) -> Schedule
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds from v₀ to
       the limit 0 (r < 1) or ±inf (r > 1).
+
+    Examples:
+      >>> lr = fundl.optim.schedules.step_decay(0.1, 0.5, 2)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
     """
     fn = "step_decay"
     v0 = check_number(fn, "init_value", init_value)
@@ -239,6 +272,18 @@ def exponential_decay(
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds from v₀ to
       ``end_value``, or to the limit 0 (r < 1) or ±inf (r > 1) without one.
+
+    Examples:
+      Halving every 2 steps, continuously; then in jumps, from step 1, never below 0.03:
+
+      >>> lr = fundl.optim.schedules.exponential_decay(0.1, 0.5, 2)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [0.1, 0.0707, 0.05, 0.0354, 0.025, 0.0177]
+      >>> lr = fundl.optim.schedules.exponential_decay(
+      ...     0.1, 0.5, 2, staircase=True, transition_begin=1, end_value=0.03
+      ... )
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [0.1, 0.1, 0.1, 0.05, 0.05, 0.03]
     """
     fn = "exponential_decay"
     v0 = check_number(fn, "init_value", init_value)
@@ -286,6 +331,11 @@ def inverse_time_decay(
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds from v₀ to
       the limit 0 (v₀ alone when r = 0).
+
+    Examples:
+      >>> lr = fundl.optim.schedules.inverse_time_decay(0.1, 1.0, 2)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(5)), np.float64).round(4).tolist()
+      [0.1, 0.0667, 0.05, 0.04, 0.0333]
     """
     fn = "inverse_time_decay"
     v0 = check_number(fn, "init_value", init_value)
@@ -329,6 +379,16 @@ def polynomial_decay(
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds
       (min(v₀, v₁), max(v₀, v₁)).
+
+    Examples:
+      Linear (p = 1) and quadratic (p = 2) decay from 1 to 0 over 4 steps:
+
+      >>> lr = fundl.optim.schedules.polynomial_decay(1.0, 0.0, 4)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+      >>> lr = fundl.optim.schedules.polynomial_decay(1.0, 0.0, 4, power=2.0)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
     fn = "polynomial_decay"
     v0 = check_number(fn, "init_value", init_value)
@@ -359,6 +419,11 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds
       (min(v₀, v₁), max(v₀, v₁)).
+
+    Examples:
+      >>> lr = fundl.optim.schedules.cosine_decay(0.1, 4, end_value=0.01)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(6)), np.float64).round(4).tolist()
+      [0.1, 0.0868, 0.055, 0.0232, 0.01, 0.01]
     """
     fn = "cosine_decay"
     v0 = check_number(fn, "init_value", init_value)
@@ -400,6 +465,13 @@ def warmup_cosine_decay(
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds
       (min(v₀, v₁), peak) (v₁ alone below the peak when w = 0).
+
+    Examples:
+      Up from 0 to 0.1 over 2 steps, then down to 0.01 at step 6:
+
+      >>> lr = fundl.optim.schedules.warmup_cosine_decay(0.1, 2, 6, end_value=0.01)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(8)), np.float64).round(4).tolist()
+      [0.0, 0.05, 0.1, 0.0868, 0.055, 0.0232, 0.01, 0.01]
     """
     fn = "warmup_cosine_decay"
     peak = check_number(fn, "peak_value", peak_value)
@@ -460,6 +532,16 @@ def cyclical(
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds (base, max)
       ("exp_range" stays below max after step 0 when γ < 1: max bounds it).
+
+    Examples:
+      Cycles of 2n = 4 steps; "triangular2" halves the second cycle's height:
+
+      >>> lr = fundl.optim.schedules.cyclical(0.01, 0.09, 2)
+      >>> np.asarray(jax.jit(lr)(jnp.arange(9)), np.float64).round(4).tolist()
+      [0.01, 0.05, 0.09, 0.05, 0.01, 0.05, 0.09, 0.05, 0.01]
+      >>> lr = fundl.optim.schedules.cyclical(0.01, 0.09, 2, mode="triangular2")
+      >>> np.asarray(jax.jit(lr)(jnp.arange(9)), np.float64).round(4).tolist()
+      [0.01, 0.05, 0.09, 0.05, 0.01, 0.03, 0.05, 0.03, 0.01]
     """
     fn = "cyclical"
     base = check_number(fn, "base_value", base_value)
@@ -522,6 +604,14 @@ def one_cycle(
 
     Returns:
       ``schedule(step) -> value``, float32, shaped like ``step``; bounds (v_min, max).
+
+    Examples:
+      T = 10 steps: up from 0.1/25 = 0.004 to the peak at step e₁ = 2, then down to
+      0.004/10⁴ at step 9:
+
+      >>> lr = fundl.optim.schedules.one_cycle(0.1, 10)
+      >>> np.asarray(lr(jnp.arange(10)), np.float64).round(4).tolist()
+      [0.004, 0.052, 0.1, 0.095, 0.0812, 0.0611, 0.0389, 0.0188, 0.005, 0.0]
     """
     fn = "one_cycle"
     peak = check_number(fn, "max_value", max_value, low=0.0)
