@@ -51,6 +51,16 @@ def _objects(obj: griffe.Object):
             yield from _objects(member)
 
 
+def _names_private(attribute: griffe.Attribute) -> bool:
+    """A public attribute whose value mentions a private name."""
+    value = attribute.value
+    return (
+        not attribute.name.startswith("_")
+        and value is not None
+        and bool(_PRIVATE.search(str(value)))
+    )
+
+
 def _fence(match: re.Match) -> str:
     return f"```pycon\n{match.group(0)}\n```"
 
@@ -60,9 +70,8 @@ class PublicReference(griffe.Extension):
         for obj in _objects(pkg):
             if obj.is_class and any(_private(base) for base in obj.bases):
                 obj.bases = _public_bases(obj)
-            elif obj.is_attribute and not obj.name.startswith("_"):
-                if obj.value is not None and _PRIVATE.search(str(obj.value)):
-                    obj.value = None
+            elif obj.is_attribute and _names_private(obj):
+                obj.value = None
             if obj.docstring is not None:
                 obj.docstring.value = _DOCTEST.sub(_fence, obj.docstring.value)
         if pkg.docstring is not None:
