@@ -147,7 +147,8 @@ def validate(data: Any, *, name: str = "data") -> int:
       >>> x[1, 0] = np.nan
       >>> fundl.data.validate({"x": x, "y": np.arange(2)}, name="train_data")
       Traceback (most recent call last):
-      ValueError: validate: train_data['x'] holds NaN or inf: 1 of its 4 values is non-finite, the first in example 1; clean or drop those examples before training
+      ValueError: validate: train_data['x'] holds NaN or inf: 1 of its 4 values is non-finite,
+      the first in example 1; clean or drop those examples before training
     """
     if not isinstance(name, str):
         raise ValueError(f"validate: name must be a str, got {name!r}")
