@@ -54,11 +54,16 @@ def enable_compilation_cache(
     Returns:
       the cache folder, as an absolute path.
 
-    Example::
+    Examples:
+      Not a doctest: it changes the process's JAX configuration. At the top of a
+      training script, before the first step compiles:
 
-        import fundl
-        fundl.enable_compilation_cache("~/.cache/fundl-jax")   # before training
-        # ... the second run of the script reads its compiled steps from the folder
+      ```python
+      import fundl
+
+      fundl.enable_compilation_cache("~/.cache/fundl-jax")
+      # the script's second run reads its compiled steps from the folder
+      ```
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
