@@ -6,6 +6,9 @@ names and renders every doctest as code, leaving the source as written.
 - A public attribute whose value mentions a private name (``_FRACTION``) shows no value.
 - A ``>>>`` example outside an ``Examples:`` section (at the docstring's left margin),
   which Markdown would read as a nested quote, becomes a fenced ``pycon`` block.
+- A ``Returns:`` or ``Yields:`` description whose first line holds a colon
+  (``{name: array}``, ``(x, y): ...``) stays one description: the Google parser would
+  take the text before the colon for a type. The type shown is the signature's.
 """
 
 import re
@@ -15,6 +18,8 @@ import griffe
 _PRIVATE = re.compile(r"(?<![\w.])_[A-Za-z]")
 # a run of lines at the left margin that starts with ">>>", up to a blank line
 _DOCTEST = re.compile(r"(?m)^>>>.*(?:\n(?!\s*$).*)*")
+# a Returns/Yields header, blank lines, then the first line of its description
+_RETURNS = re.compile(r"(?m)^([ \t]*(?:Returns|Yields):[ \t]*\n(?:[ \t]*\n)*)([ \t]+)(?=[^\n]*:)")
 
 
 def _private(base: object) -> bool:
@@ -65,6 +70,13 @@ def _fence(match: re.Match) -> str:
     return f"```pycon\n{match.group(0)}\n```"
 
 
+def _markdown(text: str) -> str:
+    """The docstring with bare doctests fenced and Returns descriptions kept whole."""
+    text = _DOCTEST.sub(_fence, text)
+    # ": description" gives an empty type, so the parser keeps the whole line as text
+    return _RETURNS.sub(lambda m: f"{m.group(1)}{m.group(2)}: ", text)
+
+
 class PublicReference(griffe.Extension):
     def on_package(self, *, pkg, **kwargs):
         for obj in _objects(pkg):
@@ -73,6 +85,6 @@ class PublicReference(griffe.Extension):
             elif obj.is_attribute and _names_private(obj):
                 obj.value = None
             if obj.docstring is not None:
-                obj.docstring.value = _DOCTEST.sub(_fence, obj.docstring.value)
+                obj.docstring.value = _markdown(obj.docstring.value)
         if pkg.docstring is not None:
-            pkg.docstring.value = _DOCTEST.sub(_fence, pkg.docstring.value)
+            pkg.docstring.value = _markdown(pkg.docstring.value)

@@ -46,9 +46,9 @@ def mixup(key: Any, x: jax.Array, y: jax.Array, *, alpha: float) -> tuple[jax.Ar
           x, y = batch["x"], jax.nn.one_hot(batch["y"], 10)
           if train:
               mix_key, key = jax.random.split(key)
-              x, y = mixup(mix_key, x, y, alpha=0.2)
+              x, y = fundl.augment.mixup(mix_key, x, y, alpha=0.2)
           logits, state = model.apply_with_state(params, state, x, key=key, train=train)
-          return losses.softmax_cross_entropy(logits, y), {}, state
+          return fundl.losses.softmax_cross_entropy(logits, y), {}, state
       ```
     """
     alpha = check_number("mixup", "alpha", alpha, low=0.0, low_open=True)
