@@ -396,6 +396,9 @@ def restore_params(
       template: ``None`` (arrays as saved) or a params tree (e.g. ``model.init(key)`` or
         its ``jax.eval_shape``) to fill and check leaf by leaf.
 
+    Returns:
+      the params tree: JAX arrays as saved, or the template's structure and types.
+
     Examples:
       >>> import os, tempfile
       >>> with tempfile.TemporaryDirectory() as d:

@@ -459,6 +459,10 @@ def make_train_step(
       shard_params: split params and optimizer state ZeRO/FSDP-style
         (:func:`fundl.parallel.param_specs`) instead of replicating them.
 
+    Returns:
+      ``step``, in the form above: the compiled function (``step.traces`` counts its
+      traces), or the plain one with ``jit=False``.
+
     Examples:
       Two steps of gradient descent on a linear model (8 examples, 2 features); each
       step halves the error z − y, so the loss drops fourfold (exact in float32):
@@ -597,6 +601,9 @@ def make_eval_step(
       policy: a :class:`fundl.precision.Policy`: params and the batch's floating leaves
         cast to its compute dtype, the metrics to its output dtype (as the train step).
 
+    Returns:
+      ``evaluate``, in the form above, returning a dict of scalar device arrays.
+
     Examples:
       The training loss as the metric; W = (2, −1), b = 0 fits the data exactly:
 
@@ -691,6 +698,11 @@ def make_scan_steps(
     ``NamedSharding(mesh, P(None, axis))``). ``policy`` and ``loss_scale`` apply to every
     step, as in :func:`make_train_step`.
 
+    The arguments are those of :func:`make_train_step`.
+
+    Returns:
+      ``steps``, in the form above; ``metrics`` leaves of shape (k,).
+
     Examples:
       The batch of :func:`make_train_step`'s example twice, k = 2: the same two losses.
 
@@ -784,6 +796,14 @@ def make_epoch(
     ``loss_scale`` apply as there. ``mesh``, ``axis``, ``shard_params``: as for
     :func:`make_train_step` (``batch_size`` must divide by the devices); the data are best
     replicated on the mesh (:func:`fundl.parallel.replicate`), and each step's batch is split.
+
+    The other arguments are those of :func:`make_train_step`.
+
+    Args:
+      batch_size: b, 1 ≤ b ≤ n: each epoch runs ⌊n / b⌋ steps.
+
+    Returns:
+      ``epoch``, in the form above; ``metrics`` leaves of shape (⌊n / b⌋,).
 
     Examples:
       8 examples in batches of 4: two steps, in the order ``fold_in(key, 0)`` gives.
