@@ -685,8 +685,8 @@ def fit(
       >>> result = fundl.train.fit(
       ...     loss_fn, params, opt, batch, epochs=3, batch_size=4, key=0, progress=False
       ... )
-      >>> [f"{v:.4f}" for v in result.history["loss"]], result.best_epoch
-      (['1.8828', '0.0612', '0.0044'], 3)
+      >>> [f"{v:.3f}" for v in result.history["loss"]], result.best_epoch
+      (['1.883', '0.061', '0.004'], 3)
       >>> np.round(np.asarray(result.params["W"], np.float64), 1)  # near (2, −1)
       array([[ 2., -1.]])
     """
