@@ -171,6 +171,7 @@ def test_docstring_examples_run(name):
 def test_every_public_name_has_an_example(module):
     """Every public function and class of these modules shows a short example that runs:
     a ``>>>`` doctest under ``Examples:`` (test_docstring_examples_run runs it)."""
+
     def example(doc: str) -> bool:
         return ">>>" in doc.partition("Examples:\n")[2]
 
