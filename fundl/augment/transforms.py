@@ -126,7 +126,7 @@ def random_crop(key: Any, image: jax.Array, *, padding: int = 4, fill: float = 0
       Array([[0., 1., 2.],
              [0., 4., 5.],
              [0., 7., 8.]], dtype=float32)
-      >>> fundl.augment.random_crop(3, image, padding=1, fill=-1.0)[:, :, 0]  # o = (0, 1)
+      >>> fundl.augment.random_crop(3, image, padding=1, fill=-1.0)[:, :, 0]  # o = (0, 1): down
       Array([[-1., -1., -1.],
              [ 1.,  2.,  3.],
              [ 4.,  5.,  6.]], dtype=float32)
@@ -383,8 +383,8 @@ class RandomCrop(_Transform):
     Equal configs hash alike, so one can be a static argument of ``jax.jit``.
 
     Examples:
-      >>> crop = fundl.augment.RandomCrop(2)
-      >>> crop, crop == fundl.augment.RandomCrop(padding=2), hash(crop) == hash(crop)
+      >>> crop, same = fundl.augment.RandomCrop(2), fundl.augment.RandomCrop(padding=2)
+      >>> crop, crop == same, hash(crop) == hash(same)
       (RandomCrop(padding=2), True, True)
     """
 
