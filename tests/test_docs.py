@@ -179,3 +179,27 @@ def test_docstring_examples_run(name):
             continue  # re-exported from elsewhere: checked in its own module
         runner.run(test)
     assert runner.failures == 0, f"{runner.failures} docstring example(s) failed in {name}"
+
+
+@pytest.mark.parametrize("module", [augment, data, train, checkpoint, metrics], ids=str)
+def test_every_public_name_has_an_example(module):
+    """Every public function and class of these modules shows a short example that runs:
+    a ``>>>`` doctest under ``Examples:`` (test_docstring_examples_run runs it)."""
+
+    def example(doc: str) -> bool:
+        return ">>>" in doc.partition("Examples:\n")[2]
+
+    public = [name for name in module.__all__ if callable(getattr(module, name))]
+    assert [name for name in public if not example(getattr(module, name).__doc__ or "")] == []
+
+
+def test_no_rest_example_blocks():
+    """reST's ``Example::`` neither renders in the reference nor runs: write ``Examples:``
+    with ``>>>`` lines (or prose and a fenced block where it cannot run)."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "fundl").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if line.strip() == "Example::"
+    ]
+    assert found == []

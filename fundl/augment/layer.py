@@ -31,14 +31,15 @@ class Augment(Layer):
         ``RandomCrop``, ``RandomTranslate``, ``RandomRotate``, ``ColorJitter``,
         ``Cutout`` (one transform alone is taken as a tuple of one).
 
-    >>> from fundl.augment import RandomCrop, RandomFlip
-    >>> layer = Augment((RandomCrop(2), RandomFlip()))
-    >>> x = jnp.arange(3.0).reshape(1, 1, 3, 1)              # one 1 x 3 image
-    >>> layer.apply({}, x) is x                              # evaluation: the identity
-    True
-    >>> flip = Augment(RandomFlip(p=1.0))
-    >>> flip.apply({}, x, key=jax.random.key(0), train=True)[0, 0, :, 0].tolist()
-    [2.0, 1.0, 0.0]
+    Examples:
+      >>> from fundl.augment import Augment, RandomCrop, RandomFlip
+      >>> layer = Augment((RandomCrop(2), RandomFlip()))
+      >>> x = jnp.arange(3.0).reshape(1, 1, 3, 1)              # one 1 x 3 image
+      >>> layer.apply({}, x) is x                              # evaluation: the identity
+      True
+      >>> flip = Augment(RandomFlip(p=1.0))
+      >>> flip.apply({}, x, key=jax.random.key(0), train=True)[0, 0, :, 0].tolist()
+      [2.0, 1.0, 0.0]
     """
 
     transforms: tuple[Any, ...]

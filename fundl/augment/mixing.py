@@ -31,15 +31,25 @@ def mixup(key: Any, x: jax.Array, y: jax.Array, *, alpha: float) -> tuple[jax.Ar
     Returns:
       (x̃, ỹ), the shapes and dtypes of x and y; the rows of ỹ still sum to 1.
 
-    Example::
+    Examples:
+      With one-hot labels of the examples themselves, ỹ holds λ and 1 − λ, and x̃ = ỹ x:
 
-        def loss_fn(params, batch, *, state, key, train):
-            x, y = batch["x"], jax.nn.one_hot(batch["y"], 10)
-            if train:
-                mix_key, key = jax.random.split(key)
-                x, y = mixup(mix_key, x, y, alpha=0.2)
-            logits, state = model.apply_with_state(params, state, x, key=key, train=train)
-            return losses.softmax_cross_entropy(logits, y), {}, state
+      >>> x, y = jnp.arange(4.0).reshape(4, 1), jnp.eye(4)
+      >>> x_mix, y_mix = fundl.augment.mixup(0, x, y, alpha=0.4)
+      >>> y_mix.sum(axis=1).tolist(), bool(jnp.allclose(x_mix, y_mix @ x))
+      ([1.0, 1.0, 1.0, 1.0], True)
+
+      In a loss function (``model`` a ``fundl.nn`` layer, 10 classes):
+
+      ```python
+      def loss_fn(params, batch, *, state, key, train):
+          x, y = batch["x"], jax.nn.one_hot(batch["y"], 10)
+          if train:
+              mix_key, key = jax.random.split(key)
+              x, y = fundl.augment.mixup(mix_key, x, y, alpha=0.2)
+          logits, state = model.apply_with_state(params, state, x, key=key, train=train)
+          return fundl.losses.softmax_cross_entropy(logits, y), {}, state
+      ```
     """
     alpha = check_number("mixup", "alpha", alpha, low=0.0, low_open=True)
     key = as_key("mixup", key)

@@ -15,7 +15,23 @@ __all__ = ["CheckpointError", "named"]
 
 
 class CheckpointError(ValueError):
-    """A file that is not a readable fundl checkpoint: foreign, malformed, truncated or corrupt."""
+    """A file that is not a readable fundl checkpoint: foreign, malformed, truncated or corrupt.
+
+    A subclass of ``ValueError``; the message names the function, the file and what is
+    wrong with it.
+
+    Examples:
+      >>> import os, tempfile
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = os.path.join(d, "notes.safetensors")
+      ...     with open(path, "w") as f:
+      ...         _ = f.write("not a checkpoint")
+      ...     try:
+      ...         fundl.checkpoint.restore(path)
+      ...     except fundl.checkpoint.CheckpointError as error:
+      ...         print(error)  # doctest: +ELLIPSIS
+      restore: ...notes.safetensors: header length ... is over safetensors' limit ...
+    """
 
 
 @contextlib.contextmanager

@@ -133,6 +133,15 @@ def save(path: str | os.PathLike, tree: Any, *, metadata: dict | None = None) ->
     Raises:
       TypeError: a leaf or metadata entry a checkpoint cannot hold (the message names it).
       OSError: writing failed (a full disk, say): same errno, the message names the path.
+
+    Examples:
+      >>> import os, tempfile
+      >>> tree = {"params": {"W": jnp.ones((2, 3)), "b": jnp.zeros(2)}, "step": 7}
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = fundl.checkpoint.save(os.path.join(d, "ckpt"), tree, metadata={"epoch": 3})
+      ...     back = fundl.checkpoint.restore(path)
+      >>> path.name, jax.tree.map(lambda leaf: leaf.shape, back)
+      ('ckpt.safetensors', {'params': {'W': (2, 3), 'b': (2,)}, 'step': ()})
     """
     with named("save"):
         return write_checkpoint(path, tree, metadata=metadata)
@@ -170,6 +179,24 @@ def restore(path: str | os.PathLike, template: Any = None, *, partial: bool = Fa
       ValueError: the checkpoint does not fit the template; the message names the
         first key path that differs and the expected and found shape or dtype.
       FileNotFoundError: there is no file at ``path``.
+
+    Examples:
+      The params alone, checked against a template of shapes, then a template that
+      does not fit:
+
+      >>> import os, tempfile
+      >>> params = {"W": jnp.ones((2, 3)), "b": jnp.zeros(2)}
+      >>> shapes = jax.eval_shape(lambda: params)  # jax.ShapeDtypeStruct leaves
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = fundl.checkpoint.save(os.path.join(d, "ckpt"), {"params": params, "step": 7})
+      ...     back = fundl.checkpoint.restore(path, {"params": shapes}, partial=True)
+      ...     try:
+      ...         fundl.checkpoint.restore(path, {"params": {"W": jnp.ones((3, 3))}}, partial=True)
+      ...     except ValueError as error:
+      ...         print(error)  # doctest: +ELLIPSIS
+      restore: ...ckpt.safetensors: ['params']['W'] has shape (2, 3), the template expects (3, 3)
+      >>> back["params"]["W"].shape, back["params"]["W"].dtype
+      ((2, 3), dtype('float32'))
     """
     check_bool("restore", "partial", partial)
     if partial and template is None:
@@ -186,6 +213,14 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
     Returns:
       the ``metadata`` dict given to :func:`save` (``{}`` if none was).
+
+    Examples:
+      >>> import os, tempfile
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = fundl.checkpoint.save(os.path.join(d, "ckpt"), {"W": jnp.ones(2)},
+      ...                                  metadata={"epoch": 3, "lr": 0.1})
+      ...     print(fundl.checkpoint.read_metadata(path))
+      {'epoch': 3, 'lr': 0.1}
     """
     with named("read_metadata"):
         return read_manifest(checkpoint_path(path)).metadata

@@ -91,13 +91,23 @@ class CheckpointManager:
         The rule is :class:`fundl.metrics.Monitor`'s: NaN never counts as the best, ties
         go to the earlier step.
 
-    Example::
+    Examples:
+      Four steps with ``keep_last=2``: steps 3 and 4 stay, and step 2, the best by
+      ``val_loss``:
 
-        manager = CheckpointManager("runs/mlp", keep_last=2, monitor="val_loss")
-        manager.save(100, {"params": params, "opt_state": opt_state},
-                     metrics={"val_loss": 0.4})
-        step, state = manager.restore_latest(template)   # falls back past a corrupt file
-        best = manager.restore_best({"params": params}, partial=True)["params"]
+      >>> import os, tempfile
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     manager = fundl.checkpoint.CheckpointManager(
+      ...         os.path.join(d, "run"), keep_last=2, monitor="val_loss"
+      ...     )
+      ...     for step, val_loss in [(1, 0.9), (2, 0.4), (3, 0.6), (4, 0.5)]:
+      ...         tree = {"params": {"W": jnp.full(2, float(step))}}
+      ...         _ = manager.save(step, tree, metrics={"val_loss": val_loss})
+      ...     steps, best = manager.steps(), manager.best_step()
+      ...     step, state = manager.restore_latest()  # falls back past a corrupt file
+      ...     best_params = manager.restore_best({"params": {"W": jnp.zeros(2)}}, partial=True)
+      >>> steps, best, step, state["params"]["W"].tolist(), best_params["params"]["W"].tolist()
+      ([2, 3, 4], 2, 4, [4.0, 4.0], [2.0, 2.0])
     """
 
     def __init__(
@@ -386,10 +396,21 @@ def restore_params(
       template: ``None`` (arrays as saved) or a params tree (e.g. ``model.init(key)`` or
         its ``jax.eval_shape``) to fill and check leaf by leaf.
 
-    Example::
+    Returns:
+      the params tree: JAX arrays as saved, or the template's structure and types.
 
-        params = fundl.checkpoint.restore_params("runs/mlp")     # the best epoch's params
-        logits = model.apply(params, x)
+    Examples:
+      >>> import os, tempfile
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     run = os.path.join(d, "run")
+      ...     manager = fundl.checkpoint.CheckpointManager(run, monitor="val_loss")
+      ...     for step, val_loss in [(1, 0.4), (2, 0.6)]:
+      ...         tree = {"params": {"W": jnp.full(2, float(step))}, "opt_state": jnp.zeros(2)}
+      ...         _ = manager.save(step, tree, metrics={"val_loss": val_loss})
+      ...     best = fundl.checkpoint.restore_params(run)  # in any process: the best step's
+      ...     latest = fundl.checkpoint.restore_params(run, which="latest")
+      >>> best["W"].tolist(), latest["W"].tolist()
+      ([1.0, 1.0], [2.0, 2.0])
     """
     name = "restore_params"
     check_choice(name, "which", which, ("best", "latest"))

@@ -33,8 +33,9 @@ def num_batches(n: int, batch_size: int, *, drop_last: bool = False) -> int:
     Returns:
       the number of batches.
 
-    >>> fundl.data.num_batches(10, 4), fundl.data.num_batches(10, 4, drop_last=True)
-    (3, 2)
+    Examples:
+      >>> fundl.data.num_batches(10, 4), fundl.data.num_batches(10, 4, drop_last=True)
+      (3, 2)
     """
     n = check_int("num_batches", "n", n, low=0)
     batch_size = check_int("num_batches", "batch_size", batch_size, low=1)
@@ -88,10 +89,18 @@ def batches(
       an iterator of pytrees shaped like ``data`` with leading dim b (n mod b for a
       final partial batch). Arguments are checked when it is called, not when iterated.
 
-    Example::
+    Examples:
+      >>> data = {"x": np.zeros((5, 2)), "y": np.arange(5)}
+      >>> [b["y"].tolist() for b in fundl.data.batches(data, 2)]
+      [[0, 1], [2, 3], [4]]
+      >>> key = jax.random.key(0)
+      >>> [b["y"].tolist() for b in fundl.data.batches(data, 2, key=key, epoch=1)]
+      [[0, 3], [1, 4], [2]]
+      >>> [b["y"].tolist() for b in fundl.data.batches(data, 2, key=key, epoch=1, start=1)]
+      [[1, 4], [2]]
 
-        for batch in batches({"x": x, "y": y}, 128, key=key, epoch=epoch):
-            params, opt_state, metrics = step(params, opt_state, batch)
+      In a training loop, ``for batch in batches(data, 128, key=key, epoch=epoch):``
+      then ``params, opt_state, metrics = step(params, opt_state, batch)``.
     """
     batch_size = check_int("batches", "batch_size", batch_size, low=1)
     epoch = check_int("batches", "epoch", epoch, low=0)
@@ -159,11 +168,18 @@ def epoch_batches(data: Any, batch_size: int, key: jax.Array | None = None, epoc
     Returns:
       the pytree of ``data`` with each leaf ``(n, ...)`` reshaped to ``(n // b, b, ...)``.
 
-    Example::
+    Examples:
+      The epoch of :func:`batches` above without its partial batch, fed to ``lax.scan``:
 
-        def run_epoch(params, opt_state, data, key, epoch):
-            xs = epoch_batches(data, 128, key, epoch)
-            return jax.lax.scan(step, (params, opt_state), xs)
+      >>> data = {"x": jnp.arange(10.0).reshape(5, 2), "y": jnp.arange(5)}
+      >>> xs = fundl.data.epoch_batches(data, 2, jax.random.key(0), 1)
+      >>> xs["x"].shape, xs["y"].tolist()
+      ((2, 2, 2), [[0, 3], [1, 4]])
+      >>> def body(total, batch):  # a training step would take (params, opt_state)
+      ...     return total + batch["x"].sum(), batch["y"]
+      >>> total, seen = jax.lax.scan(body, jnp.float32(0.0), xs)
+      >>> float(total), seen.tolist()
+      (36.0, [[0, 3], [1, 4]])
     """
     batch_size = check_int("epoch_batches", "batch_size", batch_size, low=1)
     epoch = _check_epoch(epoch)
@@ -201,8 +217,9 @@ def weighted_mean(values: Sequence[Any], weights: Sequence[Any]) -> Any:
     Returns:
       a dict of Python floats with the dicts' keys, or a float for scalar values.
 
-    >>> fundl.data.weighted_mean([{"loss": 0.5}, {"loss": 2.0}], [4, 1])
-    {'loss': 0.8}
+    Examples:
+      >>> fundl.data.weighted_mean([{"loss": 0.5}, {"loss": 2.0}], [4, 1])  # (4·0.5 + 2)/5
+      {'loss': 0.8}
     """
     values, weights = list(values), list(weights)
     if len(values) != len(weights):

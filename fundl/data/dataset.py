@@ -75,6 +75,13 @@ def num_examples(data: Any) -> int:
     Raises:
       ValueError: data has no leaves, a leaf is 0-d, or the leaves' leading dims differ
         (the message lists each key path with its size).
+
+    Examples:
+      >>> fundl.data.num_examples({"x": np.zeros((4, 3)), "y": np.zeros(4, np.int32)})
+      4
+      >>> fundl.data.num_examples({"x": np.zeros((4, 3)), "y": np.zeros(5)})
+      Traceback (most recent call last):
+      ValueError: num_examples: leaves disagree on the number of examples: ['x'] has 4, ['y'] has 5
     """
     return check_examples("num_examples", data)
 
@@ -133,9 +140,15 @@ def validate(data: Any, *, name: str = "data") -> int:
         are non-finite and the first example holding one), or a value does not fit
         (the message gives the leaf, the value and its example, and the two fixes).
 
-    Example::
-
-        n = validate({"x": x, "y": y}, name="train_data")
+    Examples:
+      >>> x = np.array([[0.0, 1.0], [0.5, 2.0]], np.float32)
+      >>> fundl.data.validate({"x": x, "y": np.arange(2)}, name="train_data")
+      2
+      >>> x[1, 0] = np.nan
+      >>> fundl.data.validate({"x": x, "y": np.arange(2)}, name="train_data")
+      Traceback (most recent call last):
+      ValueError: validate: train_data['x'] holds NaN or inf: 1 of its 4 values is non-finite,
+      the first in example 1; clean or drop those examples before training
     """
     if not isinstance(name, str):
         raise ValueError(f"validate: name must be a str, got {name!r}")

@@ -43,6 +43,11 @@ def load_digits(*, as_float: bool = True) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
       ImportError: scikit-learn is not installed.
+
+    Examples:
+      >>> x, y = fundl.data.load_digits()
+      >>> x.shape, x.dtype, y.shape, y.dtype, float(x.max()), y[:5].tolist()
+      ((1797, 64), dtype('float32'), (1797,), dtype('int32'), 1.0, [0, 1, 2, 3, 4])
     """
     as_float = check_bool("load_digits", "as_float", as_float)
     try:
@@ -214,6 +219,20 @@ def load_idx(
       ValueError: a bad magic or type code, a truncated or oversized file (the message
         gives the expected and actual sizes), wrong dims, or images and labels that
         disagree on n.
+
+    Examples:
+      Two images of 2×3 ubyte pixels and their labels, written as IDX and read back:
+
+      >>> import os, struct, tempfile
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     images, labels = os.path.join(d, "images"), os.path.join(d, "labels")
+      ...     with open(images, "wb") as f:  # magic, type 0x08 (ubyte), 3 dims, values
+      ...         _ = f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2, 2, 3) + bytes(range(12)))
+      ...     with open(labels, "wb") as f:
+      ...         _ = f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + bytes([7, 1]))
+      ...     x, y = fundl.data.load_idx(images, labels)
+      >>> x.shape, x.dtype, x[1, 0].tolist(), y.tolist(), y.dtype
+      ((2, 2, 3), dtype('uint8'), [6, 7, 8], [7, 1], dtype('int32'))
     """
     images_path = _check_path("load_idx", "images_path", images_path)
     if labels_path is not None:
@@ -264,6 +283,15 @@ def load_npz(path: str | os.PathLike, keys: Sequence[str] | None = None) -> dict
       ValueError: the file is not an ``.npz`` (zip) archive, or a member is not a plain
         ``.npy`` array (an object array, or not a ``.npy`` at all).
       KeyError: a requested key is not in the file (the message lists those that are).
+
+    Examples:
+      >>> import os, tempfile
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = os.path.join(d, "data.npz")
+      ...     np.savez(path, x=np.ones((3, 2), np.float32), y=np.arange(3))
+      ...     everything, only_y = fundl.data.load_npz(path), fundl.data.load_npz(path, "y")
+      >>> {name: a.shape for name, a in everything.items()}, only_y["y"].tolist()
+      ({'x': (3, 2), 'y': (3,)}, [0, 1, 2])
     """
     path = _check_path("load_npz", "path", path)
     if keys is not None:

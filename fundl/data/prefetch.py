@@ -32,10 +32,16 @@ def prefetch_to_device(
     Returns:
       an iterator of the same batches, as jax arrays on the device.
 
-    Example::
+    Examples:
+      >>> data = {"x": np.zeros((5, 2), np.float32), "y": np.arange(5)}
+      >>> for batch in fundl.data.prefetch_to_device(fundl.data.batches(data, 2)):
+      ...     print(isinstance(batch["x"], jax.Array), batch["y"].tolist())
+      True [0, 1]
+      True [2, 3]
+      True [4]
 
-        for batch in prefetch_to_device(batches(train, 128, key=key, epoch=epoch)):
-            params, opt_state, metrics = step(params, opt_state, batch)
+      In a training loop, the step's ``params, opt_state, metrics = step(params,
+      opt_state, batch)`` runs on one batch while the next ones are copied.
     """
     size = check_int("prefetch_to_device", "size", size, low=1)
     if not (sharding is None or isinstance(sharding, (jax.sharding.Sharding, jax.Device))):

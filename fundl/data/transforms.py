@@ -40,9 +40,14 @@ def split(
     Returns:
       (first, second), two pytrees shaped like ``data`` with n₁ and n₂ examples.
 
-    Example::
-
-        train, valid = split({"x": x, "y": y}, 0.1, key=key)
+    Examples:
+      >>> data = {"x": np.zeros((5, 2)), "y": np.arange(5)}
+      >>> train, valid = fundl.data.split(data, sizes=(3, 1))  # stored order, one left out
+      >>> train["y"].tolist(), valid["y"].tolist()
+      ([0, 1, 2], [3])
+      >>> train, valid = fundl.data.split(data, 0.4, key=jax.random.key(0))  # n₂ = 2
+      >>> train["y"].tolist(), valid["y"].tolist()
+      ([0, 1, 4], [3, 2])
     """
     n = check_examples("split", data)
     if (fraction is None) == (sizes is None):
@@ -121,6 +126,12 @@ def standardize_stats(
     Returns:
       (mean, std), with the reduced axes kept as size 1 so they broadcast against x;
       float dtype (x's own when it is floating, else float32); numpy for numpy input.
+
+    Examples:
+      >>> x = np.array([[1.0, 5.0], [3.0, 5.0]])  # the second feature is constant
+      >>> mean, std = fundl.data.standardize_stats(x)
+      >>> mean.tolist(), std.tolist()  # σ = 1 where σ < eps
+      ([[2.0, 5.0]], [[1.0, 1.0]])
     """
     eps = check_number("standardize_stats", "eps", eps, low=0, low_open=True)
     xp = _xp(x)
@@ -155,6 +166,14 @@ def standardize(x: Any, mean: Any, std: Any, *, eps: float = 1e-8) -> Any:
 
     Returns:
       the standardized x, numpy for numpy input, else jax.
+
+    Examples:
+      >>> x = np.array([[1.0, 5.0], [3.0, 5.0]])
+      >>> mean, std = fundl.data.standardize_stats(x)
+      >>> fundl.data.standardize(x, mean, std).tolist()
+      [[-1.0, 0.0], [1.0, 0.0]]
+      >>> fundl.data.standardize(np.array([[4, 5]], np.uint8), mean, std).tolist()
+      [[2.0, 0.0]]
     """
     eps = check_number("standardize", "eps", eps, low=0, low_open=True)
     xp = _xp(x)
@@ -199,9 +218,10 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any = jnp.float32) -> jax.A
       ValueError: K is not a positive integer, dtype is not a numeric dtype, or a
         concrete label lies outside [0, K).
 
-    >>> fundl.data.one_hot(np.array([2, 0]), 3)
-    Array([[0., 0., 1.],
-           [1., 0., 0.]], dtype=float32)
+    Examples:
+      >>> fundl.data.one_hot(np.array([2, 0]), 3)
+      Array([[0., 0., 1.],
+             [1., 0., 0.]], dtype=float32)
     """
     num_classes = check_int("one_hot", "num_classes", num_classes, low=1)
     try:

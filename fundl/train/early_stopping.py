@@ -25,6 +25,13 @@ class EarlyStopping:
       min_delta: the smallest change that counts as an improvement, ≥ 0.
       mode: "min" (lower is better) or "max".
       restore_best: return the parameters of the best epoch, not the last.
+
+    Examples:
+      >>> stop = fundl.train.EarlyStopping("val_loss", patience=3, min_delta=0.01)
+      >>> stop.improved(0.5, best=0.6), stop.improved(0.595, best=0.6), stop.improved(0.5, None)
+      (True, False, True)
+
+      ``fit(..., val_data=val, early_stopping=stop)`` stops after 3 epochs without one.
     """
 
     monitor: str = "val_loss"

@@ -63,7 +63,12 @@ Callback = Callable[[int, dict[str, float], Any], Any]
 
 
 class FitResult(NamedTuple):
-    """What :func:`fit` returns."""
+    """What :func:`fit` returns (see the example there).
+
+    Examples:
+      >>> fundl.train.FitResult._fields
+      ('params', 'opt_state', 'history', 'best_epoch', 'stopped_early', 'model_state')
+    """
 
     params: Any  # the final parameters (the best epoch's with restore_best)
     opt_state: Any  # the optimizer state after the last epoch run
@@ -667,6 +672,23 @@ def fit(
     Returns:
       A :class:`FitResult` ``(params, opt_state, history, best_epoch, stopped_early,
       model_state)``.
+
+    Examples:
+      Three epochs of two batches on a linear model (``progress=False`` in a doctest):
+
+      >>> def loss_fn(params, batch):  # z = x Wᵀ + b, L = mean((z − y)²)
+      ...     z = batch["x"] @ params["W"].T + params["b"][None]
+      ...     return fundl.losses.mse(z, batch["y"])
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]] * 2)
+      >>> batch = {"x": x, "y": x @ jnp.array([[2.0], [-1.0]])}  # 8 examples, y = x (2, −1)ᵀ
+      >>> params, opt = {"W": jnp.zeros((1, 2)), "b": jnp.zeros(1)}, fundl.optim.sgd(0.5)
+      >>> result = fundl.train.fit(
+      ...     loss_fn, params, opt, batch, epochs=3, batch_size=4, key=0, progress=False
+      ... )
+      >>> [f"{v:.3f}" for v in result.history["loss"]], result.best_epoch
+      (['1.883', '0.061', '0.004'], 3)
+      >>> np.round(np.asarray(result.params["W"], np.float64), 1)  # near (2, −1)
+      array([[ 2., -1.]])
     """
     epochs, batch_size, eval_batch_size, callbacks = _check_arguments(
         epochs,

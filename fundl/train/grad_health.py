@@ -183,6 +183,13 @@ def grad_health_metrics(grads: Any, updates: Any, params: Any) -> dict[str, jax.
 
     Returns:
       a flat dict of scalars: every layer's gradient norm, then every layer's ratio.
+
+    Examples:
+      >>> grads = {"W1": jnp.array([[3.0, 4.0]])}  # ‖g‖ = 5
+      >>> updates, params = {"W1": -0.01 * grads["W1"]}, {"W1": jnp.array([[6.0, 8.0]])}
+      >>> health = fundl.train.grad_health_metrics(grads, updates, params)
+      >>> {name: round(float(value), 4) for name, value in health.items()}  # 0.05 / 10
+      {'grad_norm/layer1': 5.0, 'update_ratio/layer1': 0.005}
     """
     metrics = {GRAD_NORM + k: v for k, v in layer_norms(grads).items()}
     metrics.update({UPDATE_RATIO + k: v for k, v in update_ratios(updates, params).items()})
@@ -196,6 +203,15 @@ class GradHealthWarning(UserWarning):
       rule: "nonfinite", "vanish", "explode" or "growth".
       epoch: the epoch (1-based) of the values, or None.
       layers: ``{layer name: its gradient norm}`` for every layer the rule caught.
+
+    Examples:
+      >>> import warnings
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     _ = fundl.train.GradHealth().check({"grad_norm/dense1": float("nan")}, epoch=2)
+      >>> warning = caught[0].message
+      >>> type(warning).__name__, warning.rule, warning.epoch, warning.layers
+      ('GradHealthWarning', 'nonfinite', 2, {'dense1': nan})
     """
 
     def __init__(

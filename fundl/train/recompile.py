@@ -22,7 +22,27 @@ __all__ = ["RecompilationWarning", "watched_jit"]
 
 
 class RecompilationWarning(UserWarning):
-    """A compiled step was traced (and compiled) again after its first use."""
+    """A compiled step was traced (and compiled) again after its first use.
+
+    The message names the argument whose shape, dtype or structure changed. A smaller
+    final batch of an epoch does not warn (nor does any batch size of an eval step).
+
+    Examples:
+      >>> import warnings
+      >>> def loss_fn(params, batch):
+      ...     return fundl.losses.mse(batch["x"] @ params["W"].T, batch["y"])
+      >>> params, opt = {"W": jnp.zeros((1, 2))}, fundl.optim.sgd(0.1)
+      >>> step = fundl.train.make_train_step(loss_fn, opt)
+      >>> opt_state = opt.init(params)
+      >>> small, large = ({"x": jnp.ones((n, 2)), "y": jnp.ones((n, 1))} for n in (4, 8))
+      >>> params, opt_state, _ = step(params, opt_state, small)
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     params, opt_state, _ = step(params, opt_state, large)
+      >>> print(caught[0].message)  # doctest: +ELLIPSIS
+      train step is being compiled again (trace 2) because batch['x'] changed from
+      float32[4,2] to float32[8,2]. ...
+    """
 
 
 def _aval(x: Any) -> Any:

@@ -24,6 +24,24 @@ class TrainState(NamedTuple):
     """The state of a training run that a stateful step updates.
 
     Build one with :meth:`create`; a step returns the next one.
+
+    Examples:
+      A stateful step (``make_train_step(..., stateful=True)``) on a linear model; a
+      model with batch norm or dropout would call ``model.apply_with_state(params,
+      state, x, key=key, train=train)`` in the loss function:
+
+      >>> def loss_fn(params, batch, *, state, key, train):
+      ...     z = batch["x"] @ params["W"].T + params["b"][None]
+      ...     return fundl.losses.mse(z, batch["y"]), {}, state
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]] * 2)
+      >>> batch = {"x": x, "y": x @ jnp.array([[2.0], [-1.0]])}  # 8 examples, y = x (2, −1)ᵀ
+      >>> params, opt = {"W": jnp.zeros((1, 2)), "b": jnp.zeros(1)}, fundl.optim.sgd(0.5)
+      >>> train_state = fundl.train.TrainState.create(params, opt, key=0)
+      >>> step = fundl.train.make_train_step(loss_fn, opt, stateful=True)
+      >>> for _ in range(2):
+      ...     train_state, metrics = step(train_state, batch)
+      >>> int(train_state.step), train_state.params["W"].tolist(), train_state.model_state
+      (2, [[1.5, -0.75]], {})
     """
 
     params: Any  # what the optimizer updates (a pytree of arrays)
