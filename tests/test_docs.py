@@ -92,8 +92,9 @@ def test_every_public_module_has_a_reference_page():
         page = "fundl" if name == "fundl" else name.removeprefix("fundl.")
         assert f"::: {name}\n" in (ROOT / "docs" / "reference" / f"{page}.md").read_text()
         assert f": reference/{page}.md\n" in config, f"reference/{page}.md is not in the nav"
-    for page in (ROOT / "docs").glob("*.md"):
-        assert f": {page.name}\n" in config, f"{page.name} is not in mkdocs.yml's nav"
+    for page in (ROOT / "docs").rglob("*.md"):
+        name = page.relative_to(ROOT / "docs").as_posix()  # howto/sweeps.md in a subfolder
+        assert f": {name}\n" in config, f"{name} is not in mkdocs.yml's nav"
 
 
 def test_readme_starts_with_the_two_set_up_commands():
