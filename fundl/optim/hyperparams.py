@@ -177,5 +177,8 @@ def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
         rule = HYPERPARAMETERS.get(arg, Range())._replace(schedule=False)
         value = rule("with_hyperparams", arg, value)
         old = state.hyperparams[arg]
-        new[arg] = jnp.broadcast_to(jnp.asarray(value).astype(old.dtype), old.shape)
+        # a copy: the state is the caller's no longer, so a donating step that consumes
+        # it cannot delete the caller's array (vmap over the caller's rates returns them)
+        value = jnp.array(value, dtype=old.dtype, copy=True)
+        new[arg] = jnp.broadcast_to(value, old.shape)
     return state._replace(hyperparams=new)

@@ -179,3 +179,19 @@ def test_float64_hyperparameters_meet_float32_moments_under_strict_promotion(x64
         updates, state = jax.jit(opt.update)({"W": jnp.ones((2, 2), jnp.float32)}, state, params)
         assert updates["W"].dtype == jnp.float32 and state.inner.mu["W"].dtype == jnp.float32
         np.testing.assert_allclose(updates["W"], -0.1 * (1 + 0.1), rtol=1e-6)
+
+
+def test_a_donating_step_does_not_delete_the_callers_values():
+    """with_hyperparams copies: a step that donates the state leaves the caller's learning
+    rates (a scalar, or an array vmapped over) readable."""
+    opt = optim.inject_hyperparams(optim.sgd)(learning_rate=0.1)
+    params = {"w": jnp.ones(2)}
+    grads = {"w": jnp.ones(2)}
+    step = jax.jit(opt.update, donate_argnums=1)
+    rate = jnp.float32(0.5)
+    step(grads, optim.with_hyperparams(opt.init(params), learning_rate=rate), params)
+    assert float(rate) == 0.5
+    rates = jnp.array([0.1, 0.2])
+    states = jax.vmap(lambda r: optim.with_hyperparams(opt.init(params), learning_rate=r))(rates)
+    jax.jit(jax.vmap(opt.update, in_axes=(None, 0, None)), donate_argnums=1)(grads, states, params)
+    np.testing.assert_allclose(rates, [0.1, 0.2])
