@@ -468,7 +468,6 @@ class LossScaledState(NamedTuple):
       (128.0, 0)
     """
 
-
     loss_scale: LossScaleState  # S and the good-step count
     skipped: jax.Array  # int32 scalar: steps skipped so far for inf/NaN gradients
     inner: Any  # the wrapped optimizer's state, unchanged by a skipped step
