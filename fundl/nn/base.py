@@ -203,7 +203,9 @@ def expected_params(layer: Any, input_shape: tuple[int, ...]) -> Any:
 
     Args:
       layer: a layer config (hashable), with ``init(key, input_shape)``.
-      input_shape: the shape of the input, batch dims included or not.
+      input_shape: the shape of a batch of inputs, (batch, ...): its first dim is
+        dropped (a 1-D shape is taken as one example's). Pass an image's (H, W, C) as
+        (1, H, W, C).
 
     Returns:
       the params pytree with ``jax.ShapeDtypeStruct`` leaves (nothing is drawn).
@@ -221,7 +223,9 @@ def expected_state(layer: Any, input_shape: tuple[int, ...]) -> Any:
 
     Args:
       layer: a layer config (hashable); without ``init_state`` it has no state.
-      input_shape: the shape of the input, batch dims included or not.
+      input_shape: the shape of a batch of inputs, (batch, ...), as for
+        :func:`expected_params`.
+
 
     Returns:
       the state pytree with ``jax.ShapeDtypeStruct`` leaves; ``{}`` for a stateless layer.
