@@ -35,7 +35,7 @@ class LayerTrace(NamedTuple):
     :func:`backprop` returns one per dense layer with ``return_intermediates=True``.
 
     Examples:
-      >>> LayerTrace._fields  # see backprop's example for the traces of a model
+      >>> fundl.nn.LayerTrace._fields  # see backprop's example for the traces of a model
       ('name', 'Z', 'A', 'dZ', 'dA', 'dW_norm', 'db_norm')
     """
 
@@ -155,7 +155,7 @@ def backprop(
       >>> x = jnp.array([[0.5, -1.0], [1.0, 2.0], [0.0, 1.0], [-1.0, 0.0]])  # (m, n^[0])
       >>> y = jnp.array([[1.0], [0.0], [1.0], [0.0]])
       >>> loss = fundl.losses.binary_cross_entropy
-      >>> grads, traces = backprop(model, params, x, y, loss, return_intermediates=True)
+      >>> grads, traces = fundl.nn.backprop(model, params, x, y, loss, return_intermediates=True)
       >>> jax.tree.map(jnp.shape, grads)
       {'dense1': {'W': (3, 2), 'b': (3,)}, 'dense2': {'W': (1, 3), 'b': (1,)}}
       >>> auto = jax.grad(lambda p: loss(model.apply(p, x), y))(params)

@@ -69,7 +69,7 @@ class Layer(Protocol):
 
       >>> import dataclasses
       >>> @dataclasses.dataclass(frozen=True)
-      ... class Scale(Layer):
+      ... class Scale(fundl.nn.Layer):
       ...     kind = "scale"
       ...     def init(self, key, input_shape):
       ...         return {"s": jnp.full(input_shape[-1:], 2.0)}
@@ -80,7 +80,7 @@ class Layer(Protocol):
       >>> layer = Scale()
       >>> layer.apply(layer.init(0, (2,)), jnp.ones((1, 2)))
       Array([[2., 2.]], dtype=float32)
-      >>> isinstance(layer, Layer), isinstance(fundl.nn.Dense(3), Layer)
+      >>> isinstance(layer, fundl.nn.Layer), isinstance(fundl.nn.Dense(3), fundl.nn.Layer)
       (True, True)
     """
 

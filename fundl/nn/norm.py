@@ -455,7 +455,7 @@ class LayerNorm(_Norm):
     Params: ``{"gamma": (C,), "beta": (C,)}`` (ones, zeros).
 
     Examples:
-      >>> layer = LayerNorm()
+      >>> layer = fundl.nn.LayerNorm()
       >>> params = layer.init(0, (3,))
       >>> y = layer.apply(params, jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]))
       >>> [round(float(v), 4) for v in y.mean(axis=-1)]  # each example: mean 0
@@ -486,7 +486,7 @@ class RMSNorm(_Norm):
     Params: ``{"gamma": (C,)}`` (ones).
 
     Examples:
-      >>> layer = RMSNorm()
+      >>> layer = fundl.nn.RMSNorm()
       >>> params = layer.init(0, (3,))
       >>> jax.tree.map(jnp.shape, params)
       {'gamma': (3,)}

@@ -678,7 +678,7 @@ class AvgPool1D(_AvgPool):
     Takes (..., W, C), returns (..., ⌊(W + lo + hi − k)/s⌋ + 1, C). No parameters.
 
     Examples:
-      >>> layer = AvgPool1D(2)
+      >>> layer = fundl.nn.AvgPool1D(2)
       >>> layer.apply({}, jnp.array([[[1.0], [3.0], [2.0], [6.0]]]))[0, :, 0]  # (1+3)/2, (2+6)/2
       Array([2., 4.], dtype=float32)
       >>> layer.output_shape((10, 8))
