@@ -7,6 +7,16 @@ export ``<name>_derivative(z)``, g'(z) itself, also reachable as ``<name>.deriva
 
 All are stable for large |z|: no overflow in the forward and no NaN in the gradient at
 |z| = 1e4 (where an untaken branch of a ``where`` could overflow, its input is clamped).
+
+Examples:
+  ``jax.grad`` runs the hand-written rule, which multiplies by g'(z):
+
+  >>> z = jnp.array([-2.0, 0.0, 2.0])
+  >>> dz = jax.grad(lambda z: fundl.activations.tanh(z).sum())(z)
+  >>> [round(float(v), 4) for v in dz]
+  [0.0707, 1.0, 0.0707]
+  >>> [round(float(v), 4) for v in fundl.activations.tanh_derivative(z)]
+  [0.0707, 1.0, 0.0707]
 """
 
 from __future__ import annotations
@@ -71,7 +81,15 @@ def sigmoid(z):
     only the z it is used for, so neither overflows (nor its gradient). Saves σ(z).
 
     Args:
-      z: array of any shape. Returns: array of the same shape, in (0, 1).
+      z: floating-point array of any shape.
+
+    Returns:
+      σ(z), same shape and dtype, in (0, 1).
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.sigmoid(z)]
+      [0.1192, 0.5, 0.8808]
     """
     zeros = jnp.zeros_like(z)
     positive = z >= 0
@@ -90,7 +108,19 @@ def sigmoid_bwd(s, g):
 
 
 def sigmoid_derivative(z):
-    """σ'(z) = σ(z)(1 − σ(z)), elementwise."""
+    """σ'(z) = σ(z)(1 − σ(z)), elementwise; also ``sigmoid.derivative``.
+
+    Args:
+      z: floating-point array of any shape.
+
+    Returns:
+      σ'(z), same shape, in (0, 1/4].
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.sigmoid_derivative(z)]
+      [0.105, 0.25, 0.105]
+    """
     s = sigmoid.reference(z)
     return s * (1 - s)
 
@@ -103,10 +133,20 @@ sigmoid.defvjp(sigmoid_fwd, sigmoid_bwd, derivative=sigmoid_derivative)
 
 @primitive(check=_floating("tanh"))
 def tanh(z):
-    """Hyperbolic tangent; tanh'(z) = 1 − tanh²(z). Saves tanh(z).
+    """Hyperbolic tangent g(z) = (e^z − e^{−z})/(e^z + e^{−z}); g'(z) = 1 − tanh²(z).
+
+    Saves tanh(z).
 
     Args:
-      z: array of any shape. Returns: array of the same shape, in (−1, 1).
+      z: floating-point array of any shape.
+
+    Returns:
+      tanh(z), same shape and dtype, in (−1, 1).
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.tanh(z)]
+      [-0.964, 0.0, 0.964]
     """
     return jnp.tanh(z)
 
@@ -121,7 +161,19 @@ def tanh_bwd(t, g):
 
 
 def tanh_derivative(z):
-    """tanh'(z) = 1 − tanh²(z), elementwise."""
+    """tanh'(z) = 1 − tanh²(z), elementwise; also ``tanh.derivative``.
+
+    Args:
+      z: floating-point array of any shape.
+
+    Returns:
+      tanh'(z), same shape, in (0, 1].
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.tanh_derivative(z)]
+      [0.0707, 1.0, 0.0707]
+    """
     t = jnp.tanh(z)
     return 1 - t * t
 
@@ -141,7 +193,14 @@ def relu(z):
     Saves only the boolean mask ¬(z ≤ 0) (a byte per element, not the float input).
 
     Args:
-      z: array of any shape. Returns: array of the same shape.
+      z: floating-point array of any shape.
+
+    Returns:
+      max(0, z), same shape and dtype.
+
+    Examples:
+      >>> fundl.activations.relu(jnp.array([-2.0, 0.0, 2.0]))
+      Array([0., 0., 2.], dtype=float32)
     """
     return jnp.where(z <= 0, jnp.zeros_like(z), z)
 
@@ -156,7 +215,20 @@ def relu_bwd(keep, g):
 
 
 def relu_derivative(z):
-    """relu'(z) = 1 where z > 0, else 0 (1 at NaN, as autodiff of the reference)."""
+    """relu'(z) = 1 where z > 0, else 0 (1 at NaN, as autodiff of the reference).
+
+    Also ``relu.derivative``.
+
+    Args:
+      z: floating-point array of any shape.
+
+    Returns:
+      relu'(z), same shape and dtype, 0 or 1.
+
+    Examples:
+      >>> fundl.activations.relu_derivative(jnp.array([-2.0, 0.0, 2.0]))
+      Array([0., 0., 1.], dtype=float32)
+    """
     return (~(z <= 0)).astype(jnp.result_type(z))
 
 
@@ -178,8 +250,18 @@ def leaky_relu(z, *, negative_slope=0.01):
     The derivative at z = 0 is ``negative_slope``. Saves the mask z > 0.
 
     Args:
-      z: array of any shape.
+      z: floating-point array of any shape.
       negative_slope: slope for z ≤ 0 (0.01 by default, as in the notes).
+
+    Returns:
+      g(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.leaky_relu(z)]
+      [-0.02, 0.0, 2.0]
+      >>> [round(float(v), 4) for v in fundl.activations.leaky_relu(z, negative_slope=0.2)]
+      [-0.4, 0.0, 2.0]
     """
     return jnp.where(z > 0, z, negative_slope * z)
 
@@ -194,7 +276,20 @@ def leaky_relu_bwd(mask, g, *, negative_slope):
 
 
 def leaky_relu_derivative(z, *, negative_slope=0.01):
-    """1 where z > 0, else ``negative_slope``."""
+    """leaky_relu'(z) = 1 where z > 0, else ``negative_slope``; also ``leaky_relu.derivative``.
+
+    Args:
+      z: floating-point array of any shape.
+      negative_slope: slope for z ≤ 0 (0.01 by default).
+
+    Returns:
+      g'(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.leaky_relu_derivative(z)]
+      [0.01, 0.01, 1.0]
+    """
     dtype = jnp.result_type(z)
     return jnp.where(z > 0, jnp.ones_like(z), jnp.full_like(z, negative_slope, dtype))
 
@@ -217,8 +312,18 @@ def elu(z, *, alpha=1.0):
     elu'(z) = 1 if z > 0 else α e^z = elu(z) + α, so only the output is saved.
 
     Args:
-      z: array of any shape.
-      alpha: positive saturation value for z → −∞ (1.0 by default).
+      z: floating-point array of any shape.
+      alpha: positive saturation value for z → −∞ (1.0 by default): elu(z) → −α.
+
+    Returns:
+      g(z), same shape and dtype, in (−α, ∞).
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.elu(z)]
+      [-0.8647, 0.0, 2.0]
+      >>> [round(float(v), 4) for v in fundl.activations.elu(z, alpha=0.5)]
+      [-0.4323, 0.0, 2.0]
     """
     # expm1 sees only z ≤ 0: a large positive z in the untaken branch would overflow.
     negative_part = jnp.where(z > 0, jnp.zeros_like(z), z)
@@ -235,7 +340,20 @@ def elu_bwd(a, g, *, alpha):
 
 
 def elu_derivative(z, *, alpha=1.0):
-    """1 where z > 0, else α e^z."""
+    """elu'(z) = 1 where z > 0, else α e^z; also ``elu.derivative``.
+
+    Args:
+      z: floating-point array of any shape.
+      alpha: the same α as :func:`elu` (1.0 by default).
+
+    Returns:
+      g'(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.elu_derivative(z)]
+      [0.1353, 1.0, 1.0]
+    """
     negative_part = jnp.where(z > 0, jnp.zeros_like(z), z)
     return jnp.where(z > 0, jnp.ones_like(z), alpha * jnp.exp(negative_part))
 
@@ -261,10 +379,21 @@ def gelu(z, *, approximate=False):
     Exact: 0.5 z (1 + erf(z/√2)), derivative Φ(z) + z φ(z).
     ``approximate=True``: 0.5 z (1 + tanh(u)), u = √(2/π)(z + 0.044715 z³), derivative
     0.5(1 + tanh u) + 0.5 z (1 − tanh² u) √(2/π)(1 + 3·0.044715 z²). Saves z.
+    Φ and φ are the standard normal CDF and density.
 
     Args:
-      z: array of any shape.
+      z: floating-point array of any shape.
       approximate: use the tanh approximation (GPT-2, BERT) instead of erf.
+
+    Returns:
+      GELU(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.gelu(z)]
+      [-0.0455, 0.0, 1.9545]
+      >>> [round(float(v), 3) for v in fundl.activations.gelu(z, approximate=True)]
+      [-0.045, 0.0, 1.955]
     """
     if approximate:
         u = _SQRT_2_OVER_PI * (z + _GELU_CUBIC * z**3)
@@ -281,7 +410,22 @@ def gelu_bwd(z, g, *, approximate):
 
 
 def gelu_derivative(z, *, approximate=False):
-    """GELU'(z): Φ(z) + z φ(z) (exact) or the derivative of the tanh form."""
+    """GELU'(z): Φ(z) + z φ(z) (exact) or the derivative of the tanh form.
+
+    Also ``gelu.derivative``; see :func:`gelu` for the tanh form's derivative.
+
+    Args:
+      z: floating-point array of any shape.
+      approximate: the derivative of the tanh approximation instead.
+
+    Returns:
+      GELU'(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.gelu_derivative(z)]
+      [-0.0852, 0.5, 1.0852]
+    """
     if approximate:
         t = jnp.tanh(_SQRT_2_OVER_PI * (z + _GELU_CUBIC * z**3))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * z * z)
@@ -299,10 +443,22 @@ gelu.defvjp(gelu_fwd, gelu_bwd, derivative=gelu_derivative)
 
 @primitive(check=_floating("silu"))
 def silu(z):
-    """Sigmoid linear unit (swish) z·σ(z); derivative σ(z)(1 + z(1 − σ(z))). Saves z.
+    """Sigmoid linear unit g(z) = z·σ(z); g'(z) = σ(z)(1 + z(1 − σ(z))). Saves z.
+
+    ``swish`` is the same function (the same object), under its other name.
 
     Args:
-      z: array of any shape. Returns: array of the same shape.
+      z: floating-point array of any shape.
+
+    Returns:
+      z·σ(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.silu(z)]
+      [-0.2384, 0.0, 1.7616]
+      >>> fundl.activations.swish is fundl.activations.silu
+      True
     """
     return z * sigmoid.reference(z)
 
@@ -316,7 +472,19 @@ def silu_bwd(z, g):
 
 
 def silu_derivative(z):
-    """σ(z)(1 + z(1 − σ(z)))."""
+    """silu'(z) = σ(z)(1 + z(1 − σ(z))); also ``silu.derivative`` (and swish's).
+
+    Args:
+      z: floating-point array of any shape.
+
+    Returns:
+      silu'(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.silu_derivative(z)]
+      [-0.0908, 0.5, 1.0908]
+    """
     s = sigmoid.reference(z)
     return s * (1 + z * (1 - s))
 
@@ -330,10 +498,18 @@ swish = silu
 
 @primitive(check=_floating("softplus"))
 def softplus(z):
-    """Softplus log(1 + e^z), computed as logaddexp(z, 0); derivative σ(z). Saves z.
+    """Softplus g(z) = log(1 + e^z), computed as logaddexp(z, 0); g'(z) = σ(z). Saves z.
 
     Args:
-      z: array of any shape. Returns: array of the same shape, positive.
+      z: floating-point array of any shape.
+
+    Returns:
+      log(1 + e^z), same shape and dtype, positive.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.softplus(z)]
+      [0.1269, 0.6931, 2.1269]
     """
     return jnp.logaddexp(z, jnp.zeros_like(z))
 
@@ -347,7 +523,19 @@ def softplus_bwd(z, g):
 
 
 def softplus_derivative(z):
-    """softplus'(z) = σ(z)."""
+    """softplus'(z) = σ(z), elementwise; also ``softplus.derivative``.
+
+    Args:
+      z: floating-point array of any shape.
+
+    Returns:
+      σ(z), same shape and dtype.
+
+    Examples:
+      >>> z = jnp.array([-2.0, 0.0, 2.0])
+      >>> [round(float(v), 4) for v in fundl.activations.softplus_derivative(z)]
+      [0.1192, 0.5, 0.8808]
+    """
     return sigmoid.reference(z)
 
 
@@ -359,7 +547,20 @@ softplus.defvjp(softplus_fwd, softplus_bwd, derivative=softplus_derivative)
 
 @primitive(check=_floating("identity"))
 def identity(z):
-    """The linear activation g(z) = z (regression outputs, logits); g'(z) = 1."""
+    """The linear activation g(z) = z (regression outputs, logits); g'(z) = 1.
+
+    Also found by :func:`get` as "linear".
+
+    Args:
+      z: floating-point array of any shape.
+
+    Returns:
+      z itself.
+
+    Examples:
+      >>> fundl.activations.identity(jnp.array([-2.0, 0.0, 2.0]))
+      Array([-2.,  0.,  2.], dtype=float32)
+    """
     return z
 
 
@@ -372,7 +573,18 @@ def identity_bwd(_, g):
 
 
 def identity_derivative(z):
-    """1 everywhere."""
+    """identity'(z) = 1 everywhere; also ``identity.derivative``.
+
+    Args:
+      z: array of any shape.
+
+    Returns:
+      ones of z's shape and dtype.
+
+    Examples:
+      >>> fundl.activations.identity_derivative(jnp.array([-2.0, 0.0, 2.0]))
+      Array([1., 1., 1.], dtype=float32)
+    """
     return jnp.ones_like(z)
 
 
@@ -394,6 +606,14 @@ def softmax(z, *, axis=-1):
 
     Returns:
       array of the same shape; each slice along ``axis`` sums to 1.
+
+    Examples:
+      >>> z = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+      >>> s = fundl.activations.softmax(z)
+      >>> [round(float(v), 4) for v in s[0]], [round(float(v), 4) for v in s[1]]
+      ([0.09, 0.2447, 0.6652], [0.3333, 0.3333, 0.3333])
+      >>> [round(float(v), 4) for v in s.sum(axis=-1)]
+      [1.0, 1.0]
     """
     shifted = z - lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
     e = jnp.exp(shifted)
@@ -421,6 +641,14 @@ def log_softmax(z, *, axis=-1):
     Args:
       z: array of any shape.
       axis: the class axis (last by default).
+
+    Returns:
+      array of the same shape, ≤ 0; exp of each slice along ``axis`` sums to 1.
+
+    Examples:
+      >>> z = jnp.array([1.0, 2.0, 3.0])
+      >>> [round(float(v), 4) for v in fundl.activations.log_softmax(z)]
+      [-2.4076, -1.4076, -0.4076]
     """
     shifted = z - lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
@@ -458,16 +686,43 @@ _BY_NAME: dict[str, Primitive] = {
 
 
 def names() -> list[str]:
-    """The activation names :func:`get` accepts."""
+    """The activation names :func:`get` accepts, sorted ("linear" is identity, "swish" silu).
+
+    Returns:
+      a list of str.
+
+    Examples:
+      >>> fundl.activations.names()[:4]
+      ['elu', 'gelu', 'identity', 'leaky_relu']
+      >>> len(fundl.activations.names())
+      13
+    """
     return sorted(_BY_NAME)
 
 
 def get(name: str | Primitive) -> Primitive:
     """Look up an activation by name ("relu", "sigmoid", ...); a primitive passes through.
 
+    Args:
+      name: one of :func:`names`, or a :class:`fundl.rules.Primitive`.
+
+    Returns:
+      the activation primitive.
+
     Raises:
       ValueError: for an unknown name, listing the known ones.
+
+    Examples:
+      >>> fundl.activations.get("relu") is fundl.activations.relu
+      True
+      >>> fundl.activations.get("linear") is fundl.activations.identity
+      True
+      >>> fundl.activations.get("rleu")
+      Traceback (most recent call last):
+      ...
+      ValueError: activation: unknown activation 'rleu'; known: elu, gelu, ...
     """
+
     if isinstance(name, Primitive):
         return name
     if not isinstance(name, str) or name not in _BY_NAME:

@@ -6,20 +6,30 @@ model's ``init``; ``fundl.init`` remains as a deprecated alias.)
 An initializer is ``init_fn(key, shape, dtype=jnp.float32) -> Array``. All the random
 ones are :func:`variance_scaling` with a fixed ``(scale, mode, distribution)``:
 
-================  ===============================  ==========================
-initializer       variance                         distribution
-================  ===============================  ==========================
-he_normal         2 / fan_in                       N(0, var)
-he_uniform        2 / fan_in                       U(-a, a), a = sqrt(3 var)
-xavier_normal     2 / (fan_in + fan_out)           N(0, var)
-xavier_uniform    2 / (fan_in + fan_out)           U(-a, a)
-lecun_normal      1 / fan_in                       N(0, var)
-lecun_uniform     1 / fan_in                       U(-a, a)
-================  ===============================  ==========================
+| initializer      | variance               | distribution             |
+| ---------------- | ---------------------- | ------------------------ |
+| `he_normal`      | 2 / fan_in             | N(0, var)                |
+| `he_uniform`     | 2 / fan_in             | U(-a, a), a = sqrt(3 var) |
+| `xavier_normal`  | 2 / (fan_in + fan_out) | N(0, var)                |
+| `xavier_uniform` | 2 / (fan_in + fan_out) | U(-a, a)                 |
+| `lecun_normal`   | 1 / fan_in             | N(0, var)                |
+| `lecun_uniform`  | 1 / fan_in             | U(-a, a)                 |
+
+(`glorot_normal` and `glorot_uniform` are the Xavier functions under their other name.)
 
 Fans (see :func:`fans`): a dense weight ``(n_out, n_in)`` has fan_in = n_in and
 fan_out = n_out; a conv kernel HWIO ``(kh, kw, c_in, c_out)`` (any number of spatial
 dims) has fan_in = kh·kw·c_in and fan_out = kh·kw·c_out; a vector ``(n,)`` has both n.
+
+Examples:
+  Any function with the ``Initializer`` signature can be a layer's ``w_init``:
+
+  >>> def small(key, shape, dtype=jnp.float32):
+  ...     return 0.1 * fundl.initializers.he_normal(key, shape, dtype)
+  >>> layer = fundl.nn.Dense(3, w_init=small)
+  >>> params = layer.init(jax.random.key(0), (2,))
+  >>> params["W"].shape, params["b"].shape
+  ((3, 2), (3,))
 """
 
 from __future__ import annotations
@@ -70,6 +80,21 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
     ``(n,)`` -> (n, n); ``(n_out, n_in)`` -> (n_in, n_out) (fundl's dense layout);
     ``(*spatial, c_in, c_out)`` (HWIO) -> (prod(spatial)·c_in, prod(spatial)·c_out).
+
+    Args:
+      shape: a weight shape with at least one dim.
+
+    Returns:
+      ``(fan_in, fan_out)``, two ints.
+
+    Raises:
+      ValueError: for the scalar shape ``()``.
+
+    Examples:
+      >>> fundl.initializers.fans((4, 3))  # dense W (n_out, n_in)
+      (3, 4)
+      >>> fundl.initializers.fans((3, 3, 8, 16))  # conv kernel HWIO: 3·3·8, 3·3·16
+      (72, 144)
     """
     shape = tuple(int(d) for d in shape)
     if len(shape) == 0:
@@ -108,7 +133,17 @@ def variance_scaling(
 
     Returns:
       ``init_fn(key, shape, dtype=jnp.float32) -> Array``.
+
+    Examples:
+      He with a normal truncated at 2σ (rescaled, so the std is still sqrt(2/fan_in)):
+
+      >>> init = fundl.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+      >>> W = init(jax.random.key(0), (64, 256))
+      >>> round(float(W.std()) / (2 / 256) ** 0.5, 1)  # sample std / sqrt(2/fan_in)
+      1.0
+
     """
+
     scale = check_number("variance_scaling", "scale", scale, low=0.0, low_open=True)
     check_choice("variance_scaling", "mode", mode, _MODES)
     check_choice("variance_scaling", "distribution", distribution, _DISTRIBUTIONS)
@@ -138,26 +173,191 @@ def variance_scaling(
     return init
 
 
-he_normal = variance_scaling(2.0, "fan_in", "normal", name="he_normal")
-he_normal.__doc__ = "He (Kaiming) normal: W ~ N(0, 2/fan_in). For ReLU-family layers."
-he_uniform = variance_scaling(2.0, "fan_in", "uniform", name="he_uniform")
-he_uniform.__doc__ = "He uniform: U(-a, a), a = sqrt(6/fan_in), variance 2/fan_in."
-xavier_normal = variance_scaling(1.0, "fan_avg", "normal", name="xavier_normal")
-xavier_normal.__doc__ = "Xavier (Glorot) normal: W ~ N(0, 2/(fan_in+fan_out)). For tanh/sigmoid."
-xavier_uniform = variance_scaling(1.0, "fan_avg", "uniform", name="xavier_uniform")
-xavier_uniform.__doc__ = (
-    "Xavier (Glorot) uniform: U(-a, a), a = sqrt(6/(fan_in+fan_out)), variance 2/(fan_in+fan_out)."
-)
+_he_normal = variance_scaling(2.0, "fan_in", "normal", name="he_normal")
+
+
+def he_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """He (Kaiming) normal: W ~ N(0, 2/fan_in). The default for ReLU-family layers.
+
+    ``variance_scaling(2.0, "fan_in", "normal")``; fans as in :func:`fans`.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      an array of ``shape`` and ``dtype``, std sqrt(2/fan_in).
+
+    Examples:
+      >>> W = fundl.initializers.he_normal(jax.random.key(0), (64, 256))
+      >>> W.shape, W.dtype  # fan_in 256, fan_out 64
+      ((64, 256), dtype('float32'))
+      >>> round(float(W.std()) / (2 / 256) ** 0.5, 1)  # sample std / sqrt(2/fan_in)
+      1.0
+    """
+    return _he_normal(key, shape, dtype)
+
+
+_he_uniform = variance_scaling(2.0, "fan_in", "uniform", name="he_uniform")
+
+
+def he_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """He uniform: W ~ U(-a, a), a = sqrt(6/fan_in), so the variance is 2/fan_in.
+
+    ``variance_scaling(2.0, "fan_in", "uniform")``; fans as in :func:`fans`.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      an array of ``shape`` and ``dtype``, values in [-a, a], a = sqrt(6/fan_in).
+
+    Examples:
+      >>> W = fundl.initializers.he_uniform(jax.random.key(0), (64, 256))
+      >>> W.shape, W.dtype  # fan_in 256, fan_out 64
+      ((64, 256), dtype('float32'))
+      >>> round(float(W.std()) / (2 / 256) ** 0.5, 1)  # sample std / sqrt(2/fan_in)
+      1.0
+      >>> bool(abs(W).max() <= (6 / 256) ** 0.5)  # a
+      True
+    """
+    return _he_uniform(key, shape, dtype)
+
+
+_xavier_normal = variance_scaling(1.0, "fan_avg", "normal", name="xavier_normal")
+
+
+def xavier_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """Xavier (Glorot) normal: W ~ N(0, 2/(fan_in + fan_out)). For tanh/sigmoid layers.
+
+    ``variance_scaling(1.0, "fan_avg", "normal")``; fans as in :func:`fans`.
+
+    ``glorot_normal`` is this same function under its other name.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      an array of ``shape`` and ``dtype``, std sqrt(2/(fan_in + fan_out)).
+
+    Examples:
+      >>> W = fundl.initializers.xavier_normal(jax.random.key(0), (64, 256))
+      >>> W.shape, W.dtype  # fan_in 256, fan_out 64
+      ((64, 256), dtype('float32'))
+      >>> round(float(W.std()) / (2 / (256 + 64)) ** 0.5, 1)  # std / sqrt(2/(fan_in+fan_out))
+      1.0
+    """
+    return _xavier_normal(key, shape, dtype)
+
+
+_xavier_uniform = variance_scaling(1.0, "fan_avg", "uniform", name="xavier_uniform")
+
+
+def xavier_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """Xavier (Glorot) uniform: W ~ U(-a, a), a = sqrt(6/(fan_in + fan_out)).
+
+    The variance is 2/(fan_in + fan_out), as :func:`xavier_normal`'s.
+
+    ``variance_scaling(1.0, "fan_avg", "uniform")``; fans as in :func:`fans`.
+
+    ``glorot_uniform`` is this same function under its other name.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      an array of ``shape`` and ``dtype``, values in [-a, a], a = sqrt(6/(fan_in + fan_out)).
+
+    Examples:
+      >>> W = fundl.initializers.xavier_uniform(jax.random.key(0), (64, 256))
+      >>> W.shape, W.dtype  # fan_in 256, fan_out 64
+      ((64, 256), dtype('float32'))
+      >>> round(float(W.std()) / (2 / (256 + 64)) ** 0.5, 1)  # std / sqrt(2/(fan_in+fan_out))
+      1.0
+      >>> bool(abs(W).max() <= (6 / (256 + 64)) ** 0.5)  # a
+      True
+    """
+    return _xavier_uniform(key, shape, dtype)
+
+
 glorot_normal = xavier_normal
 glorot_uniform = xavier_uniform
-lecun_normal = variance_scaling(1.0, "fan_in", "normal", name="lecun_normal")
-lecun_normal.__doc__ = "LeCun normal: W ~ N(0, 1/fan_in). For SELU and linear layers."
-lecun_uniform = variance_scaling(1.0, "fan_in", "uniform", name="lecun_uniform")
-lecun_uniform.__doc__ = "LeCun uniform: U(-a, a), a = sqrt(3/fan_in), variance 1/fan_in."
+
+_lecun_normal = variance_scaling(1.0, "fan_in", "normal", name="lecun_normal")
+
+
+def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """LeCun normal: W ~ N(0, 1/fan_in). For SELU and linear layers.
+
+    ``variance_scaling(1.0, "fan_in", "normal")``; fans as in :func:`fans`.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      an array of ``shape`` and ``dtype``, std sqrt(1/fan_in).
+
+    Examples:
+      >>> W = fundl.initializers.lecun_normal(jax.random.key(0), (64, 256))
+      >>> W.shape, W.dtype  # fan_in 256, fan_out 64
+      ((64, 256), dtype('float32'))
+      >>> round(float(W.std()) / (1 / 256) ** 0.5, 1)  # sample std / sqrt(1/fan_in)
+      1.0
+    """
+    return _lecun_normal(key, shape, dtype)
+
+
+_lecun_uniform = variance_scaling(1.0, "fan_in", "uniform", name="lecun_uniform")
+
+
+def lecun_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """LeCun uniform: W ~ U(-a, a), a = sqrt(3/fan_in), so the variance is 1/fan_in.
+
+    ``variance_scaling(1.0, "fan_in", "uniform")``; fans as in :func:`fans`.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      an array of ``shape`` and ``dtype``, values in [-a, a], a = sqrt(3/fan_in).
+
+    Examples:
+      >>> W = fundl.initializers.lecun_uniform(jax.random.key(0), (64, 256))
+      >>> W.shape, W.dtype  # fan_in 256, fan_out 64
+      ((64, 256), dtype('float32'))
+      >>> round(float(W.std()) / (1 / 256) ** 0.5, 1)  # sample std / sqrt(1/fan_in)
+      1.0
+      >>> bool(abs(W).max() <= (3 / 256) ** 0.5)  # a
+      True
+    """
+    return _lecun_uniform(key, shape, dtype)
 
 
 def normal(stddev: float = 1e-2) -> Initializer:
-    """Build an initializer drawing N(0, stddev²), whatever the fans."""
+    """Build an initializer drawing W ~ N(0, stddev²), whatever the fans.
+
+    Args:
+      stddev: the positive standard deviation (0.01 by default).
+
+    Returns:
+      ``init_fn(key, shape, dtype=jnp.float32) -> Array``.
+
+    Examples:
+      >>> W = fundl.initializers.normal(0.1)(jax.random.key(0), (64, 256))
+      >>> W.shape, round(float(W.std()), 2)
+      ((64, 256), 0.1)
+    """
     stddev = check_number("normal", "stddev", stddev, low=0.0, low_open=True)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -168,7 +368,21 @@ def normal(stddev: float = 1e-2) -> Initializer:
 
 
 def uniform(scale: float = 1e-2) -> Initializer:
-    """Build an initializer drawing U(-scale, scale), whatever the fans."""
+    """Build an initializer drawing W ~ U(-scale, scale), whatever the fans.
+
+    The variance is scale²/3.
+
+    Args:
+      scale: the positive bound (0.01 by default).
+
+    Returns:
+      ``init_fn(key, shape, dtype=jnp.float32) -> Array``.
+
+    Examples:
+      >>> W = fundl.initializers.uniform(0.5)(jax.random.key(0), (64, 256))
+      >>> W.shape, bool(abs(W).max() <= 0.5), round(float(W.std()) / (0.5 / 3**0.5), 1)
+      ((64, 256), True, 1.0)
+    """
     scale = check_number("uniform", "scale", scale, low=0.0, low_open=True)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -185,6 +399,24 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
     ``(n_out, n_in)`` weight, the weight itself — and has orthonormal rows when it is
     wide and orthonormal columns when it is tall: Q from the QR of a Gaussian matrix,
     signs fixed by diag(R) so the draw is uniform (Haar) over orthogonal matrices.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: a shape with at least 2 dims.
+      dtype: a floating dtype (float32 by default; the QR runs in float32).
+
+    Returns:
+      an array of ``shape`` and ``dtype``.
+
+    Raises:
+      ValueError: for fewer than 2 dims or an empty dim.
+
+    Examples:
+      A wide ``(3, 5)`` weight has orthonormal rows, W Wᵀ = I:
+
+      >>> W = fundl.initializers.orthogonal(jax.random.key(0), (3, 5))
+      >>> bool(jnp.allclose(W @ W.T, jnp.eye(3), atol=1e-5))
+      True
     """
     dtype = _check_dtype("orthogonal", dtype)
     shape = tuple(int(d) for d in shape)
@@ -203,13 +435,39 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
 
 
 def zeros(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    """All zeros (biases, batch-norm shifts). ``key`` is ignored."""
+    """All zeros (biases, batch-norm shifts). ``key`` is ignored.
+
+    Args:
+      key: ignored (``None`` is fine), so it fits the ``Initializer`` signature.
+      shape: any shape.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      zeros of ``shape`` and ``dtype``.
+
+    Examples:
+      >>> fundl.initializers.zeros(None, (3,))
+      Array([0., 0., 0.], dtype=float32)
+    """
     del key
     return jnp.zeros(shape, _check_dtype("zeros", dtype))
 
 
 def ones(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    """All ones (batch-norm scales). ``key`` is ignored."""
+    """All ones (batch-norm scales). ``key`` is ignored.
+
+    Args:
+      key: ignored (``None`` is fine), so it fits the ``Initializer`` signature.
+      shape: any shape.
+      dtype: a floating dtype (float32 by default).
+
+    Returns:
+      ones of ``shape`` and ``dtype``.
+
+    Examples:
+      >>> fundl.initializers.ones(None, (2,), jnp.bfloat16)
+      Array([1, 1], dtype=bfloat16)
+    """
     del key
     return jnp.ones(shape, _check_dtype("ones", dtype))
 
@@ -224,7 +482,23 @@ def for_activation(activation: str | None) -> Initializer:
     He (``he_normal``) for relu, leaky_relu, elu, gelu, silu/swish, softplus; Xavier
     (``xavier_normal``) for sigmoid, tanh, softmax, log_softmax and a linear output
     (``None`` or "identity").
+
+    Args:
+      activation: an activation name, or ``None`` for a linear layer.
+
+    Returns:
+      :func:`he_normal` or :func:`xavier_normal`.
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+
+    Examples:
+      >>> fundl.initializers.for_activation("relu").__name__
+      'he_normal'
+      >>> fundl.initializers.for_activation("tanh").__name__
+      'xavier_normal'
     """
+
     if activation is None or activation in _XAVIER_ACTIVATIONS:
         return xavier_normal
     if activation in _HE_ACTIVATIONS:

@@ -174,6 +174,16 @@ def mse(predictions, targets, *, reduction="mean"):
       predictions: array ŷ of any shape.
       targets: array y of the same shape.
       reduction: "mean", "sum" or "none" (elementwise squares).
+
+    Returns:
+      a scalar, or for "none" an array of ŷ's shape.
+
+    Examples:
+      >>> y_hat, y = jnp.array([0.5, 2.0]), jnp.array([1.0, 1.0])
+      >>> float(fundl.losses.mse(y_hat, y))  # ((−0.5)² + 1²) / 2
+      0.625
+      >>> [round(float(v), 4) for v in jax.grad(fundl.losses.mse)(y_hat, y)]  # 2(ŷ − y)/N
+      [-0.5, 1.0]
     """
     diff = predictions - targets
     return _reduce(diff * diff, reduction)
@@ -218,6 +228,21 @@ def binary_cross_entropy(probabilities, targets, *, eps=None, reduction="mean"):
       targets: y in [0, 1], same shape.
       eps: clipping margin, or None for the dtype's epsilon.
       reduction: "mean", "sum" or "none" (elementwise).
+
+    Returns:
+      a scalar, or for "none" an array of ŷ's shape.
+
+    Raises:
+      ValueError: for concrete probabilities outside [0, 1] (pass logits to
+        :func:`binary_cross_entropy_with_logits` instead).
+
+    Examples:
+      >>> p, y = jnp.array([0.9, 0.2]), jnp.array([1.0, 0.0])
+      >>> round(float(fundl.losses.binary_cross_entropy(p, y)), 4)  # −(log 0.9 + log 0.8)/2
+      0.1643
+      >>> dp = jax.grad(fundl.losses.binary_cross_entropy)(p, y)  # (ŷ − y)/(ŷ(1 − ŷ))/N
+      >>> [round(float(v), 4) for v in dp]
+      [-0.5556, 0.625]
     """
     eps = _clip_eps(eps, probabilities.dtype)
     p = _straight_through_clip(probabilities, eps, 1 - eps)
@@ -258,6 +283,17 @@ def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean"):
       logits: z, any shape.
       targets: y in [0, 1], same shape.
       reduction: "mean", "sum" or "none" (elementwise).
+
+    Returns:
+      a scalar, or for "none" an array of z's shape.
+
+    Examples:
+      >>> z, y = jnp.array([2.0, -1.0]), jnp.array([1.0, 0.0])
+      >>> round(float(fundl.losses.binary_cross_entropy_with_logits(z, y)), 4)
+      0.2201
+      >>> dz = jax.grad(fundl.losses.binary_cross_entropy_with_logits)(z, y)  # (σ(z) − y)/N
+      >>> [round(float(v), 4) for v in dz]
+      [-0.0596, 0.1345]
     """
     z = logits
     losses = jnp.maximum(z, 0) - z * targets + jnp.log1p(jnp.exp(-jnp.abs(z)))
@@ -307,6 +343,21 @@ def categorical_cross_entropy(probabilities, targets, *, eps=None, reduction="me
         of shape (..., K).
       eps: clipping margin, or None for the dtype's epsilon.
       reduction: "mean", "sum" or "none" (one loss per example, shape (...)).
+
+    Returns:
+      a scalar, or for "none" an array of shape (...).
+
+    Raises:
+      ValueError: for concrete probabilities outside [0, 1] or labels out of [0, K).
+
+    Examples:
+      >>> p = jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+      >>> labels = jnp.array([0, 2])  # −(log 0.7 + log 0.8)/2:
+      >>> round(float(fundl.losses.categorical_cross_entropy(p, labels)), 4)
+      0.2899
+      >>> losses = fundl.losses.categorical_cross_entropy(p, labels, reduction="none")
+      >>> [round(float(v), 4) for v in losses]
+      [0.3567, 0.2231]
     """
     dtype = probabilities.dtype
     eps = _clip_eps(eps, dtype)
@@ -384,6 +435,21 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mea
         of shape (..., K).
       label_smoothing: ε in [0, 1).
       reduction: "mean", "sum" or "none" (one loss per example, shape (...)).
+
+    Returns:
+      a scalar, or for "none" an array of shape (...).
+
+    Raises:
+      ValueError: for concrete integer labels out of [0, K), or ε outside [0, 1).
+
+    Examples:
+      >>> z = jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])  # m = 2 examples, K = 3
+      >>> labels = jnp.array([0, 2])
+      >>> round(float(fundl.losses.softmax_cross_entropy(z, labels)), 4)
+      0.2513
+      >>> dz = jax.grad(fundl.losses.softmax_cross_entropy)(z, labels)  # (softmax(z) − y)/m
+      >>> [round(float(v), 4) for v in dz[0]]
+      [-0.1674, 0.1224, 0.045]
     """
     log_p = log_softmax.reference(logits)
     y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
@@ -446,8 +512,17 @@ def l2_penalty(params, lam, *, include=None):
 
     Returns:
       a scalar.
+
+    Examples:
+      >>> params = {"W": jnp.array([[1.0, 2.0]]), "b": jnp.array([5.0])}
+      >>> round(float(fundl.losses.l2_penalty(params, 0.1)), 4)  # 0.1/2 · (1 + 4); b left out
+      0.25
+      >>> grads = jax.grad(fundl.losses.l2_penalty)(params, 0.1)  # λ W, 0 for b
+      >>> [round(float(v), 4) for v in grads["W"][0]], [float(v) for v in grads["b"]]
+      ([0.1, 0.2], [0.0])
     """
     chosen = _penalized(params, include)
+
     squares = [jnp.sum(leaf * leaf) for leaf, c in zip(jax.tree.leaves(params), chosen) if c]
     return 0.5 * lam * sum(squares, jnp.zeros((), jnp.result_type(lam, *jax.tree.leaves(params))))
 

@@ -38,6 +38,20 @@ def history(
 
     Returns:
       the matplotlib Figure.
+
+    Raises:
+      ValueError: for a history without an "epoch" list.
+
+    Examples:
+      >>> import matplotlib
+      >>> matplotlib.use("Agg")  # draw off screen: no window (and no path: no file)
+      >>> import matplotlib.pyplot as plt
+      >>> hist = {"epoch": [1, 2, 3], "loss": [1.0, 0.5, 0.3], "val_loss": [1.1, 0.7, 0.6],
+      ...         "accuracy": [0.5, 0.8, 0.9]}
+      >>> fig = fundl.plot.history(hist)
+      >>> [ax.get_title() for ax in fig.axes]  # one panel per metric, loss first
+      ['loss', 'accuracy']
+      >>> plt.close(fig)
     """
     if "epoch" not in history or not history["epoch"]:
         raise ValueError(
@@ -126,7 +140,22 @@ def grad_norms(
 
     Returns:
       the matplotlib Figure.
+
+    Raises:
+      ValueError: for a history without "epoch" or ``grad_norm/<layer>`` entries, or
+        with entries of another length than "epoch".
+
+    Examples:
+      >>> import matplotlib
+      >>> matplotlib.use("Agg")  # draw off screen: no window (and no path: no file)
+      >>> import matplotlib.pyplot as plt
+      >>> hist = {"epoch": [1, 2], "grad_norm/dense1": [0.1, 0.05], "grad_norm/dense2": [1.0, 0.8]}
+      >>> fig = fundl.plot.grad_norms(hist)
+      >>> [ax.get_title() for ax in fig.axes]  # over the epochs; across the layers
+      ['gradient norm per layer', 'gradient norm by layer']
+      >>> plt.close(fig)
     """
+
     if "epoch" not in history or not history["epoch"]:
         raise ValueError(
             "plot.grad_norms: expected a fit history with an 'epoch' list, got keys "

@@ -293,7 +293,18 @@ def select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 
 class LossScaleState(NamedTuple):
-    """The state of a loss scale: the scale S and how many good steps ran since it last changed."""
+    """The state of a loss scale: the scale S and how many good steps ran since it last changed.
+
+    A loss scale's ``init()`` makes it; its ``adjust(state, grads_finite)`` returns the next.
+
+    Examples:
+      >>> state = fundl.precision.DynamicLossScale().init()
+      >>> float(state.scale), int(state.good_steps)  # S = 2¹⁵
+      (32768.0, 0)
+      >>> state = fundl.precision.DynamicLossScale().adjust(state, jnp.asarray(True))
+      >>> float(state.scale), int(state.good_steps)  # a step with finite gradients
+      (32768.0, 1)
+    """
 
     scale: jax.Array  # float32 scalar: S, the factor the loss is multiplied by
     good_steps: jax.Array  # int32 scalar: steps with finite gradients since S last changed
@@ -445,7 +456,17 @@ def check_loss_scale(name: str, loss_scale: Any) -> Any:
 
 
 class LossScaledState(NamedTuple):
-    """The state of :func:`loss_scaled`: the loss scale's, a count of skipped steps, the optimizer's."""
+    """The state of :func:`loss_scaled`: the loss scale's, a count of skipped steps, the optimizer's.
+
+    Examples:
+      >>> scale = fundl.precision.StaticLossScale(128.0)
+      >>> opt = fundl.precision.loss_scaled(fundl.optim.sgd(0.1), scale)
+      >>> state = opt.init({"w": jnp.ones(2)})
+      >>> state._fields
+      ('loss_scale', 'skipped', 'inner')
+      >>> float(state.loss_scale.scale), int(state.skipped)
+      (128.0, 0)
+    """
 
     loss_scale: LossScaleState  # S and the good-step count
     skipped: jax.Array  # int32 scalar: steps skipped so far for inf/NaN gradients

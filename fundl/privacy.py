@@ -277,25 +277,36 @@ def make_dp_train_step(
         plain function.
       donate: donate params and opt_state (or the TrainState).
 
+    Returns:
+      the step function of the chosen form.
+
+    Raises:
+      ValueError: for C ≤ 0, σ < 0, or ``has_aux`` with ``stateful=True``.
+
     Examples:
-      One step on a linear model; the metrics come before the noise, so they are
-      exact: at W = 0, ‖g_i‖ = 2|y_i|·√2, that is 4√2 or 2√2, all above C = 1.
+      A training loop draws each step's noise from its own key::
+
+          step = make_dp_train_step(loss_fn, optim.sgd(0.1), l2_norm_clip=1.0,
+                                    noise_multiplier=1.1)
+          root = jax.random.key(0)
+          for t, batch in enumerate(batches):
+              params, opt_state, metrics = step(params, opt_state, batch,
+                                                jax.random.fold_in(root, t))
+
+      One step (eager, ``jit=False``) on 4 examples, each with gradient −2(1, 1) of
+      norm 2.83 > C = 1, so all are clipped:
 
       >>> def loss_fn(params, batch):
-      ...     z = batch["x"] @ params["W"].T + params["b"][None]
-      ...     return fundl.losses.mse(z, batch["y"])
-      >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]] * 2)
-      >>> batch = {"x": x, "y": x @ jnp.array([[2.0], [-1.0]])}
-      >>> params, opt = {"W": jnp.zeros((1, 2)), "b": jnp.zeros(1)}, fundl.optim.sgd(0.1)
+      ...     return jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+      >>> params, opt = {"w": jnp.zeros(2)}, fundl.optim.sgd(0.1)
       >>> step = fundl.privacy.make_dp_train_step(
-      ...     loss_fn, opt, l2_norm_clip=1.0, noise_multiplier=1.1
-      ... )
-      >>> root = jax.random.key(0)  # step t draws its noise with fold_in(root, t)
-      >>> params, opt_state, metrics = step(params, opt.init(params), batch,
-      ...                                   jax.random.fold_in(root, 0))
-      >>> {name: round(float(value), 4) for name, value in metrics.items()}
-      {'clipped_fraction': 1.0, 'loss': 2.5, 'per_example_grad_norm': 4.2426}
+      ...     loss_fn, opt, l2_norm_clip=1.0, noise_multiplier=1.1, jit=False)
+      >>> batch = {"x": jnp.ones((4, 2)), "y": jnp.ones(4)}
+      >>> params, opt_state, metrics = step(params, opt.init(params), batch, jax.random.key(0))
+      >>> {k: round(float(v), 4) for k, v in sorted(metrics.items())}
+      {'clipped_fraction': 1.0, 'loss': 1.0, 'per_example_grad_norm': 2.8284}
     """
+
     name = "make_dp_train_step"
     check_optimizer(name, optimizer)
     clip, sigma = _check_dp_hyperparameters(name, l2_norm_clip, noise_multiplier)

@@ -78,7 +78,24 @@ def resnet_cifar(
       num_classes: output units.
       widths: channels of the three stages.
       input_shape: one image's (H, W, C), or None to give it to ``init``.
+
+    Returns:
+      the ``Sequential`` model: NHWC images (batch, H, W, C) -> logits (batch, num_classes).
+
+    Raises:
+      ValueError: for a depth that is not 6n + 2 with n ≥ 1.
+
+    Examples:
+      Shapes only (``expected_params`` traces ``init``; nothing is drawn):
+
+      >>> model = fundl.models.resnet_cifar(20)  # n = 3
+      >>> params = fundl.nn.expected_params(model, (1, 32, 32, 3))  # (batch, H, W, C)
+      >>> sum(leaf.size for leaf in jax.tree.leaves(params))
+      272474
+      >>> model.output_shape((32, 32, 3))
+      (10,)
     """
+
     check_int("resnet_cifar", "depth", depth)
     if (depth - 2) % 6 != 0 or depth < 8:
         raise ValueError(
@@ -105,8 +122,9 @@ def resnet20(num_classes: int = 10, *, input_shape: tuple[int, int, int] | None 
 
     Examples:
       >>> model = fundl.models.resnet20()
-      >>> params, state = model.init_with_state(jax.random.key(0))
+      >>> params = fundl.nn.expected_params(model, (1, 32, 32, 3))  # shapes only: cheap
       >>> sum(leaf.size for leaf in jax.tree.leaves(params))
       272474
+
     """
     return resnet_cifar(20, num_classes, input_shape=input_shape)

@@ -64,6 +64,20 @@ class TransformerLM(Layer):
       norm_first: pre-LN blocks plus a final LN (True), or post-LN blocks.
       eps: the layer norms' ε.
       param_dtype: the parameters' dtype.
+
+    Examples:
+      Shapes only (``jax.eval_shape`` traces ``init`` and ``apply``; nothing is computed):
+
+      >>> model = fundl.models.TransformerLM(
+      ...     vocab_size=11, d_model=8, num_heads=2, num_layers=1, max_length=6)
+      >>> params = jax.eval_shape(model.init, jax.random.key(0))
+      >>> sorted(params)
+      ['block0', 'embedding', 'norm', 'positions']
+      >>> params["embedding"]["E"].shape  # (vocab, d)
+      (11, 8)
+      >>> tokens = jnp.zeros((2, 5), jnp.int32)  # (batch, L) token ids
+      >>> jax.eval_shape(model.apply, params, tokens).shape  # (batch, L, vocab) logits
+      (2, 5, 11)
     """
 
     vocab_size: int

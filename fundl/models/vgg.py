@@ -78,6 +78,22 @@ def vgg(
       dropout: rate of those dropouts (0: none).
       batch_norm: ``BatchNorm`` after every conv (VGG-BN).
       input_shape: one image's (H, W, C), or None to give it to ``init``.
+
+    Returns:
+      the ``Sequential`` model: NHWC images (batch, H, W, C) -> logits (batch, num_classes).
+
+    Raises:
+      ValueError: for an unknown config name or blocks that are not (channels, n_convs).
+
+    Examples:
+      Shapes only (``expected_params`` traces ``init``; nothing is drawn):
+
+      >>> params = fundl.nn.expected_params(fundl.models.vgg("vgg16"), (1, 224, 224, 3))
+      >>> sum(leaf.size for leaf in jax.tree.leaves(params))  # configuration D
+      138357544
+      >>> small = fundl.models.vgg(((4, 1), (8, 1)), 10, hidden=(16,), input_shape=(8, 8, 3))
+      >>> small.output_shape((8, 8, 3))
+      (10,)
     """
     if isinstance(config, str):
         if config not in VGG_CONFIGS:

@@ -30,7 +30,14 @@ __all__ = ["LayerTrace", "backprop"]
 
 
 class LayerTrace(NamedTuple):
-    """What manual backprop computed at one dense layer l (m examples)."""
+    """What manual backprop computed at one dense layer l (m examples).
+
+    :func:`backprop` returns one per dense layer with ``return_intermediates=True``.
+
+    Examples:
+      >>> fundl.nn.LayerTrace._fields  # see backprop's example for the traces of a model
+      ('name', 'Z', 'A', 'dZ', 'dA', 'dW_norm', 'db_norm')
+    """
 
     name: str  # the layer's name in params, e.g. "dense2"
     Z: jax.Array  # Z^[l] = A^[l-1] W^[l]ᵀ + b^[l], (m, n^[l])
@@ -135,7 +142,33 @@ def backprop(
     Returns:
       ``grads`` (the pytree of ``params``), or ``(grads, traces)`` with traces ordered
       from layer 1 to L.
+
+    Raises:
+      TypeError: for a model that is not such a ``Sequential``, or a loss that is not a
+        fundl loss.
+
+    Examples:
+      The notes' algorithm gives ``jax.grad``'s gradients:
+
+      >>> model = fundl.nn.mlp([2, 3, 1], "tanh", "sigmoid")
+      >>> params = model.init(jax.random.key(0))
+      >>> x = jnp.array([[0.5, -1.0], [1.0, 2.0], [0.0, 1.0], [-1.0, 0.0]])  # (m, n^[0])
+      >>> y = jnp.array([[1.0], [0.0], [1.0], [0.0]])
+      >>> loss = fundl.losses.binary_cross_entropy
+      >>> grads, traces = fundl.nn.backprop(model, params, x, y, loss, return_intermediates=True)
+      >>> jax.tree.map(jnp.shape, grads)
+      {'dense1': {'W': (3, 2), 'b': (3,)}, 'dense2': {'W': (1, 3), 'b': (1,)}}
+      >>> auto = jax.grad(lambda p: loss(model.apply(p, x), y))(params)
+      >>> all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b, atol=1e-6)),
+      ...                                  grads, auto)))
+      True
+
+      One :class:`LayerTrace` per dense layer (dA is None at the fused sigmoid + BCE output):
+
+      >>> [(t.name, t.Z.shape, t.dZ.shape, t.dA is None) for t in traces]
+      [('dense1', (4, 3), (4, 3), False), ('dense2', (4, 1), (4, 1), True)]
     """
+
     units = _units(model)
     if not isinstance(loss, Primitive):
         raise TypeError(f"backprop: loss must be a fundl loss (a primitive), got {loss!r}")

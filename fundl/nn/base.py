@@ -63,6 +63,25 @@ class Layer(Protocol):
 
     Layers may implement the protocol structurally or subclass this class, which adds
     ``init_state`` (no state), ``apply`` and ``init_with_state``.
+
+    Examples:
+      A layer y = x ⊙ s with one parameter vector s, as a frozen (hashable) dataclass:
+
+      >>> import dataclasses
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Scale(fundl.nn.Layer):
+      ...     kind = "scale"
+      ...     def init(self, key, input_shape):
+      ...         return {"s": jnp.full(input_shape[-1:], 2.0)}
+      ...     def apply_with_state(self, params, state, x, *, key=None, train=False):
+      ...         return x * params["s"][None], state
+      ...     def output_shape(self, input_shape):
+      ...         return input_shape
+      >>> layer = Scale()
+      >>> layer.apply(layer.init(0, (2,)), jnp.ones((1, 2)))
+      Array([[2., 2.]], dtype=float32)
+      >>> isinstance(layer, fundl.nn.Layer), isinstance(fundl.nn.Dense(3), fundl.nn.Layer)
+      (True, True)
     """
 
     kind: ClassVar[str]
@@ -145,6 +164,19 @@ def split_key(key: Any, n: int) -> list[Any]:
     """``n`` keys, one per sublayer (``jax.random.split``); ``n`` Nones without a key.
 
     ``key`` may be an int seed, as everywhere a key is taken.
+
+    Args:
+      key: a ``jax.random`` key, an int seed, or None.
+      n: how many keys.
+
+    Returns:
+      a list of ``n`` keys, or of ``n`` Nones.
+
+    Examples:
+      >>> len(fundl.nn.split_key(jax.random.key(0), 3))
+      3
+      >>> fundl.nn.split_key(None, 2)
+      [None, None]
     """
     if key is None:
         return [None] * n
@@ -173,13 +205,40 @@ def expected_params(layer: Any, input_shape: tuple[int, ...]) -> Any:
 
     Args:
       layer: a layer config (hashable), with ``init(key, input_shape)``.
-      input_shape: the shape of the input, batch dims included or not.
+      input_shape: the shape of a batch of inputs, (batch, ...): its first dim is
+        dropped (a 1-D shape is taken as one example's). Pass an image's (H, W, C) as
+        (1, H, W, C).
+
+    Returns:
+      the params pytree with ``jax.ShapeDtypeStruct`` leaves (nothing is drawn).
+
+    Examples:
+      >>> fundl.nn.expected_params(fundl.nn.Dense(3), (8, 2))  # W (n_out, n_in), b (n_out,)
+      {'W': ShapeDtypeStruct(shape=(3, 2), dtype=float32),
+       'b': ShapeDtypeStruct(shape=(3,), dtype=float32)}
     """
     return _expected(layer, _example_shape(tuple(input_shape)), "params")
 
 
 def expected_state(layer: Any, input_shape: tuple[int, ...]) -> Any:
-    """The state's structure and shapes (``jax.ShapeDtypeStruct`` leaves) for an input."""
+    """The state's structure and shapes (``jax.ShapeDtypeStruct`` leaves) for an input.
+
+    Args:
+      layer: a layer config (hashable); without ``init_state`` it has no state.
+      input_shape: the shape of a batch of inputs, (batch, ...), as for
+        :func:`expected_params`.
+
+
+    Returns:
+      the state pytree with ``jax.ShapeDtypeStruct`` leaves; ``{}`` for a stateless layer.
+
+    Examples:
+      >>> fundl.nn.expected_state(fundl.nn.BatchNorm(), (8, 2))  # running statistics
+      {'mean': ShapeDtypeStruct(shape=(2,), dtype=float32),
+       'var': ShapeDtypeStruct(shape=(2,), dtype=float32)}
+      >>> fundl.nn.expected_state(fundl.nn.Dense(3), (8, 2))
+      {}
+    """
     return _expected(layer, _example_shape(tuple(input_shape)), "state")
 
 
@@ -227,10 +286,40 @@ def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
       layer: the layer config; its ``repr`` starts the message.
       params: the parameters given to ``apply``.
       input_shape: the shape of the input ``apply`` got.
+
+    Raises:
+      ValueError: naming the missing, unexpected or misshapen leaves.
+
+    Examples:
+      >>> layer = fundl.nn.Dense(3)
+      >>> params = layer.init(0, (2,))
+      >>> fundl.nn.check_params(layer, params, (8, 2))  # fits: returns None
+      >>> fundl.nn.check_params(layer, params, (8, 5))
+      Traceback (most recent call last):
+      ...
+      ValueError: Dense(3): params['W'] has shape (3, 2); for inputs of shape (8, 5) ...
     """
     _check_tree(layer, "params", expected_params(layer, input_shape), params, input_shape)
 
 
 def check_state(layer: Any, state: Any, input_shape: tuple[int, ...]) -> None:
-    """Raise ``ValueError`` unless ``state`` has the structure and shapes ``layer.init_state`` makes."""
+    """Raise ``ValueError`` unless ``state`` has the structure and shapes of ``init_state``.
+
+    Args:
+      layer: the layer config; its ``repr`` starts the message.
+      state: the state given to ``apply_with_state``.
+      input_shape: the shape of the input it got.
+
+    Raises:
+      ValueError: naming the missing, unexpected or misshapen leaves.
+
+    Examples:
+      >>> layer = fundl.nn.BatchNorm()
+      >>> fundl.nn.check_state(layer, layer.init_state((2,)), (8, 2))  # fits: returns None
+      >>> fundl.nn.check_state(layer, {}, (8, 2))
+      Traceback (most recent call last):
+      ...
+      ValueError: BatchNorm(): missing state['mean']; missing state['var'] ...
+    """
+
     _check_tree(layer, "state", expected_state(layer, input_shape), state, input_shape)

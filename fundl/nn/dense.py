@@ -64,6 +64,12 @@ def dense(x, W, b=None):
 
     Returns:
       z of shape (..., n_out).
+
+    Examples:
+      >>> x = jnp.array([[1.0, 2.0]])  # m = 1 example, n_in = 2
+      >>> W = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, -1.0]])  # (n_out, n_in) = (3, 2)
+      >>> fundl.nn.dense(x, W, jnp.array([0.0, 0.5, 1.0]))
+      Array([[ 1. ,  3.5, -1. ]], dtype=float32)
     """
     return _add_bias(x @ W.T, b)
 

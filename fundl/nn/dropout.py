@@ -46,8 +46,15 @@ def dropout(x, keep, *, rate=0.5):
 
     Returns:
       y, x's shape and dtype.
+
+    Examples:
+      >>> x = jnp.array([1.0, 2.0, 3.0, 4.0])
+      >>> keep = jnp.array([True, False, True, True])  # jax.random.bernoulli(key, 0.5, x.shape)
+      >>> fundl.nn.dropout(x, keep, rate=0.5)  # kept units scaled by 1/(1 − 0.5)
+      Array([2., 0., 6., 8.], dtype=float32)
     """
     scale = jnp.asarray(1.0 / (1.0 - rate), x.dtype)
+
     return jnp.where(keep, x * scale, jnp.zeros_like(x))
 
 

@@ -132,6 +132,14 @@ def batch_norm(x, gamma, beta, *, eps=1e-5):
 
     Returns:
       y, x's shape and dtype.
+
+    Examples:
+      Each feature (column) over the batch of 2: mean 0 and variance 1 (less ε):
+
+      >>> x = jnp.array([[1.0, 10.0], [3.0, 30.0]])  # (m, C) = (2, 2)
+      >>> y = fundl.nn.batch_norm(x, jnp.ones(2), jnp.zeros(2))
+      >>> [round(float(v), 4) for v in y.ravel()]
+      [-1.0, -1.0, 1.0, 1.0]
     """
     return _normalize(x, gamma, beta, _lead(x), eps)[0]
 
@@ -171,6 +179,13 @@ def batch_norm_inference(x, mean, var, gamma, beta, *, eps=1e-5):
 
     Returns:
       y, x's shape and dtype.
+
+    Examples:
+      >>> x = jnp.array([[1.0, 10.0], [3.0, 30.0]])
+      >>> mean, var = jnp.array([2.0, 20.0]), jnp.array([1.0, 100.0])
+      >>> y = fundl.nn.batch_norm_inference(x, mean, var, jnp.ones(2), jnp.zeros(2))
+      >>> [round(float(v), 4) for v in y.ravel()]
+      [-1.0, -1.0, 1.0, 1.0]
     """
     return _with_statistics(x, mean, var, gamma, beta, eps)[0]
 
@@ -230,6 +245,15 @@ def layer_norm(x, gamma, beta, *, eps=1e-5):
       gamma: the scale γ, (C,).
       beta: the shift β, (C,).
       eps: ε > 0.
+
+    Returns:
+      y, x's shape and dtype.
+
+    Examples:
+      >>> x = jnp.array([[1.0, 2.0, 3.0]])  # μ = 2, σ² = 2/3
+      >>> y = fundl.nn.layer_norm(x, jnp.ones(3), jnp.zeros(3))
+      >>> [round(float(v), 4) for v in y[0]]
+      [-1.2247, 0.0, 1.2247]
     """
     return _normalize(x, gamma, beta, (-1,), eps)[0]
 
@@ -267,8 +291,17 @@ def rms_norm(x, gamma, *, eps=1e-6):
 
     Args:
       x: (..., C).
-      gamma: (C,).
+      gamma: the scale γ, (C,).
       eps: ε > 0.
+
+    Returns:
+      y, x's shape and dtype.
+
+    Examples:
+      >>> x = jnp.array([[1.0, 2.0, 3.0]])  # mean(x²) = 14/3
+      >>> y = fundl.nn.rms_norm(x, jnp.ones(3))
+      >>> [round(float(v), 4) for v in y[0]]
+      [0.4629, 0.9258, 1.3887]
     """
     return _rms(x, gamma, eps)[0]
 
@@ -420,6 +453,15 @@ class LayerNorm(_Norm):
       param_dtype: dtype of γ and β.
 
     Params: ``{"gamma": (C,), "beta": (C,)}`` (ones, zeros).
+
+    Examples:
+      >>> layer = fundl.nn.LayerNorm()
+      >>> params = layer.init(0, (3,))
+      >>> y = layer.apply(params, jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]))
+      >>> [round(float(v), 4) for v in y.mean(axis=-1)]  # each example: mean 0
+      [0.0, 0.0]
+      >>> [round(float(v), 3) for v in y.std(axis=-1)]  # and std 1 (less ε)
+      [1.0, 1.0]
     """
 
     kind: ClassVar[str] = "layer_norm"
@@ -442,6 +484,15 @@ class RMSNorm(_Norm):
       param_dtype: dtype of γ.
 
     Params: ``{"gamma": (C,)}`` (ones).
+
+    Examples:
+      >>> layer = fundl.nn.RMSNorm()
+      >>> params = layer.init(0, (3,))
+      >>> jax.tree.map(jnp.shape, params)
+      {'gamma': (3,)}
+      >>> y = layer.apply(params, jnp.array([[1.0, 2.0, 3.0]]))
+      >>> round(float(jnp.mean(y * y)), 4)  # mean(y²) = 1
+      1.0
     """
 
     eps: float = dataclasses.field(default=1e-6, kw_only=True)

@@ -676,6 +676,13 @@ class AvgPool1D(_AvgPool):
         in the window (False).
 
     Takes (..., W, C), returns (..., ⌊(W + lo + hi − k)/s⌋ + 1, C). No parameters.
+
+    Examples:
+      >>> layer = fundl.nn.AvgPool1D(2)
+      >>> layer.apply({}, jnp.array([[[1.0], [3.0], [2.0], [6.0]]]))[0, :, 0]  # (1+3)/2, (2+6)/2
+      Array([2., 4.], dtype=float32)
+      >>> layer.output_shape((10, 8))
+      (5, 8)
     """
 
     spatial_dims: ClassVar[int] = 1

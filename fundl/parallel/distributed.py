@@ -54,10 +54,20 @@ def initialize(
         jaxlib ships), so CPU-only processes can run together (tests, a laptop); None
         leaves JAX's setting alone. GPUs and TPUs use their own (NCCL, ICI).
 
-    Example (two processes on one machine; ``scripts/launch_local.py`` starts them)::
+    Raises:
+      ValueError: for a negative ``process_id`` or one not below ``num_processes``.
 
-        fundl.parallel.initialize("localhost:12355", num_processes=2, process_id=rank)
-        mesh = fundl.parallel.data_mesh()   # the devices of both processes
+    Examples:
+      Two processes on one machine (``scripts/launch_local.py`` starts them), each
+      running (not run here: it would join this process to a run)::
+
+          fundl.parallel.initialize("localhost:12355", num_processes=2, process_id=rank)
+          mesh = fundl.parallel.data_mesh()   # the devices of both processes
+
+      Without it, a run is one process:
+
+      >>> fundl.parallel.process_count(), fundl.parallel.process_index()
+      (1, 0)
     """
     if num_processes is not None:
         num_processes = check_int("initialize", "num_processes", num_processes)
@@ -75,17 +85,42 @@ def initialize(
 
 
 def process_index() -> int:
-    """This process's index, 0 ≤ i < :func:`process_count` (0 in a one-process run)."""
+    """This process's index, 0 ≤ i < :func:`process_count` (0 in a one-process run).
+
+    Returns:
+      an int, ``jax.process_index()``.
+
+    Examples:
+      >>> fundl.parallel.process_index()  # one process: 0
+      0
+    """
     return jax.process_index()
 
 
 def process_count() -> int:
-    """The number of processes in the run (1 without :func:`initialize`)."""
+    """The number of processes in the run (1 without :func:`initialize`).
+
+    Returns:
+      an int, ``jax.process_count()``.
+
+    Examples:
+      >>> fundl.parallel.process_count()
+      1
+    """
     return jax.process_count()
 
 
 def is_main_process() -> bool:
-    """Whether this is process 0: the one that writes checkpoints and logs."""
+    """Whether this is process 0: the one that writes checkpoints and logs.
+
+    Returns:
+      a bool, ``process_index() == 0``.
+
+    Examples:
+      >>> if fundl.parallel.is_main_process():  # true in a one-process run
+      ...     print("saving a checkpoint")
+      saving a checkpoint
+    """
     return jax.process_index() == 0
 
 
@@ -103,8 +138,9 @@ def host_shard(data: Any, *, index: int | None = None, count: int | None = None)
     Returns:
       the pytree of slices, each of n/p rows.
 
-    >>> fundl.parallel.host_shard(np.arange(6), index=1, count=3)
-    array([2, 3])
+    Examples:
+      >>> fundl.parallel.host_shard(np.arange(6), index=1, count=3)
+      array([2, 3])
     """
     count = check_int("host_shard", "count", process_count() if count is None else count)
     index = process_index() if index is None else index
@@ -137,7 +173,22 @@ def shard_local_batch(local_batch: Any, mesh: Any, *, axis: str = "data") -> Any
         process's number of devices on the mesh.
       mesh: a ``jax.sharding.Mesh`` spanning the processes.
       axis: the mesh axis to split the batch along.
+
+    Returns:
+      the pytree of global ``jax.Array`` s of shape (b, ...), split along ``axis``.
+
+    Examples:
+      One process, a 1-device mesh: the local batch is the global batch.
+
+      >>> mesh = fundl.parallel.data_mesh(jax.devices()[:1])
+      >>> batch = {"x": np.ones((4, 3), np.float32), "y": np.arange(4)}
+      >>> out = fundl.parallel.shard_local_batch(batch, mesh)
+      >>> out["x"].shape, out["y"].shape
+      ((4, 3), (4,))
+      >>> out["x"].sharding.spec == jax.sharding.PartitionSpec("data")
+      True
     """
+
     n = axis_size("shard_local_batch", mesh, axis)
     local = max(1, n // jax.process_count())
     check_batch("shard_local_batch", local_batch, local, axis)

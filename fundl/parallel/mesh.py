@@ -34,9 +34,10 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = "data"
     Returns:
       a ``jax.sharding.Mesh`` of shape ``{axis: len(devices)}``.
 
-    >>> mesh = fundl.parallel.data_mesh()
-    >>> mesh.axis_names, mesh.devices.size == jax.device_count()
-    (('data',), True)
+    Examples:
+      >>> mesh = fundl.parallel.data_mesh()
+      >>> mesh.axis_names, mesh.devices.size == jax.device_count()
+      (('data',), True)
     """
     if not isinstance(axis, str) or not axis:
         raise ValueError(f"data_mesh: axis must be a non-empty string, got {axis!r}")

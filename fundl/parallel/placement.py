@@ -88,10 +88,11 @@ def shard_batch(batch: Any, mesh: Any, *, axis: str = "data") -> Any:
     Returns:
       the batch as ``jax.Array`` leaves with ``NamedSharding(mesh, P(axis))``.
 
-    >>> mesh = fundl.parallel.data_mesh()
-    >>> x = fundl.parallel.shard_batch(np.zeros((4 * jax.device_count(), 3)), mesh)
-    >>> x.sharding.spec == jax.sharding.PartitionSpec("data")
-    True
+    Examples:
+      >>> mesh = fundl.parallel.data_mesh()
+      >>> x = fundl.parallel.shard_batch(np.zeros((4 * jax.device_count(), 3)), mesh)
+      >>> x.sharding.spec == jax.sharding.PartitionSpec("data")
+      True
     """
     n = axis_size("shard_batch", mesh, axis)
     check_batch("shard_batch", batch, n, axis)
@@ -107,10 +108,11 @@ def replicate(tree: Any, mesh: Any) -> Any:
     every copy the same update. Like ``jax.device_put``, a leaf already where it should
     be is returned as it is, not copied: a donating step then consumes it.
 
-    >>> mesh = fundl.parallel.data_mesh()
-    >>> w = fundl.parallel.replicate({"W": jnp.ones((2, 3))}, mesh)["W"]
-    >>> w.sharding.is_fully_replicated
-    True
+    Examples:
+      >>> mesh = fundl.parallel.data_mesh()
+      >>> w = fundl.parallel.replicate({"W": jnp.ones((2, 3))}, mesh)["W"]
+      >>> w.sharding.is_fully_replicated
+      True
     """
     check_mesh("replicate", mesh)
     sharding = NamedSharding(mesh, PartitionSpec())
@@ -144,11 +146,12 @@ def param_specs(tree: Any, mesh: Any, *, axis: str = "data") -> Any:
     Returns:
       a pytree of ``PartitionSpec`` shaped like ``tree``.
 
-    >>> mesh = fundl.parallel.data_mesh()
-    >>> n = jax.device_count()
-    >>> specs = fundl.parallel.param_specs({"W": jnp.ones((n, 4 * n)), "c": jnp.ones(())}, mesh)
-    >>> specs["W"] == jax.sharding.PartitionSpec(None, "data"), specs["c"] == jax.sharding.PartitionSpec()
-    (True, True)
+    Examples:
+      >>> mesh = fundl.parallel.data_mesh()
+      >>> n = jax.device_count()
+      >>> specs = fundl.parallel.param_specs({"W": jnp.ones((n, 4 * n)), "c": jnp.ones(())}, mesh)
+      >>> specs["W"] == jax.sharding.PartitionSpec(None, "data"), specs["c"] == jax.sharding.PartitionSpec()
+      (True, True)
     """
     n = axis_size("param_specs", mesh, axis)
 
@@ -169,10 +172,11 @@ def shard_params(tree: Any, mesh: Any, *, axis: str = "data") -> Any:
     split the same way; the updates are the same as with :func:`replicate` (up to float
     reduction order).
 
-    >>> mesh = fundl.parallel.data_mesh()
-    >>> w = fundl.parallel.shard_params({"W": jnp.ones((4 * jax.device_count(), 3))}, mesh)
-    >>> w["W"].sharding.spec == jax.sharding.PartitionSpec("data")
-    True
+    Examples:
+      >>> mesh = fundl.parallel.data_mesh()
+      >>> w = fundl.parallel.shard_params({"W": jnp.ones((4 * jax.device_count(), 3))}, mesh)
+      >>> w["W"].sharding.spec == jax.sharding.PartitionSpec("data")
+      True
     """
     specs = param_specs(tree, mesh, axis=axis)
     return jax.tree.map(lambda leaf, s: put(leaf, NamedSharding(mesh, s)), tree, specs)
@@ -185,8 +189,9 @@ def host_copy(tree: Any) -> Any:
     in a multi-process run every process must call it, in the same order. One process
     alone holds everything already, and the copy is a plain ``device_get``.
 
-    >>> fundl.parallel.host_copy({"W": jnp.ones(2)})
-    {'W': array([1., 1.], dtype=float32)}
+    Examples:
+      >>> fundl.parallel.host_copy({"W": jnp.ones(2)})
+      {'W': array([1., 1.], dtype=float32)}
     """
 
     def copy(leaf: Any) -> Any:

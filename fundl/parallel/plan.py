@@ -41,9 +41,10 @@ class DataParallel:
       axis: the mesh axis the batch is split along.
       shard_params: split parameters and optimizer state too, instead of replicating.
 
-    >>> dp = fundl.parallel.DataParallel(fundl.parallel.data_mesh())
-    >>> dp.devices == jax.device_count()
-    True
+    Examples:
+      >>> dp = fundl.parallel.DataParallel(fundl.parallel.data_mesh())
+      >>> dp.devices == jax.device_count()
+      True
     """
 
     mesh: Mesh
