@@ -52,7 +52,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from fundl import rules
 
@@ -361,12 +360,17 @@ def _finite_differences(
     and (φ(θ) − φ(θ−h))/h disagree by more than ``_KINK`` relative, so φ is not
     differentiable within the step (a ReLU input at 0, say) and no estimate holds.
     """
-    flat, unravel = ravel_pytree(leaves)
+    # Flattened in NumPy: eager jnp ops here would each compile for this problem's shapes.
+    theta = np.concatenate([np.asarray(leaf, np.float64).reshape(-1) for leaf in leaves])
+    offsets = np.cumsum([0] + [leaf.size for leaf in leaves])
 
     def phi(theta_flat):
-        return _tree_vdot(cotangent, problem.fn(unravel(theta_flat)))
+        parts = [
+            theta_flat[int(start) : int(stop)].reshape(leaf.shape).astype(leaf.dtype)
+            for start, stop, leaf in zip(offsets[:-1], offsets[1:], leaves)
+        ]
+        return _tree_vdot(cotangent, problem.fn(parts))
 
-    offsets = np.cumsum([0] + [leaf.size for leaf in leaves])
     chosen = []
     for leaf in leaves:
         idx = np.arange(leaf.size)
@@ -374,7 +378,6 @@ def _finite_differences(
             idx = np.sort(rng.choice(leaf.size, max_elements, replace=False))
         chosen.append(idx)
     positions = np.concatenate([start + idx for idx, start in zip(chosen, offsets[:-1])])
-    theta = np.asarray(flat)
     h = step * np.maximum(1.0, np.abs(theta[positions]))
     batched_phi = jax.jit(jax.vmap(phi))
     plus_values = np.empty(len(positions))
@@ -498,7 +501,10 @@ def _first_order(run: _Run, calls: dict[str, int]) -> tuple[list[Row], list[str]
 def _finite_difference_rows(
     run: _Run, tolerances: Tolerances, step: float, max_elements: int, rng: np.random.Generator
 ) -> list[Row]:
-    center = float(_tree_vdot(run.cotangent, run.ref_out))
+    center = sum(  # φ(θ) = ⟨c, f(θ)⟩, in NumPy (no eager compile for these shapes)
+        float(np.vdot(np.asarray(c, np.float64), np.asarray(o, np.float64)))
+        for c, o in zip(run.cotangent, run.ref_out)
+    )
     samples = _finite_differences(
         run.ref, run.ref.leaves, run.cotangent, center, step, max_elements, rng
     )
@@ -564,21 +570,25 @@ def _vmap_rows(run: _Run, rng: np.random.Generator, batch: int = 3) -> list[Row]
     name = "vmap: batched vs stacked"
     rows: list[Row] = []
     with _reported_as_row(name, rows), _mode(reference=False):
-        noise = _random_like(rng, [(batch, *x.shape) for x in run.hand.leaves])
-        wide = [x[None].astype(e.dtype) for x, e in zip(run.hand.leaves, noise)]
+        # The batch is built and taken apart in NumPy (float64, then each leaf's dtype):
+        # eager jnp ops would each compile once more for this problem's shapes.
+        leaves = [np.asarray(x, np.float64) for x in run.hand.leaves]
+        noise = [rng.standard_normal((batch, *x.shape)) for x in leaves]
         thetas = [
-            (w + 0.01 * e * (1 + jnp.abs(w))).astype(x.dtype)
-            for w, e, x in zip(wide, noise, run.hand.leaves)
+            (x[None] + 0.01 * e * (1 + np.abs(x[None]))).astype(leaf.dtype)
+            for x, e, leaf in zip(leaves, noise, run.hand.leaves)
         ]
-        cot_noise = _random_like(rng, [(batch, *c.shape) for c in run.cotangent])
-        cotangents = [c[None] + 0.5 * e for c, e in zip(run.cotangent, cot_noise)]
+        cotangents = [
+            np.asarray(c, np.float64)[None] + 0.5 * rng.standard_normal((batch, *c.shape))
+            for c in run.cotangent
+        ]
         batched = jax.jit(jax.vmap(lambda t, c: _vjp(run.hand, t, c)))(thetas, cotangents)
         singles = [
             run.hand_step([t[i] for t in thetas], [c[i] for c in cotangents]) for i in range(batch)
         ]
         for part, names in ((0, run.out_names), (1, run.hand.names)):
             for j, n in enumerate(names):
-                stacked = jnp.stack([single[part][j] for single in singles])
+                stacked = np.stack([np.asarray(single[part][j]) for single in singles])
                 rows.append(_compare(name, n, batched[part][j], stacked, **run.same))
     return rows
 
