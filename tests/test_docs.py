@@ -102,16 +102,18 @@ def test_readme_starts_with_the_two_set_up_commands():
     readme = (ROOT / "README.md").read_text().splitlines()
     fence = readme.index("```bash")
     assert readme[fence + 1] == 'pip install -e ".[examples]" && python examples/cnn_digits.py'
-    assert (
-        readme[fence + 2] == 'pip install -e ".[dev]" && python -m pytest -q -n 2 --dist worksteal'
+    assert readme[fence + 2] == (
+        'pip install -e ".[dev]" && python -m pytest -q -n 2 --dist loadfile -m "not slow"'
     )
     assert readme[fence + 3] == "```"
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
-SLOW_PAGES = {
+SLOW_PAGES = {  # over 10 s of CPU each: run by CI's slow step (-m slow)
     "README.md": "a full gradient check",
     "docs/training.md": "trains on the digits",
+    "docs/models.md": "compiles a ResNet-20, a VGG, an Inception block and two LMs",
+    "docs/layers.md": "compiles every layer family, training and evaluation",
 }
 PAGES = sorted(
     str(path.relative_to(ROOT))

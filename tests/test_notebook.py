@@ -9,6 +9,7 @@ import json
 import pathlib
 
 import matplotlib
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "colab_quickstart.ipynb"
@@ -26,6 +27,7 @@ def test_the_notebook_is_what_the_script_writes():
     assert NOTEBOOK.read_text() == _generator().text(), "run python scripts/make_colab_notebook.py"
 
 
+@pytest.mark.slow  # trains the MLP and the CNN: about 14 s of CPU
 def test_the_code_cells_run_on_the_cpu(tmp_path, monkeypatch, capsys):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,10 +1,10 @@
 """Every fundl primitive, one row each, through the checks every primitive must pass.
 
 A new primitive gets all of them by adding a row to ``PRIMITIVES_UNDER_TEST`` (as
-optax's tests do for optimizers): the full gradient check (hand rule vs autodiff and
-finite differences in float64, grad of grad, vmap, jit), NaN propagating exactly as
-the reference propagates it, dtypes kept, integer inputs refused with the primitive's
-name, and options that are hashable static arguments.
+optax's tests do for optimizers): the gradient check (hand rule vs autodiff and finite
+differences in float64; grad of grad, vmap and jit in the slow run), NaN propagating
+exactly as the reference propagates it, dtypes kept, integer inputs refused with the
+primitive's name, and options that are hashable static arguments.
 """
 
 from collections.abc import Callable
@@ -260,6 +260,19 @@ def test_every_primitive_has_a_row():
     declared = {getattr(m, n) for m in (A, L, nn) for n in m.__all__}
     primitives = {obj for obj in declared if isinstance(obj, Primitive)}
     assert primitives - in_table == set()
+
+
+@pytest.mark.parametrize("case", PRIMITIVES_UNDER_TEST, ids=IDS)
+def test_hand_rule_equals_autodiff_and_finite_differences(case):
+    """The first-order checks, in every run; the slow test below adds grad of grad, vmap
+    and jit (a third of the cost is here, the rest there)."""
+    report = gradcheck.check(_call(case), *case.inputs(), hvp=False, jit=False, vmap=False)
+    report.assert_passed()
+    assert {row.check for row in report.rows} == {
+        "forward: hand vs reference",
+        "vjp: hand vs autodiff",
+        "vjp: hand vs finite diff",
+    }
 
 
 @pytest.mark.slow

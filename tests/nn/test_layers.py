@@ -334,7 +334,7 @@ LAYERS_UNDER_TEST = [
 IDS = [case.id for case in LAYERS_UNDER_TEST]
 KEY = jax.random.key(7)
 # First order against autodiff and finite differences: the grad-of-grad, vmap and jit
-# checks run for every primitive in tests/test_primitives.py.
+# checks run for every primitive in tests/test_primitives.py (the slow run).
 CHECKS = {"jit": False, "hvp": False, "vmap": False}
 
 
@@ -399,7 +399,6 @@ def test_evaluation_is_deterministic_and_needs_no_key(case):
     chex.assert_trees_all_equal(same_state, state)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
 def test_gradcheck_in_training_mode(case):
     params, state, x = _setup(case)
