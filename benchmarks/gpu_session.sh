@@ -10,7 +10,8 @@
 #
 # Parts (default: all three, in this order; about 4, 3 and 4 minutes on an H100 with 16
 # cores, so a 10-minute call runs "tests startup" and a second call "table"):
-#   tests    python -m pytest -n 8, slow tests included (tests.txt, tests.xml)
+#   tests    python -m pytest -n 8, slow tests included (tests.txt, tests.xml); more
+#            pytest arguments in $PYTEST_ARGS (a rerun: PYTEST_ARGS="--lf" or a path)
 #   startup  benchmarks/startup.py --wall 3 on the GPU, then with a fresh compilation
 #            cache (cold, then warm), then with JAX_PLATFORMS=cpu (startup_*.txt)
 #   table    benchmarks/device_table.py --budget-s ${TABLE_BUDGET_S:-200}
@@ -23,6 +24,15 @@ parts=${*:-tests startup table}
 {
   nvidia-smi 2>&1 || echo "no nvidia-smi"
   python -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__); print(jax.devices())"
+  # what the dev and examples extras bring: a missing one fails tests for that reason only
+  python - <<'PY'
+import importlib
+for name in ["numpy", "tqdm", "chex", "hypothesis", "xdist", "safetensors", "sklearn", "matplotlib"]:
+    try:
+        print(f"{name} {getattr(importlib.import_module(name), '__version__', '?')}")
+    except ImportError:
+        print(f"{name} MISSING")
+PY
 } > "$out/device.txt" 2>&1
 cat "$out/device.txt"
 
@@ -31,7 +41,7 @@ for part in $parts; do
   case "$part" in
     tests)
       timeout 480 python -m pytest -q -n 8 --dist loadfile -p no:cacheprovider \
-        --junitxml="$out/tests.xml" --durations=25 > "$out/tests.txt" 2>&1
+        --junitxml="$out/tests.xml" --durations=25 ${PYTEST_ARGS:-} > "$out/tests.txt" 2>&1
       ;;
     startup)
       cache=$(mktemp -d)
