@@ -109,6 +109,14 @@ def test_readme_starts_with_the_two_set_up_commands():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.fixture(autouse=True)
+def _free_compiled_programs_per_page():
+    """Each page and docstring module compiles its own models: drop them after each test
+    (conftest does so per module, and this module alone would otherwise hold 3 GB)."""
+    yield
+    jax.clear_caches()
+
+
 SLOW_PAGES = {  # over 10 s of CPU each: run by CI's slow step (-m slow)
     "README.md": "a full gradient check",
     "docs/training.md": "trains on the digits",
