@@ -6,7 +6,9 @@ function after another took over five minutes): the first failure is reported as
 found. ``HYPOTHESIS_PROFILE=fundl-shrink`` shrinks, to debug a failure.
 """
 
+import importlib.util
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -75,6 +77,25 @@ def _free_compiled_programs():
 # 1e-7. Tests state which precision they assume: `highest_precision` where agreement of two
 # computations is the point, `f32_tol` where a float32 result is held to a reference.
 
+# FUNDL_TEST_EMULATE_MATMUL=tf32 (a GPU's default) or bf16 (a TPU's) runs the suite on a CPU
+# with float32 dots and convolutions computed as on that device, and `f32_tol` widened as on
+# that backend (tests/_matmul_emulation.py; .ci/precision runs the whole suite both ways).
+# --import-mode=importlib puts no test folder on sys.path: the helper is loaded by its path.
+_spec = importlib.util.spec_from_file_location(
+    "fundl_tests_matmul_emulation", pathlib.Path(__file__).with_name("_matmul_emulation.py")
+)
+matmul_emulation = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(matmul_emulation)
+if os.environ.get("FUNDL_TEST_EMULATE_MATMUL"):  # for the whole run
+    matmul_emulation.install(os.environ["FUNDL_TEST_EMULATE_MATMUL"])
+
+
+@pytest.fixture
+def emulate_matmul():
+    """tests/_matmul_emulation.py, for the tests of the emulation itself."""
+    return matmul_emulation
+
+
 # The relative error of a float32 matmul at the backend's default precision (about 8 roundings
 # of its inputs), and 0 where float32 matmuls are float32.
 _MATMUL_RTOL = {"gpu": 4e-3, "cuda": 4e-3, "rocm": 4e-3, "tpu": 3e-2}
@@ -84,7 +105,7 @@ def reduced_matmul_precision() -> float:
     """The relative error float32 matmuls may carry here (0.0 on a CPU or under "highest")."""
     if jax.config.jax_default_matmul_precision in ("highest", "float32"):
         return 0.0
-    return _MATMUL_RTOL.get(jax.default_backend(), 0.0)
+    return _MATMUL_RTOL.get(matmul_emulation.backend() or jax.default_backend(), 0.0)
 
 
 def float32_tolerance(rtol: float = 1e-5, atol: float = 1e-6) -> dict:
