@@ -57,8 +57,9 @@ def main() -> int:
     print("The notes' network: 2 → 3 (ReLU) → 3 (ReLU) → 1 (sigmoid)\n")
     print_shapes(model, params, m)
 
-    manual, traces = fundl.backprop(model, params, x, y, loss, return_intermediates=True)
-    automatic = jax.grad(lambda p: loss(model.apply(p, x), y))(params)
+    with jax.default_matmul_precision("highest"):  # float32 products on a GPU or TPU too
+        manual, traces = fundl.backprop(model, params, x, y, loss, return_intermediates=True)
+        automatic = jax.grad(lambda p: loss(model.apply(p, x), y))(params)
     print("manual backprop vs jax.grad (fundl's hand-written rules), max |difference|:")
     worst = 0.0
     for name in manual:

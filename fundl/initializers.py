@@ -415,7 +415,8 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
       A wide ``(3, 5)`` weight has orthonormal rows, W Wᵀ = I:
 
       >>> W = fundl.initializers.orthogonal(jax.random.key(0), (3, 5))
-      >>> bool(jnp.allclose(W @ W.T, jnp.eye(3), atol=1e-5))
+      >>> with jax.default_matmul_precision("highest"):  # a float32 product on a GPU too
+      ...     bool(jnp.allclose(W @ W.T, jnp.eye(3), atol=1e-5))
       True
     """
     dtype = _check_dtype("orthogonal", dtype)

@@ -112,8 +112,11 @@ def test_readme_starts_with_the_two_set_up_commands():
 @pytest.fixture(autouse=True)
 def _free_compiled_programs_per_page():
     """Each page and docstring module compiles its own models: drop them after each test
-    (conftest does so per module, and this module alone would otherwise hold 3 GB)."""
+    (conftest does so per module, and this module alone would otherwise hold 3 GB). A page
+    that sets the matmul precision for the process has it set back after it."""
+    precision = jax.config.jax_default_matmul_precision
     yield
+    jax.config.update("jax_default_matmul_precision", precision)
     jax.clear_caches()
 
 

@@ -158,7 +158,9 @@ def backprop(
       >>> grads, traces = fundl.nn.backprop(model, params, x, y, loss, return_intermediates=True)
       >>> jax.tree.map(jnp.shape, grads)
       {'dense1': {'W': (3, 2), 'b': (3,)}, 'dense2': {'W': (1, 3), 'b': (1,)}}
-      >>> auto = jax.grad(lambda p: loss(model.apply(p, x), y))(params)
+      >>> with jax.default_matmul_precision("highest"):  # float32 products on a GPU too
+      ...     grads = fundl.nn.backprop(model, params, x, y, loss)
+      ...     auto = jax.grad(lambda p: loss(model.apply(p, x), y))(params)
       >>> all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b, atol=1e-6)),
       ...                                  grads, auto)))
       True
