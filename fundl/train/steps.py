@@ -675,6 +675,7 @@ def make_scan_steps(
     *,
     has_aux: bool = False,
     stateful: bool = False,
+    ensemble: bool = False,
     grad_health: bool = False,
     policy: Any = None,
     loss_scale: Any = None,
@@ -696,12 +697,14 @@ def make_scan_steps(
     ``mesh``, ``axis``, ``shard_params``: as for :func:`make_train_step`; each step's
     batch is split along ``axis`` (the stacked ``batches`` may be placed with
     ``NamedSharding(mesh, P(None, axis))``). ``policy`` and ``loss_scale`` apply to every
-    step, as in :func:`make_train_step`.
+    step, as in :func:`make_train_step`. ``ensemble=True`` runs every step on N models at
+    once, as :func:`make_train_step` does (params and opt_state, or every TrainState leaf,
+    with a leading axis of N; the batches shared); ``metrics`` leaves are then (k, N).
 
     The arguments are those of :func:`make_train_step`.
 
     Returns:
-      ``steps``, in the form above; ``metrics`` leaves of shape (k,).
+      ``steps``, in the form above; ``metrics`` leaves of shape (k,), or (k, N).
 
     Examples:
       The batch of :func:`make_train_step`'s example twice, k = 2: the same two losses.
@@ -719,6 +722,7 @@ def make_scan_steps(
       ((2,), ['2.5000', '0.6250'])
     """
     check_optimizer("make_scan_steps", optimizer)
+    check_bool("make_scan_steps", "ensemble", ensemble)
     plan = data_parallel("make_scan_steps", mesh, axis, shard_params)
     step = _step_fn(
         "make_scan_steps",
@@ -731,6 +735,8 @@ def make_scan_steps(
         policy,
         loss_scale,
     )
+    if ensemble:
+        step = _vmap_models(step, n_state_args=1 if stateful else 2)
     run = _scan(step, stateful)
     if not jit:
         return run
@@ -774,6 +780,7 @@ def make_epoch(
     *,
     has_aux: bool = False,
     stateful: bool = False,
+    ensemble: bool = False,
     grad_health: bool = False,
     policy: Any = None,
     loss_scale: Any = None,
@@ -796,6 +803,9 @@ def make_epoch(
     ``loss_scale`` apply as there. ``mesh``, ``axis``, ``shard_params``: as for
     :func:`make_train_step` (``batch_size`` must divide by the devices); the data are best
     replicated on the mesh (:func:`fundl.parallel.replicate`), and each step's batch is split.
+    ``ensemble=True`` trains N models at once, as :func:`make_train_step` does (params and
+    opt_state, or every TrainState leaf, with a leading axis of N), on the same batches in
+    the same order; ``metrics`` leaves are then (⌊n / b⌋, N).
 
     The other arguments are those of :func:`make_train_step`.
 
@@ -803,7 +813,7 @@ def make_epoch(
       batch_size: b, 1 ≤ b ≤ n: each epoch runs ⌊n / b⌋ steps.
 
     Returns:
-      ``epoch``, in the form above; ``metrics`` leaves of shape (⌊n / b⌋,).
+      ``epoch``, in the form above; ``metrics`` leaves of shape (⌊n / b⌋,), or (⌊n / b⌋, N).
 
     Examples:
       8 examples in batches of 4: two steps, in the order ``fold_in(key, 0)`` gives.
@@ -826,6 +836,7 @@ def make_epoch(
         batch_size,
         has_aux=has_aux,
         stateful=stateful,
+        ensemble=ensemble,
         grad_health=grad_health,
         policy=policy,
         loss_scale=loss_scale,
@@ -843,6 +854,7 @@ def build_epoch(
     *,
     has_aux: bool,
     stateful: bool = False,
+    ensemble: bool = False,
     grad_health: bool = False,
     policy: Any = None,
     loss_scale: Any = None,
@@ -852,12 +864,15 @@ def build_epoch(
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
+    check_bool(name, "ensemble", ensemble)
     batch_size = check_int(name, "batch_size", batch_size)
     if plan is not None and batch_size % plan.devices:
         plan.check_batch(name, jax.ShapeDtypeStruct((batch_size,), jnp.float32))
     step = _step_fn(
         name, loss_fn, optimizer, has_aux, stateful, grad_health, plan, policy, loss_scale
     )
+    if ensemble:
+        step = _vmap_models(step, n_state_args=1 if stateful else 2)
     scan = _scan(step, stateful)
 
     def run_stateful(train_state, data, key, epoch, *args):

@@ -1,5 +1,6 @@
 """fundl.train.steps and recompile: compiled steps, scan and ensembles equal plain loops."""
 
+import operator
 import warnings
 
 import chex
@@ -167,6 +168,46 @@ def test_ensemble_of_learning_rates_equals_separate_runs(toy):
         chex.assert_trees_all_close(
             jax.tree.map(lambda x: x[i], params), alone, rtol=1e-5, atol=1e-6
         )
+
+
+def test_scan_steps_and_epoch_train_an_ensemble_as_separate_runs(toy):
+    rates = [0.001, 0.01, 0.1]
+    opt = optim.inject_hyperparams(optim.adam)(learning_rate=0.01)
+    start = toy.params()
+
+    def ensemble():  # N copies of the start, each Adam state with its own learning rate
+        state = jax.vmap(lambda lr: optim.with_hyperparams(opt.init(start), learning_rate=lr))
+        return jax.tree.map(lambda p: jnp.stack([p] * len(rates)), start), state(jnp.array(rates))
+
+    batches = [jax.tree.map(jnp.asarray, toy.data(8, seed=s)) for s in range(3)]
+    scan = train.make_scan_steps(toy.loss_fn, opt, ensemble=True)
+    scanned, _, m = scan(*ensemble(), jax.tree.map(lambda *xs: jnp.stack(xs), *batches))
+    chex.assert_shape(m["loss"], (3, len(rates)))  # (k steps, N models)
+    d, key = jax.device_put(toy.data(24)), jax.random.key(4)
+    epoch = train.make_epoch(toy.loss_fn, opt, 8, ensemble=True)
+    epoched, _, m = epoch(*ensemble(), d, key, 1)
+    chex.assert_shape(m["loss"], (3, len(rates)))
+    for i, lr in enumerate(rates):
+        alone, alone_state = start, optim.adam(lr).init(start)
+        for b in batches:
+            alone, alone_state = toy.manual_step(optim.adam(lr), alone, alone_state, b)
+        chex.assert_trees_all_close(
+            jax.tree.map(operator.itemgetter(i), scanned), alone, rtol=1e-5, atol=1e-6
+        )
+        one_epoch = train.make_epoch(toy.loss_fn, optim.adam(lr), 8, donate=False)
+        alone, _, _ = one_epoch(start, optim.adam(lr).init(start), d, key, 1)
+        chex.assert_trees_all_close(
+            jax.tree.map(operator.itemgetter(i), epoched), alone, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_ensemble_flag_must_be_a_bool(toy):
+    for build in (
+        lambda: train.make_scan_steps(toy.loss_fn, optim.sgd(0.1), ensemble="yes"),
+        lambda: train.make_epoch(toy.loss_fn, optim.sgd(0.1), 8, ensemble=1),
+    ):
+        with pytest.raises(ValueError, match=r"ensemble must be True or False"):
+            build()
 
 
 def test_eval_step_accepts_the_three_return_forms(toy):
