@@ -40,7 +40,9 @@ for part in $parts; do
   start=$(date +%s)
   case "$part" in
     tests)
-      timeout 480 python -m pytest -q -n 8 --dist loadfile -p no:cacheprovider \
+      # worksteal, not CI's loadfile: with 8 workers the largest file (tests/test_docs.py,
+      # about 3 minutes of CPU here, on one worker) would set the wall time
+      timeout 480 python -m pytest -q -n 8 --dist worksteal -p no:cacheprovider \
         --junitxml="$out/tests.xml" --durations=25 ${PYTEST_ARGS:-} > "$out/tests.txt" 2>&1
       ;;
     startup)
