@@ -1,6 +1,6 @@
 """The test suite's emulation of a GPU's and a TPU's float32 matmul precision on a CPU
-(``FUNDL_TEST_EMULATE_MATMUL``, tests/_matmul_emulation.py): the rounding against a float64 reference,
-and the rounded products' errors, on and off."""
+(``FUNDL_TEST_EMULATE_MATMUL``, tests/_matmul_emulation.py): the rounding against a float64
+reference, and the rounded products' errors, on and off."""
 
 import os
 
