@@ -35,12 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fundl import augment, checkpoint, data, losses, metrics, models, optim, train
+from fundl import augment, data, losses, metrics, models, optim, train
 from fundl.nn import Sequential
 from fundl.optim import schedules
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from mlp_digits import report  # the same printout and curves
+from mlp_digits import fresh_checkpoints, report  # the same checkpoints, printout, curves
 
 
 def digits(key: jax.Array, size: int = 16) -> tuple[dict, dict, dict]:
@@ -126,9 +126,7 @@ def main(
         key=k_fit,
         val_data=val,
         early_stopping=train.EarlyStopping("val_loss", patience=8),
-        checkpoints=checkpoint.CheckpointManager(
-            pathlib.Path(out) / "checkpoints", keep_last=2, monitor="val_loss"
-        ),
+        checkpoints=fresh_checkpoints(out),
         progress=progress,
     )
     evaluate = train.make_eval_step(loss_fn, stateful=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import sys
 import time
 
@@ -54,6 +55,14 @@ def report(result: train.FitResult, test_metrics: dict, seconds: float, out: str
         print(f"(no curves: {error})")
 
 
+def fresh_checkpoints(out: str) -> checkpoint.CheckpointManager:
+    """The run's checkpoints in an emptied ``out/checkpoints``, best and latest kept: each
+    run of the example is a new run (fit refuses a directory holding another run's)."""
+    directory = pathlib.Path(out) / "checkpoints"
+    shutil.rmtree(directory, ignore_errors=True)
+    return checkpoint.CheckpointManager(directory, keep_last=2, monitor="val_loss")
+
+
 def main(epochs: int = 60, out: str = "runs/mlp_digits", progress: bool = True) -> float:
     """Train and return the test accuracy."""
     started = time.perf_counter()
@@ -78,9 +87,7 @@ def main(epochs: int = 60, out: str = "runs/mlp_digits", progress: bool = True) 
         val_data=val,
         has_aux=True,
         early_stopping=train.EarlyStopping("val_loss", patience=8),
-        checkpoints=checkpoint.CheckpointManager(
-            pathlib.Path(out) / "checkpoints", keep_last=2, monitor="val_loss"
-        ),
+        checkpoints=fresh_checkpoints(out),
         progress=progress,
     )
     evaluate = train.make_eval_step(loss_fn)

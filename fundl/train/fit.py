@@ -2,9 +2,9 @@
 
 The loop, in the order it runs each epoch: the compiled updates over the epoch's
 batches (or the whole epoch in one ``lax.scan``), the gradient-health warnings (with
-``grad_health``), a check that the loss and the parameters are finite, validation
-(also checked), the epoch's logs, the best-so-far bookkeeping, a checkpoint,
-callbacks, early stopping. Nothing syncs with the host inside an epoch.
+``grad_health``), a check that the loss, the parameters and the model state are
+finite, validation (also checked), the epoch's logs, the best-so-far bookkeeping,
+callbacks, early stopping, a checkpoint. Nothing syncs with the host inside an epoch.
 
 Internally every run carries a :class:`~fundl.train.TrainState`: a model with state
 or randomness (``model_state=...``) gets its state threaded and a key per step,
@@ -14,9 +14,10 @@ or randomness (``model_state=...``) gets its state threaded and a key per step,
 A checkpoint written by ``fit`` holds the tree ``{"params", "opt_state", "key", "step",
 "epoch", "position"}`` — plus ``"model_state"`` for a run with one — (position: the
 batch within the epoch, 0 at an epoch's end), the epoch's logs as its metrics, and the
-metadata ``{"history", "best", "best_epoch", "wait"}`` (every value finite:
-a NaN or inf metric stops the run before it is recorded):
-everything ``resume=True`` needs to continue bit-identically.
+metadata ``{"history", "best", "best_epoch", "wait", "callback_stop"}`` (every value
+finite: a NaN or inf metric stops the run before it is recorded):
+everything ``resume=True`` needs to continue bit-identically — including not training
+on when the run it resumes had stopped early.
 ``fundl.checkpoint.restore_params(directory)`` reads the parameters back in another
 process.
 """
@@ -90,6 +91,7 @@ class _State:
     best: float | None = None
     best_epoch: int | None = None
     wait: int = 0  # epochs since the best
+    callback_stop: bool = False  # a callback returned True: the run is over
     best_variables: tuple[Any, Any] | None = None  # with restore_best, a copy of the best
     # epoch's (params, model_state); the optimizer state is not kept twice
 
@@ -126,16 +128,32 @@ def _check_finite_losses(epoch: int, first_step: int, losses: np.ndarray, cause:
         )
 
 
-def _check_finite_params(epoch: int, params: Any, cause: str) -> None:
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    finite = jax.device_get(_finite_leaves(params))
-    bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(flat, finite) if not ok]
+def _check_finite_variables(epoch: int, params: Any, model_state: Any, cause: str) -> None:
+    """``FloatingPointError`` naming the first params or model-state leaf holding NaN or inf
+    (floating leaves only: keys and counters are not checked)."""
+    flat = [
+        (f"{name}{jax.tree_util.keystr(path)}", leaf)
+        for name, tree in (("params", params), ("model_state", model_state))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jnp.inexact)
+    ]
+    finite = jax.device_get(_finite_leaves([leaf for _, leaf in flat]))
+    bad = [where for (where, _), ok in zip(flat, finite) if not ok]
     if bad:
+        what = "parameters" if bad[0].startswith("params") else "model state"
         raise FloatingPointError(
-            f"fit: after epoch {epoch} the parameters hold NaN or inf in params{bad[0]}"
+            f"fit: after epoch {epoch} the {what} hold NaN or inf in {bad[0]}"
             + (f" and {len(bad) - 1} more leaves" if len(bad) > 1 else "")
             + " although every loss was finite; "
-            + (cause or "lower the learning rate or clip gradients")
+            + (
+                cause
+                or (
+                    "lower the learning rate or clip gradients"
+                    if what == "parameters"
+                    else "a running statistic overflowed or became NaN: check the data for "
+                    "outliers and the layer that keeps that state"
+                )
+            )
         )
 
 
@@ -255,20 +273,37 @@ def _resume(
     template = _saved_tree(state, steps_per_epoch, stateful)
     step, restored = manager.restore_latest(template=template)
     meta = manager.read_metadata(step)
+    epoch, saved_steps = int(restored["epoch"]), int(restored["step"])
+    if saved_steps != epoch * steps_per_epoch:
+        raise ValueError(
+            f"fit: cannot resume from {manager.path(step)}: its run made "
+            f"{saved_steps // max(epoch, 1)} steps an epoch and this call makes "
+            f"{steps_per_epoch}; resume with the run's batch_size, drop_last, scan and "
+            "training data, or start a new run in an empty directory"
+        )
+    if not np.array_equal(_key_data(restored["key"]), _key_data(state.key)):
+        warnings.warn(
+            f"fit: the key passed differs from the key the run in {manager.directory} started "
+            "with; the resumed run continues with the checkpoint's key (data order and model "
+            "keys), as the uninterrupted run would",
+            stacklevel=3,
+        )
     train = state.train._replace(
         params=restored["params"],
         opt_state=restored["opt_state"],
         model_state=restored.get("model_state", {}),
+        key=jax.random.split(restored["key"])[1],  # the model's keys, as _start derives them
         step=jnp.asarray(restored["step"], jnp.int32),
     )
     resumed = _State(
         train=train,
         key=restored["key"],
-        epoch=int(restored["epoch"]),
+        epoch=epoch,
         history={k: [float(v) for v in vs] for k, vs in meta["history"].items()},
         best=meta["best"],
         best_epoch=meta["best_epoch"],
         wait=meta["wait"],
+        callback_stop=bool(meta.get("callback_stop", False)),
     )
     if early_stopping is not None and early_stopping.restore_best and resumed.best_epoch:
         best_step = resumed.best_epoch * steps_per_epoch
@@ -286,6 +321,19 @@ def _resume(
                 stacklevel=3,
             )
     return resumed
+
+
+def _key_data(key: jax.Array) -> np.ndarray:
+    """The key's bits, for a typed key or a raw ``uint32[2]`` one."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key)
+
+
+def _stopped(state: _State, early_stopping: EarlyStopping | None) -> bool:
+    """Whether the run is over before its epochs are: a callback or early stopping ended it."""
+    waited = early_stopping is not None and state.wait >= early_stopping.patience
+    return state.callback_stop or waited
 
 
 def _with_state(fn: Callable[..., Any], has_aux: bool | None) -> Callable[..., Any]:
@@ -447,7 +495,9 @@ class _Loop:
         losses = np.array([m["loss"] for m in step_metrics])
         first_step = (state.epoch - 1) * self.steps_per_epoch
         _check_finite_losses(state.epoch, first_step, losses, self.nonfinite_cause)
-        _check_finite_params(state.epoch, state.train.params, self.nonfinite_cause)
+        _check_finite_variables(
+            state.epoch, state.train.params, state.train.model_state, self.nonfinite_cause
+        )
         if self.loss_scale is not None:
             skipped = np.array([m["skipped"] for m in step_metrics])
             _check_not_all_skipped(state.epoch, skipped, state.train.opt_state, self.loss_scale)
@@ -495,6 +545,7 @@ def _save(
             "best": state.best,
             "best_epoch": state.best_epoch,
             "wait": state.wait,
+            "callback_stop": state.callback_stop,
         },
     )
 
@@ -597,8 +648,8 @@ def fit(
     Each epoch visits the examples in the order ``fold_in(key, epoch)`` gives (see
     :func:`fundl.data.batches`), one compiled update per batch — or, with ``scan=True``,
     the whole epoch in one compiled ``lax.scan`` — then validates, logs the mean of every
-    metric weighted by batch size, saves a checkpoint, runs the callbacks and checks
-    early stopping. The data are checked once before training (finite floats, integers
+    metric weighted by batch size, runs the callbacks, checks early stopping and saves a
+    checkpoint. The data are checked once before training (finite floats, integers
     that fit JAX's dtypes); a loss, parameter or validation metric that becomes NaN or
     inf raises ``FloatingPointError`` at the end of its epoch, naming the step or leaf.
 
@@ -627,11 +678,15 @@ def fit(
         epoch, its keep-last and keep-best rules applied (give it
         ``monitor="val_loss"`` to keep the best epoch).
       resume: continue from the newest readable checkpoint of ``checkpoints`` (a
-        corrupt newest one is skipped with a warning), bit-identically.
+        corrupt newest one is skipped with a warning), bit-identically: with the
+        checkpoint's key (a different ``key`` warns), and with nothing left to train if
+        that run had stopped early. The run's ``batch_size``, ``drop_last`` and ``scan``
+        must not change (``ValueError``). Without ``resume``, a directory that already
+        holds checkpoints is a ``ValueError``.
       progress: report progress (a bar in a terminal or notebook, one line per epoch
         in a log file).
-      callbacks: ``callback(epoch, logs, params)`` after each epoch; returning ``True``
-        stops training.
+      callbacks: ``callback(epoch, logs, params)`` after each epoch (``params``: a copy the
+        callback may keep); returning ``True`` stops training.
       model_state: the model's initial state (``model.init_state(...)``; ``{}`` for a
         model with dropout but no state) — to train a model through
         ``apply_with_state``, with its state threaded from step to step and a fresh key
@@ -738,6 +793,12 @@ def fit(
     state = _start(params, state_optimizer, model_state, as_key("fit", key))
     if resume:
         state = _resume(checkpoints, state, steps_per_epoch, stateful, early_stopping)
+    elif checkpoints is not None and checkpoints.steps():
+        raise ValueError(
+            f"fit: {checkpoints.directory} already holds checkpoints (steps "
+            f"{checkpoints.steps()}) from another run; pass resume=True to continue it, or give "
+            "this run an empty directory (a new run's checkpoints would mix with the old ones)"
+        )
     if plan is not None:
         state.train = place_train_state(plan, state.train)
     train_fn = loss_fn if stateful else _with_state(loss_fn, has_aux)
@@ -795,7 +856,7 @@ def fit(
         nonfinite_cause=_float16_cause(policy, loss_scale),
         loss_scale=loss_scale,
     )
-    stopped_early = False
+    stopped_early = _stopped(state, early_stopping)  # a resumed run may be over already
     try:
         while state.epoch < epochs and not stopped_early:
             logs = loop.run_epoch(state)
@@ -803,11 +864,14 @@ def fit(
             if keep_best and state.wait == 0:
                 state.best_variables = _copy((state.train.params, state.train.model_state))
             loop.report.end_epoch(logs)
+            if callbacks:  # a copy: the next step donates the params' buffers
+                params = _copy(state.train.params)
+                # a list, not a generator: every callback runs
+                stops = [cb(state.epoch, logs, params) is True for cb in callbacks]
+                state.callback_stop = any(stops)
+            stopped_early = _stopped(state, early_stopping)
             if checkpoints is not None:
                 _save(checkpoints, state, logs, steps_per_epoch, stateful)
-            stop = any([cb(state.epoch, logs, state.train.params) is True for cb in callbacks])
-            waited = early_stopping is not None and state.wait >= early_stopping.patience
-            stopped_early = stop or waited
     finally:
         loop.report.close()
 

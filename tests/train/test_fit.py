@@ -170,9 +170,18 @@ def test_a_tie_is_not_an_improvement(toy, run):
     assert result.best_epoch == 1
 
 
-def test_callback_can_stop(toy, run):
-    result = run(epochs=10, callbacks=[lambda epoch, logs, params: epoch == 2])
+def test_callback_can_stop_and_keep_the_params_it_gets(toy, run):
+    kept = []
+
+    def keep_and_stop(epoch, logs, params):
+        kept.append(params)  # fit's next step donates its own buffers, not these
+        return epoch == 2
+
+    result = run(epochs=10, callbacks=[keep_and_stop])
     assert result.history["epoch"] == [1, 2] and result.stopped_early
+    first, last = jax.tree.map(np.asarray, kept)  # raises if a buffer was deleted
+    chex.assert_trees_all_equal(last, jax.tree.map(np.asarray, result.params))
+    assert not np.array_equal(first["dense1"]["W"], last["dense1"]["W"])
 
 
 # --- non-finite values are never silent --------------------------------------------------
@@ -216,6 +225,27 @@ def test_parameters_that_become_nan_with_a_finite_loss_are_caught(toy, run):
         run(kinked, optim.sgd(0.1), epochs=2, batch_size=40)
 
 
+def test_a_model_state_that_becomes_nan_is_caught(toy):
+    def overflowing(params, batch, *, state, key, train):  # a running statistic that overflows
+        return toy.loss_fn(params, batch), {}, {"count": state["count"] + 1, "m": state["m"] * 1e30}
+
+    with pytest.raises(
+        FloatingPointError,
+        match=r"fit: after epoch 1 the model state hold NaN or inf in model_state\['m'\]",
+    ):
+        train.fit(
+            overflowing,
+            toy.params(),
+            optim.sgd(0.1),
+            toy.data(40),
+            epochs=2,
+            batch_size=8,
+            key=0,
+            progress=False,
+            model_state={"count": jnp.zeros((), jnp.int32), "m": jnp.ones(3)},
+        )
+
+
 def test_a_nan_validation_metric_is_caught_even_with_checkpoints(toy, run, tmp_path):
     def nan_accuracy(params, batch):
         return {"loss": toy.loss_fn(params, batch), "accuracy": jnp.float32(jnp.nan)}
@@ -239,6 +269,37 @@ def test_resume_is_bit_identical(toy, run, tmp_path):
     chex.assert_trees_all_equal(straight.params, resumed.params)
     chex.assert_trees_all_equal(straight.opt_state, resumed.opt_state)
     assert straight.history["loss"] == resumed.history["loss"]
+
+
+def test_resuming_a_run_that_stopped_trains_no_further(toy, run, tmp_path):
+    # A job pre-empted after its last checkpoint and started again must not train on.
+    stopper = train.EarlyStopping("val_loss", patience=2)
+    common = dict(optimizer=optim.sgd(0.0), epochs=10, early_stopping=stopper)
+    common.update(val_data=toy.data(20, seed=3))
+    first = run(checkpoints=CheckpointManager(tmp_path / "a"), **common)
+    again = run(checkpoints=CheckpointManager(tmp_path / "a"), resume=True, **common)
+    assert first.history["epoch"] == again.history["epoch"] == [1, 2, 3]
+    assert again.stopped_early and again.best_epoch == first.best_epoch == 1
+    chex.assert_trees_all_equal(first.params, again.params)
+    assert CheckpointManager(tmp_path / "a").latest_step() == 3 * 5
+    # a callback's stop is recorded in the checkpoint too
+    stop_at_2 = [lambda epoch, logs, params: epoch == 2]
+    run(epochs=10, checkpoints=CheckpointManager(tmp_path / "b"), callbacks=stop_at_2)
+    again = run(epochs=10, checkpoints=CheckpointManager(tmp_path / "b"), resume=True)
+    assert again.history["epoch"] == [1, 2] and again.stopped_early
+
+
+def test_resume_refuses_another_batch_size_and_a_fresh_run_an_occupied_directory(
+    toy, run, tmp_path
+):
+    manager = CheckpointManager(tmp_path)
+    run(epochs=2, batch_size=8, checkpoints=manager)  # 40 examples: 5 steps an epoch
+    with pytest.raises(
+        ValueError, match=r"fit: cannot resume .*made 5 steps an epoch and this call makes 10"
+    ):
+        run(epochs=3, batch_size=4, checkpoints=manager, resume=True)
+    with pytest.raises(ValueError, match=r"fit: .* already holds checkpoints \(steps \[5, 10\]\)"):
+        run(epochs=1, checkpoints=manager)
 
 
 def test_checkpoints_keep_latest_and_best_and_give_back_the_params(toy, run, tmp_path):
@@ -396,7 +457,11 @@ def test_fit_threads_the_model_state_and_validates_in_evaluation_mode(toy):
 def test_resume_with_dropout_and_batch_norm_is_bit_identical(toy, tmp_path):
     straight = _fit_stateful(toy, checkpoints=CheckpointManager(tmp_path / "a"))
     _fit_stateful(toy, epochs=2, checkpoints=CheckpointManager(tmp_path / "b"))
-    resumed = _fit_stateful(toy, checkpoints=CheckpointManager(tmp_path / "b"), resume=True)
+    # another key: the checkpoint's key orders the data and draws the dropout masks
+    with pytest.warns(UserWarning, match=r"fit: the key passed differs .* checkpoint's key"):
+        resumed = _fit_stateful(
+            toy, checkpoints=CheckpointManager(tmp_path / "b"), resume=True, key=jax.random.key(9)
+        )
     chex.assert_trees_all_equal(straight.params, resumed.params)
     chex.assert_trees_all_equal(straight.model_state, resumed.model_state)
     assert straight.history["loss"] == resumed.history["loss"]
