@@ -26,12 +26,27 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _already_on(leaf: jax.Array, sharding: NamedSharding) -> bool:
+    """Whether ``leaf`` already has exactly ``sharding`` (nothing to move or relabel)."""
+    try:
+        return leaf.sharding == sharding
+    except (AttributeError, TypeError):  # e.g. a tracer
+        return False
+
+
 def put(leaf: Any, sharding: NamedSharding) -> jax.Array:
     """``leaf`` on ``sharding``. Across processes (a sharding some of whose devices this
     process cannot address), every process passes the same value and sends only its own
     devices' slices; a typed PRNG key travels as its key data."""
-    if sharding.is_fully_addressable or not isinstance(leaf, jax.Array):
+    if isinstance(leaf, jax.Array) and _already_on(leaf, sharding):
+        return leaf  # as jax.device_put does: a donating step then consumes it
+    if not isinstance(leaf, jax.Array):
         return jax.device_put(leaf, sharding)
+    if sharding.is_fully_addressable:
+        # a copy first: device_put gives the new array the caller's buffer on the device
+        # they share (even with may_alias=False, JAX 0.6-0.10), and a donating step would
+        # then delete the caller's original
+        return jax.device_put(jax.device_put(leaf, may_alias=False), sharding)
     if _is_key(leaf):
         impl = jax.random.key_impl(leaf)
         data = put(jax.random.key_data(leaf), NamedSharding(sharding.mesh, PartitionSpec()))
@@ -106,7 +121,9 @@ def replicate(tree: Any, mesh: Any) -> Any:
     How parameters, optimizer and model state live in plain data parallelism: each
     device computes the gradient of its slice of the batch and XLA's all-reduce gives
     every copy the same update. Like ``jax.device_put``, a leaf already where it should
-    be is returned as it is, not copied: a donating step then consumes it.
+    be is returned as it is, not copied: a donating step then consumes it. Any other
+    leaf is copied (even the copy on the device it came from), so the caller's array
+    survives a donating step.
 
     Examples:
       >>> mesh = fundl.parallel.data_mesh()

@@ -267,6 +267,21 @@ def fit_on_mesh(n, batch_size):
 
 
 @check
+def replicate_copies_the_callers_array():
+    # placed leaves must not share the caller's buffer: a donating step deletes them
+    params = MLP.init(0)
+    step = train.make_train_step(mlp_loss, optim.sgd(0.1), mesh=MESH)
+    placed = parallel.replicate(params, MESH)
+    step(placed, parallel.replicate(optim.sgd(0.1).init(placed), MESH), data(16))
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(placed)), "the step did not donate"
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(params))
+    close(params["dense1"]["W"], MLP.init(0)["dense1"]["W"])
+    placed = parallel.replicate(params, MESH)
+    again = parallel.replicate(placed, MESH)  # already in place: returned as it is
+    assert all(a is b for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(placed)))
+
+
+@check
 def bad_inputs():
     step = train.make_train_step(mlp_loss, optim.sgd(0.1), mesh=MESH)
     params = parallel.replicate(MLP.init(0), MESH)

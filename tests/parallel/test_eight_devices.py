@@ -27,6 +27,7 @@ CHECKS = [
     "fit_8_equals_1",  # fit(mesh=...), validation batches of 8 and 2
     "fit_fsdp_checkpoint_equals_1",  # fit(mesh=..., shard_params=True, checkpoints=...)
     "fit_scan_8_equals_1",  # fit(mesh=..., scan=True)
+    "replicate_copies_the_callers_array",  # a donating step leaves the caller's params alone
     "bad_inputs",  # batch not divisible, missing mesh axis, fit's final partial batch
 ]
 
