@@ -33,7 +33,11 @@ from fundl.nn.dense import dense
 from fundl.nn.embedding import embedding
 from fundl.nn.norm import layer_norm
 from fundl.nn.position import sinusoidal_positions
-from fundl.nn.transformer import TransformerDecoderBlock
+from fundl.nn.transformer import (
+    TransformerDecoderBlock,
+    check_cache_position,
+    nan_outside_cache,
+)
 
 __all__ = ["TransformerLM", "transformer_lm"]
 
@@ -249,32 +253,20 @@ class TransformerLM(Layer):
         a sequence in pieces (a prompt, then one token at a time) gives the same logits as
         ``apply`` on the whole sequence. ``position`` may be traced (inside ``jit`` or a
         scan); a concrete one beyond the cache raises ``ValueError``, and under ``jit``
-        the logits of a call that runs past ``max_length`` (or starts below 0) are all NaN (never a silently clamped write).
+        the logits of a call that runs past ``max_length`` (or starts below 0) are all NaN
+        (never a silently clamped write).
         """
         length = self._check_tokens(tokens, "new token ids")
         check_params(self, params, jnp.shape(tokens))
-        if not jnp.issubdtype(jnp.result_type(position), jnp.integer) or jnp.ndim(position):
-            raise TypeError(
-                f"{self!r}: expected an integer scalar position, got "
-                f"{jnp.result_type(position)} of shape {jnp.shape(position)}"
-            )
-        if not isinstance(position, jax.core.Tracer):
-            position = int(position)
-            if not 0 <= position <= self.max_length - length:
-                raise ValueError(
-                    f"{self!r}: {length} new tokens at position {position} do not fit the "
-                    f"cache of max_length {self.max_length}"
-                )
+        position = check_cache_position(self, position, length, self.max_length)
         positions = position + jnp.arange(length)
         h = self._embed(params, tokens, jnp.minimum(positions, self.max_length - 1))
         block, new_cache = self.block, {}
         for i in range(self.num_layers):
             name = f"block{i}"
             h, new_cache[name] = block.decode(params[name], cache[name], h, position)
-        logits = self._logits(params, h)
-        # traced and outside the cache: the write was clamped, so no logit can be trusted
-        outside = (position < 0) | (position + length > self.max_length)
-        return jnp.where(outside, jnp.asarray(jnp.nan, logits.dtype), logits), new_cache
+        logits = self._logits(params, h)  # NaN already, from the blocks, outside the cache
+        return nan_outside_cache(logits, position, length, self.max_length), new_cache
 
 
 def transformer_lm(

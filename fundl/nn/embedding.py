@@ -49,9 +49,10 @@ def embedding(E, ids):
     E collects the sum of the upstream gradients of every position holding its id,
     dE = scatter-add of g at rows ids; ids get no gradient. Saves ids and E's shape.
 
-    Out-of-vocabulary ids: a concrete array is refused (``ValueError``); inside ``jit``,
-    where ids cannot be read, such a position gives a row of NaN (never a silent clamp
-    to the last row), and its gradient is dropped.
+    Out-of-vocabulary ids (negative or ≥ vocab_size): a concrete array is refused
+    (``ValueError``); inside ``jit``, where ids cannot be read, such a position gives a
+    row of NaN (never a silent clamp to the last row, nor NumPy's wrap of −1 to it), and
+    its gradient is dropped.
 
     Args:
       E: the table, (vocab_size, d), floating.
@@ -67,7 +68,14 @@ def embedding(E, ids):
              [0., 1.],
              [4., 5.]], dtype=float32)
     """
-    return jnp.take(E, ids, axis=0, mode="fill", fill_value=jnp.nan)
+    return jnp.take(E, _in_vocabulary(ids, E.shape[0]), axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def _in_vocabulary(ids: jax.Array, vocab_size: int) -> jax.Array:
+    """ids with every out-of-vocabulary id (negative ones too) set to vocab_size: the
+    gather's fill and the scatter's drop then apply (jnp indexing would wrap −1 to the last
+    row)."""
+    return jnp.where((ids < 0) | (ids >= vocab_size), vocab_size, ids)
 
 
 def embedding_fwd(E, ids):
@@ -77,6 +85,7 @@ def embedding_fwd(E, ids):
 def embedding_bwd(residuals, g):
     ids, table = residuals
     shape, dtype = table.value
+    ids = _in_vocabulary(ids, shape[0])
     d_E = jnp.zeros(shape, dtype).at[ids].add(g.astype(dtype), mode="drop")
     return d_E, None
 

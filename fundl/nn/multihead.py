@@ -230,8 +230,11 @@ class MultiHeadAttention(Layer):
     def attention_mask(self, mask: Any, q_shape: tuple, k_length: int) -> jax.Array | None:
         """A mask as ``dot_product_attention`` takes it: bool (..., H, L_q, L_k).
 
-        ``mask``: None, bool (..., L_k) (key padding) or bool (..., L_q, L_k); ``q_shape``
-        is q's (..., H, L_q, d_h).
+        ``mask``: None, bool (..., L_k) (key padding) or bool (..., L_q, L_k), with x's
+        batch axes (...); ``q_shape`` is q's (..., H, L_q, d_h). An unbatched (L_q, L_k)
+        mask is not broadcast as PyTorch's ``attn_mask`` is: with one batch axis of size
+        B = L_q it has the key-padding shape (B, L_k) and is read as one, so broadcast
+        it first (``jnp.broadcast_to(m, (B, L_q, L_k))``).
         """
         if mask is None:
             return None
@@ -241,9 +244,14 @@ class MultiHeadAttention(Layer):
             lead + (k_length,),
             lead + (lq, k_length),
         ):
+            hint = (
+                f"; broadcast an unbatched (L_q, L_k) mask to {lead + (lq, k_length)} first"
+                if ms == (lq, k_length) and lead
+                else ""
+            )
             raise ValueError(
                 f"{self!r}: expected a bool mask of shape {lead + (k_length,)} (key padding) or "
-                f"{lead + (lq, k_length)}, got {jnp.result_type(mask)} of shape {ms}"
+                f"{lead + (lq, k_length)}, got {jnp.result_type(mask)} of shape {ms}{hint}"
             )
         if len(ms) == len(lead) + 1:
             mask = mask[..., None, :]  # every query sees the same keys

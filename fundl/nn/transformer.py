@@ -41,6 +41,33 @@ from fundl.nn.norm import layer_norm
 __all__ = ["TransformerDecoderBlock", "TransformerEncoderBlock"]
 
 
+def check_cache_position(owner: Any, position: Any, length: int, max_length: int) -> Any:
+    """``position`` checked for ``length`` new tokens in a cache of ``max_length``: an
+    integer scalar (``TypeError``); a concrete one with 0 ≤ position ≤ max_length − length
+    (``ValueError``) comes back as an int, a traced one as it is (see ``outside_cache``)."""
+    if not jnp.issubdtype(jnp.result_type(position), jnp.integer) or jnp.ndim(position):
+        raise TypeError(
+            f"{owner!r}: expected an integer scalar position, got "
+            f"{jnp.result_type(position)} of shape {jnp.shape(position)}"
+        )
+    if isinstance(position, jax.core.Tracer):
+        return position
+    position = int(position)
+    if not 0 <= position <= max_length - length:
+        raise ValueError(
+            f"{owner!r}: {length} new tokens at position {position} do not fit the cache of "
+            f"max_length {max_length}"
+        )
+    return position
+
+
+def nan_outside_cache(y: jax.Array, position: Any, length: int, max_length: int) -> jax.Array:
+    """y, or all NaN when the (traced) write ran outside the cache: ``dynamic_update_slice``
+    clamped it onto other positions, so nothing computed from the cache can be trusted."""
+    outside = (position < 0) | (position + length > max_length)
+    return jnp.where(outside, jnp.asarray(jnp.nan, y.dtype), y)
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class _Block(Layer):
     """What both blocks share: the options, the FFN, the norms, dropout and the wiring."""
@@ -338,7 +365,9 @@ class TransformerDecoderBlock(_Block):
         The self-attention's keys and values of the new tokens are written into the cache
         (``init_cache``) at ``position`` .. ``position + L_new − 1``; query i sees the cache
         up to ``position + i``. Evaluation mode (no dropout). Equals the full pass's rows
-        at those positions (tested). Returns ``(y, new cache)``.
+        at those positions (tested). Returns ``(y, new cache)``. A concrete ``position``
+        whose tokens do not fit the cache raises ``ValueError``; under ``jit`` such a call
+        gives all-NaN y (never a silently clamped write).
         """
         check_floating(repr(self), "a floating-point input", x)
         check_params(self, params, jnp.shape(x))
@@ -347,6 +376,7 @@ class TransformerDecoderBlock(_Block):
         attentions = self._attentions()
         name, mha = attentions[0]
         length, max_length = jnp.shape(x)[-2], cache["k"].shape[-2]
+        position = check_cache_position(self, position, length, max_length)
         positions = position + jnp.arange(length)
 
         def attend_cached(h):
@@ -372,7 +402,7 @@ class TransformerDecoderBlock(_Block):
             x = self._sublayer(params, "norm2", x, attend, None, False)
         last = f"norm{len(attentions) + 1}"
         x = self._sublayer(params, last, x, lambda h: self._ffn(params, h), None, False)
-        return x, cache
+        return nan_outside_cache(x, position, length, max_length), cache
 
     def apply(
         self, params, x, *, key=None, train=False, mask=None, context=None, context_mask=None

@@ -192,6 +192,12 @@ def test_decode_past_the_cache_under_jit_gives_nan_not_a_clamped_write():
     assert bool(jnp.all(jnp.isnan(logits)))
     logits, _ = jax.jit(lm.decode)(params, cache, jnp.zeros((1, 2), jnp.int32), jnp.int32(7))
     assert bool(jnp.all(jnp.isfinite(logits)))
+    # the block alone: refused when concrete, NaN under jit (its write would be clamped)
+    block, h = lm.block, jnp.ones((1, 2, 8))
+    with pytest.raises(ValueError, match=r"TransformerDecoderBlock.*2 new tokens at position 8"):
+        block.decode(params["block0"], cache["block0"], h, 8)
+    y, _ = jax.jit(block.decode)(params["block0"], cache["block0"], h, jnp.int32(-1))
+    assert bool(jnp.all(jnp.isnan(y)))
 
 
 def test_transformer_lm_is_a_model_export():

@@ -168,6 +168,10 @@ def test_bad_input_names_the_layer_and_shapes():
     with pytest.raises(ValueError, match=r"MultiHeadAttention\(2\): expected a bool mask of shape"):
         mha.apply(params, x, mask=jnp.ones((2, 3), bool))
     with pytest.raises(
+        ValueError, match=r"broadcast an unbatched \(L_q, L_k\) mask to \(2, 4, 4\)"
+    ):
+        mha.apply(params, x, mask=jnp.tril(jnp.ones((4, 4), bool)))  # PyTorch's attn_mask
+    with pytest.raises(
         ValueError, match=r"expected a context of shape \(2, 'L_k', 8\).*\(2, 3, 6\)"
     ):
         mha.apply(params, x, context=c)
