@@ -19,6 +19,20 @@ def test_keep_rate_and_scale_over_many_units():
     assert abs(float(y.mean()) - 1.0) < 5 * np.sqrt(0.3 / 0.7 / n)  # E[y] = x
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_scaling_is_rounded_once_not_biased(dtype):
+    # y = x/(1 − p) rounded once to x's dtype: unbiased. A bfloat16 factor 1/0.9 → 1.109375
+    # would scale every kept unit by 0.99844 of 1/0.9 (float16's 1.111328 by 1.000195).
+    x = jax.random.uniform(jax.random.key(4), (100, 100), minval=1.0, maxval=2.0).astype(dtype)
+    keep = jnp.ones(x.shape, bool)
+    exact = np.asarray(x, np.float64) / 0.9
+    y, vjp = jax.vjp(lambda x: dropout(x, keep, rate=0.1), x)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float64).sum() / exact.sum(), 1.0, rtol=1e-4)
+    # the backward scales its cotangent the same way: g = x gives back y
+    np.testing.assert_array_equal(np.asarray(vjp(x)[0], np.float32), np.asarray(y, np.float32))
+
+
 def test_evaluation_is_the_identity_and_rate_zero_needs_no_key():
     x = jax.random.normal(jax.random.key(1), (4, 3))
     assert Dropout(0.5).apply({}, x) is x
