@@ -25,7 +25,7 @@ from fundl.optim.base import GradientTransformation, apply_updates, safe_increme
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
 from fundl.train.steps import check_optimizer, loss_and_aux, loss_metrics_state
-from fundl.tree import accumulation_dtype
+from fundl.tree import accumulation_dtype, global_norm
 
 __all__ = ["DP_METRICS", "dp_aggregate", "make_dp_train_step", "per_example_grads"]
 
@@ -159,9 +159,12 @@ def dp_aggregate(
     g̃ = (Σ_i ḡ_i + N(0, σ²C² I)) / N.
 
     The norms, the sum and the noise are computed in float32 (or float64 where the
-    gradients are), and g̃ is cast back to each leaf's dtype. The noise of leaf j (in
-    ``jax.tree.leaves`` order, L leaves) is ``σC · jax.random.normal(jax.random.split(key,
-    L)[j], shape, dtype)``; with σ = 0 none is drawn. Use a fresh key every step: the
+    gradients are), and g̃ is cast back to each leaf's dtype. Each ‖g_i‖ is
+    :func:`fundl.tree.global_norm` of example i, right for every finite gradient (a
+    float32 sum of squares would overflow beyond about 1.8e19 and drop the example). The
+    noise of leaf j (in ``jax.tree.leaves`` order, L leaves) is ``σC ·
+    jax.random.normal(jax.random.split(key, L)[j], shape, dtype)``; with σ = 0 none is
+    drawn. Use a fresh key every step: the
     same noise twice cancels in a difference of two steps. A NaN gradient gives NaN.
 
     Args:
@@ -199,8 +202,9 @@ def _aggregate(
     leaves, treedef = jax.tree.flatten(grads)
     dtype = accumulation_dtype(leaves)
     wide = [jnp.asarray(leaf).astype(dtype) for leaf in leaves]
-    sq = [jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim))) for x in wide]
-    norms = jnp.sqrt(sum(sq, jnp.zeros((n,), dtype)))  # (N,)
+    # each example's global norm, overflow-safe: a finite ‖g_i‖ beyond float32's sqrt(max)
+    # is clipped like any other, not lost to an infinite sum of squares
+    norms = jax.vmap(global_norm)(wide)  # (N,)
     factor = jnp.minimum(1.0, clip / norms)  # ‖g‖ = 0: C/0 = inf, factor 1; NaN stays NaN
     keys = jax.random.split(key, len(leaves)) if sigma > 0 else [None] * len(leaves)
     out = []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 __all__ = [
     "global_norm",
@@ -23,17 +25,21 @@ PathPredicate = Callable[[tuple, Any], bool]
 
 
 def accumulation_dtype(tree: Any) -> np.dtype:
-    """The dtype to accumulate ``tree``'s leaves in: their widest floating dtype, at least float32.
+    """The dtype to accumulate ``tree``'s leaves in: their widest inexact dtype, at least float32.
 
-    bfloat16 and float16 leaves give float32, float64 leaves (with x64 on) float64. It is
-    read from the dtypes alone, never from JAX's promotion rules, so it holds under
-    ``jax_numpy_dtype_promotion="strict"``; cast each leaf to it explicitly.
+    bfloat16 and float16 leaves give float32, float64 leaves (with x64 on) float64. A
+    complex leaf gives its complex dtype (complex64 is wider than float32), so casting a
+    complex leaf to it keeps the imaginary part; :func:`global_norm` takes the real
+    dtype of the same width for its norm. It is read from the dtypes alone, never from
+    JAX's promotion rules, so it holds under ``jax_numpy_dtype_promotion="strict"``;
+    cast each leaf to it explicitly.
 
     Args:
       tree: any pytree of arrays (integer and bool leaves count as float32).
 
     Returns:
-      a NumPy dtype: float32, or float64 if a leaf is float64.
+      a NumPy dtype: float32, or float64 if a leaf is float64 (complex64 or complex128
+      if a leaf is complex and no real leaf is wider).
 
     Examples:
       >>> fundl.tree.accumulation_dtype({"W": jnp.zeros((2, 2), jnp.bfloat16), "step": 3})
@@ -47,24 +53,52 @@ def accumulation_dtype(tree: Any) -> np.dtype:
     return widest
 
 
+def _real_parts(leaf: Any, dtype: Any) -> list[jax.Array]:
+    """``[x]`` in ``dtype``, or ``[Re x, Im x]`` for a complex x (|x|² = Σ their squares)."""
+    x = jnp.asarray(leaf)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return [jnp.real(x).astype(dtype), jnp.imag(x).astype(dtype)]
+    return [x.astype(dtype)]
+
+
 def global_norm(tree: Any) -> jax.Array:
-    """‖tree‖ = sqrt(Σ over every leaf of Σ x²), accumulated in float32 (or wider).
+    """‖tree‖ = sqrt(Σ over every leaf of Σ |x|²), accumulated in float32 (or wider).
+
+    Right for every finite input: where Σ x² overflows (float32 values beyond about
+    1.8e19) it is sqrt(Σ (x·2⁻ᵏ)²)·2ᵏ instead (k = 80 for float32: exact scalings by a
+    power of two). Both sums read the same leaves and one is selected (``jnp.where``: no
+    branch, no host sync). A NaN anywhere gives NaN; an inf, and no NaN, gives inf. A
+    complex leaf counts |x|² = (Re x)² + (Im x)², so the norm is real.
 
     Args:
       tree: any pytree of arrays.
 
     Returns:
-      a scalar in :func:`accumulation_dtype` of the tree.
+      a real scalar: float32, or float64 if a leaf is float64 or complex128.
 
     Examples:
       >>> tree = {"W": jnp.array([[3.0, 0.0]]), "b": jnp.array([4.0], jnp.bfloat16)}
       >>> norm = fundl.tree.global_norm(tree)
       >>> round(float(norm), 4), norm.dtype
       (5.0, dtype('float32'))
+      >>> f'{float(fundl.tree.global_norm({"g": jnp.array([3e19, 4e19])})):.4g}'  # Σ x² overflows
+      '5e+19'
+      >>> float(fundl.tree.global_norm({"z": jnp.array([3j, 4.0])}))
+      5.0
     """
-    dtype = accumulation_dtype(tree)
-    leaves = [jnp.asarray(leaf).astype(dtype) for leaf in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum((jnp.sum(jnp.square(x)) for x in leaves), jnp.zeros((), dtype)))
+    dtype = np.finfo(accumulation_dtype(tree)).dtype  # complex64 -> float32
+    parts = [part for leaf in jax.tree.leaves(tree) for part in _real_parts(leaf, dtype)]
+    k = np.finfo(dtype).maxexp * 5 // 8  # float32: 80 (|x·2⁻ᵏ|² < 2⁹⁶); float64: 640
+    # behind a barrier, so that XLA cannot fold (x·2⁻ᵏ)² into x²·2⁻²ᵏ (which flushes to 0)
+    down = lax.optimization_barrier(jnp.asarray(2.0**-k, dtype))
+    # x·x, not jnp.square: the same number, but its derivative does not form 2x, which
+    # overflows beyond 1.7e38 (and 0·inf is NaN) where the other sum is selected
+    plain = sum((jnp.sum(x * x) for x in parts), jnp.zeros((), dtype))
+    small = sum((jnp.sum((x * down) * (x * down)) for x in parts), jnp.zeros((), dtype))
+    ok = jnp.isfinite(plain)
+    # each sqrt sees 1 where it is not selected: no inf·0 = NaN in the gradient
+    rescaled = jnp.sqrt(jnp.where(ok, 1.0, small)) * jnp.asarray(2.0**k, dtype)
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, plain, 1.0)), rescaled)
 
 
 def is_weight(path: tuple, leaf: Any) -> bool:
@@ -93,11 +127,57 @@ def _where(path: tuple) -> str:
     return jax.tree_util.keystr(path) or "(root)"
 
 
-def check_mask(name: str, arg: str, mask: Any) -> Any:
-    """``mask`` if it is None, a predicate ``(key_path, leaf) -> bool`` or a pytree of bools.
+_MASK_RULE = (
+    "None, a pytree of bools, a predicate (key_path, leaf) -> bool, or a function of the "
+    "params tree returning a pytree of bools (optax's form)"
+)
 
-    Checked when an optimizer is built (the parameters come later, so the mask's
-    structure is checked against them by :func:`mask_tree`).
+
+def _takes_params_tree(name: str, arg: str, mask: Callable) -> bool:
+    """Whether a callable mask takes the whole params tree (one argument, optax's form)
+    rather than ``(key_path, leaf)`` (two): read from its signature, refused if unclear."""
+    try:
+        signature = inspect.signature(mask)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}: {arg} is a callable whose signature cannot be read ({mask!r}); pass a "
+            "function of one argument, params -> pytree of bools, or of two, (key_path, leaf) "
+            "-> bool"
+        ) from None
+
+    def accepts(n: int) -> bool:
+        try:
+            signature.bind(*range(n))
+        except TypeError:
+            return False
+        return True
+
+    one, two = accepts(1), accepts(2)
+    if one == two:
+        raise ValueError(
+            f"{name}: {arg} must take one argument (the params tree, returning a pytree of "
+            "bools, as optax's masks) or two ((key_path, leaf) -> bool), so that its form is "
+            f"clear; {mask!r} with signature {signature} takes {'either' if one else 'neither'}"
+        )
+    return one
+
+
+def _check_bools(name: str, arg: str, mask: Any, got: str = "got") -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        if not isinstance(leaf, (bool, np.bool_)):
+            raise ValueError(
+                f"{name}: {arg} must be {_MASK_RULE}; {got} {leaf!r} at {_where(path)}"
+            )
+
+
+def check_mask(name: str, arg: str, mask: Any) -> Any:
+    """``mask`` if it is None, a pytree of bools, or a callable of a clear form.
+
+    A callable taking one argument is optax's form, ``mask(params) -> pytree of bools``;
+    one taking two is a predicate ``(key_path, leaf) -> bool``, asked leaf by leaf. The
+    form is read from the signature here, when an optimizer is built (a callable that
+    takes either or neither is refused); the parameters come later, so the mask's
+    structure is checked against them by :func:`mask_tree`.
 
     Args:
       name: the function checking, for the message.
@@ -109,21 +189,22 @@ def check_mask(name: str, arg: str, mask: Any) -> Any:
 
     Raises:
       ValueError: naming ``name``, ``arg`` and the key path of the first leaf that is
-        not a bool.
+        not a bool, or the callable whose form is unclear.
 
     Examples:
-      >>> fundl.tree.check_mask("adamw", "mask", {"W": True, "b": 0})
+      >>> fundl.tree.check_mask("adamw", "mask", {"W": True, "b": 0})  # doctest: +ELLIPSIS
       Traceback (most recent call last):
-      ValueError: adamw: mask must be None, a predicate (key_path, leaf) -> bool or a pytree of bools; got 0 at ['b']
+      ValueError: adamw: mask must be None, a pytree of bools, ...; got 0 at ['b']
+      >>> fundl.tree.check_mask("adamw", "mask", lambda *args: True)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ValueError: adamw: mask must take one argument (the params tree, ...) or two ...
     """
-    if mask is None or callable(mask):
+    if mask is None:
         return mask
-    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
-        if not isinstance(leaf, (bool, np.bool_)):
-            raise ValueError(
-                f"{name}: {arg} must be None, a predicate (key_path, leaf) -> bool or a pytree "
-                f"of bools; got {leaf!r} at {_where(path)}"
-            )
+    if callable(mask):
+        _takes_params_tree(name, arg, mask)
+        return mask
+    _check_bools(name, arg, mask)
     return mask
 
 
@@ -133,14 +214,17 @@ def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[
     Args:
       name: the function asking, for error messages.
       params: any pytree of arrays.
-      mask: ``None`` (every leaf), a predicate ``(key_path, leaf) -> bool``, or a
-        pytree of bools with the structure of ``params``.
+      mask: ``None`` (every leaf); a pytree of bools with the structure of ``params``;
+        a predicate ``(key_path, leaf) -> bool``, asked for each leaf; or a function of
+        one argument, ``mask(params) -> pytree of bools`` like ``params`` (optax's form).
+        A callable's form is read from its signature (see :func:`check_mask`).
 
     Returns:
       a list of bools, one per leaf of ``params`` in ``jax.tree.leaves`` order.
 
     Raises:
-      ValueError: if a pytree ``mask`` differs from ``params`` in structure.
+      ValueError: if a pytree ``mask`` (given, or returned by ``mask(params)``) differs
+        from ``params`` in structure or holds something other than bools.
 
     Examples:
       >>> params = {"W": jnp.zeros((3, 2)), "b": jnp.zeros(3)}
@@ -148,12 +232,19 @@ def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[
       [True, False]
       >>> fundl.tree.mask_tree("demo", params, {"W": False, "b": True})
       [False, True]
+      >>> fundl.tree.mask_tree("demo", params, lambda p: jax.tree.map(lambda x: x.ndim == 1, p))
+      [False, True]
     """
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     if mask is None:
         return [True] * len(flat)
     if callable(mask):
-        return [bool(mask(path, leaf)) for path, leaf in flat]
+        if not _takes_params_tree(name, "mask", mask):
+            return [bool(mask(path, leaf)) for path, leaf in flat]
+        mask = mask(params)
+        _check_bools(name, "mask", mask, "mask(params) gave")
+        check_same_structure(name, params, mask, "params", "mask(params)")
+        return [bool(m) for m in jax.tree.leaves(mask)]
     check_same_structure(name, params, mask, "params", "mask")
     return [bool(m) for m in jax.tree.leaves(mask)]
 

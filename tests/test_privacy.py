@@ -203,6 +203,18 @@ def test_dp_aggregate_clips_each_example_and_counts_the_clipped():
     ).all()
 
 
+def test_dp_aggregate_clips_an_example_whose_sum_of_squares_overflows():
+    # ‖g_0‖ = 5e19 is finite, but Σ g² = 2.5e39 is not in float32: C/inf = 0 dropped the
+    # example silently. It is clipped to norm C like any other.
+    g = {"w": jnp.array([[3e19, 4e19], [1.0, 0.0]], jnp.float32), "b": jnp.zeros((2, 1))}
+    private, metrics = jax.jit(
+        lambda g: privacy.dp_aggregate(g, 0, l2_norm_clip=1.0, noise_multiplier=0.0)
+    )(g)
+    np.testing.assert_allclose(private["w"], [(0.6 + 1.0) / 2, 0.8 / 2], rtol=1e-6)
+    np.testing.assert_allclose(metrics["per_example_grad_norm"], (5e19 + 1) / 2, rtol=1e-6)
+    np.testing.assert_allclose(metrics["clipped_fraction"], 0.5)
+
+
 def test_bad_input_is_refused_with_the_cause():
     opt = optim.sgd(0.1)
     build = functools.partial(privacy.make_dp_train_step, _mlp_loss, opt)

@@ -15,12 +15,127 @@ def test_global_norm():
     assert tree.global_norm([]).dtype == jnp.float32
 
 
+_BIG = [
+    {"a": np.array([3e19, 4e19, 1.0], np.float32)},  # Σ x² = 2.5e39 > float32's max
+    {
+        "a": np.array([[3e30]], np.float32),
+        "b": np.array([-4e30, 1e-20], np.float32),
+        "c": np.zeros(0, np.float32),
+    },
+    {"a": np.array([2e38, 2e38, 1.0], np.float32)},  # the norm itself is beyond float32: inf
+    {"a": np.array([1e19, 1e19], np.float32), "b": np.array([1e19], jnp.bfloat16)},
+]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("case", range(len(_BIG)))
+def test_global_norm_of_large_finite_values_is_the_exact_norm(case, jit):
+    values = _BIG[case]
+    exact = np.sqrt(sum(np.sum(np.square(np.asarray(v, np.float64))) for v in values.values()))
+    norm = (jax.jit(tree.global_norm) if jit else tree.global_norm)(values)
+    assert norm.dtype == jnp.float32
+    np.testing.assert_allclose(norm, np.float32(exact), rtol=1e-6)  # inf for case 2
+    if np.isfinite(exact):  # the gradient x/‖x‖ too: ∂/∂s of s·√Σ(x/s)² would overflow
+        grad = jax.grad(tree.global_norm)(jax.tree.map(jnp.asarray, values))
+        for k, v in values.items():
+            expected = np.asarray(v, np.float64) / exact
+            np.testing.assert_allclose(
+                np.asarray(grad[k], np.float64), expected, rtol=1e-2, atol=1e-30
+            )
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"a": [1.0, np.nan, 2.0]}, np.nan),
+        ({"a": [1.0, np.nan, 3e19]}, np.nan),  # overflow and NaN: still NaN
+        ({"a": [np.inf, 1.0], "b": [np.nan]}, np.nan),
+        ({"a": [1.0, -np.inf]}, np.inf),
+        ({"a": [3e19, np.inf]}, np.inf),
+        ({"a": [np.inf], "b": [-np.inf, 0.0]}, np.inf),
+    ],
+)
+def test_global_norm_propagates_nan_and_inf(values, expected):
+    values = {k: jnp.array(v, jnp.float32) for k, v in values.items()}
+    for norm in (tree.global_norm(values), jax.jit(tree.global_norm)(values)):
+        np.testing.assert_array_equal(norm, expected)
+
+
+def test_global_norm_of_complex_leaves_is_real(x64):
+    # |x|² = x·conj(x): the norm of [3i] is 3, not the complex sqrt(Σ x²) = 3i.
+    norm = tree.global_norm({"a": jnp.array([3j])})
+    assert norm.dtype == jnp.float32
+    assert float(norm) == 3.0
+    np.testing.assert_allclose(
+        tree.global_norm({"a": jnp.array([1 + 2j, -2j], jnp.complex64), "b": jnp.ones(2)}),
+        np.sqrt(1 + 4 + 4 + 2),
+        rtol=1e-6,
+    )
+    big = tree.global_norm({"a": jnp.array([3e19 + 4e19j], jnp.complex64)})
+    np.testing.assert_allclose(big, 5e19, rtol=1e-6)
+    with x64():
+        norm = tree.global_norm(
+            {"a": jnp.array([3j], jnp.complex128), "b": jnp.ones(1, jnp.float32)}
+        )
+        assert norm.dtype == jnp.float64
+        np.testing.assert_allclose(norm, np.sqrt(10.0), rtol=1e-12)
+
+
 def test_is_weight_and_mask_tree():
     params = {"W": jnp.ones((2, 3)), "b": jnp.ones(3), "k": jnp.ones((3, 3, 1, 4))}
     by_key = dict(zip(sorted(params), tree.mask_tree("t", params, tree.is_weight)))
     assert by_key == {"W": True, "b": False, "k": True}
     assert tree.mask_tree("t", params, None) == [True, True, True]
     assert tree.mask_tree("t", params, {"W": False, "b": True, "k": False}) == [False, True, False]
+
+    # optax's form: a function of the whole tree, returning a tree of bools
+    def optax_mask(p):
+        return jax.tree.map(lambda x: x.ndim == 1, p)
+
+    assert tree.mask_tree("t", params, optax_mask) == [False, True, False]
+    assert tree.mask_tree(
+        "t", params, lambda p, *, unused=0: {"W": True, "b": False, "k": True}
+    ) == [True, False, True]
+    assert tree.mask_tree("t", params, lambda path, leaf: path[0].key == "k") == [
+        False,
+        False,
+        True,
+    ]
+
+
+def test_a_params_tree_mask_must_return_a_matching_tree_of_bools():
+    params = {"W": jnp.ones((2, 3)), "b": jnp.ones(3)}
+    with pytest.raises(
+        ValueError,
+        match=r"^t: mask must be None, a pytree of bools, .*; mask\(params\) gave 1 at \['b'\]$",
+    ):
+        tree.mask_tree("t", params, lambda p: {"W": True, "b": 1})
+    with pytest.raises(
+        ValueError,
+        match=r"^t: params and mask\(params\) differ in structure at \['b'\] only in the first",
+    ):
+        tree.mask_tree("t", params, lambda p: {"W": True})
+
+
+@pytest.mark.parametrize(
+    "mask, takes",
+    [
+        (lambda *args: True, "either"),
+        (lambda params, leaf=None: True, "either"),
+        (lambda: True, "neither"),
+        (lambda a, b, c: True, "neither"),
+    ],
+)
+def test_a_callable_mask_of_unclear_form_is_refused(mask, takes):
+    message = (
+        r"^adamw: mask must take one argument \(the params tree, returning a pytree of bools, "
+        r"as optax's masks\) or two \(\(key_path, leaf\) -> bool\), so that its form is "
+        rf"clear; .* with signature \(.*\) takes {takes}$"
+    )
+    with pytest.raises(ValueError, match=message):
+        tree.check_mask("adamw", "mask", mask)
+    with pytest.raises(ValueError, match=message.replace("adamw", "t")):
+        tree.mask_tree("t", {"W": jnp.ones(1)}, mask)
 
 
 @pytest.mark.parametrize(
@@ -104,9 +219,12 @@ def test_check_mask():
     assert tree.check_mask("adamw", "mask", mask) is mask
     with pytest.raises(
         ValueError,
-        match=r"adamw: mask must be None, a predicate \(key_path, leaf\) -> bool or a pytree of "
-        r"bools; got 1 at \['b'\]",
+        match=r"^adamw: mask must be None, a pytree of bools, a predicate \(key_path, leaf\) -> "
+        r"bool, or a function of the params tree returning a pytree of bools \(optax's form\); "
+        r"got 1 at \['b'\]$",
     ):
         tree.check_mask("adamw", "mask", {"W": True, "b": 1})
+    optax_form = lambda params: params  # checked by its signature only
+    assert tree.check_mask("adamw", "mask", optax_form) is optax_form
     with pytest.raises(ValueError, match=r"add_l2: mask must be .*; got 'weights' at \(root\)"):
         tree.check_mask("add_l2", "mask", "weights")

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import numpy as np
+
 from fundl.optim.base import (
     GradientTransformation,
     MomentDtype,
@@ -43,6 +46,13 @@ def _has_momentum(momentum: Any) -> bool:
     return not (isinstance(momentum, float) and momentum == 0)
 
 
+def _is_zero(momentum: Any) -> bool:
+    """Whether a checked momentum is known to be 0: a float, or a concrete (not traced) array."""
+    if isinstance(momentum, jax.core.Tracer):
+        return False  # a traced value cannot be read when the optimizer is built
+    return float(np.asarray(momentum)) == 0
+
+
 @validated
 def sgd(
     learning_rate: ScalarOrSchedule,
@@ -58,8 +68,9 @@ def sgd(
 
     Args:
       learning_rate: α ≥ 0 or a schedule.
-      momentum: μ in [0, 1); 0 keeps no state.
-      nesterov: use Nesterov momentum (needs μ > 0).
+      momentum: μ in [0, 1); 0 keeps no state (an array μ, even 0, keeps a velocity).
+      nesterov: use Nesterov momentum (needs μ > 0: a number or concrete array 0 is
+        refused; a traced μ cannot be read when the optimizer is built).
       moment_dtype: dtype of v.
 
     Returns:
@@ -81,8 +92,9 @@ def sgd(
       [-0.2, -0.2]
       [-0.29, -0.29]
     """
-    if nesterov and not _has_momentum(momentum):
-        raise ValueError("sgd: nesterov=True needs a momentum > 0, got momentum=0")
+    if nesterov and _is_zero(momentum):
+        got = momentum if isinstance(momentum, float) else "an array holding 0"
+        raise ValueError(f"sgd: nesterov=True needs a momentum > 0, got momentum={got}")
     if not _has_momentum(momentum):
         return chain(scale_by_learning_rate(learning_rate))
     return chain(

@@ -15,7 +15,9 @@ Every hyperparameter is checked when a transformation is built, by the rule its 
 has in :data:`HYPERPARAMETERS` (the blocks and the named optimizers are
 :func:`validated`, :func:`fundl.optim.with_hyperparams` reads the same table). The
 gradients are checked against the parameters and the state leaf by leaf, shapes
-included, when ``update`` is traced: nothing broadcasts silently.
+included, when ``update`` is traced: nothing broadcasts silently. Optimizers update
+floating-point leaves: an integer or bool parameter (which a step would truncate) is
+refused by ``init``, and an integer or float0 gradient by ``update``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl._validate import check_bool, check_int, check_number, is_floating_dtype
 from fundl.tree import accumulation_dtype, check_mask, check_same_shapes, check_same_structure
@@ -99,7 +102,8 @@ class Range(NamedTuple):
     Python and numpy numbers (not bools, not strings) and scalar arrays pass (a traced
     one, inside ``vmap`` or ``jit``, is checked by dtype only); with ``schedule=True``
     also a schedule, whose ``bounds`` must lie in the interval. Calling the rule
-    checks a value and returns it (a number as a Python float).
+    checks a value and returns it (a number as a Python float); ``note``, if given,
+    ends the error message in parentheses (why the interval is what it is).
 
     Examples:
       >>> beta = fundl.optim.Range(0.0, 1.0, high_open=True)  # [0, 1), the rule of b1
@@ -112,19 +116,25 @@ class Range(NamedTuple):
     low_open: bool = False
     high_open: bool = False
     schedule: bool = False
+    note: str = ""
 
     def __call__(self, name: str, arg: str, value: Any) -> Any:
-        return check_number(
-            name,
-            arg,
-            value,
-            low=self.low,
-            high=self.high,
-            low_open=self.low_open,
-            high_open=self.high_open,
-            array=True,
-            schedule=self.schedule,
-        )
+        try:
+            return check_number(
+                name,
+                arg,
+                value,
+                low=self.low,
+                high=self.high,
+                low_open=self.low_open,
+                high_open=self.high_open,
+                array=True,
+                schedule=self.schedule,
+            )
+        except ValueError as error:
+            if not self.note:
+                raise
+            raise ValueError(f"{error} ({self.note})") from None
 
 
 def _check_moment_dtype(name: str, arg: str, moment_dtype: Any) -> MomentDtype:
@@ -145,7 +155,14 @@ def _check_transformation(name: str, arg: str, value: Any) -> GradientTransforma
 
 _FRACTION = Range(0.0, 1.0, high_open=True)  # a decay β in [0, 1)
 _NON_NEGATIVE = Range(0.0)
-_POSITIVE = Range(0.0, low_open=True)
+# ε of m/(√v + ε): at least float32's smallest normal number, 1.2e-38. A smaller ε
+# rounds to 0 (or to a subnormal, which XLA flushes to 0) where the division is
+# computed, and an unused parameter's zero gradient then gives 0/0 = NaN.
+_EPS = Range(
+    float(np.finfo(np.float32).tiny),
+    note="ε must be at least float32's smallest normal number, 1.2e-38: a smaller one rounds "
+    "to 0 in float32, and a zero gradient then gives 0/0 = NaN",
+)
 
 Rule = Callable[[str, str, Any], Any]
 """``rule(function_name, arg, value) -> value``, raising ``ValueError`` for a bad value."""
@@ -159,7 +176,7 @@ HYPERPARAMETERS: Mapping[str, Rule] = types.MappingProxyType(
         "decay": _FRACTION,
         "b1": _FRACTION,
         "b2": _FRACTION,
-        "eps": _POSITIVE,
+        "eps": _EPS,
         "weight_decay": _NON_NEGATIVE,
         "lam": _NON_NEGATIVE,
         "initial_accumulator_value": _NON_NEGATIVE,
@@ -203,6 +220,12 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
     the checked values (numbers as Python floats). Every argument must have a rule:
     a factory with an unknown one fails when it is defined, not when it is used.
 
+    The transformation it returns also refuses, naming the factory and the key path, an
+    integer or bool parameter in ``init`` and an integer or float0 gradient (what
+    ``jax.grad(..., allow_int=True)`` gives an integer parameter) in ``update``: a step
+    would truncate it (0.1·5 added to an int32 is 0). The check reads dtypes only, so
+    under ``jit`` it runs when the step is traced.
+
     Args:
       fn: the factory, ``fn(**hyperparameters) -> GradientTransformation`` (omitted
         when ``validated(...)`` is called with rules only).
@@ -221,6 +244,9 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
       >>> slow_sgd(-1.0)  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ValueError: slow_sgd: learning_rate must be ...
+      >>> slow_sgd(0.1).init({"w": jnp.zeros(2), "steps": jnp.array(3)})  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ValueError: slow_sgd: parameter params['steps'] is int32; optimizers update ...
     """
     if fn is None:
         return functools.partial(validated, **rules)
@@ -235,9 +261,46 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
         bound = signature.bind(*args, **kwargs)
         for arg, value in bound.arguments.items():
             bound.arguments[arg] = rules[arg](fn.__name__, arg, value)
-        return fn(*bound.args, **bound.kwargs)
+        built = fn(*bound.args, **bound.kwargs)
+        if isinstance(built, GradientTransformation):
+            return _floating_only(fn.__name__, built)
+        return built
 
     return build
+
+
+_NOT_FLOATING = (
+    "optimizers update floating-point leaves: keep integer values in the model state or "
+    "outside the parameters"
+)
+
+
+def _check_floating(name: str, tree: Any, what: str) -> None:
+    """Refuse a leaf of ``tree`` that is not inexact (integer, bool, float0): dtypes only."""
+    for i, leaf in enumerate(jax.tree.leaves(tree)):
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(tree)[0][i][0])
+            kind = "parameter params" if what == "params" else "gradient grads"
+            if dtype == jax.dtypes.float0:
+                shown = "float0 (jax.grad(..., allow_int=True) gives it for an integer parameter)"
+            else:
+                shown = np.dtype(dtype).name
+            raise ValueError(f"{name}: {kind}{path} is {shown}; {_NOT_FLOATING}")
+
+
+def _floating_only(name: str, t: GradientTransformation) -> GradientTransformation:
+    """``t``, refusing integer, bool and float0 leaves: params at init, gradients at update."""
+
+    def init(params: Any) -> Any:
+        _check_floating(name, params, "params")
+        return t.init(params)
+
+    def update(updates: Any, state: Any, params: Any = None, **extra_args: Any):
+        _check_floating(name, updates, "grads")
+        return t.update(updates, state, params, **extra_args)
+
+    return GradientTransformation(init, update)
 
 
 # --- the contract ------------------------------------------------------------------
@@ -303,6 +366,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     learning rate, are recognised when the chain is built): that state itself when
     one member keeps state — so ``adam(1e-3).init(params)`` is an ``AdamState`` —
     a tuple of them, in order, when several do, and ``EmptyState()`` when none does.
+    Integer, bool and float0 leaves are refused as by :func:`validated` (parameters in
+    ``init``, gradients in ``update``).
     Every node a compiled step's arguments carry costs host time on each call, which a
     small, dispatch-bound model feels (an extra level of nesting around Adam's state
     cost 10–20% of a 20 µs step). When ``params`` are given, the gradients must match
@@ -334,10 +399,12 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     stateful = [i for i, t in enumerate(transforms) if not _is_stateless(t)]
 
     def init(params: Any) -> Any:
+        _check_floating("chain", params, "params")  # also when no member keeps state
         states = tuple(transforms[i].init(params) for i in stateful)
         return _pack(states)
 
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any):
+        _check_floating("chain", updates, "grads")
         if params is not None:
             check_same_shapes("update", updates, params, "grads", "params")
         states = dict(zip(stateful, _unpack(state, len(stateful))))

@@ -49,7 +49,10 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Rescale all updates together when their global norm exceeds c (Pascanu et al., 2013).
 
     u ← u · c/‖u‖ if ‖u‖ > c, else u; ‖u‖ = sqrt(Σ over every leaf of Σ u²). The
-    direction is kept; afterwards ‖u‖ = min(‖u‖, c).
+    direction is kept; afterwards ‖u‖ = min(‖u‖, c). This holds for every finite u: the
+    norm does not overflow (:func:`fundl.tree.global_norm`), nor does c/‖u‖ underflow.
+    A NaN in u leaves u as it is (‖u‖ is NaN, and NaN > c is false); an inf makes the
+    finite elements 0 (c/∞) and itself NaN (∞·0).
 
     Args:
       max_norm: c ≥ 0.
@@ -73,8 +76,18 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     def fn(updates: Any, params: Any) -> Any:
         norm = global_norm(updates)
         c = in_dtype(max_norm, norm.dtype)
-        factor = jnp.where(norm > c, c / jnp.where(norm > 0, norm, 1.0), 1.0)
-        return jax.tree.map(lambda u: scaled(u, factor), updates)
+        clipping = norm > c
+        safe_norm = jnp.where(norm > 0, norm, 1.0)
+        factor = jnp.where(clipping, c / safe_norm, 1.0)
+        # For a finite ‖u‖ above c/tiny (≈ 8.5e37·c in float32) c/‖u‖ is below the
+        # smallest normal number and flushed to 0: multiply by √(c/‖u‖) twice instead
+        # (otherwise the second factor is 1, so the usual case rounds as one product).
+        tiny = jnp.finfo(norm.dtype).tiny
+        underflows = clipping & (factor < tiny) & (c > 0)
+        root = jnp.sqrt(jnp.asarray(c, norm.dtype)) / jnp.sqrt(safe_norm)
+        first = jnp.where(underflows, root, factor)
+        second = jnp.where(underflows, root, jnp.ones_like(root))
+        return jax.tree.map(lambda u: scaled(scaled(u, first), second), updates)
 
     return stateless(fn)
 

@@ -36,8 +36,47 @@ class InjectState(NamedTuple):
     """
 
     count: jax.Array  # steps taken, int32 scalar (schedules are evaluated at it)
-    hyperparams: dict[str, jax.Array]  # name -> current value, float scalar arrays
+    hyperparams: dict[str, jax.Array]  # name -> current value, float scalar arrays (a
+    # Hyperparams: a dict that also knows, as static data, which names follow a schedule)
     inner: Any  # the optimizer's own state
+
+
+class _Hyperparams(dict):
+    """``state.hyperparams``: a dict of values that knows which names follow a schedule.
+
+    The scheduled names are static pytree data (like a dict's keys), not leaves, so
+    ``jit``, ``vmap``, ``scan`` and checkpoints see the same leaves, at the same key
+    paths, as for a plain dict; only :func:`with_hyperparams` reads them.
+    """
+
+    scheduled: tuple[str, ...] = ()
+
+    def __init__(self, values: Any = (), scheduled: tuple[str, ...] = ()) -> None:
+        super().__init__(values)
+        self.scheduled = tuple(sorted(scheduled))
+
+
+def _flatten(h: _Hyperparams):
+    keys = tuple(sorted(h))
+    children = [(jax.tree_util.DictKey(k), h[k]) for k in keys]
+    return children, (keys, h.scheduled)
+
+
+def _unflatten(aux: tuple, children: Any) -> _Hyperparams:
+    keys, scheduled = aux
+    return _Hyperparams(zip(keys, children), scheduled)
+
+
+jax.tree_util.register_pytree_with_keys(_Hyperparams, _flatten, _unflatten)
+
+
+def _like(values: dict, like: Any) -> Any:
+    """``values`` in ``like``'s container: keeps the scheduled names (a state restored
+    without a template holds a plain dict, which is kept plain, so a scan's carry keeps
+    its structure)."""
+    if isinstance(like, _Hyperparams):
+        return _Hyperparams(values, like.scheduled)
+    return dict(values)
 
 
 def _is_real(value: Any) -> bool:
@@ -67,6 +106,13 @@ def inject_hyperparams(
     Everything is checked when the optimizer is built: each schedule against its
     argument's rule (with its ``bounds``), then ``factory`` itself with the given
     numbers and each schedule's value at step 0.
+
+    ``state.hyperparams`` is a dict that also records, as static pytree data (not
+    leaves: jitted steps, ``vmap``, checkpoints and their key paths are as for a plain
+    dict), which names follow a schedule, so :func:`with_hyperparams` refuses to set
+    one (the schedule would overwrite it at the next update). A state restored from a
+    checkpoint without a template holds a plain dict and loses that record: restore
+    it into ``opt.init(params)``.
 
     Examples:
       >>> opt = fundl.optim.inject_hyperparams(fundl.optim.adam)(learning_rate=1e-3)
@@ -111,16 +157,20 @@ def inject_hyperparams(
         factory(**static, **values_at(count, numeric))  # check them all now, as the user gave them
         numeric = {k: jnp.asarray(v).astype(jnp.result_type(float)) for k, v in numeric.items()}
 
+        recorded = _Hyperparams((), tuple(schedules))
+
         def init(params: Any) -> InjectState:
             count = jnp.zeros([], jnp.int32)
             hyperparams = values_at(count, numeric)
-            return InjectState(count, hyperparams, factory(**static, **hyperparams).init(params))
+            inner = factory(**static, **hyperparams).init(params)
+            return InjectState(count, _like(hyperparams, recorded), inner)
 
         def update(updates: Any, state: InjectState, params: Any = None, **extra_args: Any):
             hyperparams = values_at(state.count, state.hyperparams)
             inner = factory(**static, **hyperparams)
             updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
-            return updates, InjectState(safe_increment(state.count), hyperparams, inner_state)
+            new = _like(hyperparams, state.hyperparams)
+            return updates, InjectState(safe_increment(state.count), new, inner_state)
 
         return GradientTransformation(init, update)
 
@@ -144,7 +194,9 @@ def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
 
     Raises:
       TypeError: if ``state`` is not an :class:`InjectState`.
-      ValueError: for a name the state does not hold, or a value its rule refuses.
+      ValueError: for a name the state does not hold, a name that follows a schedule
+        (its value is recomputed at every update, so a new one would be overwritten),
+        or a value its rule refuses.
 
     Examples:
       Halve the learning rate between two steps of one jitted step function (a new
@@ -162,6 +214,14 @@ def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
       >>> fundl.optim.with_hyperparams(state, learning_rate=-1.0)  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ValueError: with_hyperparams: learning_rate must be ...
+
+      A scheduled hyperparameter is the schedule's to set:
+
+      >>> lr = fundl.optim.schedules.cosine_decay(0.1, 10)
+      >>> opt = fundl.optim.inject_hyperparams(fundl.optim.adam)(learning_rate=lr)
+      >>> fundl.optim.with_hyperparams(opt.init(params), learning_rate=0.5)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ValueError: with_hyperparams: learning_rate follows a schedule, ...
     """
     if not isinstance(state, InjectState):
         raise TypeError(
@@ -172,6 +232,16 @@ def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
         raise ValueError(
             f"with_hyperparams: unknown hyperparameter(s) {unknown}; the state holds {sorted(state.hyperparams)}"
         )
+    scheduled = sorted(set(values) & set(getattr(state.hyperparams, "scheduled", ())))
+    if scheduled:
+        one = len(scheduled) == 1
+        raise ValueError(
+            f"with_hyperparams: {', '.join(scheduled)} "
+            + ("follows a schedule, which sets it" if one else "follow schedules, which set them")
+            + " again at every update, so a new value would be overwritten; to set it by hand, "
+            "build the optimizer with a number for it (inject_hyperparams(...)("
+            f"{scheduled[0]}=...)) or give a schedule with the values you want"
+        )
     new = dict(state.hyperparams)
     for arg, value in values.items():
         rule = HYPERPARAMETERS.get(arg, Range())._replace(schedule=False)
@@ -181,4 +251,4 @@ def with_hyperparams(state: InjectState, **values: Any) -> InjectState:
         # it cannot delete the caller's array (vmap over the caller's rates returns them)
         value = jnp.array(value, dtype=old.dtype, copy=True)
         new[arg] = jnp.broadcast_to(value, old.shape)
-    return state._replace(hyperparams=new)
+    return state._replace(hyperparams=_like(new, state.hyperparams))

@@ -3,8 +3,12 @@
 Each keeps its moment estimates in ``moment_dtype`` — by default the parameter's dtype
 but at least float32, so bfloat16 parameters get float32 moments (bf16 moments lose
 small gradients: adding 1e-3 to 1.0 in bfloat16 gives 1.0) — and returns updates in
-the gradients' dtype. The named optimizers in :mod:`fundl.optim.alias` are ``chain``s of
-these blocks and a learning-rate scale.
+the gradients' dtype. Keep the moments of float16 parameters in float32 (the default)
+too: a float16 second moment underflows, (1 − β₂)g² below about 6e-8 becomes 0. The
+division m/(√v + ε) is computed in at least float32 whatever the moments' dtype, so ε
+(float16 rounds 1e-8 to 0) keeps a zero gradient's update 0, not 0/0 = NaN. The named
+optimizers in :mod:`fundl.optim.alias` are ``chain``s of these blocks and a
+learning-rate scale.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from fundl.optim.base import (
     stateless,
     validated,
 )
-from fundl.tree import check_same_shapes, global_norm
+from fundl.tree import accumulation_dtype, check_same_shapes, global_norm
 
 __all__ = [
     "scale",
@@ -89,10 +93,16 @@ def _in_grad_dtype(updates: Any, directions: Any) -> Any:
 
 
 def _divide_by_root(updates: Any, second_moments: Any, eps: Any) -> Any:
-    """u ← g / (√v + ε) leaf by leaf, computed in v's dtype, returned in g's (RMSprop, Adagrad)."""
+    """u ← g / (√v + ε) leaf by leaf, returned in g's dtype (RMSprop, Adagrad).
+
+    Computed in v's dtype, at least float32: float16 would round ε = 1e-8 to 0, and a
+    zero gradient would give 0/0 = NaN.
+    """
 
     def one(g: jax.Array, v: jax.Array) -> jax.Array:
-        return (g.astype(v.dtype) / (jnp.sqrt(v) + in_dtype(eps, v.dtype))).astype(g.dtype)
+        dtype = accumulation_dtype(v)  # v's own dtype for float32 and float64 moments
+        root = jnp.sqrt(v.astype(dtype))
+        return (g.astype(dtype) / (root + in_dtype(eps, dtype))).astype(g.dtype)
 
     return jax.tree.map(one, updates, second_moments)
 
@@ -316,12 +326,13 @@ def scale_by_rms(
 ) -> GradientTransformation:
     """RMSprop (Hinton, 2012; PyTorch's form): v ← ρv + (1 − ρ)g²; u ← g / (√v + ε).
 
-    Centered (Graves, 2013): also m ← ρm + (1 − ρ)g and u ← g / (√(v − m²) + ε).
+    Centered (Graves, 2013): also m ← ρm + (1 − ρ)g and u ← g / (√max(v − m², 0) + ε)
+    (v − m² ≥ 0 in exact arithmetic, but it rounds below 0 for a nearly constant g).
     ε sits outside the square root, as in PyTorch (optax puts it inside).
 
     Args:
       decay: ρ in [0, 1).
-      eps: ε > 0.
+      eps: ε ≥ 1.2e-38 (float32's smallest normal number: a smaller ε rounds to 0).
       centered: divide by the centered second moment (an estimate of the variance).
       moment_dtype: dtype of v and m.
 
@@ -349,7 +360,9 @@ def scale_by_rms(
         nu = _update_moment(updates, state.nu, decay, order=2)
         if centered:
             mu = _update_moment(updates, state.mu, decay)
-            variance = jax.tree.map(lambda v, m: v - jnp.square(m), nu, mu)
+            # clamped: in floating point v − m² can round below 0 (g nearly constant),
+            # and √ of it would be NaN
+            variance = jax.tree.map(lambda v, m: jnp.maximum(v - jnp.square(m), 0), nu, mu)
         else:
             mu, variance = (), nu
         return _divide_by_root(updates, variance, eps), RmsState(nu, mu)
@@ -380,11 +393,14 @@ def scale_by_adam(
     m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²;  m̂ = m/(1 − β₁ᵗ);  v̂ = v/(1 − β₂ᵗ);
     u ← m̂ / (√v̂ + ε)   (ε outside the square root, as in the paper and PyTorch).
 
+    The division is computed in at least float32 (float16 moments round ε = 1e-8 to 0).
+
     Args:
       b1: β₁ in [0, 1).
       b2: β₂ in [0, 1).
-      eps: ε > 0.
-      moment_dtype: dtype of m and v.
+      eps: ε ≥ 1.2e-38 (float32's smallest normal number: a smaller ε rounds to 0).
+      moment_dtype: dtype of m and v (float32 or wider for float16 parameters: a
+        float16 v underflows to 0 for (1 − β₂)g² below about 6e-8).
 
     Returns:
       a :class:`fundl.optim.GradientTransformation` with an :class:`AdamState`.
@@ -418,9 +434,11 @@ def scale_by_adam(
         c2 = 1 - in_dtype(b2, t.dtype) ** t
 
         def direction(g, m, v):
-            m_hat = m / c1.astype(m.dtype)
-            v_hat = v / c2.astype(v.dtype)
-            return (m_hat / (jnp.sqrt(v_hat) + in_dtype(eps, v.dtype))).astype(g.dtype)
+            # in the moments' dtype, at least float32: float16 rounds ε = 1e-8 to 0
+            dtype = accumulation_dtype(v)
+            m_hat = m.astype(dtype) / c1.astype(dtype)
+            v_hat = v.astype(dtype) / c2.astype(dtype)
+            return (m_hat / (jnp.sqrt(v_hat) + in_dtype(eps, dtype))).astype(g.dtype)
 
         return jax.tree.map(direction, updates, mu, nu), AdamState(count, mu, nu)
 
@@ -446,7 +464,7 @@ def scale_by_adagrad(
 
     Args:
       initial_accumulator_value: G₀ ≥ 0 (PyTorch: 0; optax: 0.1).
-      eps: ε > 0, outside the square root (PyTorch: 1e-10).
+      eps: ε ≥ 1.2e-38, outside the square root (PyTorch: 1e-10).
       moment_dtype: dtype of G.
 
     Returns:

@@ -329,6 +329,110 @@ def test_float32_moments_keep_small_gradients_that_bfloat16_moments_lose():
     assert results["param"] == 0.5
 
 
+# (optimizer, its first step for g = [0.5, 0, −2] at α = 0.1): Adam's is −α·sign(g), RMSprop's
+# −α·g/√(0.1·g²) = −α·√10·sign(g), Adagrad's −α·sign(g); 0 where g = 0.
+_HALF_PRECISION_MOMENTS = {
+    "adam": (functools.partial(optim.adam, 0.1), 0.1),
+    "adamw": (functools.partial(optim.adamw, 0.1, mask=None, weight_decay=0.0), 0.1),
+    "rmsprop": (functools.partial(optim.rmsprop, 0.1), 0.1 * np.sqrt(10)),
+    "rmsprop_centered": (
+        functools.partial(optim.rmsprop, 0.1, centered=True),  # √(0.1g² − 0.01g²) = 0.3|g|
+        0.1 / 0.3,
+    ),
+    "adagrad": (functools.partial(optim.adagrad, 0.1), 0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HALF_PRECISION_MOMENTS))
+@pytest.mark.parametrize(
+    "param_dtype, moment_dtype",
+    [
+        (jnp.float16, "param"),
+        (jnp.float32, jnp.float16),
+        (jnp.bfloat16, "param"),
+        (jnp.float32, jnp.bfloat16),
+    ],
+)
+def test_a_zero_gradient_with_half_precision_moments_gives_a_zero_update(
+    name, param_dtype, moment_dtype
+):
+    # float16 rounds ε = 1e-8 to 0: divided in float16, a zero gradient gave 0/0 = NaN.
+    make, size = _HALF_PRECISION_MOMENTS[name]
+    opt = make(moment_dtype=moment_dtype)
+    params = {"w": jnp.ones(3, param_dtype)}
+    state = opt.init(params)
+    assert jax.tree.leaves(state)[-1].dtype == jnp.dtype(
+        param_dtype if moment_dtype == "param" else moment_dtype
+    )
+    for step in (opt.update, jax.jit(opt.update)):
+        updates, _ = step({"w": jnp.array([0.5, 0.0, -2.0], param_dtype)}, state, params)
+        assert updates["w"].dtype == param_dtype
+        np.testing.assert_allclose(
+            np.asarray(updates["w"], np.float64), [-size, 0.0, size], rtol=2e-3
+        )
+        zero, _ = step({"w": jnp.zeros(3, param_dtype)}, state, params)
+        np.testing.assert_array_equal(np.asarray(zero["w"], np.float64), np.zeros(3))
+
+
+def test_centered_rmsprop_stays_finite_for_a_constant_gradient():
+    # v − m² = (1 − ρᵗ)ρᵗg² > 0, but in float32 it rounds below 0 near t = 136 for this g
+    # (the audit's repro): √ of it was NaN. Clamped at 0, the update is g/(√0 + ε) at worst.
+    opt = optim.rmsprop(1e-3, decay=0.9, centered=True)
+    params = {"w": jnp.ones(1)}
+    grads = {"w": jnp.array([0.17511109], jnp.float32)}
+    state = opt.init(params)
+    went_negative = False
+    for _ in range(200):
+        updates, state = opt.update(grads, state, params)
+        assert np.isfinite(updates["w"]).all()
+        assert abs(float(updates["w"][0])) <= 1e-3 * 0.17511109 / 1e-8 * (1 + 1e-6)
+        went_negative |= bool((state.nu["w"] - jnp.square(state.mu["w"]) < 0).any())
+    assert went_negative  # the case the clamp is for did happen
+
+
+_INTEGER_LEAF = (
+    r"; optimizers update floating-point leaves: keep integer values in the model state or "
+    r"outside the parameters"
+)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_parameters_and_gradients_are_refused(name):
+    # sgd(0.1) on an int32 leaf with gradient 5 gave 0 (−0.5 truncated), silently.
+    opt = _factory(name)(0.1)
+    factory = name.split("_")[0]  # sgd_momentum is built by sgd
+    params = {"w": jnp.ones((2, 2)), "n": jnp.array(3, jnp.int32)}
+    with pytest.raises(
+        ValueError, match=rf"^{factory}: parameter params\['n'\] is int32{_INTEGER_LEAF}"
+    ):
+        opt.init(params)
+    with pytest.raises(ValueError, match=rf"^{factory}: parameter params\[0\] is bool"):
+        opt.init([jnp.array([True])])
+    floats = {"w": jnp.ones((2, 2)), "n": jnp.array(3.0)}
+    state = opt.init(floats)
+    int_grads = {"w": jnp.ones((2, 2)), "n": jnp.array(5, jnp.int32)}
+    with pytest.raises(ValueError, match=rf"^{factory}: gradient grads\['n'\] is int32"):
+        opt.update(int_grads, state, floats)
+    # what jax.grad(..., allow_int=True) gives an integer leaf
+    float0 = jax.grad(lambda p: jnp.sum(p["w"]) * p["n"].astype(jnp.float32), allow_int=True)(
+        params
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"^{factory}: gradient grads\['n'\] is float0 \(jax.grad\(\.\.\., allow_int=True\) "
+        rf"gives it for an integer parameter\){_INTEGER_LEAF}",
+    ):
+        jax.jit(opt.update)(float0, state, floats)
+
+
+def test_a_chain_refuses_integer_leaves_even_without_state():
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))  # no member keeps state
+    with pytest.raises(ValueError, match=r"^chain: parameter params\['n'\] is int32"):
+        opt.init({"w": jnp.ones(2), "n": jnp.array(3, jnp.int32)})
+    with pytest.raises(ValueError, match=r"^chain: gradient grads\['n'\] is float0"):
+        opt.update({"w": jnp.ones(2), "n": np.zeros((), jax.dtypes.float0)}, optim.EmptyState())
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_jit_equals_eager_and_a_second_update_does_not_recompile(name):
     opt = OPTIMIZERS_UNDER_TEST[name][0]
@@ -422,6 +526,13 @@ def test_learning_rate_schedule_is_followed(float64):
 _LR = r"learning_rate must be a finite number in \[0, inf\), or a scalar array or a schedule with values there; got "
 _UNIT = r"must be a finite number in \[0, 1\), or a scalar array with values there; got "
 _NON_NEGATIVE = r"must be a finite number in \[0, inf\), or a scalar array with values there; got "
+_EPS = (
+    r"must be a finite number in \[1\.17549e-38, inf\), or a scalar array with values there; got "
+)
+_EPS_WHY = (
+    r"ε must be at least float32's smallest normal number, 1\.2e-38: a smaller one rounds to 0 "
+    r"in float32, and a zero gradient then gives 0/0 = NaN"
+)
 _SCHEDULES = optim.schedules
 
 
@@ -466,10 +577,13 @@ _SCHEDULES = optim.schedules
             rf"adam: b1 {_UNIT}'0\.9' \(a str\); pass the number 0\.9, not the string$",
         ),
         (lambda: optim.adam(1e-3, b2=-0.1), rf"adam: b2 {_UNIT}-0\.1$"),
+        (lambda: optim.adam(1e-3, eps=0.0), rf"adam: eps {_EPS}0\.0 \({_EPS_WHY}\)$"),
+        # below float32's smallest normal number ε rounds to 0: a zero gradient gives 0/0
+        (lambda: optim.adam(1e-3, eps=1e-50), rf"adam: eps {_EPS}1e-50 \({_EPS_WHY}\)$"),
+        (lambda: optim.adagrad(0.1, eps=1e-39), rf"adagrad: eps {_EPS}1e-39 \({_EPS_WHY}\)$"),
         (
-            lambda: optim.adam(1e-3, eps=0.0),
-            r"adam: eps must be a finite number in \(0, inf\), or a scalar array with values there; "
-            r"got 0\.0$",
+            lambda: optim.scale_by_rms(eps=jnp.float32(1e-45)),
+            rf"scale_by_rms: eps {_EPS}an array holding 1\.401298e-45 \({_EPS_WHY}\)$",
         ),
         (lambda: optim.sgd(0.1, momentum=1.0), rf"sgd: momentum {_UNIT}1\.0$"),
         (lambda: optim.rmsprop(0.1, momentum=-0.5), rf"rmsprop: momentum {_UNIT}-0\.5$"),
@@ -494,7 +608,15 @@ _SCHEDULES = optim.schedules
         ),
         (
             lambda: optim.sgd(0.1, nesterov=True),
-            r"sgd: nesterov=True needs a momentum > 0, got momentum=0",
+            r"sgd: nesterov=True needs a momentum > 0, got momentum=0\.0$",
+        ),
+        (
+            lambda: optim.sgd(0.1, momentum=jnp.array(0.0), nesterov=True),
+            r"sgd: nesterov=True needs a momentum > 0, got momentum=an array holding 0$",
+        ),
+        (
+            lambda: optim.sgd(0.1, momentum=np.float32(0.0), nesterov=True),
+            r"sgd: nesterov=True needs a momentum > 0, got momentum=0\.0$",
         ),
         (
             lambda: optim.sgd(0.1, 0.9, nesterov="yes"),
@@ -514,8 +636,15 @@ _SCHEDULES = optim.schedules
         ),
         (
             lambda: optim.adamw(0.1, mask={"W": 1}),
-            r"adamw: mask must be None, a predicate \(key_path, leaf\) -> bool or a pytree of "
-            r"bools; got 1 at \['W'\]$",
+            r"adamw: mask must be None, a pytree of bools, a predicate \(key_path, leaf\) -> bool, "
+            r"or a function of the params tree returning a pytree of bools \(optax's form\); got 1 "
+            r"at \['W'\]$",
+        ),
+        (
+            lambda: optim.lion(0.1, mask=lambda *args: True),  # one argument or two?
+            r"lion: mask must take one argument \(the params tree, returning a pytree of bools, as "
+            r"optax's masks\) or two \(\(key_path, leaf\) -> bool\), so that its form is clear; "
+            r".* takes either$",
         ),
         (lambda: optim.scale_by_adam(b1=1.0), rf"scale_by_adam: b1 {_UNIT}1\.0$"),
         (

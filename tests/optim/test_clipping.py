@@ -96,3 +96,32 @@ def test_zero_nans_refuses_the_state_of_another_model():
         r"the state may belong to another model",
     ):
         opt.update({"b": jnp.ones(1)}, state)
+
+
+@pytest.mark.parametrize(
+    "grads",
+    [
+        {"a": np.array([3e19, 4e19, 1.0], np.float32)},  # Σ g² = 2.5e39 overflows float32
+        {"a": np.array([3e19, 0.0], np.float32), "b": np.array([[4e19]], np.float32)},
+        {"a": np.array([-2e38, 1e38], np.float32), "b": np.array([1e-30], np.float32)},
+    ],
+)
+def test_clipping_large_finite_gradients_keeps_their_direction(grads):
+    # The plain sum of squares is inf, and c/inf = 0 zeroed every update.
+    opt = optim.clip_by_global_norm(1.0)
+    clipped, _ = jax.jit(opt.update)(jax.tree.map(jnp.asarray, grads), optim.EmptyState())
+    norm = np.sqrt(sum(np.sum(np.square(g.astype(np.float64))) for g in grads.values()))
+    for k, g in grads.items():
+        np.testing.assert_allclose(clipped[k], g.astype(np.float64) / norm, rtol=1e-6, atol=1e-44)
+    np.testing.assert_allclose(optim.global_norm(grads), norm, rtol=1e-6)
+
+
+def test_clipping_nan_and_inf_gradients():
+    opt = optim.clip_by_global_norm(1.0)
+    grads = {"a": jnp.array([1.0, jnp.nan, 3e19])}
+    nan, _ = opt.update(grads, optim.EmptyState())
+    assert np.isnan(optim.global_norm(grads))
+    np.testing.assert_array_equal(nan["a"], grads["a"])  # NaN > c is false: left as it is
+    inf, _ = opt.update({"a": jnp.array([1.0, jnp.inf, 3e19])}, optim.EmptyState())
+    np.testing.assert_array_equal(np.isnan(inf["a"]), [False, True, False])  # inf·0 is NaN
+    np.testing.assert_array_equal(np.asarray(inf["a"])[[0, 2]], [0.0, 0.0])  # c/inf = 0

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fundl import optim
+from fundl import checkpoint, optim
 
 
 def _counting_jit(opt):
@@ -195,3 +195,43 @@ def test_a_donating_step_does_not_delete_the_callers_values():
     states = jax.vmap(lambda r: optim.with_hyperparams(opt.init(params), learning_rate=r))(rates)
     jax.jit(jax.vmap(opt.update, in_axes=(None, 0, None)), donate_argnums=1)(grads, states, params)
     np.testing.assert_allclose(rates, [0.1, 0.2])
+
+
+def test_a_scheduled_hyperparameter_cannot_be_set_by_hand(tmp_path):
+    # The schedule sets it again at every update: a value set by hand was silently lost.
+    schedule = optim.schedules.cosine_decay(0.1, 10)
+    opt = optim.inject_hyperparams(optim.adam)(learning_rate=schedule, b1=0.9)
+    params = {"w": jnp.ones(2)}
+    message = (
+        r"^with_hyperparams: learning_rate follows a schedule, which sets it again at every "
+        r"update, so a new value would be overwritten; to set it by hand, build the "
+        r"optimizer with a number for it \(inject_hyperparams\(\.\.\.\)\(learning_rate=\.\.\.\)\) "
+        r"or give a schedule with the values you want$"
+    )
+    state = opt.init(params)
+    # the record survives jit, scan and vmap (static data, not leaves) and a checkpoint
+    # restored into the optimizer's own state
+    _, state = jax.jit(opt.update)({"w": jnp.ones(2)}, state, params)
+
+    def body(s, _):
+        return opt.update({"w": jnp.ones(2)}, s, params)[1], None
+
+    state, _ = jax.lax.scan(body, state, None, length=2)
+    batched = jax.vmap(lambda s: s, in_axes=(0,))(jax.tree.map(lambda x: x[None], state))
+    checkpoint.save(tmp_path / "opt.safetensors", state)
+    restored = checkpoint.restore(tmp_path / "opt.safetensors", opt.init(params))
+    for s in (state, batched, restored):
+        with pytest.raises(ValueError, match=message):
+            optim.with_hyperparams(s, learning_rate=0.5)
+    # three updates: the last one used (and recorded) the schedule's value at step 2
+    np.testing.assert_allclose(restored.hyperparams["learning_rate"], schedule(2), rtol=1e-6)
+    # a number-valued hyperparameter of the same optimizer is still set by hand
+    changed = optim.with_hyperparams(state, b1=0.5)
+    np.testing.assert_allclose(changed.hyperparams["b1"], 0.5)
+    # the leaves and their key paths are a plain dict's: checkpoints saved before still load
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+    assert paths[:3] == [".count", ".hyperparams['b1']", ".hyperparams['learning_rate']"]
+    plain = state._replace(hyperparams=dict(state.hyperparams))
+    assert jax.tree.leaves(plain) == jax.tree.leaves(state)
+    updates, _ = opt.update({"w": jnp.ones(2)}, plain, params)  # a plain dict still runs
+    assert np.isfinite(updates["w"]).all()

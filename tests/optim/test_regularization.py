@@ -40,6 +40,37 @@ def test_masks():
     np.testing.assert_allclose(updates["dense"]["b"], [4.0, 5.0])
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda mask: optim.add_l2(0.5, mask=mask),
+        lambda mask: optim.add_decayed_weights(0.5, mask=mask),
+        lambda mask: optim.adamw(0.1, weight_decay=0.5, mask=mask),
+        lambda mask: optim.lion(0.1, weight_decay=0.5, mask=mask),
+        lambda mask: optim.lamb(0.1, weight_decay=0.5, mask=mask),
+        lambda mask: optim.inject_hyperparams(optim.adamw)(learning_rate=0.1, mask=mask),
+    ],
+)
+def test_an_optax_style_mask_of_the_params_tree_is_accepted(build):
+    # optax's mask(params) -> tree of bools failed at the first update with a TypeError
+    # (called as mask(key_path, leaf)); a one-argument callable now gets the whole tree.
+    params = _params()
+    grads = jax.tree.map(lambda p: 0.1 * p, params)
+
+    def decays(params):
+        return {"dense": {"W": False, "b": True}}  # the opposite of the default (is_weight)
+
+    results = {}
+    for key, mask in [("optax", decays), ("tree", decays(params)), ("none", None)]:
+        opt = build(mask)
+        updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
+        results[key] = updates
+    chex.assert_trees_all_equal(results["optax"], results["tree"])
+    # the mask was used: W is not decayed, so its update differs from decaying every leaf
+    assert not np.allclose(results["optax"]["dense"]["W"], results["none"]["dense"]["W"])
+    np.testing.assert_allclose(results["optax"]["dense"]["b"], results["none"]["dense"]["b"])
+
+
 def test_coupled_and_decoupled_agree_for_sgd_and_differ_for_adam():
     params = _params()
     grads = jax.tree.map(lambda p: 0.1 * p + 1.0, params)
@@ -79,7 +110,8 @@ def test_needs_params_and_matching_mask():
     ):
         optim.add_l2(-0.5)
     with pytest.raises(
-        ValueError, match=r"add_decayed_weights: mask must be None, a predicate .*; got 'W' at"
+        ValueError,
+        match=r"add_decayed_weights: mask must be None, a pytree of bools, .*; got 'W' at",
     ):
         optim.add_decayed_weights(0.1, mask="W")  # checked when built, before any params
 

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
+from fundl import optim
 from fundl.optim import scaling
 
 
@@ -23,3 +24,11 @@ def test_update_moment_casts_an_array_decay(x64):
         out = scaling._update_moment({"w": jnp.zeros(2, jnp.float32)}, m, jnp.float64(0.25))
         assert out["w"].dtype == jnp.float32
         np.testing.assert_allclose(out["w"], [0.25, 0.25])
+
+
+def test_trust_ratio_of_parameters_whose_sum_of_squares_overflows():
+    # ‖p‖ = 5e19 is finite, Σ p² is not in float32: the ratio was inf/1 and the update inf.
+    block = optim.scale_by_trust_ratio()
+    params = {"w": jnp.array([3e19, 4e19], jnp.float32)}
+    updates, _ = block.update({"w": jnp.array([0.6, 0.8])}, block.init(params), params)
+    np.testing.assert_allclose(updates["w"], [3e19, 4e19], rtol=1e-6)
