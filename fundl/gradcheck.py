@@ -5,14 +5,17 @@ the check and restored after):
 
 1. the hand-written VJP (fundl's rules, the default mode),
 2. JAX autodiff of the reference forward (``fundl.reference_mode()``),
-3. central finite differences, (φ(θ + h e_i) − φ(θ − h e_i)) / 2h, skipping (and
+3. central finite differences, (φ(θ + h e_i) − φ(θ − h e_i)) / 2h, h refined from
+   fd_step·max(1, |θ_i|) towards fd_step·|θ_i| until two steps agree, skipping (and
    counting, in the row's note) elements at a kink, where the two one-sided
-   differences disagree: φ is not differentiable there (a ReLU input at exactly 0),
+   differences disagree at h and still at h/4: φ is not differentiable there (a ReLU
+   input at exactly 0); curvature parts them too, by h·φ'', but that shrinks with h,
 
 where φ(θ) = ⟨c, f(θ)⟩ for a random cotangent c (c = 1 for a scalar f, so the check
 is of the full gradient). Beyond first order it also checks (a) a Hessian-vector
 product through the hand-written rules (grad of grad) against the reference's, (b)
-that ``jax.vmap`` of the rule equals the per-example results stacked, and (c) that
+that ``jax.vmap`` of the rule equals the per-example results stacked (inputs scaled by
+1 ± ~1%, keeping their sign; NaN in the same place on both sides agrees), and (c) that
 under ``jax.jit`` the rule gives the eager values.
 
 Every comparison gives one row per leaf: the check (which sides were compared), the
@@ -24,7 +27,7 @@ comparison                  passes when, elementwise
 ==========================  ======================================================
 hand vs autodiff, hvp,      |a − b| ≤ 1e-7·|b| + 1e-9  (float64: the two should
 vmap, jit, forward          agree to rounding)
-hand vs finite diff         |a − b| ≤ 1e-5·|b| + 1e-6  (step h = 1e-6·max(1, |θ_i|))
+hand vs finite diff         |a − b| ≤ 1e-5·|b| + 1e-6  (first step h = 1e-6·max(1, |θ_i|))
 ==========================  ======================================================
 
 Low precision: when a differentiated input is bfloat16 or float16, the hand rule runs
@@ -45,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -63,7 +67,8 @@ LOW_PRECISION_TOLERANCE = {
 }
 """Normwise relative tolerance floor, per low-precision dtype (8 machine epsilons)."""
 
-_KINK = 1e-3  # one-sided slopes differing by this much (relative) mark a kink
+_KINK = 1e-3  # one-sided slopes differing by this much (relative), at h and h/4: a kink
+_FD_LEVELS = 12  # finite-difference steps per element at most: h, h/4, ..., h/4¹¹
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,13 +243,25 @@ def _compare(
     normwise: bool,
     note: str = "",
     baseline: float | None = None,
+    same_nonfinite: bool = False,
 ) -> Row:
+    """One row: a (hand-written side) against b (reference side), leaf by leaf.
+
+    With ``same_nonfinite``, a NaN (or an infinity of one sign) in the same element of
+    both counts as agreement, and the finite rest is compared; otherwise any non-finite
+    value fails the row.
+    """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape != b.shape:
         return Row(
             name, leaf, math.inf, math.inf, "shapes differ", False, f"{a.shape} vs {b.shape}"
         )
+    if same_nonfinite:
+        agree = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+        if agree.any():
+            note = f"{int(agree.sum())} non-finite in both" + (f", {note}" if note else "")
+            a, b = a[~agree], b[~agree]
     diff = np.abs(a - b)
     finite = bool(np.all(np.isfinite(a)) and np.all(np.isfinite(b)))
     max_abs = float(diff.max()) if diff.size else 0.0
@@ -313,17 +330,36 @@ def _output_names(f: Callable[..., Any], args: tuple) -> list[str]:
     ]
 
 
+# A jax.jit inside f caches its trace by argument types and JAX's trace context, not by
+# fundl's mode: a pass in the other mode would reuse that trace and compare a rule with
+# itself. So each pass of each check traces in a context of its own, keyed by the check
+# and the mode: a user context (jax.make_user_context), or on older JAX a piece of XLA
+# metadata, which is part of the trace context as well and changes no value.
+if hasattr(jax, "make_user_context"):
+    _pass_context = jax.make_user_context(None)
+else:  # pragma: no cover - JAX < 0.7
+    from jax.experimental.xla_metadata import set_xla_metadata
+
+    def _pass_context(key: Any) -> contextlib.AbstractContextManager:
+        return set_xla_metadata(fundl_gradcheck=repr(key))
+
+
+_CHECK_IDS = itertools.count()
+
+
 @contextlib.contextmanager
-def _mode(reference: bool) -> Iterator[None]:
-    # The reference passes also run under "highest" matmul precision (no effect on
-    # float64 values): it is part of jit's cache key, so a jax.jit inside f that the
-    # hand pass traced is traced again, in reference mode, instead of reused.
-    with rules.reference_mode(reference):
+def _mode(reference: bool, key: Any) -> Iterator[None]:
+    """Run f's primitives as hand rules or references, in traces of their own.
+
+    ``key`` names the check (and stage) whose traces these are. The reference passes
+    also run under "highest" matmul precision (no effect on float64 values).
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rules.reference_mode(reference))
+        stack.enter_context(_pass_context(("fundl.gradcheck", key, reference)))
         if reference:
-            with jax.default_matmul_precision("highest"):
-                yield
-        else:
-            yield
+            stack.enter_context(jax.default_matmul_precision("highest"))
+        yield
 
 
 def _vjp(problem: _Problem, leaves: list[jax.Array], cotangent: list[jax.Array]):
@@ -350,15 +386,25 @@ def _finite_differences(
     step: float,
     max_elements: int,
     rng: np.random.Generator,
+    tolerances: Tolerances,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Central differences of φ(θ) = ⟨c, f(θ)⟩ at sampled elements of each leaf.
 
-    ``center`` is φ(θ) itself, already known from the reference pass.
+    ``center`` is φ(θ) itself, already known from the reference pass. Element i is
+    differenced with steps h_k = step·max(1, |θ_i|)·4⁻ᵏ, the central estimates
+    D_k = (φ(θ + h_k e_i) − φ(θ − h_k e_i)) / 2h_k: first k = 0 and 1, then finer
+    steps while consecutive estimates differ by more than a tenth of the tolerance,
+    down to about step·|θ_i|/4 (a function curved on the scale of θ_i itself, log θ
+    near 0, needs a step relative to θ_i; a larger one leaves the domain or curves
+    over it). The estimate is D_{k+1} of the first pair (k, k + 1) that agrees, or of
+    the pair that came closest.
 
     Returns, per leaf: the flat indices sampled, the derivative estimates there, and a
-    mask of the elements at a kink — where the one-sided differences (φ(θ+h) − φ(θ))/h
-    and (φ(θ) − φ(θ−h))/h disagree by more than ``_KINK`` relative, so φ is not
-    differentiable within the step (a ReLU input at 0, say) and no estimate holds.
+    mask of the elements at a kink — where the one-sided slopes (φ(θ + h) − φ(θ))/h and
+    (φ(θ) − φ(θ − h))/h differ by more than ``_KINK`` relative at h_k and still by half
+    as much at h_{k+1} = h_k/4. A jump in the slope (a ReLU input at 0) does not shrink
+    with h; curvature gives a difference h·φ'' that does, to a quarter. No estimate
+    holds at a kink.
     """
     # Flattened in NumPy: eager jnp ops here would each compile for this problem's shapes.
     theta = np.concatenate([np.asarray(leaf, np.float64).reshape(-1) for leaf in leaves])
@@ -378,29 +424,53 @@ def _finite_differences(
             idx = np.sort(rng.choice(leaf.size, max_elements, replace=False))
         chosen.append(idx)
     positions = np.concatenate([start + idx for idx, start in zip(chosen, offsets[:-1])])
-    h = step * np.maximum(1.0, np.abs(theta[positions]))
     batched_phi = jax.jit(jax.vmap(phi))
-    plus_values = np.empty(len(positions))
-    minus_values = np.empty(len(positions))
     chunk = max(1, min(256, len(positions), (1 << 22) // max(theta.size, 1)))
-    for start in range(0, len(positions), chunk):
-        pos, hs = positions[start : start + chunk], h[start : start + chunk]
-        n = len(pos)
-        pad = chunk - n  # a fixed batch shape: one compilation
-        pos_p = np.concatenate([pos, pos[:1].repeat(pad)])
-        hs_p = np.concatenate([hs, hs[:1].repeat(pad)])
-        plus = np.tile(theta, (chunk, 1))
-        minus = plus.copy()
-        rows = np.arange(chunk)
-        plus[rows, pos_p] += hs_p
-        minus[rows, pos_p] -= hs_p
-        values = np.asarray(batched_phi(jnp.asarray(np.concatenate([plus, minus]))))
-        plus_values[start : start + n] = values[:n]
-        minus_values[start : start + n] = values[chunk : chunk + n]
-    forward = (plus_values - center) / h
-    backward = (center - minus_values) / h
-    estimates = (plus_values - minus_values) / (2 * h)
-    kinks = np.abs(forward - backward) > _KINK * np.maximum(1.0, np.abs(estimates))
+
+    def evaluate(pos: np.ndarray, hs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """φ(θ + h e_pos) and φ(θ − h e_pos) for each (pos, h)."""
+        plus_values, minus_values = np.empty(len(pos)), np.empty(len(pos))
+        for start in range(0, len(pos), chunk):
+            p, h = pos[start : start + chunk], hs[start : start + chunk]
+            n, pad = len(p), chunk - len(p)  # a fixed batch shape: one compilation
+            p, h = np.concatenate([p, p[:1].repeat(pad)]), np.concatenate([h, h[:1].repeat(pad)])
+            plus = np.tile(theta, (chunk, 1))
+            minus = plus.copy()
+            plus[np.arange(chunk), p] += h
+            minus[np.arange(chunk), p] -= h
+            values = np.asarray(batched_phi(jnp.asarray(np.concatenate([plus, minus]))))
+            plus_values[start : start + n] = values[:n]
+            minus_values[start : start + n] = values[chunk : chunk + n]
+        return plus_values, minus_values
+
+    magnitude = np.abs(theta[positions])
+    steps = step * np.maximum(1.0, magnitude)[:, None] * 0.25 ** np.arange(_FD_LEVELS)
+    with np.errstate(divide="ignore"):  # θ = 0: no scale of its own, the first pair only
+        finest = np.where(magnitude > 0, np.ceil(np.log(1 / magnitude) / np.log(4)) + 1, 1)
+    finest = np.clip(finest, 1, _FD_LEVELS - 1).astype(int)  # the finest level to try
+    plus, minus = np.full(steps.shape, np.nan), np.full(steps.shape, np.nan)
+    everyone = np.arange(len(positions))
+    for k in (0, 1):
+        plus[:, k], minus[:, k] = evaluate(positions, steps[:, k])
+    pair = np.full(len(positions), -1)  # the first pair (k, k + 1) that agrees, k
+    for k in range(_FD_LEVELS - 1):
+        d = (plus[:, k : k + 2] - minus[:, k : k + 2]) / (2 * steps[:, k : k + 2])
+        budget = 0.1 * (tolerances.fd_atol + tolerances.fd_rtol * np.abs(d[:, 1]))
+        with np.errstate(invalid="ignore"):
+            pair[(pair < 0) & (np.abs(d[:, 0] - d[:, 1]) <= budget)] = k
+        todo = everyone[(pair < 0) & (finest > k + 1)]
+        if not todo.size:
+            break
+        plus[todo, k + 2], minus[todo, k + 2] = evaluate(positions[todo], steps[todo, k + 2])
+
+    central = (plus - minus) / (2 * steps)
+    disagreement = np.abs(central[:, :-1] - central[:, 1:])
+    closest = np.where(np.isnan(disagreement), np.inf, disagreement).argmin(axis=1)
+    pair = np.where(pair < 0, closest, pair)  # none agreed: the pair that came closest
+    estimates = central[everyone, pair + 1]
+    gap = np.abs((plus - center) / steps - (center - minus) / steps)  # one-sided slopes
+    coarse, fine = gap[everyone, pair], gap[everyone, pair + 1]
+    kinks = (coarse > _KINK * np.maximum(1.0, np.abs(estimates))) & (fine > 0.5 * coarse)
     bounds = np.cumsum([len(c) for c in chosen])[:-1]
     return list(zip(chosen, np.split(estimates, bounds), np.split(kinks, bounds)))
 
@@ -449,6 +519,7 @@ class _Run:
     cotangent: list[jax.Array]
     low_dtype: Any  # None, or the low-precision dtype under check
     same: dict[str, Any]  # tolerance options of the like-for-like comparisons
+    check_id: int  # keys this check's own traces (see _mode)
     hand_step: Callable[..., Any] = None  # jitted (θ, c) -> (f(θ), VJP), hand rules
     hand_out: list[jax.Array] = dataclasses.field(default_factory=list)
     hand_grad: list[jax.Array] = dataclasses.field(default_factory=list)
@@ -465,26 +536,37 @@ def _compiled_vjp(problem: _Problem) -> Callable[..., Any]:
 def _first_order(run: _Run, calls: dict[str, int]) -> tuple[list[Row], list[str]]:
     """Forward and VJP, hand rules against autodiff of the references.
 
-    ``calls``: the live count of primitive calls since the check began
-    (:func:`fundl.rules.count_calls`), read after both passes have traced.
+    ``calls``: the live count of primitive calls (:func:`fundl.rules.count_calls`),
+    read around each pass: a pass that traced no primitive while the other did ran a
+    cached trace of the other mode.
     """
-    with _mode(reference=False):
+    before = calls["hand"]
+    with _mode(False, run.check_id):
         run.hand_step = _compiled_vjp(run.hand)
         run.hand_out, run.hand_grad = run.hand_step(run.hand.leaves, run.cotangent)
-    with _mode(reference=True):
+    traced = {"hand": calls["hand"] - before}
+    before = calls["reference"]
+    with _mode(True, run.check_id):
         run.ref_out, run.ref_grad = _compiled_vjp(run.ref)(run.ref.leaves, run.cotangent)
-    traced = dict(calls)
-    notes = [
-        f"no fundl primitive ran in {mode} mode: f uses no fundl primitive, so 'hand vs "
-        "autodiff' compares autodiff with itself (finite differences still check it)"
-        for mode in ("hand", "reference")
-        if traced[mode] == 0
-    ][:1]
+    traced["reference"] = calls["reference"] - before
+    untraced = [mode for mode in ("hand", "reference") if traced[mode] == 0]
+    notes = []
+    if len(untraced) == 2:
+        notes.append(
+            "no fundl primitive ran in either mode: f uses none, so 'hand vs autodiff' "
+            "compares autodiff with itself (finite differences still check it)"
+        )
+    elif untraced:  # only where JAX lacks make_user_context (see _mode)
+        notes.append(
+            f"no fundl primitive was traced in {untraced[0]} mode: a jax.jit inside f reused "
+            "a trace cached in the other mode, so 'hand vs autodiff' compared a side with "
+            "itself and is marked failed; rerun the check in a fresh process"
+        )
     # Low precision: JAX autodiff of the reference in the same dtype shows how far from
     # float64 the dtype alone lands; the hand rule may be off by twice that.
     base_out = base_grad = [None] * (len(run.ref_out) + len(run.ref_grad))
     if run.low_dtype is not None:
-        with _mode(reference=True):
+        with _mode(True, run.check_id):
             low_out, low_grad = _compiled_vjp(run.hand)(run.hand.leaves, run.cotangent)
         base_out = [_max_abs_diff(a, b) for a, b in zip(low_out, run.ref_out)]
         base_grad = [_max_abs_diff(a, b) for a, b in zip(low_grad, run.ref_grad)]
@@ -495,6 +577,8 @@ def _first_order(run: _Run, calls: dict[str, int]) -> tuple[list[Row], list[str]
         _compare("vjp: hand vs autodiff", n, a, b, **run.same, baseline=base)
         for n, a, b, base in zip(run.hand.names, run.hand_grad, run.ref_grad, base_grad)
     ]
+    if len(untraced) == 1:
+        rows = [row._replace(passed=False, note="void: a cached trace") for row in rows]
     return rows, notes
 
 
@@ -506,7 +590,7 @@ def _finite_difference_rows(
         for c, o in zip(run.cotangent, run.ref_out)
     )
     samples = _finite_differences(
-        run.ref, run.ref.leaves, run.cotangent, center, step, max_elements, rng
+        run.ref, run.ref.leaves, run.cotangent, center, step, max_elements, rng, tolerances
     )
     rows = []
     for n, g, (idx, estimate, kink) in zip(run.hand.names, run.hand_grad, samples):
@@ -539,9 +623,9 @@ def _hvp_rows(run: _Run, rng: np.random.Generator) -> list[Row]:
             return jax.jit(lambda theta, v: _hvp(problem, theta, run.cotangent, v))
 
         v = _random_like(rng, run.ref.leaves)
-        with _mode(reference=False):
+        with _mode(False, run.check_id):
             hand = compiled_hvp(run.hand)(run.hand.leaves, v)
-        with _mode(reference=True):
+        with _mode(True, run.check_id):
             ref = compiled_hvp(run.ref)(run.ref.leaves, v)
             baseline = [None] * len(ref)
             if run.low_dtype is not None:
@@ -556,7 +640,7 @@ def _jit_rows(run: _Run) -> list[Row]:
     """The jitted hand VJP (from the first-order pass) against the same run eagerly."""
     name = "jit: jitted vs eager"
     rows: list[Row] = []
-    with _reported_as_row(name, rows), _mode(reference=False):
+    with _reported_as_row(name, rows), _mode(False, run.check_id):
         eager_out, eager_grad = _vjp(run.hand, run.hand.leaves, run.cotangent)
         names = run.out_names + run.hand.names
         jitted = run.hand_out + run.hand_grad
@@ -569,13 +653,15 @@ def _vmap_rows(run: _Run, rng: np.random.Generator, batch: int = 3) -> list[Row]
     """vmap of the hand VJP over nearby inputs and cotangents vs each one alone."""
     name = "vmap: batched vs stacked"
     rows: list[Row] = []
-    with _reported_as_row(name, rows), _mode(reference=False):
+    with _reported_as_row(name, rows), _mode(False, run.check_id):
         # The batch is built and taken apart in NumPy (float64, then each leaf's dtype):
         # eager jnp ops would each compile once more for this problem's shapes.
         leaves = [np.asarray(x, np.float64) for x in run.hand.leaves]
         noise = [rng.standard_normal((batch, *x.shape)) for x in leaves]
+        # Scaled by 1 ± ~1%, so each input keeps its sign and stays in f's domain (log
+        # near 0); zeros are nudged to ±1e-3 to make the examples differ there too.
         thetas = [
-            (x[None] + 0.01 * e * (1 + np.abs(x[None]))).astype(leaf.dtype)
+            (np.where(x == 0, 1e-3 * e, x * (1 + 0.01 * e))).astype(leaf.dtype)
             for x, e, leaf in zip(leaves, noise, run.hand.leaves)
         ]
         cotangents = [
@@ -589,7 +675,9 @@ def _vmap_rows(run: _Run, rng: np.random.Generator, batch: int = 3) -> list[Row]
         for part, names in ((0, run.out_names), (1, run.hand.names)):
             for j, n in enumerate(names):
                 stacked = np.stack([np.asarray(single[part][j]) for single in singles])
-                rows.append(_compare(name, n, batched[part][j], stacked, **run.same))
+                rows.append(
+                    _compare(name, n, batched[part][j], stacked, **run.same, same_nonfinite=True)
+                )
     return rows
 
 
@@ -616,7 +704,8 @@ def check(
       argnums: which positional args to differentiate (default: all).
       key: seed (int) or PRNG key for the random cotangent, tangent and perturbations.
       tolerances: the float64 tolerances (:class:`Tolerances`).
-      fd_step: relative finite-difference step, h = fd_step·max(1, |θ_i|).
+      fd_step: relative finite-difference step: the first is fd_step·max(1, |θ_i|),
+        refined towards fd_step·|θ_i| where needed (see the module docstring).
       fd_max_elements: per leaf, how many elements finite differences visit (a random
         sample when the leaf is larger; the row says how many).
       hvp: run the grad-of-grad check.
@@ -665,7 +754,8 @@ def check(
         out_names = _output_names(f, args)
         if not out_names:
             raise ValueError("gradcheck.check: f has no floating-point output to differentiate")
-        with _mode(reference=False):
+        check_id = next(_CHECK_IDS)
+        with _mode(False, (check_id, "output shapes")):  # not the hand pass's trace
             out_shapes = jax.eval_shape(hand.fn, hand.leaves)
         scalar = len(out_shapes) == 1 and out_shapes[0].shape == ()
         if low_dtype is None:
@@ -679,6 +769,7 @@ def check(
             cotangent=[jnp.ones((), jnp.float64)] if scalar else _random_like(r_cot, out_shapes),
             low_dtype=low_dtype,
             same=same,
+            check_id=check_id,
         )
 
         rows, notes = _first_order(run, calls)

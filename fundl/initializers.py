@@ -3,7 +3,8 @@
 (Named ``fundl.initializers``, as ``jax.nn.initializers``, so it does not read like a
 model's ``init``; ``fundl.init`` remains as a deprecated alias.)
 
-An initializer is ``init_fn(key, shape, dtype=jnp.float32) -> Array``. All the random
+An initializer is ``init_fn(key, shape, dtype=jnp.float32) -> Array``; ``key`` is a PRNG
+key or, as everywhere in fundl, an int seed s (``jax.random.key(s)``). All the random
 ones are :func:`variance_scaling` with a fixed ``(scale, mode, distribution)``:
 
 | initializer      | variance               | distribution             |
@@ -41,7 +42,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import check_choice, check_number
+from fundl._validate import as_key, check_choice, check_number
 
 __all__ = [
     "Initializer",
@@ -150,6 +151,7 @@ def variance_scaling(
     label = name or f"variance_scaling({scale}, {mode!r}, {distribution!r})"
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        key = as_key(label, key)
         dtype = _check_dtype(label, dtype)
         fan_in, fan_out = fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
@@ -182,7 +184,7 @@ def he_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) 
     ``variance_scaling(2.0, "fan_in", "normal")``; fans as in :func:`fans`.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
       dtype: a floating dtype (float32 by default).
 
@@ -208,7 +210,7 @@ def he_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
     ``variance_scaling(2.0, "fan_in", "uniform")``; fans as in :func:`fans`.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
       dtype: a floating dtype (float32 by default).
 
@@ -238,7 +240,7 @@ def xavier_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float
     ``glorot_normal`` is this same function under its other name.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
       dtype: a floating dtype (float32 by default).
 
@@ -268,7 +270,7 @@ def xavier_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.floa
     ``glorot_uniform`` is this same function under its other name.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
       dtype: a floating dtype (float32 by default).
 
@@ -299,7 +301,7 @@ def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float3
     ``variance_scaling(1.0, "fan_in", "normal")``; fans as in :func:`fans`.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
       dtype: a floating dtype (float32 by default).
 
@@ -325,7 +327,7 @@ def lecun_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float
     ``variance_scaling(1.0, "fan_in", "uniform")``; fans as in :func:`fans`.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: the weight's shape: dense ``(n_out, n_in)``, conv HWIO, or a vector.
       dtype: a floating dtype (float32 by default).
 
@@ -361,7 +363,9 @@ def normal(stddev: float = 1e-2) -> Initializer:
     stddev = check_number("normal", "stddev", stddev, low=0.0, low_open=True)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return stddev * jax.random.normal(key, shape, _check_dtype("normal", dtype))
+        return stddev * jax.random.normal(
+            as_key("normal", key), shape, _check_dtype("normal", dtype)
+        )
 
     init.__name__ = init.__qualname__ = f"normal({stddev})"
     return init
@@ -386,7 +390,8 @@ def uniform(scale: float = 1e-2) -> Initializer:
     scale = check_number("uniform", "scale", scale, low=0.0, low_open=True)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, _check_dtype("uniform", dtype), -scale, scale)
+        dtype = _check_dtype("uniform", dtype)
+        return jax.random.uniform(as_key("uniform", key), shape, dtype, -scale, scale)
 
     init.__name__ = init.__qualname__ = f"uniform({scale})"
     return init
@@ -401,7 +406,7 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
     signs fixed by diag(R) so the draw is uniform (Haar) over orthogonal matrices.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or an int seed.
       shape: a shape with at least 2 dims.
       dtype: a floating dtype (float32 by default; the QR runs in float32).
 
@@ -419,6 +424,7 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
       ...     bool(jnp.allclose(W @ W.T, jnp.eye(3), atol=1e-5))
       True
     """
+    key = as_key("orthogonal", key)
     dtype = _check_dtype("orthogonal", dtype)
     shape = tuple(int(d) for d in shape)
     if len(shape) < 2:

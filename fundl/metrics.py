@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl._validate import check_choice, check_label_range, check_number
 
@@ -79,25 +80,38 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of examples whose highest score is the label: mean(argmax(ŷ) = y).
 
     Args:
-      scores: logits or probabilities, (..., K) with K ≥ 2; or (..., 1) for a binary
-        output, whose prediction is ŷ > 0.5 (pass probabilities — sigmoid outputs —
-        not logits).
-      labels: integer labels (...) in [0, K), or one-hot / probability targets
-        (..., K); for a binary output, 0/1 labels of shape (...) or (..., 1).
+      scores: (N, K) logits or probabilities of K ≥ 2 classes (more leading axes are
+        allowed: (..., N, K)); or (N, 1) probabilities of a binary output — sigmoid
+        outputs, not logits — whose prediction is ŷ > 0.5. A 1-D score vector is
+        refused as ambiguous: pass ``p[:, None]`` for N binary probabilities or
+        ``z[None]`` for one example's K scores.
+      labels: integer labels (N,) in [0, K), or float one-hot / probability targets
+        (N, K) (their argmax is the label); for a binary output, labels of shape (N,)
+        or (N, 1): integers 0/1, or floats in [0, 1] (the label is y > 0.5).
 
     Returns:
       a scalar in [0, 1]; NaN when any score is NaN (NaN in gives NaN out, so a
-      diverged model never scores well). Concrete labels outside the classes raise
-      ``ValueError``; under ``jit`` they simply never match.
+      diverged model never scores well). Concrete (not traced) values are checked:
+      labels outside the classes, and binary scores or float labels outside [0, 1]
+      (logits, say), raise ``ValueError``. Under ``jit`` values cannot be read and are
+      not checked: there an out-of-range label never matches and a binary logit is
+      thresholded at 0.5 as if it were a probability.
 
     Examples:
       >>> float(fundl.metrics.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
       0.5
+      >>> p = jnp.array([0.9, 0.2, 0.8, 0.95])  # sigmoid outputs of 4 examples
+      >>> float(fundl.metrics.accuracy(p[:, None], jnp.array([1.0, 0.0, 0.0, 0.0])))
+      0.5
     """
     scores = jnp.asarray(scores)
     labels = jnp.asarray(labels)
-    if scores.ndim < 1:
-        raise ValueError(f"accuracy: scores need a class axis (last), got shape {scores.shape}")
+    if scores.ndim < 2:
+        raise ValueError(
+            "accuracy: scores must be (N, K) for K classes or (N, 1) binary probabilities, "
+            f"got shape {scores.shape}; a 1-D vector is ambiguous: pass scores[:, None] "
+            "for N binary probabilities or scores[None] for one example's K scores"
+        )
     integer = jnp.issubdtype(labels.dtype, jnp.integer)
     if scores.shape[-1] == 1:  # one sigmoid output per example
         if labels.shape == scores.shape[:-1]:
@@ -107,8 +121,13 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
                 f"accuracy: labels of a binary output {scores.shape} must have shape "
                 f"{scores.shape[:-1]} or {scores.shape}, got {labels.shape}"
             )
+        _check_unit_interval(
+            "binary scores (N, 1)", scores, "pass jax.nn.sigmoid(logits), not logits"
+        )
         if integer:
             check_label_range("accuracy", labels, 2, what="binary labels")
+        else:
+            _check_unit_interval("float binary labels", labels, "pass 0/1 labels")
         hits = (scores > 0.5) == (labels.astype(scores.dtype) > 0.5)
     else:
         if not integer:
@@ -119,12 +138,28 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
                 )
             labels = jnp.argmax(labels, axis=-1)
         elif labels.shape != scores.shape[:-1]:
+            hint = ""
+            if labels.shape == scores.shape:
+                hint = f"; one-hot targets must be float, got {labels.dtype}: pass y.astype(float)"
             raise ValueError(
                 f"accuracy: integer labels must have shape {scores.shape[:-1]} (scores without "
-                f"the class axis), got {labels.shape}"
+                f"the class axis), got {labels.shape}{hint}"
             )
         else:
             check_label_range("accuracy", labels, scores.shape[-1])
         hits = jnp.argmax(scores, axis=-1) == labels
     value = jnp.mean(hits.astype(jnp.float32))
     return jnp.where(jnp.any(jnp.isnan(scores)), jnp.float32(jnp.nan), value)
+
+
+def _check_unit_interval(what: str, values: jax.Array, remedy: str) -> None:
+    """Concrete values must lie in [0, 1] (NaN passes); traced ones cannot be read."""
+    if isinstance(values, jax.core.Tracer) or not values.size:
+        return
+    x = np.asarray(values, np.float64)
+    outside = (x < 0) | (x > 1)
+    if outside.any():
+        raise ValueError(
+            f"accuracy: {what} must lie in [0, 1], got values in [{np.nanmin(x):.4g}, "
+            f"{np.nanmax(x):.4g}] ({int(outside.sum())} outside); {remedy}"
+        )

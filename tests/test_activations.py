@@ -121,6 +121,17 @@ def test_residuals_are_the_cheap_ones():
     assert A.identity_fwd(z)[1] is None
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_elu_gradient_far_below_zero_is_exact_to_a_rounding_of_alpha(alpha):
+    # From the saved output, α e^z = elu(z) + α: absolute error within float32's rounding
+    # of α (the residual stays the output); elu.derivative works from z, to relative 1e-6.
+    z = jnp.array([-10.0, -15.0, -17.0, -20.0, -30.0, -80.0])
+    grad = jax.jit(jax.grad(lambda z: jnp.sum(A.elu(z, alpha=alpha))))(z)
+    exact = alpha * np.exp(np.asarray(z, np.float64))
+    np.testing.assert_allclose(grad, exact, rtol=0, atol=alpha * 2.0**-23)
+    np.testing.assert_allclose(A.elu.derivative(z, alpha=alpha), exact, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(FORMULAS))
 def test_stable_at_extreme_inputs(name):
     z = jnp.array([-1e4, -100.0, -50.0, 0.0, 50.0, 100.0, 1e4])

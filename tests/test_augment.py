@@ -305,20 +305,20 @@ def test_batched_gives_each_example_its_split_of_the_key():
 
 def test_evaluation_is_the_identity_and_needs_no_key():
     layer = Augment((RandomCrop(2), RandomFlip(), Cutout(2)))
-    for x in (jnp.ones((2, 6, 6, 3)), jnp.ones((6, 6, 3), jnp.uint8)):
+    # one unbatched image too: the layers after Augment may take one at inference
+    for x in (jnp.ones((2, 6, 6, 3)), jnp.ones((1, 6, 6, 3), jnp.uint8), jnp.ones((6, 6, 3))):
         assert layer.apply({}, x) is x
         y, state = layer.apply_with_state({}, {}, x, key=jax.random.key(0), train=False)
         assert y is x and state == {}
 
 
-def test_one_image_uses_the_key_as_example_i_of_a_batch_uses_its_split():
+def test_example_i_of_a_batch_uses_split_i_of_the_key():
     layer = Augment((RandomTranslate(1), RandomFlip()))
     images = _uniform(3, 4, 4, 2)
 
     @jax.jit
     def run(key):
         keys = jax.random.split(key, 3)
-        alone = [layer.apply({}, images[i], key=keys[i], train=True) for i in range(3)]
         by_hand = []
         for i in range(3):
             k_translate, k_flip = jax.random.split(keys[i])  # a split per transform
@@ -326,12 +326,25 @@ def test_one_image_uses_the_key_as_example_i_of_a_batch_uses_its_split():
                 random_flip(k_flip, random_translate(k_translate, images[i], max_shift=1))
             )
         batch = layer.apply({}, images, key=key, train=True)
-        return batch, jnp.stack(alone), jnp.stack(by_hand)
+        return batch, jnp.stack(by_hand)
 
-    batch, alone, by_hand = run(jax.random.key(9))
-    np.testing.assert_array_equal(batch, alone)
+    batch, by_hand = run(jax.random.key(9))
     np.testing.assert_array_equal(batch, by_hand)
     assert not np.array_equal(batch, images)
+
+
+def test_a_grayscale_batch_with_its_channel_axis_keeps_examples_apart():
+    # Example i is all i + 1. Without the channel axis, (N, H, W) was taken as one image
+    # (H=N, W=H, C=W) and the crop shifted examples into each other's slots; now that is
+    # an error, and with x[..., None] a crop only ever brings in the zero padding.
+    x = jnp.arange(1.0, 5.0)[:, None, None] * jnp.ones((4, 6, 6))
+    layer = Augment(RandomCrop(2))
+    with pytest.raises(ValueError, match=r"got shape \(4, 6, 6\); a grayscale batch"):
+        layer.apply({}, x, key=0, train=True)
+    outs = jax.jit(jax.vmap(lambda k: layer.apply({}, x[..., None], key=k, train=True)))(KEYS[:50])
+    for i in range(4):
+        assert set(np.unique(outs[:, i])) <= {0.0, i + 1.0}
+    assert np.any(outs == 0.0)  # some crops did move
 
 
 def test_examples_and_transforms_draw_independently():
@@ -414,7 +427,14 @@ def test_configs_are_hashable_and_equal_by_value():
         (lambda: Augment((Dense(2),)), TypeError, r"Augment: transform 0 \(Dense\(2\)\) is not a"),
         (lambda: Augment(([1],)), TypeError, r"Augment: transform 0 \(\[1\]\) is not a transform"),
         (lambda: random_flip(KEY, IMAGE, p=-1), ValueError, r"random_flip: p must be"),
-        (lambda: random_crop(KEY, jnp.ones((4, 4))), ValueError, r"random_crop: expected one "),
+        (
+            lambda: random_crop(KEY, jnp.ones((4, 4))),
+            ValueError,
+            (
+                r"random_crop: expected one .* got shape \(4, 4\); a grayscale image needs a "
+                r"channel axis \(image\[\.\.\., None\]\)"
+            ),
+        ),
         (
             lambda: random_crop(KEY, IMAGE.astype(jnp.uint8), fill=-1),
             ValueError,
@@ -447,23 +467,44 @@ def test_configs_are_hashable_and_equal_by_value():
             ValueError,
             r"mixup: x and y must have the same batch size N",
         ),
-        (lambda: batched(RandomFlip())(KEY, IMAGE), ValueError, r"batched\(RandomFlip\(\)\): exp"),
+        (
+            lambda: batched(RandomFlip())(KEY, IMAGE),
+            ValueError,
+            r"batched\(RandomFlip\(\)\): exp.* a grayscale batch needs a channel axis",
+        ),
         (lambda: batched(3), TypeError, r"batched: expected a transform"),
         (
-            lambda: Augment(RandomFlip()).apply({}, IMAGE, train=True),
+            lambda: Augment(RandomFlip()).apply({}, IMAGE[None], train=True),
             ValueError,
             r"Augment\(\(RandomFlip\(\),\)\): train=True needs a PRNG key",
         ),
         (
-            lambda: Augment(RandomFlip()).apply({}, IMAGE[0]),
+            lambda: Augment(RandomFlip()).apply({}, IMAGE[0], key=0, train=True),
             ValueError,
             (
-                r"Augment\(\(RandomFlip\(\),\)\): expected images of shape \(N, H, W, C\) or "
-                r"\(H, W, C\), got shape \(4, 3\)"
+                r"Augment\(\(RandomFlip\(\),\)\): expected a batch of images of shape "
+                r"\(N, H, W, C\), got shape \(4, 3\); a grayscale batch \(N, H, W\) needs a "
+                r"channel axis: x\[\.\.\., None\]; one image \(H, W, C\): x\[None\]"
+            ),
+        ),
+        (  # one (H, W, C) image or an (N, H, W) grayscale batch? A batch, always.
+            lambda: Augment(RandomFlip()).apply({}, IMAGE, key=0, train=True),
+            ValueError,
+            r"Augment\(\(RandomFlip\(\),\)\): expected a batch .* got shape \(4, 4, 3\)",
+        ),
+        (
+            lambda: Augment(RandomFlip()).output_shape((28, 28)),
+            ValueError,
+            (
+                r"Augment\(\(RandomFlip\(\),\)\): expected images of shape \(H, W, C\) "
+                r"\(batch axis optional\), got input_shape \(28, 28\); a grayscale image "
+                r"needs a channel axis: \(28, 28, 1\)"
             ),
         ),
         (
-            lambda: Augment((RandomFlip(), RandomRotate(5))).apply({}, IMAGE.astype(jnp.uint8)),
+            lambda: Augment((RandomFlip(), RandomRotate(5))).apply(
+                {}, IMAGE[None].astype(jnp.uint8)
+            ),
             TypeError,
             r"Augment\(.*\): expected a floating-point input for RandomRotate\(5.0\)",
         ),
@@ -473,7 +514,7 @@ def test_configs_are_hashable_and_equal_by_value():
             r"train must be True or False",
         ),
         (
-            lambda: Augment(RandomFlip()).apply({"W": IMAGE}, IMAGE),
+            lambda: Augment(RandomFlip()).apply({"W": IMAGE}, IMAGE[None]),
             ValueError,
             r"unexpected params\['W'\]",
         ),

@@ -1,6 +1,8 @@
 """fundl.gradcheck: passes correct rules, flags planted wrong ones, names the leaf."""
 
+import contextlib
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -211,12 +213,50 @@ def test_low_precision_model_passes_against_float64(dtype):
     assert all(r.max_abs > 0 for r in grad_rows)  # really ran in low precision
 
 
-def test_kinks_are_skipped_and_counted():
-    # relu at exactly 0: the one-sided slopes are 0 and 1, no derivative to compare.
-    report = gradcheck.check(activations.relu, jnp.array([-1.0, 0.0, 2.0]))
+_bce = losses.binary_cross_entropy
+
+
+@pytest.mark.parametrize(
+    "f, args, note",
+    [
+        # relu at exactly 0: the one-sided slopes are 0 and 1, no derivative to compare.
+        (activations.relu, ([-1.0, 0.0, 2.0],), "3/3 elements, 1 at a kink skipped"),
+        # 1e-7 and -3e-8 lie within the first step of relu's kink; finer steps clear it.
+        (activations.relu, ([-1.0, 1e-7, -3e-8, 2.0, 0.0],), "5/5 elements, 1 at a kink skipped"),
+        # BCE clipped at p = 0 and 1 (straight-through gradient): kinks of the value.
+        (_bce, ([0.0, 1.0, 0.5], [1.0, 0.0, 1.0]), "3/3 elements, 2 at a kink skipped"),
+        # −log p at p = 1e-4 has curvature 1e8: the one-sided slopes at h = 1e-6 differ
+        # by 100, yet no kink; a step relative to p gives the derivative to 1e-10.
+        (_bce, ([1e-4, 0.5, 2e-5, 3e-7], [1.0, 1.0, 1.0, 0.0]), "4/4 elements"),
+    ],
+)
+def test_kinks_are_skipped_and_counted_and_curvature_is_no_kink(f, args, note):
+    args = tuple(jnp.array(a) for a in args)
+    report = gradcheck.check(f, *args, argnums=0, hvp=False, vmap=False, jit=False)
     report.assert_passed()
     fd = next(r for r in report.rows if r.check == "vjp: hand vs finite diff")
-    assert fd.note == "3/3 elements, 1 at a kink skipped"
+    assert fd.note == note
+
+
+@primitive
+def log_off_near_zero(x):
+    return jnp.log(x)
+
+
+# 5% wrong below 1e-3 only: finite differences must see it there, not skip it as a kink.
+log_off_near_zero.defvjp(
+    lambda x: (jnp.log(x), x), lambda x, g: (g * jnp.where(x < 1e-3, 1.05 / x, 1 / x),)
+)
+
+
+def test_a_rule_wrong_only_at_small_inputs_fails_finite_differences():
+    x = jnp.array([1e-4, 2e-4, 5e-5])
+    report = gradcheck.check(
+        lambda x: jnp.sum(log_off_near_zero(x)), x, hvp=False, vmap=False, jit=False
+    )
+    fd = next(r for r in report.rows if r.check == "vjp: hand vs finite diff")
+    assert not fd.passed and fd.note == "3/3 elements"
+    np.testing.assert_allclose(fd.max_rel, 0.05, rtol=1e-6)
 
 
 def test_large_leaves_are_sampled():
@@ -304,6 +344,111 @@ def test_an_inner_jit_is_traced_again_for_the_reference_side():
     )
     assert _failing(report, "vjp: hand vs autodiff") == {"z"}
     assert report.notes == ()
+
+
+@primitive
+def sin_times_x(x):
+    return jnp.sin(x) * x
+
+
+def _sin_times_x_rule(factor, x, g):
+    # the value is off by `factor`; stop_gradient also makes its second order wrong
+    return (g * jax.lax.stop_gradient(jnp.cos(x) * x + jnp.sin(x)) * factor,)
+
+
+@contextlib.contextmanager
+def _global_precision(value):
+    before = jax.config.jax_default_matmul_precision
+    jax.config.update("jax_default_matmul_precision", value)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+
+
+@pytest.mark.parametrize("factor", [1.01, 1 + 2e-6])
+@pytest.mark.parametrize(
+    "precision",
+    [
+        lambda: jax.default_matmul_precision("highest"),
+        lambda: _global_precision("highest"),
+        lambda: jax.default_matmul_precision("float32"),
+    ],
+    ids=["highest", "global highest", "float32"],
+)
+def test_an_inner_jit_is_traced_again_whatever_the_callers_precision(factor, precision):
+    # The reference pass once relied on running at "highest" to miss the inner jit's
+    # cache: a caller already there got the hand trace back, the rule compared with itself.
+    @primitive
+    def f(x):
+        return sin_times_x.reference(x)
+
+    f.defvjp(lambda x: (sin_times_x.reference(x), x), functools.partial(_sin_times_x_rule, factor))
+    inner = jax.jit(lambda x: jnp.sum(f(x)))
+    x = jnp.array([0.3, -1.2, 2.0, 0.7, -0.4])
+    before = gradcheck.check(inner, x, jit=False, vmap=False)  # caches traces at the default
+    with precision():
+        report = gradcheck.check(inner, x, jit=False, vmap=False)
+    for r in (before, report):
+        assert _failing(r, "vjp: hand vs autodiff") == {"x"}
+        assert _failing(r, "hvp: hand vs autodiff") == {"x"}
+        assert r.notes == ()
+        row = next(row for row in r.rows if row.check == "vjp: hand vs autodiff")
+        np.testing.assert_allclose(row.max_rel, factor - 1, rtol=1e-3)
+
+
+def test_a_pass_that_reused_a_cached_trace_fails_instead_of_passing(monkeypatch):
+    # Without a trace context of its own, the hand pass reuses the trace jit cached while
+    # the check took the output shapes: its own pass traces no primitive. The check must
+    # say so and fail, not compare a rule with itself.
+    monkeypatch.setattr(gradcheck, "_pass_context", lambda key: contextlib.nullcontext())
+    inner = jax.jit(lambda x: jnp.sum(activations.tanh(x)))
+    report = gradcheck.check(inner, jnp.array([0.3, -0.7]), hvp=False, jit=False, vmap=False)
+    assert _failing(report, "vjp: hand vs autodiff") == {"x"}
+    (note,) = report.notes
+    assert note == (
+        "no fundl primitive was traced in hand mode: a jax.jit inside f reused a trace "
+        "cached in the other mode, so 'hand vs autodiff' compared a side with itself and is "
+        "marked failed; rerun the check in a fresh process"
+    )
+
+
+@primitive
+def log_by_hand(x):
+    return jnp.log(x)
+
+
+log_by_hand.defvjp(lambda x: (jnp.log(x), x), lambda x, g: (g / x,))
+
+
+def test_vmap_check_keeps_inputs_in_the_domain():
+    # A perturbation of ±0.01·(1 + |x|) took 0.002 below 0: NaN on both sides, a failure.
+    report = gradcheck.check(log_by_hand, jnp.array([0.002, 0.5, 0.003, 2.0]))
+    report.assert_passed()
+    assert any(r.check == "vmap: batched vs stacked" for r in report.rows)
+
+
+@pytest.mark.parametrize(
+    "a, b, passed, note",
+    [
+        ([np.nan, 1.0, np.inf], [np.nan, 1.0, np.inf], True, "2 non-finite in both"),
+        ([np.nan, 1.0], [1.0, 1.0], False, ""),
+        ([np.inf, 1.0], [-np.inf, 1.0], False, ""),
+        ([np.nan, 1.0], [np.nan, 2.0], False, "1 non-finite in both"),
+    ],
+)
+def test_vmap_comparison_counts_nan_in_the_same_place_as_agreement(a, b, passed, note):
+    row = gradcheck._compare(
+        "vmap: batched vs stacked",
+        "x",
+        a,
+        b,
+        rtol=1e-7,
+        atol=1e-9,
+        normwise=False,
+        same_nonfinite=True,
+    )
+    assert (row.passed, row.note) == (passed, note)
 
 
 def test_errors():

@@ -80,6 +80,36 @@ def test_deterministic_for_a_key_and_different_across_keys():
     assert not np.array_equal(a, c)
 
 
+RANDOM = [
+    init.he_normal,
+    init.he_uniform,
+    init.xavier_normal,
+    init.xavier_uniform,
+    init.lecun_normal,
+    init.lecun_uniform,
+    init.variance_scaling(2.0, "fan_in", "truncated_normal"),
+    init.orthogonal,
+    init.normal(0.1),
+    init.uniform(0.1),
+]
+
+
+@pytest.mark.parametrize("initializer", RANDOM, ids=lambda f: f.__name__)
+def test_an_int_seed_is_the_key_it_names(initializer):
+    # As everywhere in fundl (model.init(0)): an int seed s is jax.random.key(s).
+    by_seed = initializer(3, (4, 4))
+    np.testing.assert_array_equal(by_seed, initializer(jax.random.key(3), (4, 4)))
+    np.testing.assert_array_equal(by_seed, initializer(np.int64(3), (4, 4)))
+    np.testing.assert_array_equal(by_seed, initializer(jax.random.PRNGKey(3), (4, 4)))
+    name = initializer.__name__.split("(")[0]
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}.*: key must be a PRNG key \(jax.random.key\(seed\)\) or an int seed, "
+        r"got 0.5$",
+    ):
+        initializer(0.5, (4, 4))
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize(
     "initializer",

@@ -17,17 +17,80 @@ def test_accuracy_with_labels_one_hot_and_binary():
     np.testing.assert_allclose(metrics.accuracy(probs, jnp.array([[1.0], [1.0], [1.0]])), 2 / 3)
 
 
-def test_accuracy_errors():
-    with pytest.raises(
-        ValueError,
-        match=r"accuracy: integer labels must have shape \(4,\) \(scores without the class axis\), got \(3,\)",
-    ):
-        metrics.accuracy(jnp.ones((4, 2)), jnp.zeros(3, jnp.int32))
-    with pytest.raises(
-        ValueError,
-        match=r"accuracy: one-hot targets must have the scores' shape \(4, 2\), got \(4, 3\)",
-    ):
-        metrics.accuracy(jnp.ones((4, 2)), jnp.ones((4, 3)))
+def test_binary_probabilities_against_float_labels():
+    # Sigmoid outputs of 4 examples, as a researcher holds them: one column.
+    p = jnp.array([[0.9], [0.2], [0.8], [0.95]])
+    np.testing.assert_allclose(metrics.accuracy(p, jnp.array([1.0, 0.0, 0.0, 0.0])), 0.5)
+    np.testing.assert_allclose(metrics.accuracy(p, jnp.array([[1.0], [0.0], [1.0], [1.0]])), 1.0)
+    # float targets in [0, 1] are thresholded at 0.5, as argmax reads probability targets
+    np.testing.assert_allclose(metrics.accuracy(p, jnp.array([0.7, 0.6, 0.9, 0.1])), 0.5)
+
+
+_SHAPE = r"accuracy: integer labels must have shape \(4,\) \(scores without the class axis\)"
+_ONE_D = (
+    r"accuracy: scores must be \(N, K\) for K classes or \(N, 1\) binary probabilities, "
+    r"got shape \(4,\); a 1-D vector is ambiguous: pass scores\[:, None\] for N binary "
+    r"probabilities or scores\[None\] for one example's K scores"
+)
+
+
+@pytest.mark.parametrize(
+    "scores, labels, message",
+    [
+        (jnp.ones((4, 2)), jnp.zeros(3, jnp.int32), _SHAPE + r", got \(3,\)$"),
+        (
+            jnp.ones((4, 2)),
+            jnp.ones((4, 3)),
+            r"accuracy: one-hot targets must have the scores' shape \(4, 2\), got \(4, 3\)",
+        ),
+        # integer one-hot rows: the message says one-hot targets must be float
+        (
+            jnp.ones((4, 2)),
+            jnp.eye(2, dtype=jnp.int32)[jnp.array([0, 1, 1, 0])],
+            _SHAPE
+            + r", got \(4, 2\); one-hot targets must be float, got int32: pass y.astype\(float\)",
+        ),
+        # a 1-D vector: N binary probabilities, or one example's K scores? Either way,
+        # it was read as one example with one-hot float labels (0.0 for 0.5 right).
+        (jnp.array([0.9, 0.2, 0.8, 0.95]), jnp.array([1.0, 0.0, 0.0, 0.0]), _ONE_D),
+        (jnp.array([0.9, 0.2, 0.8, 0.95]), jnp.array([1, 0, 0, 0]), _ONE_D),
+        (jnp.array(0.9), jnp.array(1), r"accuracy: scores must be \(N, K\).*got shape \(\)"),
+        # logits where probabilities belong: thresholded at 0.5, they would score silently
+        (
+            jnp.array([[2.0], [-1.0], [0.3], [0.7]]),
+            jnp.array([1, 0, 0, 1]),
+            (
+                r"accuracy: binary scores \(N, 1\) must lie in \[0, 1\], got values in "
+                r"\[-1, 2\] \(2 outside\); pass jax.nn.sigmoid\(logits\), not logits"
+            ),
+        ),
+        (
+            jnp.array([[0.9], [0.1], [0.3], [0.7]]),
+            jnp.array([1.0, -1.0, 0.0, 2.0]),
+            (
+                r"accuracy: float binary labels must lie in \[0, 1\], got values in "
+                r"\[-1, 2\] \(2 outside\); pass 0/1 labels"
+            ),
+        ),
+        (
+            jnp.array([[0.9], [0.1], [0.3], [0.7]]),
+            jnp.array([1, 0, 0, 2]),
+            r"accuracy: binary labels must be in \[0, 2\) for 2 classes, got values in \[0, 2\]",
+        ),
+    ],
+)
+def test_accuracy_errors(scores, labels, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.accuracy(scores, labels)
+
+
+def test_traced_binary_values_are_not_checked():
+    # Under jit nothing can be read (documented): a logit is thresholded at 0.5 as it
+    # comes, so the positive logit 0.3 counts as class 0.
+    logits = jnp.array([[2.0], [-1.0], [0.3], [0.7]])
+    np.testing.assert_allclose(jax.jit(metrics.accuracy)(logits, jnp.array([1, 0, 1, 1])), 0.75)
+    nan_probs = jnp.array([[0.9], [jnp.nan]])  # NaN is not "outside [0, 1]": NaN out
+    assert np.isnan(metrics.accuracy(nan_probs, jnp.array([1.0, 0.0])))
 
 
 def test_binary_output_with_integer_labels_of_shape_n():

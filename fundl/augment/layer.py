@@ -19,12 +19,13 @@ __all__ = ["Augment"]
 class Augment(Layer):
     """Per-example transforms as a layer: applied in training, the identity in evaluation.
 
-    ``train=True``: each example gets its own split of the layer's key (a batch (N, H,
-    W, C) splits it N ways; one image (H, W, C) uses it whole), and each transform in
-    turn its own split of the example's key, so examples and transforms draw
-    independently. ``train=False``: the input, unchanged; no key needed. No parameters,
-    no state. Put it first in a ``Sequential`` so augmentation runs inside the compiled
-    training step.
+    Takes a batch x of shape (N, H, W, C), channels last — a grayscale batch too needs
+    its channel axis, ``x[..., None]``: an (N, H, W) batch would be one image whose rows
+    are the examples. ``train=True``: each example gets its own split of the layer's
+    key (split N ways), and each transform in turn its own split of the example's key,
+    so examples and transforms draw independently. ``train=False``: the input,
+    unchanged; no key needed. No parameters, no state. Put it first in a
+    ``Sequential`` so augmentation runs inside the compiled training step.
 
     Args:
       transforms: hashable transforms ``t(key, image)``, in order: ``RandomFlip``,
@@ -76,7 +77,13 @@ class Augment(Layer):
         return {}
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Same as the input shape."""
+        """Same as the input shape: (H, W, C), the batch axis optional."""
+        if len(input_shape) not in (3, 4):
+            raise ValueError(
+                f"{self!r}: expected images of shape (H, W, C) (batch axis optional), got "
+                f"input_shape {tuple(input_shape)}; a grayscale image needs a channel axis: "
+                f"{tuple(input_shape) + (1,)}"
+            )
         return tuple(input_shape)
 
     def _augment_one(self, key: jax.Array, image: jax.Array) -> jax.Array:
@@ -89,14 +96,17 @@ class Augment(Layer):
     ) -> tuple[jax.Array, Any]:
         """``(augmented x, state)`` in training, ``(x, state)`` in evaluation.
 
-        Raises ``ValueError`` for an input that is not (N, H, W, C) or (H, W, C), and in
-        training without a key; ``TypeError`` for an integer input to rotation or jitter.
+        Raises ``ValueError`` in training for an input that is not a batch (N, H, W, C)
+        or without a key; ``TypeError`` for an integer input to rotation or jitter. In
+        evaluation any input passes through (one unbatched image too, as the layers after
+        it may take one).
         """
         check_bool(repr(self), "train", train)
-        if jnp.ndim(x) not in (3, 4):
+        if train and jnp.ndim(x) != 4:
             raise ValueError(
-                f"{self!r}: expected images of shape (N, H, W, C) or (H, W, C), got shape "
-                f"{jnp.shape(x)}"
+                f"{self!r}: expected a batch of images of shape (N, H, W, C), got shape "
+                f"{jnp.shape(x)}; a grayscale batch (N, H, W) needs a channel axis: "
+                "x[..., None]; one image (H, W, C): x[None]"
             )
         needs = [t for t in self.transforms if getattr(t, "needs_floating", False)]
         if needs:
@@ -111,7 +121,5 @@ class Augment(Layer):
                 "key=... to apply (fit and the train steps pass one per step)"
             )
         key = as_key(repr(self), key)
-        if jnp.ndim(x) == 3:
-            return self._augment_one(key, x), state
         keys = jax.random.split(key, jnp.shape(x)[0])
         return jax.vmap(self._augment_one)(keys, x), state

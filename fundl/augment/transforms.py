@@ -40,7 +40,8 @@ def _check_image(name: str, image: Any, *, floating: bool = False) -> jax.Array:
     if jnp.ndim(image) != 3:
         raise ValueError(
             f"{name}: expected one image of shape (H, W, C), got shape {jnp.shape(image)}; "
-            "map over a batch (N, H, W, C) with batched(...) or the Augment layer"
+            "a grayscale image needs a channel axis (image[..., None]); map over a batch "
+            "(N, H, W, C) with batched(...) or the Augment layer"
         )
     if floating:
         check_floating(
@@ -330,7 +331,8 @@ def batched(transform: Callable[[Any, jax.Array], jax.Array]) -> Callable[..., j
         key = as_key(name, key)
         if jnp.ndim(images) != 4:
             raise ValueError(
-                f"{name}: expected images of shape (N, H, W, C), got shape {jnp.shape(images)}"
+                f"{name}: expected images of shape (N, H, W, C), got shape "
+                f"{jnp.shape(images)}; a grayscale batch needs a channel axis: images[..., None]"
             )
         return jax.vmap(transform)(jax.random.split(key, jnp.shape(images)[0]), images)
 
