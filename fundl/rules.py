@@ -54,6 +54,18 @@ __all__ = [
 ]
 
 _REFERENCE = contextvars.ContextVar("fundl_reference_mode", default=False)
+
+# The mode is part of jax.jit's cache key: a function jitted (and traced) in one mode is
+# traced again in the other, never served the other mode's trace. A user context on JAX
+# ≥ 0.7; before it, a piece of XLA metadata, also part of the trace context, which
+# changes no value.
+if hasattr(jax, "make_user_context"):
+    _jit_key = jax.make_user_context(False)
+else:  # pragma: no cover - JAX < 0.7
+    from jax.experimental.xla_metadata import set_xla_metadata
+
+    def _jit_key(reference: bool) -> contextlib.AbstractContextManager:
+        return set_xla_metadata(fundl_reference_mode=str(reference))
 _COUNTERS: contextvars.ContextVar[tuple[collections.Counter, ...]] = contextvars.ContextVar(
     "fundl_call_counters", default=()
 )
@@ -72,7 +84,9 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
     Inside the block, ``jax.grad`` differentiates the references with JAX autodiff, and
     the forward-mode transformations (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``)
     work; ``jax.hessian`` works in both modes. ``reference_mode(False)`` restores the
-    hand-written rules inside an outer block.
+    hand-written rules inside an outer block. The mode is part of ``jax.jit``'s cache
+    key: a jitted function called in both modes is traced in each, so the block never
+    runs a trace (or compiled program) of the other mode's rules.
 
     Args:
       enabled: True to run the references, False for the hand-written rules.
@@ -85,7 +99,8 @@ def reference_mode(enabled: bool = True) -> Iterator[None]:
     """
     token = _REFERENCE.set(bool(enabled))
     try:
-        yield
+        with _jit_key(bool(enabled)):
+            yield
     finally:
         _REFERENCE.reset(token)
 
