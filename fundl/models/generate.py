@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import as_key, check_int, check_number
+from fundl._validate import as_key, check_int, check_label_range, check_number
 
 __all__ = ["generate", "sample_token"]
 
@@ -76,8 +76,17 @@ def _greedy(logits: jax.Array) -> jax.Array:
 
 
 def _sample(logits: jax.Array, key: jax.Array, temperature: Any, top_k: int | None) -> jax.Array:
-    """A draw from softmax(z / T) over the top_k largest z (checked by the callers)."""
-    z = logits / jnp.asarray(temperature, logits.dtype)
+    """A draw from softmax(z / T) over the top_k largest z (checked by the callers).
+
+    (z − max z)/T is computed in float32 at least, with T at least float32's smallest
+    normal number: in float16, z/T overflows to +inf for several z at a small T (and
+    categorical then takes the first, not the largest), and a tiny T rounds to 0.
+    """
+    wide = jnp.float32 if jnp.finfo(logits.dtype).bits < 32 else logits.dtype
+    z = logits.astype(wide)
+    top = jnp.max(z, axis=-1, keepdims=True)
+    z = z - jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))  # the largest is 0
+    z = z / jnp.maximum(jnp.asarray(temperature, wide), jnp.finfo(jnp.float32).tiny)
     if top_k is not None:
         kth = jax.lax.top_k(z, top_k)[0][..., -1:]
         z = jnp.where(z >= kth, z, jnp.asarray(-jnp.inf, z.dtype))
@@ -127,14 +136,15 @@ def generate(
       model: a :class:`~fundl.models.TransformerLM` (anything with ``init_cache`` and
         ``decode``).
       params: its parameters.
-      prompt: int token ids (..., L_p), L_p ≥ 1.
+      prompt: int token ids (N, L_p) (more leading axes allowed), L_p ≥ 1, in
+        [0, vocab_size) (a concrete prompt is checked).
       max_new_tokens: how many tokens to add (L_p + max_new_tokens ≤ model.max_length).
       key: PRNG key (or int seed); required when temperature > 0.
       temperature: T ≥ 0; 0 is greedy.
       top_k: None or an int in [1, vocab]: sample among the k largest logits only.
 
     Returns:
-      int32 (..., L_p + max_new_tokens).
+      int32 (N, L_p + max_new_tokens).
 
     Examples:
       >>> lm = fundl.models.transformer_lm(7, d_model=8, num_heads=2, num_layers=1,
@@ -152,14 +162,21 @@ def generate(
             raise TypeError(f"{name}: {model!r} has no {method}; expected a TransformerLM")
     vocab = getattr(model, "vocab_size", None)
     temperature = _check_sampling(name, temperature, top_k, vocab)
-    if not jnp.issubdtype(jnp.result_type(prompt), jnp.integer) or jnp.ndim(prompt) < 1:
+    if not jnp.issubdtype(jnp.result_type(prompt), jnp.integer):
         raise TypeError(
-            f"{name}: expected an integer prompt (..., L), got {jnp.result_type(prompt)} of "
+            f"{name}: expected an integer prompt (N, L), got {jnp.result_type(prompt)} of "
             f"shape {jnp.shape(prompt)}"
+        )
+    if jnp.ndim(prompt) < 2:
+        raise ValueError(
+            f"{name}: expected a prompt of shape (N, L) (more leading axes allowed), got shape "
+            f"{jnp.shape(prompt)}; one sequence is prompt[None]"
         )
     length = jnp.shape(prompt)[-1]
     if length == 0:
         raise ValueError(f"{name}: the prompt is empty (shape {jnp.shape(prompt)})")
+    if vocab is not None:
+        check_label_range(name, prompt, vocab, what="prompt token ids")
     if length + max_new_tokens > model.max_length:
         raise ValueError(
             f"{name}: a prompt of {length} tokens plus {max_new_tokens} new ones is longer "

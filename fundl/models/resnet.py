@@ -71,19 +71,20 @@ def resnet_cifar(
     channels (the first block of stages 2 and 3 has stride 2 and a projection
     shortcut); global average pool; dense ``num_classes`` (logits). 6n + 2 weight
     layers: ResNet-20 (n = 3) has 272,474 parameters with these projections (the
-    paper's 0.27 M, counted there with zero-padding shortcuts), ResNet-56 855,578.
+    paper's 0.27 M, counted there with zero-padding shortcuts), ResNet-56 855,770.
 
     Args:
       depth: 6n + 2 (20, 32, 44, 56, 110, ...).
       num_classes: output units.
-      widths: channels of the three stages.
+      widths: channels of the three stages (three positive ints).
       input_shape: one image's (H, W, C), or None to give it to ``init``.
 
     Returns:
       the ``Sequential`` model: NHWC images (batch, H, W, C) -> logits (batch, num_classes).
 
     Raises:
-      ValueError: for a depth that is not 6n + 2 with n ≥ 1.
+      ValueError: for a depth that is not 6n + 2 with n ≥ 1, or widths that are not
+        three positive ints.
 
     Examples:
       Shapes only (``expected_params`` traces ``init``; nothing is drawn):
@@ -102,6 +103,12 @@ def resnet_cifar(
             f"resnet_cifar: depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}"
         )
     n = (depth - 2) // 6
+    if not isinstance(widths, (tuple, list)) or len(widths) != 3:
+        raise ValueError(
+            f"resnet_cifar: widths must be the channels of the three stages, three ints, got "
+            f"{widths!r}"
+        )
+    widths = tuple(check_int("resnet_cifar", "widths", w) for w in widths)
     layers: list[Any] = [Conv2D(widths[0], 3, padding=1, use_bias=False), BatchNorm(), "relu"]
     previous = widths[0]
     for stage, channels in enumerate(widths):

@@ -166,8 +166,11 @@ class TransformerLM(Layer):
         if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
             raise TypeError(f"{self!r}: expected integer {what}, got {jnp.result_type(tokens)}")
         shape = jnp.shape(tokens)
-        if len(shape) < 1 or shape[-1] == 0:
-            raise ValueError(f"{self!r}: expected {what} of shape (..., L) with L ≥ 1, got {shape}")
+        if len(shape) < 2 or shape[-1] == 0:
+            raise ValueError(
+                f"{self!r}: expected {what} of shape (N, L) (more leading axes allowed) with "
+                f"L ≥ 1, got {shape}" + ("; one sequence is ids[None]" if len(shape) == 1 else "")
+            )
         if shape[-1] > self.max_length:
             raise ValueError(
                 f"{self!r}: a sequence of length {shape[-1]} (shape {shape}) is longer than "
@@ -202,9 +205,9 @@ class TransformerLM(Layer):
         train: bool = False,
         mask: jax.Array | None = None,
     ) -> tuple[jax.Array, Any]:
-        """(logits (..., L, vocab), state) for token ids x (..., L).
+        """(logits (N, L, vocab), state) for token ids x (N, L) (more leading axes allowed).
 
-        ``mask``: None or bool (..., L), False at padding keys (right padding keeps the
+        ``mask``: None or bool (N, L), False at padding keys (right padding keeps the
         real tokens' logits unchanged: attention is causal).
         """
         check_bool(repr(self), "train", train)
@@ -246,7 +249,7 @@ class TransformerLM(Layer):
     def decode(
         self, params: dict, cache: dict, tokens: jax.Array, position: Any
     ) -> tuple[jax.Array, dict]:
-        """Logits for new tokens (..., L_new) placed at ``position``, and the updated cache.
+        """Logits for new tokens (N, L_new) placed at ``position``, and the updated cache.
 
         The tokens' keys and values are written into the cache at ``position`` ..
         ``position + L_new − 1``; each attends to everything cached up to itself. Feeding

@@ -129,6 +129,8 @@ def test_a_small_resnet_gradient_by_hand_equals_autodiff_in_training_mode(x64):
     "build, message",
     [
         (lambda: models.resnet_cifar(21), r"resnet_cifar: depth must be 6n \+ 2"),
+        (lambda: models.resnet_cifar(20, widths=(16, 32)), r"resnet_cifar: widths must be .*three"),
+        (lambda: models.resnet_cifar(20, widths=(16, 0, 64)), r"resnet_cifar: widths must be"),
         (lambda: models.vgg("vgg17"), r"vgg: unknown config 'vgg17'"),
         (lambda: models.lenet5(pool="sum"), r"lenet5: pool"),
         (lambda: models.lenet5(dropout=1.5), r"lenet5: dropout"),

@@ -98,6 +98,17 @@ def test_sampling_follows_softmax_over_temperature_and_top_k():
     assert abs(counts[2] / n - p2) < 4 * np.sqrt(p2 * (1 - p2) / n)
 
 
+@pytest.mark.parametrize(
+    "dtype, temperature", [(jnp.float16, 1e-3), (jnp.float16, 1e-8), (jnp.float32, 1e-39)]
+)
+def test_a_tiny_temperature_samples_the_largest_logit_in_any_dtype(dtype, temperature):
+    # z/T in float16 overflowed to +inf for two logits, and categorical took the first
+    logits = jnp.array([[70.0, 80.0, 75.0]], dtype)
+    keys = jax.random.split(jax.random.key(0), 64)
+    tokens = jax.vmap(lambda k: sample_token(logits, k, temperature=temperature))(keys)
+    assert np.all(np.asarray(tokens) == 1)
+
+
 def test_a_nan_row_of_logits_gives_no_token_not_an_arbitrary_one():
     logits = jnp.array([[0.1, jnp.nan, 0.3], [0.1, 0.2, 0.3]])
     for options in ({"temperature": 0.0}, {"temperature": 1.0, "key": 0, "top_k": 2}):
@@ -163,6 +174,14 @@ def test_bad_input_is_refused_naming_the_model_and_shapes():
         lm.apply(params, jnp.zeros((1, 3)))
     with pytest.raises(ValueError, match="L ≥ 1"):
         lm.apply(params, jnp.zeros((1, 0), jnp.int32))
+    with pytest.raises(
+        ValueError, match=r"shape \(N, L\) .* got \(3,\); one sequence is ids\[None\]"
+    ):
+        lm.apply(params, jnp.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"generate: .* got shape \(3,\); one sequence is prompt"):
+        generate(lm, params, jnp.array([1, 2, 3]), max_new_tokens=2, temperature=0.0)
+    with pytest.raises(ValueError, match=r"generate: prompt token ids must be in \[0, 7\)"):
+        generate(lm, params, jnp.array([[1, VOCAB, 3]]), max_new_tokens=2, temperature=0.0)
     with pytest.raises(ValueError, match=r"2 new tokens at position 8 do not fit"):
         lm.decode(params, lm.init_cache(1), jnp.zeros((1, 2), jnp.int32), 8)
     with pytest.raises(TypeError, match="integer scalar position"):
