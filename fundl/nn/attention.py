@@ -12,6 +12,10 @@ and k, as FlashAttention does. With do the upstream gradient:
     dv = pᵀ do,   dp = do vᵀ,   D_i = Σ_c do_ic o_ic  (= Σ_j p_ij dp_ij),
     ds = p ⊙ (dp − D),   dq = scale · ds k,   dk = scale · dsᵀ q.
 
+For bfloat16 or float16 inputs, s, the softmax, ℓ and every product's accumulation are
+float32 (p is rounded to the inputs' dtype for the p v product, as FlashAttention does);
+outputs and gradients come back in the inputs' dtype. float32 inputs compute as written.
+
 The trade-off: one more q kᵀ product in the backward pass (about a third more matmul
 work for the attention itself) for L_q·L_k fewer saved numbers per head — at L = 2048
 that is 16 MiB of float32 per head and batch element.
@@ -61,10 +65,25 @@ def _check_attention(q, k, v, mask=None, *, causal=False, scale=None):
         check_number(name, "scale", scale, low=0.0, low_open=True)
 
 
+def _wide(dtype):
+    """Where scores, softmax and sums are kept: float32 for bfloat16/float16 inputs."""
+    return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
+
+
+def _product(spec, a, b, out_dtype):
+    """einsum accumulated in float32 at least, returned in ``out_dtype``."""
+    wide = _wide(a.dtype)
+    return jnp.einsum(spec, a.astype(b.dtype), b, preferred_element_type=wide).astype(out_dtype)
+
+
 def _scores(q, k, mask, causal, scale):
-    """s = scale · q kᵀ with −∞ where not allowed; causal: query i sees keys j ≤ i + L_k − L_q."""
+    """s = scale · q kᵀ with −∞ where not allowed; causal: query i sees keys j ≤ i + L_k − L_q.
+
+    s is float32 for bfloat16/float16 q and k (the product accumulated and kept in it).
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    s = jnp.einsum("...qd,...kd->...qk", q, k) * jnp.asarray(scale, q.dtype)
+    wide = _wide(q.dtype)
+    s = _product("...qd,...kd->...qk", q, k, wide) * jnp.asarray(scale, wide)
     allowed = None
     if causal:
         lq, lk = q.shape[-2], k.shape[-2]
@@ -111,7 +130,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None):
     e = jnp.exp(s - m)
     total = jnp.sum(e, axis=-1, keepdims=True)
     p = e / jnp.where(total == 0, jnp.ones_like(total), total)
-    return jnp.einsum("...qk,...kd->...qd", p, v)
+    return _product("...qk,...kd->...qd", p, v, q.dtype)
 
 
 def dot_product_attention_fwd(q, k, v, mask=None, *, causal=False, scale=None):
@@ -120,7 +139,9 @@ def dot_product_attention_fwd(q, k, v, mask=None, *, causal=False, scale=None):
     m = jnp.where(jnp.isneginf(m), jnp.zeros_like(m), m)
     e = jnp.exp(s - m)
     total = jnp.sum(e, axis=-1, keepdims=True)
-    o = jnp.einsum("...qk,...kd->...qd", e / jnp.where(total == 0, 1, total).astype(e.dtype), v)
+    o = _product(
+        "...qk,...kd->...qd", e / jnp.where(total == 0, 1, total).astype(e.dtype), v, q.dtype
+    )
     # ℓ = m + log Σ exp(s − m); +∞ for a row with no key, so that exp(s − ℓ) = 0 there
     lse = jnp.where(total == 0, jnp.asarray(jnp.inf, total.dtype), m + jnp.log(total))
     return o, (q, k, v, mask, o, lse)
@@ -129,14 +150,15 @@ def dot_product_attention_fwd(q, k, v, mask=None, *, causal=False, scale=None):
 def dot_product_attention_bwd(residuals, do, *, causal=False, scale=None):
     q, k, v, mask, o, lse = residuals
     s, scale = _scores(q, k, mask, causal, scale)
-    p = jnp.exp(s - lse)  # recomputed, never stored
-    dv = jnp.einsum("...qk,...qd->...kd", p, do)
-    dp = jnp.einsum("...qd,...kd->...qk", do, v)
-    D = jnp.sum(do * o, axis=-1, keepdims=True)
-    ds = p * (dp - D) * jnp.asarray(scale, q.dtype)
-    dq = jnp.einsum("...qk,...kd->...qd", ds, k)
-    dk = jnp.einsum("...qk,...qd->...kd", ds, q)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+    p = jnp.exp(s - lse)  # recomputed, never stored; float32 for half-precision inputs
+    wide = p.dtype
+    dv = _product("...qk,...qd->...kd", p, do, v.dtype)
+    dp = _product("...qd,...kd->...qk", do, v, wide)
+    D = jnp.sum(do.astype(wide) * o.astype(wide), axis=-1, keepdims=True)
+    ds = p * (dp - D) * jnp.asarray(scale, wide)
+    dq = _product("...qk,...kd->...qd", ds, k, q.dtype)
+    dk = _product("...qk,...qd->...kd", ds, q, k.dtype)
+    return dq, dk, dv, None
 
 
 dot_product_attention.defvjp(dot_product_attention_fwd, dot_product_attention_bwd)
