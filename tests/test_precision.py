@@ -175,6 +175,88 @@ def test_stateful_step_and_eval_step_apply_the_policy():
     assert float(out["dtype_is_bf16"]) == 1.0 and out["loss"].dtype == F32
 
 
+def _stateful_loss(params, batch, *, state, key, train):
+    return _loss(params, batch), {}, state
+
+
+def _run_under(builder, policy, params):
+    """One call of ``builder`` (built with ``policy``) on ``params`` and a fresh optimizer state."""
+    opt, batch = optim.sgd(0.1), _batch(16)
+    if builder == "make_train_step":
+        return train.make_train_step(_loss, opt, policy=policy)(params, opt.init(params), batch)
+    if builder == "make_scan_steps":
+        steps = train.make_scan_steps(_loss, opt, policy=policy)
+        return steps(params, opt.init(params), jax.tree.map(lambda x: x[None], batch))
+    if builder == "make_epoch":
+        epoch = train.make_epoch(_loss, opt, 8, policy=policy)
+        return epoch(params, opt.init(params), batch, 0, 0)
+    if builder == "stateful":
+        step = train.make_train_step(_stateful_loss, opt, stateful=True, policy=policy)
+        return step(train.TrainState.create(params, opt), batch)
+    return train.fit(
+        _loss, params, opt, batch, epochs=1, batch_size=8, key=0, progress=False, policy=policy
+    )
+
+
+@pytest.mark.parametrize(
+    "builder", ["make_train_step", "make_scan_steps", "make_epoch", "stateful", "fit"]
+)
+@pytest.mark.parametrize(
+    "policy, dtype, match",
+    [
+        (  # bfloat16 master weights: every small update would round away
+            precision.bf16_policy(),
+            BF16,
+            (
+                r"params\['dense1'\]\['W'\] is bfloat16 \(and 3 more leaves\) but the "
+                r"policy params=float32,compute=bfloat16,output=float32 keeps parameters in "
+                r"float32, and the optimizer updates params in their own dtype \(in bfloat16 "
+                r"small updates round away\); cast them before training, params = "
+                r"policy.cast_to_param\(params\)"
+            ),
+        ),
+        (  # a policy of bfloat16 params given float32 ones would silently train float32
+            "bf16",
+            F32,
+            (
+                r"params\['dense1'\]\['W'\] is float32 \(and 3 more leaves\) but the "
+                r"policy params=bfloat16,compute=bfloat16,output=bfloat16 keeps parameters in "
+                r"bfloat16, and the optimizer updates params in their own dtype; cast them .* or "
+                r"pass a policy with params=float32"
+            ),
+        ),
+    ],
+)
+def test_params_in_another_dtype_than_the_policy_keeps_are_refused(builder, policy, dtype, match):
+    params = jax.tree.map(lambda x: x.astype(dtype), _params())
+    name = "make_train_step" if builder == "stateful" else builder
+    with pytest.raises(TypeError, match=rf"{name}: {match}"):
+        _run_under(builder, policy, params)
+
+
+def test_params_cast_to_the_policy_train_and_eval_does_not_check_the_dtype():
+    policy = Policy.from_string("bf16")
+    params = policy.cast_to_param(_params())  # the remedy the error names
+    new, _, m = _run_under("make_train_step", policy, _copy(params))
+    assert {x.dtype for x in jax.tree.leaves(new)} == {BF16} and m["loss"].dtype == BF16
+    assert all(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)))
+    # fit with float32 params under bf16_policy: float32 master weights, every leaf moved.
+    start = _params()
+    result = _run_under("fit", precision.bf16_policy(), start)
+    assert {x.dtype for x in jax.tree.leaves(result.params)} == {F32}
+    assert all(
+        bool(jnp.all(a != b))
+        for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(start))
+    )
+    # Evaluation updates nothing: bfloat16 params under bf16_policy are evaluated as the
+    # float32 ones are, both cast to bfloat16 first.
+    cast = jax.tree.map(lambda x: x.astype(BF16), start)
+    evaluate_cast, evaluate = (
+        train.make_eval_step(_loss, policy=precision.bf16_policy()) for _ in range(2)
+    )
+    assert evaluate_cast(cast, _batch()) == evaluate(start, _batch())
+
+
 # --- loss scaling -----------------------------------------------------------------------------
 
 

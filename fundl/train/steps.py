@@ -51,11 +51,27 @@ def check_optimizer(name: str, optimizer: Any) -> None:
         )
 
 
+def check_flags(name: str, **flags: Any) -> None:
+    """``ValueError`` unless every flag is True or False (``"no"`` and 1 are not bools)."""
+    for arg, value in flags.items():
+        check_bool(name, arg, value)
+
+
+def _check_not_loss(name: str, metrics: dict) -> None:
+    """A metric named "loss" would replace the loss the step reports: refused."""
+    if "loss" in metrics:
+        raise ValueError(
+            f"{name}: the loss function's metrics hold a 'loss', the name the step reports "
+            "the loss under ({'loss': loss, **metrics} would put the metric in its place); "
+            "rename the metric (e.g. 'data_loss')"
+        )
+
+
 def loss_and_aux(name: str, out: Any, has_aux: bool) -> tuple[jax.Array, dict]:
     """Split what a loss function returned into (scalar loss, dict of metrics), checking it.
 
     The messages say what to do: a tuple without ``has_aux=True``, a non-scalar loss,
-    metrics that are not a dict.
+    metrics that are not a dict, a metric named "loss".
     """
     if has_aux:
         if not (isinstance(out, tuple) and len(out) == 2):
@@ -69,6 +85,7 @@ def loss_and_aux(name: str, out: Any, has_aux: bool) -> tuple[jax.Array, dict]:
                 f"{name}: with has_aux=True, loss_fn must return (loss, dict of metrics), "
                 f"got aux of type {type(aux).__name__}"
             )
+        _check_not_loss(name, aux)
     else:
         if isinstance(out, tuple):
             raise TypeError(
@@ -76,13 +93,52 @@ def loss_and_aux(name: str, out: Any, has_aux: bool) -> tuple[jax.Array, dict]:
                 "metrics), pass has_aux=True"
             )
         loss, aux = out, {}
+    _check_scalar_loss(name, loss, "loss_fn")
+    return loss, aux
+
+
+def _check_scalar_loss(name: str, loss: Any, fn: str) -> None:
     if jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
         raise TypeError(
-            f"{name}: loss_fn must return a floating-point scalar loss, got "
+            f"{name}: {fn} must return a floating-point scalar loss, got "
             f"{jnp.result_type(loss)}{list(jnp.shape(loss))}; reduce it (e.g. "
             "reduction='mean')"
         )
-    return loss, aux
+
+
+def _eval_metrics(name: str, out: Any, stateful: bool) -> dict[str, Any]:
+    """What a metrics function returned as a dict of scalar metrics, checked when traced.
+
+    A dict is kept (its own "loss" included); ``(loss, dict)`` — or a stateful loss
+    function's ``(loss, dict, new state)`` — gives ``{"loss": loss, **dict}``, refusing a
+    "loss" in the dict; anything else is the scalar loss, ``{"loss": out}``.
+    """
+    forms = "a dict of scalar metrics, a scalar loss or (loss, dict of metrics)" + (
+        " or (loss, dict of metrics, new state)" if stateful else ""
+    )
+    if isinstance(out, dict):
+        metrics = dict(out)
+    elif isinstance(out, tuple):
+        if len(out) not in ((2, 3) if stateful else (2,)):
+            raise TypeError(f"{name}: metrics_fn must return {forms}, got a tuple of {len(out)}")
+        if not isinstance(out[1], dict):
+            raise TypeError(
+                f"{name}: metrics_fn must return {forms}, got a tuple whose second item is a "
+                f"{type(out[1]).__name__}, not a dict"
+            )
+        _check_scalar_loss(name, out[0], "metrics_fn")
+        _check_not_loss(name, out[1])
+        metrics = {"loss": out[0], **out[1]}
+    else:
+        _check_scalar_loss(name, out, "metrics_fn")
+        metrics = {"loss": out}
+    for key, value in metrics.items():
+        if jnp.shape(value) != ():
+            raise TypeError(
+                f"{name}: metrics_fn must return scalar metrics, got {key!r} of "
+                f"{jnp.result_type(value)}{list(jnp.shape(value))}; reduce it (e.g. jnp.mean)"
+            )
+    return metrics
 
 
 def loss_metrics_state(name: str, out: Any, state: Any) -> tuple[jax.Array, dict, Any]:
@@ -98,6 +154,7 @@ def loss_metrics_state(name: str, out: Any, state: Any) -> tuple[jax.Array, dict
         )
     loss, metrics, new_state = out
     loss, _ = loss_and_aux(name, loss, has_aux=False)
+    _check_not_loss(name, metrics)
     check_same_shapes(name, state, new_state, "state", "the new state")
     return loss, metrics, new_state
 
@@ -156,6 +213,62 @@ def _check_opt_state(name: str, opt_state: Any, loss_scale: Any) -> None:
         )
 
 
+def _structure_text(tree: Any, params: Any, limit: int = 200) -> str:
+    """``tree``'s structure as text, the params' own structure in it written ``<params>``."""
+    text = str(jax.tree.structure(tree)).removeprefix("PyTreeDef(").removesuffix(")")
+    own = str(jax.tree.structure(params)).removeprefix("PyTreeDef(").removesuffix(")")
+    text = text.replace(own, "<params>") if own != "*" else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_opt_structure(
+    name: str, optimizer: GradientTransformation, opt_state: Any, params: Any
+) -> None:
+    """The optimizer state must have the tree structure of ``optimizer.init(params)`` (a state
+    of another optimizer fails later on a missing field). Traced once: ``eval_shape`` runs
+    ``init`` on shapes only and nothing enters the compiled step."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), params)
+    expected = jax.eval_shape(optimizer.init, shapes)
+    if jax.tree.structure(opt_state) != jax.tree.structure(expected):
+        raise TypeError(
+            f"{name}: the optimizer state does not have the structure of optimizer.init(params) "
+            f"for the optimizer given to {name}: expected {_structure_text(expected, params)}, "
+            f"got {_structure_text(opt_state, params)}; initialise it with that optimizer "
+            "(opt_state = optimizer.init(params), or TrainState.create(params, optimizer))"
+        )
+
+
+def _check_param_dtype(name: str, policy: Any, params: Any) -> None:
+    """Under a policy, every floating leaf of ``params`` must be in ``policy.param_dtype``.
+
+    The optimizer updates the params in their own dtype, so bfloat16 params under a policy
+    of float32 master weights would round most small updates away, silently. Traced once.
+    """
+    if policy is None:
+        return
+    dtypes = [
+        (path, jnp.result_type(leaf))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    ]
+    bad = [
+        (path, dtype)
+        for path, dtype in dtypes
+        if jnp.issubdtype(dtype, jnp.floating) and dtype != policy.param_dtype
+    ]
+    if bad:
+        path, dtype = bad[0]
+        more = f" (and {len(bad) - 1} more leaves)" if len(bad) > 1 else ""
+        lossy = jnp.finfo(dtype).nmant < jnp.finfo(policy.param_dtype).nmant
+        raise TypeError(
+            f"{name}: params{jax.tree_util.keystr(path)} is {dtype}{more} but the policy "
+            f"{policy} keeps parameters in {policy.param_dtype.name}, and the optimizer "
+            "updates params in their own dtype"
+            + (f" (in {dtype} small updates round away)" if lossy else "")
+            + "; cast them before training, params = policy.cast_to_param(params), and "
+            f"initialise the optimizer state from those, or pass a policy with params={dtype}"
+        )
+
+
 def _value_and_grad(name: str, loss: Callable[..., Any], loss_scale: Any) -> Callable[..., Any]:
     """``(params, opt_state, *inputs) -> ((value, aux), grads)`` for ``loss(params, *inputs)
     -> (value, aux)``; with a loss scale, the gradient of S·value divided by S (S from the
@@ -197,7 +310,9 @@ def _train_step_fn(
     value_and_grad = _value_and_grad(name, loss, loss_scale)
 
     def step(params, opt_state, batch, *args):
+        _check_param_dtype(name, policy, params)
         _check_opt_state(name, opt_state, loss_scale)
+        _check_opt_structure(name, optimizer, opt_state, params)
         (loss, aux), grads = value_and_grad(params, opt_state, batch, *args)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = apply_updates(params, updates)
@@ -236,7 +351,9 @@ def _stateful_step_fn(
 
     def step(train_state, batch, *args):
         params = train_state.params
+        _check_param_dtype(name, policy, params)
         _check_opt_state(name, train_state.opt_state, loss_scale)
+        _check_opt_structure(name, optimizer, train_state.opt_state, params)
         (value, (metrics, model_state)), grads = value_and_grad(
             params,
             train_state.opt_state,
@@ -265,12 +382,27 @@ def _stateful_step_fn(
     return step
 
 
-def _check_train_state(name: str, train_state: Any) -> None:
-    if not isinstance(train_state, TrainState):
-        raise TypeError(
-            f"{name}: with stateful=True the step takes a TrainState (TrainState.create(params, "
-            f"optimizer, model_state=..., key=...)), got {type(train_state).__name__}"
-        )
+def _entry(name: str, fn: Callable[..., Any], stateful: bool) -> Callable[..., Any]:
+    """``fn`` checking, when traced, that its first argument is a TrainState with
+    ``stateful=True`` and params without (a TrainState given to a plain step would else
+    fail on a missing argument)."""
+
+    def checked(*args):
+        first = args[0] if args else None
+        if stateful and not isinstance(first, TrainState):
+            raise TypeError(
+                f"{name}: with stateful=True the step takes a TrainState (TrainState.create("
+                f"params, optimizer, model_state=..., key=...)), got {type(first).__name__}"
+            )
+        if not stateful and isinstance(first, TrainState):
+            raise TypeError(
+                f"{name}: got a TrainState where params are expected; build the step with "
+                "stateful=True to train a TrainState, or pass params and opt_state "
+                "(train_state.params, train_state.opt_state)"
+            )
+        return fn(*args)
+
+    return checked
 
 
 def _check_precision(name: str, policy: Any, loss_scale: Any) -> tuple[Any, Any]:
@@ -313,13 +445,7 @@ def _step_fn(
             "returns (loss, dict of metrics, new state)"
         )
     step = _stateful_step_fn(name, loss_fn, optimizer, grad_health, policy, loss_scale)
-    step = _on_mesh(name, step, plan, True)
-
-    def checked(train_state, batch, *args):
-        _check_train_state(name, train_state)
-        return step(train_state, batch, *args)
-
-    return checked
+    return _on_mesh(name, step, plan, True)
 
 
 def data_parallel(name: str, mesh: Any, axis: Any, shard_params: Any) -> DataParallel | None:
@@ -403,7 +529,10 @@ def make_train_step(
     g = ∇_params loss (fundl's hand-written rules); ``updates, opt_state =
     optimizer.update(g, opt_state, params)``; ``params = apply_updates(params,
     updates)``. ``metrics`` is ``{"loss": loss, **metrics}``, device scalars (no host
-    sync).
+    sync); a metric of the loss function named "loss" is refused (it would hide the
+    loss optimized). Checked when traced, never per step: the loss is a floating scalar,
+    ``opt_state`` has the structure of ``optimizer.init(params)``, and params (not a
+    TrainState) without ``stateful``.
 
     Two forms:
 
@@ -435,8 +564,11 @@ def make_train_step(
         params and the batch's floating leaves cast to ``compute_dtype`` (integer labels
         untouched; ``args`` and the model state as they are), its loss and metrics are
         cast to ``output_dtype``, and the gradients arrive in the params' own dtype
-        (float32 master weights). None (the default): no cast is traced — the same
-        compiled program as without the option.
+        (float32 master weights). Every floating params leaf must already be in
+        ``param_dtype`` — else a ``TypeError`` when traced, naming the leaf: cast them
+        once with ``params = policy.cast_to_param(params)`` before ``optimizer.init``.
+        None (the default): no cast is traced — the same compiled program as without
+        the option.
       loss_scale: a :class:`fundl.precision.DynamicLossScale` (for float16),
         ``StaticLossScale`` or ``NoOpLossScale``: the gradient of S·loss is divided by S,
         a step with inf/NaN gradients is skipped (params and optimizer state unchanged)
@@ -517,14 +649,13 @@ def build_train_step(
 ) -> Callable[..., Any]:
     """:func:`make_train_step` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
-    flags = {"has_aux": has_aux, "stateful": stateful, "ensemble": ensemble, "jit": jit}
-    for arg, value in {**flags, "donate": donate}.items():
-        check_bool(name, arg, value)
+    check_flags(name, has_aux=has_aux, stateful=stateful, ensemble=ensemble, jit=jit, donate=donate)
     step = _step_fn(
         name, loss_fn, optimizer, has_aux, stateful, grad_health, plan, policy, loss_scale
     )
     if ensemble:
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
+    step = _entry(name, step, stateful)
     if not jit:
         return step
     if stateful:
@@ -584,7 +715,9 @@ def make_eval_step(
 
     ``metrics_fn`` returns a dict of scalars, a scalar (reported as ``{"loss": value}``),
     or ``(loss, dict)`` — so a plain training loss function serves as is; a stateful one's
-    ``(loss, dict, state)`` gives ``{"loss": loss, **dict}``. One eval step serves every
+    ``(loss, dict, state)`` gives ``{"loss": loss, **dict}``. Checked when traced: every
+    metric a scalar, the loss a floating scalar, and no "loss" in the dict of ``(loss,
+    dict)`` (a plain dict may hold its own "loss"). One eval step serves every
     dataset: a new batch size (the validation set's last batch, then the test set)
     compiles once more without a :class:`RecompilationWarning`.
 
@@ -600,6 +733,9 @@ def make_eval_step(
       axis: the mesh axis the batch is split along.
       policy: a :class:`fundl.precision.Policy`: params and the batch's floating leaves
         cast to its compute dtype, the metrics to its output dtype (as the train step).
+        Unlike the train steps, the params' dtype is not checked against
+        ``param_dtype``: evaluation updates nothing, so params of any floating dtype (a
+        bfloat16 copy for inference) are evaluated in the compute dtype.
 
     Returns:
       ``evaluate``, in the form above, returning a dict of scalar device arrays.
@@ -619,17 +755,13 @@ def make_eval_step(
       >>> evaluate(params, batch)  # at W = 0: mean(y²) = (4 + 1 + 4 + 1) / 4
       {'loss': Array(2.5, dtype=float32)}
     """
-    check_bool("make_eval_step", "stateful", stateful)
-    plan = data_parallel("make_eval_step", mesh, axis, False)
-    policy = precision.as_policy("make_eval_step", policy)
+    name = "make_eval_step"
+    check_flags(name, stateful=stateful, jit=jit, ensemble=ensemble)
+    plan = data_parallel(name, mesh, axis, False)
+    policy = precision.as_policy(name, policy)
 
     def as_metrics(out):
-        if isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[1], dict):
-            metrics = {"loss": out[0], **out[1]}
-        elif isinstance(out, dict):
-            metrics = dict(out)
-        else:
-            metrics = {"loss": out}
+        metrics = _eval_metrics(name, out, stateful)
         return metrics if policy is None else policy.cast_to_output(metrics)
 
     def compute(params, batch):
@@ -648,12 +780,28 @@ def make_eval_step(
         fn = _eval_on_mesh(fn, plan, n_models)
     if ensemble:
         fn = _vmap_models(fn, n_state_args=n_models)
+    fn = _eval_entry(name, fn, stateful)
     if not jit:
         return fn
     arg_names = ("params", "model_state", "batch") if stateful else ("params", "batch")
     return watched_jit(
         fn, name="eval step", arg_names=arg_names, batch_arg="batch", any_batch_size=True
     )
+
+
+def _eval_entry(name: str, fn: Callable[..., Any], stateful: bool) -> Callable[..., Any]:
+    """``fn`` refusing, when traced, a TrainState where the params are expected."""
+
+    def checked(*args):
+        if args and isinstance(args[0], TrainState):
+            state = ", train_state.model_state" if stateful else ""
+            raise TypeError(
+                f"{name}: got a TrainState where params are expected; pass "
+                f"train_state.params{state} and the batch"
+            )
+        return fn(*args)
+
+    return checked
 
 
 def _eval_on_mesh(fn: Callable[..., Any], plan: DataParallel, n_models: int) -> Callable[..., Any]:
@@ -722,7 +870,14 @@ def make_scan_steps(
       ((2,), ['2.5000', '0.6250'])
     """
     check_optimizer("make_scan_steps", optimizer)
-    check_bool("make_scan_steps", "ensemble", ensemble)
+    check_flags(
+        "make_scan_steps",
+        has_aux=has_aux,
+        stateful=stateful,
+        ensemble=ensemble,
+        jit=jit,
+        donate=donate,
+    )
     plan = data_parallel("make_scan_steps", mesh, axis, shard_params)
     step = _step_fn(
         "make_scan_steps",
@@ -737,7 +892,7 @@ def make_scan_steps(
     )
     if ensemble:
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
-    run = _scan(step, stateful)
+    run = _entry("make_scan_steps", _scan(step, stateful), stateful)
     if not jit:
         return run
     if stateful:
@@ -797,8 +952,9 @@ def make_epoch(
     remainder is dropped: a scan needs one shape), and run through ``lax.scan``;
     ``metrics`` are stacked per step. Plain: ``(params, opt_state, data, key, epoch,
     *args) -> (params, opt_state, metrics)``; ``stateful=True``: ``(train_state, data,
-    key, epoch, *args) -> (train_state, metrics)`` (``key`` orders the data; the model's
-    keys come from the TrainState). ``grad_health=True`` adds each layer's gradient norm
+    key, epoch, *args) -> (train_state, metrics)``. ``key`` — a PRNG key or an int seed
+    s, read as ``jax.random.key(s)`` — orders the data; the model's keys come from the
+    TrainState. ``grad_health=True`` adds each layer's gradient norm
     and update ratio to the metrics, as :func:`make_train_step` does, and ``policy`` and
     ``loss_scale`` apply as there. ``mesh``, ``axis``, ``shard_params``: as for
     :func:`make_train_step` (``batch_size`` must divide by the devices); the data are best
@@ -864,7 +1020,7 @@ def build_epoch(
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
     check_optimizer(name, optimizer)
-    check_bool(name, "ensemble", ensemble)
+    check_flags(name, has_aux=has_aux, stateful=stateful, ensemble=ensemble, jit=jit, donate=donate)
     batch_size = check_int(name, "batch_size", batch_size)
     if plan is not None and batch_size % plan.devices:
         plan.check_batch(name, jax.ShapeDtypeStruct((batch_size,), jnp.float32))
@@ -875,13 +1031,16 @@ def build_epoch(
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
     scan = _scan(step, stateful)
 
+    def batches(data, key, epoch):
+        return fdata.epoch_batches(data, batch_size, _epoch_key(name, key), epoch)
+
     def run_stateful(train_state, data, key, epoch, *args):
-        return scan(train_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)
+        return scan(train_state, batches(data, key, epoch), *args)
 
     def run(params, opt_state, data, key, epoch, *args):
-        return scan(params, opt_state, fdata.epoch_batches(data, batch_size, key, epoch), *args)
+        return scan(params, opt_state, batches(data, key, epoch), *args)
 
-    fn = run_stateful if stateful else run
+    fn = _entry(name, run_stateful if stateful else run, stateful)
     if not jit:
         return fn
     if stateful:
@@ -895,3 +1054,12 @@ def build_epoch(
         batch_arg=None,
         donate_argnums=donated if donate else (),
     )
+
+
+def _epoch_key(name: str, key: Any) -> Any:
+    """``as_key`` inside the compiled epoch, where an int seed arrives as a traced integer
+    scalar: ``jax.random.key`` of it, the key ``as_key`` makes of the int outside."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.shape(key) == () and jnp.issubdtype(dtype, jnp.integer):
+        return jax.random.key(key)
+    return as_key(name, key)

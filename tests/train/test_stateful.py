@@ -172,3 +172,53 @@ def test_stateful_errors(toy):
         TypeError, match=r"make_train_step: with stateful=True the step takes a TrainState"
     ):
         train.make_train_step(loss_fn, opt, stateful=True)(params, batch)
+
+
+def test_stateful_builders_refuse_what_is_not_theirs(toy):
+    opt = optim.sgd(0.1)
+    batches = _batches(toy, 8, 2)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+    params, _ = MODEL.init_with_state(0)
+    d = jax.tree.map(jnp.asarray, toy.data(16))
+    # Params where the TrainState goes, named by each builder before any scan or shuffle.
+    for name, run in (
+        (
+            "make_scan_steps",
+            lambda: train.make_scan_steps(loss_fn, opt, stateful=True)(params, stacked),
+        ),
+        ("make_epoch", lambda: train.make_epoch(loss_fn, opt, 8, stateful=True)(params, d, 0, 0)),
+    ):
+        with pytest.raises(
+            TypeError,
+            match=rf"{name}: with stateful=True the step takes a "
+            r"TrainState \(TrainState.create\(.*got dict",
+        ):
+            run()
+
+    def shadowing(params, batch, *, state, key, train):
+        value, _, state = loss_fn(params, batch, state=state, key=key, train=train)
+        return value + 1.0, {"loss": value}, state  # reports value, optimizes value + 1
+
+    step = train.make_train_step(shadowing, opt, stateful=True, donate=False)
+    with pytest.raises(
+        ValueError,
+        match=r"make_train_step: the loss function's metrics hold "
+        r"a 'loss'.*rename the metric",
+    ):
+        step(_start(opt), batches[0])
+    evaluate = train.make_eval_step(shadowing, stateful=True)
+    with pytest.raises(ValueError, match=r"make_eval_step: the loss function's metrics hold"):
+        evaluate(_start(opt).params, _start(opt).model_state, batches[0])
+    with pytest.raises(
+        TypeError,
+        match=r"make_eval_step: got a TrainState where params are "
+        r"expected; pass train_state.params, train_state.model_state",
+    ):
+        train.make_eval_step(loss_fn, stateful=True)(_start(opt), batches[0])
+    # A TrainState of another optimizer (momentum for Adam).
+    with pytest.raises(
+        TypeError,
+        match=r"make_train_step: the optimizer state does not have "
+        r"the structure of optimizer.init\(params\)",
+    ):
+        train.make_train_step(loss_fn, optim.adam(0.1), stateful=True)(_start(SGD), batches[0])

@@ -12,6 +12,8 @@ import pytest
 import fundl
 from fundl import data, optim, train
 
+MODEL = fundl.mlp([3, 8, 2], "tanh")  # the toy model (tests/train/conftest.py)
+
 # These tests hold two computations of the same float32 values to each other (a step and its
 # written-out update, scan and single steps, an ensemble and separate runs): they run with full-
 # float32 matmuls on every backend (a GPU's default TF32 rounds a batched and an unbatched product
@@ -201,21 +203,134 @@ def test_scan_steps_and_epoch_train_an_ensemble_as_separate_runs(toy):
         )
 
 
-def test_ensemble_flag_must_be_a_bool(toy):
-    for build in (
-        lambda: train.make_scan_steps(toy.loss_fn, optim.sgd(0.1), ensemble="yes"),
-        lambda: train.make_epoch(toy.loss_fn, optim.sgd(0.1), 8, ensemble=1),
+# Every builder's bool options, each given a truthy non-bool ("no" would switch it on).
+_BUILDERS = {
+    "make_train_step": lambda loss_fn, **kw: train.make_train_step(loss_fn, optim.sgd(0.1), **kw),
+    "make_scan_steps": lambda loss_fn, **kw: train.make_scan_steps(loss_fn, optim.sgd(0.1), **kw),
+    "make_epoch": lambda loss_fn, **kw: train.make_epoch(loss_fn, optim.sgd(0.1), 8, **kw),
+    "make_eval_step": lambda loss_fn, **kw: train.make_eval_step(loss_fn, **kw),
+}
+_TRAIN_FLAGS = ("has_aux", "stateful", "ensemble", "grad_health", "jit", "donate", "shard_params")
+
+
+@pytest.mark.parametrize(
+    "builder, flag, value",
+    [(b, f, "no") for b in _BUILDERS if b != "make_eval_step" for f in _TRAIN_FLAGS]
+    + [("make_eval_step", f, "no") for f in ("stateful", "jit", "ensemble")]
+    + [("make_scan_steps", "ensemble", "yes"), ("make_epoch", "ensemble", 1)]
+    + [("make_eval_step", "jit", 0), ("make_epoch", "has_aux", 1)],
+)
+def test_every_bool_option_of_every_builder_must_be_a_bool(toy, builder, flag, value):
+    with pytest.raises(ValueError, match=rf"{builder}: {flag} must be True or False, got"):
+        _BUILDERS[builder](toy.loss_fn, **{flag: value})
+
+
+@pytest.mark.parametrize("builder", list(_BUILDERS))
+def test_a_train_state_given_to_a_plain_step_names_stateful(toy, builder):
+    opt = optim.sgd(0.1)
+    ts = train.TrainState.create(toy.params(), opt)
+    d = jax.tree.map(jnp.asarray, toy.data(16))
+    kwargs = {} if builder == "make_eval_step" else {"donate": False}
+    run = _BUILDERS[builder](toy.loss_fn, **kwargs)
+    args = {
+        "make_train_step": (ts, d),
+        "make_scan_steps": (ts, jax.tree.map(lambda x: x.reshape(2, 8, *x.shape[1:]), d)),
+        "make_epoch": (ts, d, 0, 0),
+        "make_eval_step": (ts, d),
+    }[builder]
+    hint = "pass train_state.params" if builder == "make_eval_step" else "stateful=True"
+    with pytest.raises(
+        TypeError, match=rf"{builder}: got a TrainState where params are expected.*{hint}"
     ):
-        with pytest.raises(ValueError, match=r"ensemble must be True or False"):
-            build()
+        run(*args)
+
+
+def test_an_optimizer_state_of_another_optimizer_is_refused_when_traced(toy):
+    batch = jax.tree.map(jnp.asarray, toy.data(8))
+    params = toy.params()
+    momentum = optim.sgd(0.1, 0.9).init(params)  # a TraceState, Adam wants an AdamState
+    match = (
+        r"make_train_step: the optimizer state does not have the structure of "
+        r"optimizer.init\(params\) .*expected CustomNode\(namedtuple\[.*AdamState\].*<params>.*"
+        r"got CustomNode\(namedtuple\[.*TraceState\].*optimizer.init\(params\)"
+    )
+    step = train.make_train_step(toy.loss_fn, optim.adam(0.1), donate=False)
+    with pytest.raises(TypeError, match=match):
+        step(params, momentum, batch)
+    scan = train.make_scan_steps(toy.loss_fn, optim.adam(0.1), donate=False)
+    with pytest.raises(TypeError, match=match.replace("make_train_step", "make_scan_steps")):
+        scan(params, momentum, jax.tree.map(lambda x: x[None], batch))
+    # The right optimizer's state passes (the compiled program is unchanged by the check:
+    # test_grad_health's test_with_the_option_off_the_step_is_the_plain_update).
+    step = train.make_train_step(toy.loss_fn, optim.adam(0.1), donate=False)
+    new, _, _ = step(params, optim.adam(0.1).init(params), batch)
+    expected, _ = toy.manual_step(optim.adam(0.1), params, optim.adam(0.1).init(params), batch)
+    chex.assert_trees_all_close(new, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_eval_step_accepts_the_three_return_forms(toy):
     batch = jax.tree.map(jnp.asarray, toy.data(8))
     p = toy.params()
-    assert set(train.make_eval_step(toy.loss_fn)(p, batch)) == {"loss"}
-    assert set(train.make_eval_step(toy.loss_with_accuracy)(p, batch)) == {"loss", "accuracy"}
-    assert set(train.make_eval_step(lambda p, b: {"acc": jnp.ones(())})(p, batch)) == {"acc"}
+    loss = toy.loss_fn(p, batch)
+    accuracy = toy.loss_with_accuracy(p, batch)[1]["accuracy"]
+    chex.assert_trees_all_close(train.make_eval_step(toy.loss_fn)(p, batch), {"loss": loss})
+    chex.assert_trees_all_close(
+        train.make_eval_step(toy.loss_with_accuracy)(p, batch),
+        {"loss": loss, "accuracy": accuracy},
+    )
+    assert train.make_eval_step(lambda p, b: {"acc": jnp.ones(())})(p, batch) == {"acc": 1.0}
+    # A metrics function's own "loss" is its to report (fit's eval_fn contract).
+    own = train.make_eval_step(lambda p, b: {"loss": 2.0 * toy.loss_fn(p, b), "n": jnp.sum(b["y"])})
+    chex.assert_trees_all_close(own(p, batch), {"loss": 2.0 * loss, "n": jnp.sum(batch["y"])})
+
+
+def _per_example(params, batch):
+    logits = MODEL.apply(params, batch["x"])
+    return fundl.losses.softmax_cross_entropy(logits, batch["y"], reduction="none")
+
+
+@pytest.mark.parametrize(
+    "metrics_fn, error, match",
+    [
+        (
+            _per_example,
+            TypeError,
+            r"metrics_fn must return a floating-point scalar loss, got float32\[8\]",
+        ),
+        (
+            lambda p, b: {"loss": _per_example(p, b)},
+            TypeError,
+            r"metrics_fn must return scalar metrics, got 'loss' of float32\[8\]; reduce it",
+        ),
+        (
+            lambda p, b: (jnp.mean(_per_example(p, b)), jnp.float32(0.5)),
+            TypeError,
+            (
+                r"metrics_fn must return a dict of scalar metrics, a scalar loss or \(loss, dict "
+                r"of metrics\), got a tuple whose second item is a .*, not a dict"
+            ),
+        ),
+        (
+            lambda p, b: (jnp.mean(_per_example(p, b)), {}, {}),
+            TypeError,
+            r"metrics_fn must return .*, got a tuple of 3",
+        ),
+        (
+            lambda p, b: (jnp.sum(b["y"]), {}),
+            TypeError,
+            r"metrics_fn must return a floating-point scalar loss, got int32\[\]",
+        ),
+        (
+            lambda p, b: (jnp.mean(_per_example(p, b)), {"loss": jnp.float32(0.0)}),
+            ValueError,
+            r"the loss function's metrics hold a 'loss', the name the step reports the loss under",
+        ),
+    ],
+)
+def test_eval_step_checks_what_the_metrics_function_returns(toy, metrics_fn, error, match):
+    evaluate = train.make_eval_step(metrics_fn)
+    with pytest.raises(error, match=rf"make_eval_step: {match}"):
+        evaluate(toy.params(), jax.tree.map(jnp.asarray, toy.data(8)))
 
 
 def test_one_eval_step_serves_the_validation_and_the_test_set(toy):
@@ -254,6 +369,49 @@ def test_a_loss_that_is_not_a_scalar_says_so(toy):
         step(
             toy.params(), optim.sgd(0.1).init(toy.params()), jax.tree.map(jnp.asarray, toy.data(8))
         )
+
+
+def test_a_metric_named_loss_is_refused_where_it_would_hide_the_loss(toy):
+    def regularized(params, batch):  # optimizes data + reg, but reports data as "loss"
+        data_loss = toy.loss_fn(params, batch)
+        reg = 0.1 * sum(jnp.sum(layer["W"] ** 2) for layer in params.values())
+        return data_loss + reg, {"loss": data_loss, "reg": reg}
+
+    batch = jax.tree.map(jnp.asarray, toy.data(8))
+    params, opt = toy.params(), optim.sgd(0.1)
+    step = train.make_train_step(regularized, opt, has_aux=True, donate=False)
+    scan = train.make_scan_steps(regularized, opt, has_aux=True, donate=False)
+    evaluate = train.make_eval_step(regularized)
+    for name, run in (
+        ("make_train_step", lambda: step(params, opt.init(params), batch)),
+        (
+            "make_scan_steps",
+            lambda: scan(params, opt.init(params), jax.tree.map(lambda x: x[None], batch)),
+        ),
+        ("make_eval_step", lambda: evaluate(params, batch)),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}: the loss function's metrics hold a 'loss', the name the step "
+            r"reports the loss under .*rename the metric",
+        ):
+            run()
+
+
+def test_epoch_takes_an_int_seed_as_the_key_it_names(toy):
+    opt = optim.sgd(0.05, 0.9)
+    d = jax.device_put(toy.data(40))
+    for jit in (True, False):
+        by_key = train.make_epoch(toy.loss_fn, opt, 16, donate=False, jit=jit)(
+            toy.params(), opt.init(toy.params()), d, jax.random.key(7), 3
+        )
+        epoch = train.make_epoch(toy.loss_fn, opt, 16, donate=False, jit=jit)
+        by_seed = epoch(toy.params(), opt.init(toy.params()), d, 7, 3)
+        chex.assert_trees_all_equal(by_seed, by_key)
+    other = epoch(toy.params(), opt.init(toy.params()), d, 8, 3)  # another seed, another order
+    assert not np.allclose(other[2]["loss"], by_seed[2]["loss"])
+    with pytest.raises(ValueError, match=r"make_epoch: key must be a PRNG key .* got 1.5"):
+        epoch(toy.params(), opt.init(toy.params()), d, 1.5, 3)
 
 
 def test_init_ensemble_takes_an_int_seed(toy):
