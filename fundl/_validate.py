@@ -244,6 +244,25 @@ def check_label_range(name: str, labels: Any, n_classes: int, *, what: str = "la
         )
 
 
+def check_unit_interval(name: str, what: str, values: Any, remedy: str) -> None:
+    """Concrete values must lie in [0, 1] (NaN passes: NaN in gives NaN out); else
+    ``ValueError`` naming ``name``, ``what``, the range found and the ``remedy``.
+
+    Probabilities outside [0, 1] are most likely logits, which clipping or a 0.5
+    threshold would score without a word. Traced values (under jit) cannot be read and
+    are not checked.
+    """
+    if isinstance(values, jax.core.Tracer) or not np.size(values):
+        return
+    x = np.asarray(values, np.float64)
+    outside = (x < 0) | (x > 1)
+    if outside.any():
+        raise ValueError(
+            f"{name}: {what} must lie in [0, 1], got values in [{np.nanmin(x):.4g}, "
+            f"{np.nanmax(x):.4g}] ({int(outside.sum())} outside); {remedy}"
+        )
+
+
 def is_key(x: Any) -> bool:
     """Whether ``x`` is a typed PRNG key array (``jax.random.key``)."""
     dtype = getattr(x, "dtype", None)

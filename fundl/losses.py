@@ -18,10 +18,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from fundl._validate import check_choice, check_floating, check_label_range, check_number
+from fundl._validate import (
+    check_choice,
+    check_floating,
+    check_label_range,
+    check_number,
+    check_unit_interval,
+)
 from fundl.activations import log_softmax, sigmoid
 from fundl.rules import primitive
 from fundl.tree import is_weight, mask_tree
@@ -59,21 +64,10 @@ def _check_same_shape(name: str, predictions: Any, targets: Any) -> None:
 
 
 def _check_probabilities(name: str, probabilities: Any, remedy: str) -> None:
-    """Concrete probabilities must lie in [0, 1] (NaN passes: NaN in gives NaN out).
-
-    Outside [0, 1] they are most likely logits, which clipping would turn into a
-    near-perfect score without a word. Traced values (under jit) are not checked.
-    """
-    if isinstance(probabilities, jax.core.Tracer) or not np.size(probabilities):
-        return
-    values = np.asarray(probabilities, np.float64)
-    outside = (values < 0) | (values > 1)
-    if outside.any():
-        low, high = np.nanmin(values), np.nanmax(values)
-        raise ValueError(
-            f"{name}: probabilities must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] "
-            f"({int(outside.sum())} outside); if these are logits (raw scores), use {remedy}"
-        )
+    """Concrete probabilities in [0, 1]: logits would be clipped to a near-perfect score."""
+    check_unit_interval(
+        name, "probabilities", probabilities, f"if these are logits (raw scores), use {remedy}"
+    )
 
 
 def _check_eps(name: str, eps: float | None) -> None:

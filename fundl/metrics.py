@@ -14,9 +14,8 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fundl._validate import check_choice, check_label_range, check_number
+from fundl._validate import check_choice, check_label_range, check_number, check_unit_interval
 
 __all__ = ["accuracy", "Monitor"]
 
@@ -121,13 +120,13 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
                 f"accuracy: labels of a binary output {scores.shape} must have shape "
                 f"{scores.shape[:-1]} or {scores.shape}, got {labels.shape}"
             )
-        _check_unit_interval(
-            "binary scores (N, 1)", scores, "pass jax.nn.sigmoid(logits), not logits"
+        check_unit_interval(
+            "accuracy", "binary scores (N, 1)", scores, "pass jax.nn.sigmoid(logits), not logits"
         )
         if integer:
             check_label_range("accuracy", labels, 2, what="binary labels")
         else:
-            _check_unit_interval("float binary labels", labels, "pass 0/1 labels")
+            check_unit_interval("accuracy", "float binary labels", labels, "pass 0/1 labels")
         hits = (scores > 0.5) == (labels.astype(scores.dtype) > 0.5)
     else:
         if not integer:
@@ -150,16 +149,3 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
         hits = jnp.argmax(scores, axis=-1) == labels
     value = jnp.mean(hits.astype(jnp.float32))
     return jnp.where(jnp.any(jnp.isnan(scores)), jnp.float32(jnp.nan), value)
-
-
-def _check_unit_interval(what: str, values: jax.Array, remedy: str) -> None:
-    """Concrete values must lie in [0, 1] (NaN passes); traced ones cannot be read."""
-    if isinstance(values, jax.core.Tracer) or not values.size:
-        return
-    x = np.asarray(values, np.float64)
-    outside = (x < 0) | (x > 1)
-    if outside.any():
-        raise ValueError(
-            f"accuracy: {what} must lie in [0, 1], got values in [{np.nanmin(x):.4g}, "
-            f"{np.nanmax(x):.4g}] ({int(outside.sum())} outside); {remedy}"
-        )

@@ -225,25 +225,16 @@ def test_parameters_that_become_nan_with_a_finite_loss_are_caught(toy, run):
         run(kinked, optim.sgd(0.1), epochs=2, batch_size=40)
 
 
-def test_a_model_state_that_becomes_nan_is_caught(toy):
+def test_a_model_state_that_becomes_nan_is_caught(toy, run):
     def overflowing(params, batch, *, state, key, train):  # a running statistic that overflows
         return toy.loss_fn(params, batch), {}, {"count": state["count"] + 1, "m": state["m"] * 1e30}
 
+    state = {"count": jnp.zeros((), jnp.int32), "m": jnp.ones(3)}
     with pytest.raises(
         FloatingPointError,
         match=r"fit: after epoch 1 the model state hold NaN or inf in model_state\['m'\]",
     ):
-        train.fit(
-            overflowing,
-            toy.params(),
-            optim.sgd(0.1),
-            toy.data(40),
-            epochs=2,
-            batch_size=8,
-            key=0,
-            progress=False,
-            model_state={"count": jnp.zeros((), jnp.int32), "m": jnp.ones(3)},
-        )
+        run(overflowing, optim.sgd(0.1), epochs=2, model_state=state)
 
 
 def test_a_nan_validation_metric_is_caught_even_with_checkpoints(toy, run, tmp_path):
