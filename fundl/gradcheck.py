@@ -392,8 +392,10 @@ def _finite_differences(
 
     ``center`` is φ(θ) itself, already known from the reference pass. Element i is
     differenced with steps h_k = step·max(1, |θ_i|)·4⁻ᵏ, the central estimates
-    D_k = (φ(θ + h_k e_i) − φ(θ − h_k e_i)) / 2h_k: first k = 0 and 1, then finer
-    steps while consecutive estimates differ by more than a tenth of the tolerance,
+    D_k = (φ(θ + h_k e_i) − φ(θ − h_k e_i)) / 2h_k: D_0 stands where the one-sided
+    slopes at h_0 agree within a tenth of the kink threshold (φ smooth on the step's
+    scale, most elements: one evaluation, as a single step would); elsewhere k = 1, then
+    finer steps while consecutive estimates differ by more than a tenth of the tolerance,
     down to about step·|θ_i|/4 (a function curved on the scale of θ_i itself, log θ
     near 0, needs a step relative to θ_i; a larger one leaves the domain or curves
     over it). The estimate is D_{k+1} of the first pair (k, k + 1) that agrees, or of
@@ -450,15 +452,25 @@ def _finite_differences(
     finest = np.clip(finest, 1, _FD_LEVELS - 1).astype(int)  # the finest level to try
     plus, minus = np.full(steps.shape, np.nan), np.full(steps.shape, np.nan)
     everyone = np.arange(len(positions))
-    for k in (0, 1):
-        plus[:, k], minus[:, k] = evaluate(positions, steps[:, k])
+    plus[:, 0], minus[:, 0] = evaluate(positions, steps[:, 0])
+    # One-sided slopes within a tenth of the kink threshold at the first step: φ is
+    # smooth on the step's scale and the central difference stands (no finer steps).
+    first = (plus[:, 0] - minus[:, 0]) / (2 * steps[:, 0])
+    first_gap = np.abs((plus[:, 0] - center) - (center - minus[:, 0])) / steps[:, 0]
+    with np.errstate(invalid="ignore"):
+        settled = first_gap <= 0.1 * _KINK * np.maximum(1.0, np.abs(first))
+    unsettled = everyone[~settled]
+    if unsettled.size:
+        plus[unsettled, 1], minus[unsettled, 1] = evaluate(
+            positions[unsettled], steps[unsettled, 1]
+        )
     pair = np.full(len(positions), -1)  # the first pair (k, k + 1) that agrees, k
     for k in range(_FD_LEVELS - 1):
         d = (plus[:, k : k + 2] - minus[:, k : k + 2]) / (2 * steps[:, k : k + 2])
         budget = 0.1 * (tolerances.fd_atol + tolerances.fd_rtol * np.abs(d[:, 1]))
         with np.errstate(invalid="ignore"):
-            pair[(pair < 0) & (np.abs(d[:, 0] - d[:, 1]) <= budget)] = k
-        todo = everyone[(pair < 0) & (finest > k + 1)]
+            pair[(pair < 0) & ~settled & (np.abs(d[:, 0] - d[:, 1]) <= budget)] = k
+        todo = everyone[(pair < 0) & ~settled & (finest > k + 1)]
         if not todo.size:
             break
         plus[todo, k + 2], minus[todo, k + 2] = evaluate(positions[todo], steps[todo, k + 2])
@@ -467,10 +479,11 @@ def _finite_differences(
     disagreement = np.abs(central[:, :-1] - central[:, 1:])
     closest = np.where(np.isnan(disagreement), np.inf, disagreement).argmin(axis=1)
     pair = np.where(pair < 0, closest, pair)  # none agreed: the pair that came closest
-    estimates = central[everyone, pair + 1]
+    estimates = np.where(settled, first, central[everyone, pair + 1])
     gap = np.abs((plus - center) / steps - (center - minus) / steps)  # one-sided slopes
     coarse, fine = gap[everyone, pair], gap[everyone, pair + 1]
     kinks = (coarse > _KINK * np.maximum(1.0, np.abs(estimates))) & (fine > 0.5 * coarse)
+    kinks &= ~settled
     bounds = np.cumsum([len(c) for c in chosen])[:-1]
     return list(zip(chosen, np.split(estimates, bounds), np.split(kinks, bounds)))
 
