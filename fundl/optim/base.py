@@ -490,8 +490,15 @@ def in_dtype(value: Any, dtype: Any) -> Any:
 
 
 def scaled(u: jax.Array, factor: Any) -> jax.Array:
-    """u · factor in u's dtype; an array factor is multiplied in the wider of the two dtypes."""
+    """u · factor in u's dtype, multiplied in float32 at least and rounded once.
+
+    A Python number (the learning rate) meeting a bfloat16 or float16 u is not first
+    rounded to that dtype: 3e-4 in bfloat16 is 2.995e-4, every step 0.18% short. An
+    array factor is multiplied in the wider of the two dtypes.
+    """
     if type(factor) in (int, float):
+        if jnp.issubdtype(u.dtype, jnp.floating) and jnp.finfo(u.dtype).bits < 32:
+            return (u.astype(jnp.float32) * factor).astype(u.dtype)
         return (factor * u).astype(u.dtype)
     dtype = accumulation_dtype((u, factor))
     return (u.astype(dtype) * jnp.asarray(factor).astype(dtype)).astype(u.dtype)

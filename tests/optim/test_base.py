@@ -82,6 +82,17 @@ def test_apply_updates_adds_a_float32_update_to_bfloat16_params_in_float32():
     np.testing.assert_array_equal(new["w"].astype(jnp.float32), [258.0])
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_a_learning_rate_is_not_rounded_to_half_precision_before_it_scales(dtype):
+    # sgd's update −α g rounded once: bfloat16(3e-4) = 2.995e-4 would make every step
+    # 0.18% short (float16(3e-4) = 2.9993e-4: 0.02%).
+    g = jax.random.uniform(jax.random.key(0), (10_000,), minval=0.5, maxval=2.0).astype(dtype)
+    updates, _ = optim.sgd(3e-4).update({"w": g}, optim.sgd(3e-4).init({"w": g}))
+    assert updates["w"].dtype == dtype
+    ratio = np.asarray(updates["w"], np.float64) / (-3e-4 * np.asarray(g, np.float64))
+    np.testing.assert_allclose(ratio.mean(), 1.0, rtol=1e-4)
+
+
 def test_chain_checks_grads_against_params_shapes():
     opt = optim.chain(optim.clip(1.0), optim.scale(-0.1))
     params = {"W": jnp.ones((2, 3)), "b": jnp.zeros(2)}
