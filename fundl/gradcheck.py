@@ -330,18 +330,10 @@ def _output_names(f: Callable[..., Any], args: tuple) -> list[str]:
     ]
 
 
-# A jax.jit inside f caches its trace by argument types and JAX's trace context, not by
-# fundl's mode: a pass in the other mode would reuse that trace and compare a rule with
-# itself. So each pass of each check traces in a context of its own, keyed by the check
-# and the mode: a user context (jax.make_user_context), or on older JAX a piece of XLA
-# metadata, which is part of the trace context as well and changes no value.
-if hasattr(jax, "make_user_context"):
-    _pass_context = jax.make_user_context(None)
-else:  # pragma: no cover - JAX < 0.7
-    from jax.experimental.xla_metadata import set_xla_metadata
-
-    def _pass_context(key: Any) -> contextlib.AbstractContextManager:
-        return set_xla_metadata(fundl_gradcheck=repr(key))
+# A jax.jit inside f caches its trace by argument types and JAX's trace context: each
+# pass of each check traces in a context of its own, keyed by the check and the mode, so
+# no pass runs a trace another pass (or an earlier check) left in the cache.
+_pass_context = rules.cache_key_context("fundl_gradcheck")
 
 
 _CHECK_IDS = itertools.count()

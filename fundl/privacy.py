@@ -24,7 +24,7 @@ from fundl._validate import as_key, check_bool, check_number
 from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
-from fundl.train.steps import check_optimizer, loss_and_aux, loss_metrics_state
+from fundl.train.steps import check_flags, check_optimizer, loss_and_aux, loss_metrics_state
 from fundl.tree import accumulation_dtype, global_norm
 
 __all__ = ["DP_METRICS", "dp_aggregate", "make_dp_train_step", "per_example_grads"]
@@ -314,9 +314,7 @@ def make_dp_train_step(
     name = "make_dp_train_step"
     check_optimizer(name, optimizer)
     clip, sigma = _check_dp_hyperparameters(name, l2_norm_clip, noise_multiplier)
-    flags = {"has_aux": has_aux, "stateful": stateful, "jit": jit, "donate": donate}
-    for arg, value in flags.items():
-        check_bool(name, arg, value)
+    check_flags(name, has_aux=has_aux, stateful=stateful, jit=jit, donate=donate)
     if stateful and has_aux:
         raise ValueError(
             f"{name}: has_aux does not apply with stateful=True: a stateful loss_fn always "

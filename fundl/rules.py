@@ -55,17 +55,25 @@ __all__ = [
 
 _REFERENCE = contextvars.ContextVar("fundl_reference_mode", default=False)
 
-# The mode is part of jax.jit's cache key: a function jitted (and traced) in one mode is
-# traced again in the other, never served the other mode's trace. A user context on JAX
-# ≥ 0.7; before it, a piece of XLA metadata, also part of the trace context, which
-# changes no value.
-if hasattr(jax, "make_user_context"):
-    _jit_key = jax.make_user_context(False)
-else:  # pragma: no cover - JAX < 0.7
-    from jax.experimental.xla_metadata import set_xla_metadata
 
-    def _jit_key(reference: bool) -> contextlib.AbstractContextManager:
-        return set_xla_metadata(fundl_reference_mode=str(reference))
+def cache_key_context(name: str, default: Any = None) -> Callable[[Any], Any]:
+    """``context(value)``: a block in which ``value`` is part of ``jax.jit``'s cache key, so
+    a function jitted (and traced) under one value is traced again under another.
+
+    A user context (``jax.make_user_context``) on JAX ≥ 0.7, ``default`` outside every
+    block; before it, a piece of XLA metadata called ``name``, also part of the trace
+    context. Neither changes a computed value.
+    """
+    if hasattr(jax, "make_user_context"):
+        return jax.make_user_context(default)
+    from jax.experimental.xla_metadata import set_xla_metadata  # pragma: no cover
+
+    return lambda value: set_xla_metadata(**{name: repr(value)})  # pragma: no cover
+
+
+# The mode is part of jax.jit's cache key: a function jitted in one mode is traced again
+# in the other, never served the other mode's trace.
+_jit_key = cache_key_context("fundl_reference_mode", False)
 _COUNTERS: contextvars.ContextVar[tuple[collections.Counter, ...]] = contextvars.ContextVar(
     "fundl_call_counters", default=()
 )

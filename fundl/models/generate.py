@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl._validate import as_key, check_int, check_label_range, check_number
+from fundl.tree import accumulation_dtype
 
 __all__ = ["generate", "sample_token"]
 
@@ -82,7 +83,7 @@ def _sample(logits: jax.Array, key: jax.Array, temperature: Any, top_k: int | No
     normal number: in float16, z/T overflows to +inf for several z at a small T (and
     categorical then takes the first, not the largest), and a tiny T rounds to 0.
     """
-    wide = jnp.float32 if jnp.finfo(logits.dtype).bits < 32 else logits.dtype
+    wide = accumulation_dtype(logits)
     z = logits.astype(wide)
     top = jnp.max(z, axis=-1, keepdims=True)
     z = z - jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))  # the largest is 0

@@ -36,7 +36,6 @@ from fundl.nn.position import sinusoidal_positions
 from fundl.nn.transformer import (
     TransformerDecoderBlock,
     check_cache_position,
-    nan_outside_cache,
 )
 
 __all__ = ["TransformerLM", "transformer_lm"]
@@ -268,8 +267,8 @@ class TransformerLM(Layer):
         for i in range(self.num_layers):
             name = f"block{i}"
             h, new_cache[name] = block.decode(params[name], cache[name], h, position)
-        logits = self._logits(params, h)  # NaN already, from the blocks, outside the cache
-        return nan_outside_cache(logits, position, length, self.max_length), new_cache
+        # outside the cache (traced) every block's output is NaN, and so are the logits
+        return self._logits(params, h), new_cache
 
 
 def transformer_lm(

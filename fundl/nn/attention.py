@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from fundl._validate import check_bool, check_floating, check_number
 from fundl.rules import primitive
+from fundl.tree import accumulation_dtype
 
 __all__ = ["dot_product_attention"]
 
@@ -65,15 +66,10 @@ def _check_attention(q, k, v, mask=None, *, causal=False, scale=None):
         check_number(name, "scale", scale, low=0.0, low_open=True)
 
 
-def _wide(dtype):
-    """Where scores, softmax and sums are kept: float32 for bfloat16/float16 inputs."""
-    return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
-
-
 def _product(spec, a, b, out_dtype):
-    """einsum accumulated in float32 at least, returned in ``out_dtype``."""
-    wide = _wide(a.dtype)
-    return jnp.einsum(spec, a.astype(b.dtype), b, preferred_element_type=wide).astype(out_dtype)
+    """einsum of a and b accumulated in float32 at least, returned in ``out_dtype``."""
+    wide = accumulation_dtype((a, b))
+    return jnp.einsum(spec, a, b, preferred_element_type=wide).astype(out_dtype)
 
 
 def _scores(q, k, mask, causal, scale):
@@ -82,7 +78,7 @@ def _scores(q, k, mask, causal, scale):
     s is float32 for bfloat16/float16 q and k (the product accumulated and kept in it).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    wide = _wide(q.dtype)
+    wide = accumulation_dtype(q)
     s = _product("...qd,...kd->...qk", q, k, wide) * jnp.asarray(scale, wide)
     allowed = None
     if causal:
@@ -124,24 +120,23 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None):
       >>> o[0, 0].tolist()                                 # the first query sees key 0 only
       [1.0, 0.0, 0.0]
     """
-    s, _ = _scores(q, k, mask, causal, scale)
-    m = jnp.max(s, axis=-1, keepdims=True)
-    m = jnp.where(jnp.isneginf(m), jnp.zeros_like(m), m)  # a row with no key: exp(−∞) = 0
-    e = jnp.exp(s - m)
-    total = jnp.sum(e, axis=-1, keepdims=True)
-    p = e / jnp.where(total == 0, jnp.ones_like(total), total)
-    return _product("...qk,...kd->...qd", p, v, q.dtype)
+    p, _, _ = _softmax(_scores(q, k, mask, causal, scale)[0])
+    return _product("...qk,...kd->...qd", p.astype(v.dtype), v, q.dtype)
 
 
-def dot_product_attention_fwd(q, k, v, mask=None, *, causal=False, scale=None):
-    s, _ = _scores(q, k, mask, causal, scale)
+def _softmax(s):
+    """(p, m, Σ exp(s − m)): softmax over keys, shifted by the row max m (0 for a row with
+    no key, whose p is 0: exp(−∞) = 0 and the zero sum is divided by 1)."""
     m = jnp.max(s, axis=-1, keepdims=True)
     m = jnp.where(jnp.isneginf(m), jnp.zeros_like(m), m)
     e = jnp.exp(s - m)
     total = jnp.sum(e, axis=-1, keepdims=True)
-    o = _product(
-        "...qk,...kd->...qd", e / jnp.where(total == 0, 1, total).astype(e.dtype), v, q.dtype
-    )
+    return e / jnp.where(total == 0, jnp.ones_like(total), total), m, total
+
+
+def dot_product_attention_fwd(q, k, v, mask=None, *, causal=False, scale=None):
+    p, m, total = _softmax(_scores(q, k, mask, causal, scale)[0])
+    o = _product("...qk,...kd->...qd", p.astype(v.dtype), v, q.dtype)
     # ℓ = m + log Σ exp(s − m); +∞ for a row with no key, so that exp(s − ℓ) = 0 there
     lse = jnp.where(total == 0, jnp.asarray(jnp.inf, total.dtype), m + jnp.log(total))
     return o, (q, k, v, mask, o, lse)
@@ -152,12 +147,12 @@ def dot_product_attention_bwd(residuals, do, *, causal=False, scale=None):
     s, scale = _scores(q, k, mask, causal, scale)
     p = jnp.exp(s - lse)  # recomputed, never stored; float32 for half-precision inputs
     wide = p.dtype
-    dv = _product("...qk,...qd->...kd", p, do, v.dtype)
+    dv = _product("...qk,...qd->...kd", p.astype(do.dtype), do, v.dtype)
     dp = _product("...qd,...kd->...qk", do, v, wide)
     D = jnp.sum(do.astype(wide) * o.astype(wide), axis=-1, keepdims=True)
     ds = p * (dp - D) * jnp.asarray(scale, wide)
-    dq = _product("...qk,...kd->...qd", ds, k, q.dtype)
-    dk = _product("...qk,...qd->...kd", ds, q, k.dtype)
+    dq = _product("...qk,...kd->...qd", ds.astype(k.dtype), k, q.dtype)
+    dk = _product("...qk,...qd->...kd", ds.astype(q.dtype), q, k.dtype)
     return dq, dk, dv, None
 
 

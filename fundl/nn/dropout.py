@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from fundl._validate import as_key, check_bool, check_floating, check_number
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.rules import primitive
+from fundl.tree import accumulation_dtype
 
 __all__ = ["dropout", "Dropout"]
 
@@ -59,7 +60,7 @@ def dropout(x, keep, *, rate=0.5):
 def _inverted(x: jax.Array, rate: float) -> jax.Array:
     """x / (1 − rate), multiplied in at least float32 and rounded once to x's dtype: a
     bfloat16 factor 1/(1 − 0.1) would round to 1.109375 and bias every kept unit by −0.16%."""
-    wide = jnp.float32 if jnp.finfo(x.dtype).bits < 32 else x.dtype
+    wide = accumulation_dtype(x)
     return (x.astype(wide) * jnp.asarray(1.0 / (1.0 - rate), wide)).astype(x.dtype)
 
 

@@ -497,9 +497,7 @@ def scaled(u: jax.Array, factor: Any) -> jax.Array:
     array factor is multiplied in the wider of the two dtypes.
     """
     if type(factor) in (int, float):
-        if jnp.issubdtype(u.dtype, jnp.floating) and jnp.finfo(u.dtype).bits < 32:
-            return (u.astype(jnp.float32) * factor).astype(u.dtype)
-        return (factor * u).astype(u.dtype)
+        return (u.astype(accumulation_dtype(u)) * factor).astype(u.dtype)
     dtype = accumulation_dtype((u, factor))
     return (u.astype(dtype) * jnp.asarray(factor).astype(dtype)).astype(u.dtype)
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from fundl import data as fdata
 from fundl import precision
-from fundl._validate import as_key, check_bool, check_int
+from fundl._validate import as_key, check_int
 from fundl.checkpoint import CheckpointError, CheckpointManager
 from fundl.metrics import Monitor
 from fundl.optim.base import GradientTransformation
@@ -51,6 +51,7 @@ from fundl.train.state import TrainState
 from fundl.train.steps import (
     build_epoch,
     build_train_step,
+    check_flags,
     check_optimizer,
     data_parallel,
     loss_and_aux,
@@ -566,8 +567,7 @@ def _check_arguments(
     batch_size = check_int("fit", "batch_size", batch_size)
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
     eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size)
-    for arg, value in flags.items():
-        check_bool("fit", arg, value)
+    check_flags("fit", **flags)
     check_optimizer("fit", optimizer)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(f"fit: early_stopping must be an EarlyStopping, got {early_stopping!r}")
