@@ -16,6 +16,7 @@ state)`` — called with this step's key and ``train=True`` by the train steps, 
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,39 @@ def check_flags(name: str, **flags: Any) -> None:
     """``ValueError`` unless every flag is True or False (``"no"`` and 1 are not bools)."""
     for arg, value in flags.items():
         check_bool(name, arg, value)
+
+
+def call_user_fn(
+    name: str, role: str, fn: Callable[..., Any], args: tuple, kwargs: dict | None = None
+) -> Any:
+    """``fn(*args, **kwargs)``, after checking (when traced) that ``fn``'s signature takes them.
+
+    ``kwargs`` are the stateful form's ``state``, ``key`` and ``train`` (``None``: the plain
+    form).
+
+    A plain loss function given to a ``stateful=True`` step (or a stateful one to a plain
+    step) would otherwise fail with Python's bare "unexpected keyword argument 'state'",
+    naming neither the step nor the option to change.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable without an inspectable signature: just call
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **(kwargs or {}))
+        except TypeError as err:
+            called = "params, batch" + ", *args" * (len(args) > 2)
+            stateful = kwargs is not None
+            if stateful:
+                called += ", state=..., key=..., train=..."
+            raise TypeError(
+                f"{name}: with stateful={stateful} the step calls {role}({called}), which "
+                f"{getattr(fn, '__name__', role)}{signature} cannot take ({err}). A function "
+                "of (params, batch, *args) needs stateful=False; one taking the model state "
+                "as state=, key= and train= keywords needs stateful=True"
+            ) from None
+    return fn(*args, **(kwargs or {}))
 
 
 def _check_not_loss(name: str, metrics: dict) -> None:
@@ -304,7 +338,8 @@ def _train_step_fn(
     def loss(params, batch, *args):
         if policy is not None:  # decided when traced: without a policy no cast is traced
             params, batch = policy.cast_to_compute((params, batch))
-        value, aux = loss_and_aux(name, loss_fn(params, batch, *args), has_aux)
+        out = call_user_fn(name, "loss_fn", loss_fn, (params, batch, *args))
+        value, aux = loss_and_aux(name, out, has_aux)
         return (value, aux) if policy is None else policy.cast_to_output((value, aux))
 
     value_and_grad = _value_and_grad(name, loss, loss_scale)
@@ -341,7 +376,8 @@ def _stateful_step_fn(
     def loss(params, model_state, batch, key, *args):
         if policy is not None:  # the model state (running statistics) keeps its dtype
             params, batch = policy.cast_to_compute((params, batch))
-        out = loss_fn(params, batch, *args, state=model_state, key=key, train=True)
+        stateful_kwargs = dict(state=model_state, key=key, train=True)
+        out = call_user_fn(name, "loss_fn", loss_fn, (params, batch, *args), stateful_kwargs)
         value, metrics, new_state = loss_metrics_state(name, out, model_state)
         if policy is not None:
             value, metrics = policy.cast_to_output((value, metrics))
@@ -768,11 +804,13 @@ def make_eval_step(
         return (params, batch) if policy is None else policy.cast_to_compute((params, batch))
 
     def evaluate(params, batch, *args):
-        return as_metrics(metrics_fn(*compute(params, batch), *args))
+        params, batch = compute(params, batch)
+        return as_metrics(call_user_fn(name, "metrics_fn", metrics_fn, (params, batch, *args)))
 
     def evaluate_stateful(params, model_state, batch, *args):
         params, batch = compute(params, batch)
-        out = metrics_fn(params, batch, *args, state=model_state, key=None, train=False)
+        stateful_kwargs = dict(state=model_state, key=None, train=False)
+        out = call_user_fn(name, "metrics_fn", metrics_fn, (params, batch, *args), stateful_kwargs)
         return as_metrics(out)
 
     fn, n_models = (evaluate_stateful, 2) if stateful else (evaluate, 1)

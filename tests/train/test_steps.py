@@ -245,6 +245,48 @@ def test_a_train_state_given_to_a_plain_step_names_stateful(toy, builder):
         run(*args)
 
 
+def _stateful_loss(params, batch, *, state, key, train):  # the stateful form, no state of its own
+    return _plain_loss(params, batch), {}, state
+
+
+def _plain_loss(params, batch):
+    return fundl.losses.softmax_cross_entropy(MODEL.apply(params, batch["x"]), batch["y"])
+
+
+@pytest.mark.parametrize("builder", list(_BUILDERS))
+@pytest.mark.parametrize("stateful", [True, False])
+def test_a_loss_of_the_other_form_names_the_stateful_option(toy, builder, stateful):
+    # A plain loss to a stateful=True step failed with Python's "unexpected keyword argument
+    # 'state'" (and a stateful loss to a plain step with "missing ... 'state'"), naming neither
+    # the step nor the option; each is now refused when traced, naming both.
+    loss_fn = _plain_loss if stateful else _stateful_loss
+    opt = optim.sgd(0.1)
+    params = toy.params()
+    d = jax.tree.map(jnp.asarray, toy.data(16))
+    stacked = jax.tree.map(lambda x: x.reshape(2, 8, *x.shape[1:]), d)
+    run = _BUILDERS[builder](loss_fn, stateful=stateful)
+    if builder == "make_eval_step":
+        args = (params, {}, d) if stateful else (params, d)
+    else:
+        first = (
+            train.TrainState.create(params, opt, key=0) if stateful else (params, opt.init(params))
+        )
+        first = (first,) if stateful else first
+        data_args = {
+            "make_train_step": (d,),
+            "make_scan_steps": (stacked,),
+            "make_epoch": (d, 0, 0),
+        }
+        args = (*first, *data_args[builder])
+    role = "metrics_fn" if builder == "make_eval_step" else "loss_fn"
+    with pytest.raises(
+        TypeError,
+        match=rf"{builder}: with stateful={stateful} the step calls {role}\(params, batch"
+        rf"{', state=...' if stateful else ''}.*{loss_fn.__name__}.*needs stateful={not stateful}",
+    ):
+        run(*args)
+
+
 def test_an_optimizer_state_of_another_optimizer_is_refused_when_traced(toy):
     batch = jax.tree.map(jnp.asarray, toy.data(8))
     params = toy.params()
