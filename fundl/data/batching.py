@@ -143,6 +143,10 @@ def _check_epoch(epoch: Any) -> Any:
                 f"epoch_batches: epoch must be a non-negative integer or an integer scalar "
                 f"array, got an array of dtype {epoch.dtype} and shape {epoch.shape}"
             )
+        # A concrete array is checked as an int is (fold_in would read -1 as 2³² − 1);
+        # a traced one cannot be, without a host sync inside jit.
+        if not isinstance(epoch, jax.core.Tracer) and int(epoch) < 0:
+            raise ValueError(f"epoch_batches: epoch must be non-negative, got {int(epoch)}")
         return epoch
     return check_int("epoch_batches", "epoch", epoch, low=0)
 
@@ -163,7 +167,8 @@ def epoch_batches(data: Any, batch_size: int, key: jax.Array | None = None, epoc
         function as an argument rather than closing over numpy arrays).
       batch_size: b, 1 ≤ b ≤ n (static).
       key: a PRNG key (or an int seed), or None for the stored order.
-      epoch: the epoch number; a Python int or an integer scalar array, traced or not.
+      epoch: the epoch number ≥ 0; a Python int or an integer scalar array, traced or
+        not (a traced one cannot be checked).
 
     Returns:
       the pytree of ``data`` with each leaf ``(n, ...)`` reshaped to ``(n // b, b, ...)``.

@@ -21,7 +21,10 @@ def prefetch_to_device(
     Each batch is passed to ``jax.device_put`` (the default device, or ``sharding``, e.g.
     a ``NamedSharding`` splitting the batch over devices) ``size`` batches before the
     consumer asks for it. ``device_put`` is asynchronous, so the host-to-device copy of
-    the next batches overlaps the step on the current one; no thread is needed.
+    the next batches overlaps the step on the current one; no thread is needed. The
+    batches come in the order ``iterator`` gives them; an exception it raises (or that
+    ``device_put`` raises on a batch) reaches the consumer after the batches before it,
+    where a plain loop over ``iterator`` would meet it.
 
     Args:
       iterator: any iterable of batch pytrees (e.g. :func:`fundl.data.batches`).
@@ -60,16 +63,29 @@ def prefetch_to_device(
 
 def _prefetch(it: Iterator[Any], size: int, sharding: Any) -> Iterator[Any]:
     queue: deque = deque()
+    # Once the producer stops — exhausted, or raising — it is never asked again (an
+    # iterator may yield more after a StopIteration; a plain ``for`` loop never sees it),
+    # and its exception is raised only after the batches it gave before it, in the
+    # order a plain loop over the producer would see them.
+    done = False
+    error: Exception | None = None
 
     def enqueue(k: int) -> None:
+        nonlocal done, error
         for _ in range(k):
+            if done:
+                return
             try:
                 queue.append(jax.device_put(next(it), sharding))
             except StopIteration:
-                return
+                done = True
+            except Exception as err:  # noqa: BLE001 - re-raised below, in its place
+                done, error = True, err
 
     enqueue(size)
     while queue:
         batch = queue.popleft()
         enqueue(1)  # before yielding, so `size` batches travel while the consumer works
         yield batch
+    if error is not None:
+        raise error

@@ -111,8 +111,10 @@ def standardize_stats(
     """Per-feature mean and standard deviation, for :func:`standardize`.
 
     μ = mean(x, axis), σ = sqrt(mean((x − μ)², axis)) (the population std), computed in
-    at least float32 (float64 for numpy input). A feature whose σ < eps — constant on
-    these data, such as an image border that is always 0 — gets σ = 1, as scikit-learn's
+    at least float32 (float64 for numpy input) on x − x₀, x shifted by its first value
+    along the reduced axes, so that a constant feature has σ = 0 exactly rather than the
+    rounding error of μ. A feature whose σ < eps — constant on these data, such as an
+    image border that is always 0 — gets σ = 1, as scikit-learn's
     ``StandardScaler`` does, so it is centred but never divided by ~0, on these data or
     on new ones. Compute the stats on the training split only and apply the same
     (μ, σ) to validation and test data.
@@ -126,6 +128,10 @@ def standardize_stats(
     Returns:
       (mean, std), with the reduced axes kept as size 1 so they broadcast against x;
       float dtype (x's own when it is floating, else float32); numpy for numpy input.
+
+    Raises:
+      ValueError: x is 0-d or not numeric, ``axis`` is not a valid axis or tuple of
+        distinct axes, a reduced axis has size 0, or eps ≤ 0.
 
     Examples:
       >>> x = np.array([[1.0, 5.0], [3.0, 5.0]])  # the second feature is constant
@@ -142,9 +148,20 @@ def standardize_stats(
     axis = _check_axis(x, axis)
     out_dtype = x.dtype if xp.issubdtype(x.dtype, xp.floating) else np.dtype(np.float32)
     work = np.float64 if xp is np else jnp.promote_types(out_dtype, jnp.float32)
+    if any(x.shape[a] == 0 for a in axis):
+        raise ValueError(
+            f"standardize_stats: x of shape {tuple(x.shape)} has no values along axis "
+            f"{axis}; the statistics of no examples are undefined (NaN)"
+        )
     x = x.astype(work)
-    mean = xp.mean(x, axis=axis, keepdims=True)
-    std = xp.sqrt(xp.mean(xp.square(x - mean), axis=axis, keepdims=True))
+    # Shifted by the first value along the reduced axes: a constant feature then gives
+    # differences of exactly 0 and σ = 0 exactly. Unshifted, the rounding of μ left
+    # σ ≈ ulp(μ) > eps (1000.3 in float32: σ = 7e-4) and standardize mapped it to ±1.
+    first = x[tuple(slice(0, 1) if a in axis else slice(None) for a in range(x.ndim))]
+    diff = x - first
+    shift = xp.mean(diff, axis=axis, keepdims=True)
+    mean = first + shift
+    std = xp.sqrt(xp.mean(xp.square(diff - shift), axis=axis, keepdims=True))
     std = xp.where(std < eps, xp.ones_like(std), std)
     return mean.astype(out_dtype), std.astype(out_dtype)
 

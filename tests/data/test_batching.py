@@ -295,6 +295,12 @@ def test_epoch_batches_checks_epoch_arrays_and_key(make_data):
         ),
     ):
         epoch_batches(make_data(5), 2, "k")
+    # a concrete negative array was read by fold_in as 2**32 - 1, silently
+    for epoch in (np.array(-1), jnp.array(-1)):
+        with pytest.raises(
+            ValueError, match=re.escape("epoch_batches: epoch must be non-negative, got -1")
+        ):
+            epoch_batches(make_data(5), 2, jax.random.key(0), epoch)
 
 
 # ----------------------------------------------------------------------------- weighted_mean

@@ -74,3 +74,37 @@ def test_prefetch_checks_its_arguments_when_called():
     device = jax.devices()[0]
     (out,) = prefetch_to_device([np.ones(2)], sharding=device)
     assert out.devices() == {device}
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_prefetch_raises_a_producer_error_after_the_batches_before_it(size):
+    # A plain loop sees batches 0 and 1, then the error; prefetching must not lose them
+    # (it raised as soon as it fetched ahead, before yielding batch 0).
+    def source():
+        yield np.zeros(2)
+        yield np.ones(2)
+        raise RuntimeError("corrupt record 2")
+
+    got = []
+    with pytest.raises(RuntimeError, match="corrupt record 2"):
+        for batch in prefetch_to_device(source(), size):
+            got.append(float(batch[0]))
+    assert got == [0.0, 1.0]
+
+
+def test_prefetch_stops_at_the_first_stop_iteration():
+    class Resuming:  # yields again after a StopIteration; a for loop never sees the 4
+        def __init__(self):
+            self.calls = 0
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            self.calls += 1
+            if self.calls == 3 or self.calls > 5:
+                raise StopIteration
+            return np.array([self.calls])
+
+    assert [int(b[0]) for b in Resuming()] == [1, 2]
+    assert [int(b[0]) for b in prefetch_to_device(Resuming(), 2)] == [1, 2]

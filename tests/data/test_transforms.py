@@ -115,6 +115,43 @@ def test_standardize_gives_zero_mean_unit_std_on_the_training_data(key, as_jax):
     np.testing.assert_allclose(shifted[:, 2], 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "x",
+    [
+        jnp.full((1000, 2), 1000.3, jnp.float32),  # the float32 mean is 11 ulp off: σ was 7e-4
+        np.full((1000, 2), 1e10 + 0.1),  # float64: the mean is 1 ulp off, σ was 4e-6
+    ],
+    ids=["jax-float32", "numpy-float64"],
+)
+def test_standardize_a_constant_feature_whose_mean_rounds(x):
+    # A rounded mean made σ = |x − μ| > eps, and standardize mapped the constant to −1
+    # everywhere (scikit-learn's StandardScaler gives 0); shifted by x₀, σ is exactly 0.
+    mean, std = standardize_stats(x)
+    np.testing.assert_array_equal(np.asarray(mean), np.asarray(x[:1]))
+    np.testing.assert_array_equal(np.asarray(std), 1.0)
+    np.testing.assert_array_equal(np.asarray(standardize(x, mean, std)), 0.0)
+
+
+def test_standardize_stats_match_float64_with_a_large_offset(key):
+    x = np.asarray(1e4 + jax.random.normal(key, (512, 3)), np.float32)
+    mean, std = standardize_stats(jnp.asarray(x))
+    x64 = x.astype(np.float64)
+    # shifted sums keep float32 near its rounding (errors 2e-8, 4e-8; unshifted 1e-7, 4e-7)
+    np.testing.assert_allclose(np.asarray(mean)[0], x64.mean(0), rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(std)[0], x64.std(0), rtol=2e-7)
+
+
+def test_standardize_stats_refuses_an_empty_axis():
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "standardize_stats: x of shape (0, 3) has no values along axis (0,); the "
+            "statistics of no examples are undefined (NaN)"
+        ),
+    ):
+        standardize_stats(np.zeros((0, 3)))
+
+
 def test_standardize_floors_a_tiny_std_at_eps():
     x = np.array([[1.0], [3.0]])
     z = standardize(x, np.array([[2.0]]), np.array([[0.0]]), eps=0.5)
