@@ -29,14 +29,15 @@ def enable_compilation_cache(
 ) -> pathlib.Path:
     """Turn on JAX's persistent compilation cache in the folder ``path`` (created if missing).
 
-    The same as setting JAX's options ``jax_compilation_cache_dir`` = path,
-    ``jax_persistent_cache_min_compile_time_secs`` and
-    ``jax_persistent_cache_min_entry_size_bytes`` (or the ``JAX_COMPILATION_CACHE_DIR``,
+    The same as setting JAX's options ``jax_enable_compilation_cache`` = True,
+    ``jax_compilation_cache_dir`` = path, ``jax_persistent_cache_min_compile_time_secs``
+    and ``jax_persistent_cache_min_entry_size_bytes`` (or the ``JAX_COMPILATION_CACHE_DIR``,
     ... environment variables) — a program is written to the cache when its compile
     took at least ``min_compile_time_secs`` and its entry has at least
     ``min_entry_size_bytes`` — and it also works when called after the process has
     already compiled something (JAX decides once per process whether to use the cache;
-    this call makes it decide again). JAX's own default threshold is 1 s, which on a
+    this call makes it decide again), or after the cache was switched off with
+    ``JAX_ENABLE_COMPILATION_CACHE=false``. JAX's own default threshold is 1 s, which on a
     CPU leaves out most of a small model's programs; 0 caches every program.
 
     The cache is keyed by the program, the device kind and the JAX version, so one
@@ -49,7 +50,8 @@ def enable_compilation_cache(
       min_compile_time_secs: cache a program only if its compile took at least this
         long (≥ 0).
       min_entry_size_bytes: cache a program only if its entry is at least this large
-        (≥ 0; JAX's ``-1`` for "the backend's default" is accepted too).
+        (≥ 0). As in JAX, 0 lets JAX put its own minimum for the cache's file system in
+        its place (open-source JAX's is 0), and ``-1`` means no minimum, never replaced.
 
     Returns:
       the cache folder, as an absolute path.
@@ -89,6 +91,8 @@ def enable_compilation_cache(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"enable_compilation_cache: {folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
+    # JAX_ENABLE_COMPILATION_CACHE=false would leave the folder unused, silently.
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_secs)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", min_entry_size_bytes)

@@ -8,6 +8,7 @@ import pytest
 import fundl
 
 OPTIONS = (
+    "jax_enable_compilation_cache",
     "jax_compilation_cache_dir",
     "jax_persistent_cache_min_compile_time_secs",
     "jax_persistent_cache_min_entry_size_bytes",
@@ -46,6 +47,17 @@ def test_programs_are_written_and_read_back(tmp_path, restore_jax_cache):
     jax.clear_caches()  # the in-memory caches: the next compile must come from the folder
     np.testing.assert_allclose(jax.jit(f)(x), expected, rtol=1e-6)
     assert hits, "the second compile did not read the cache"
+
+
+def test_it_turns_the_cache_on_where_jax_was_told_not_to_use_it(tmp_path, restore_jax_cache):
+    # JAX_ENABLE_COMPILATION_CACHE=false used to leave the folder empty, without a word.
+    jax.config.update("jax_enable_compilation_cache", False)
+    folder = fundl.enable_compilation_cache(tmp_path / "cache", min_entry_size_bytes=-1)
+    assert jax.config.jax_enable_compilation_cache is True
+    assert jax.config.jax_persistent_cache_min_entry_size_bytes == -1
+    y = jax.jit(lambda x: jnp.tanh(x) * 2.4681 - 1.3579)(jnp.arange(2.0))
+    np.testing.assert_allclose(y, np.tanh(np.arange(2.0)) * 2.4681 - 1.3579, rtol=1e-6)
+    assert list(folder.iterdir()), "nothing was written to the cache folder"
 
 
 def test_bad_arguments(tmp_path, restore_jax_cache):

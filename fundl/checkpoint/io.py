@@ -131,7 +131,10 @@ def save(path: str | os.PathLike, tree: Any, *, metadata: dict | None = None) ->
       the path written, ending in ``.safetensors``.
 
     Raises:
-      TypeError: a leaf or metadata entry a checkpoint cannot hold (the message names it).
+      TypeError: a leaf or metadata entry a checkpoint cannot hold, or a traced leaf
+        (``save`` inside ``jit``); the message names it.
+      ValueError: a tree beyond the limits of :mod:`fundl.checkpoint.manifest`, or a leaf
+        that a jitted step was donated and deleted; the message names it.
       OSError: writing failed (a full disk, say): same errno, the message names the path.
 
     Examples:

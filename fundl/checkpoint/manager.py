@@ -9,6 +9,7 @@ process deletes under it.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import pathlib
@@ -84,7 +85,7 @@ class CheckpointManager:
 
     Args:
       directory: where the checkpoints live; created on the first save.
-      keep_last: how many of the most recent steps to keep, at least 1.
+      keep_last: how many of the highest steps to keep, at least 1.
       monitor: the metric that ranks checkpoints for :meth:`best_step`; ``None`` uses
         the monitor recorded by the newest checkpoint that has one.
       mode: ``"min"`` (lower is better, e.g. a loss) or ``"max"`` (e.g. an accuracy).
@@ -119,8 +120,7 @@ class CheckpointManager:
         mode: Literal["min", "max"] = "min",
     ):
         name = "CheckpointManager"
-        if not isinstance(directory, (str, os.PathLike)):
-            raise TypeError(f"{name}: directory must be a str or os.PathLike, got {directory!r}")
+        directory = _run_directory(name, directory)
         self.keep_last = check_int(name, "keep_last", keep_last)
         self.mode = check_choice(name, "mode", mode, ("min", "max"))
         if monitor is not None and not isinstance(monitor, str):
@@ -128,7 +128,7 @@ class CheckpointManager:
         if monitor == "":
             raise ValueError(f"{name}: monitor must be a metric name, got the empty string")
         self.monitor = monitor
-        self.directory = pathlib.Path(directory).expanduser()
+        self.directory = directory
         remove_stale_temps(self.directory, _STEP_NAMES)
 
     def __repr__(self) -> str:
@@ -149,6 +149,11 @@ class CheckpointManager:
     ) -> pathlib.Path:
         """Save ``tree`` as ``step``, then delete checkpoints beyond ``keep_last`` (never the best).
 
+        Steps are ranked by number, not by when they were saved: a step below the latest
+        one in the directory (a new run started in an old run's directory) warns, since
+        :meth:`latest_step` and :meth:`restore_latest` still give the old run's step and
+        a later save deletes this one once ``keep_last`` higher steps exist.
+
         Args:
           step: the training step, an int >= 0 (an existing step is overwritten).
           tree: the pytree to save, as for :func:`fundl.checkpoint.save`.
@@ -162,6 +167,16 @@ class CheckpointManager:
         name = "CheckpointManager.save"
         step = check_int(name, "step", step, low=0)
         stored = self._check_metrics(name, metrics)
+        latest = self.latest_step()
+        if latest is not None and step < latest:
+            warnings.warn(
+                f"{name}: step {step} is below the latest step {latest} in {self.directory}: "
+                f"latest_step() and restore_latest() give step {latest}, and keep_last keeps "
+                "the highest steps, so a later save deletes this one (unless it is the best); "
+                "save a new run into an empty directory",
+                UserWarning,
+                stacklevel=2,
+            )
         with named(name):
             ranking = self._ranking(name)  # a manager without monitor= passes on the recorded one
             monitor, mode = (ranking.name, ranking.mode) if ranking else (None, self.mode)
@@ -183,6 +198,8 @@ class CheckpointManager:
             if not isinstance(key, str):
                 raise TypeError(f"{name}: metric names must be str, got {key!r}")
             try:
+                if isinstance(value, (str, bytes)):  # float("0.5") would take a string
+                    raise TypeError
                 stored[key] = _encode_metric(float(value))
             except (TypeError, ValueError):
                 raise TypeError(
@@ -265,7 +282,7 @@ class CheckpointManager:
         return self._steps()
 
     def latest_step(self) -> int | None:
-        """The highest step saved, or ``None`` if there is none."""
+        """The highest step in the directory (not the last one saved), or ``None``."""
         steps = self._steps()
         return steps[-1] if steps else None
 
@@ -370,6 +387,22 @@ class CheckpointManager:
         )
 
 
+def _run_directory(name: str, directory: Any) -> pathlib.Path:
+    """``directory`` as an absolute path (an ``os.chdir`` later must not move the run).
+
+    Raises ``NotADirectoryError`` when it is an existing file: it would otherwise read as
+    an empty run, and a save would fail with "File exists".
+    """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"{name}: directory must be a str or os.PathLike, got {directory!r}")
+    path = pathlib.Path(directory).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{name}: {path} is a file, not a directory of checkpoints"
+        )
+    return path
+
+
 def _check_partial(name: str, partial: Any, template: Any) -> None:
     check_bool(name, "partial", partial)
     if partial and template is None:
@@ -414,9 +447,7 @@ def restore_params(
     """
     name = "restore_params"
     check_choice(name, "which", which, ("best", "latest"))
-    if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"{name}: directory must be a str or os.PathLike, got {directory!r}")
-    manager = CheckpointManager(directory)
+    manager = CheckpointManager(_run_directory(name, directory))
 
     def read(path: pathlib.Path) -> Any:
         if template is None:

@@ -128,6 +128,16 @@ def _leaf_data(where: str, leaf: Any) -> tuple[np.ndarray, dict]:
     elif isinstance(leaf, float):
         data = np.asarray(leaf, np.float64)
     elif isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError(
+                f"{show(where)} is a traced value (save called inside jit, grad or vmap); "
+                "save the arrays outside the transformed function"
+            )
+        if isinstance(leaf, jax.Array) and leaf.is_deleted():
+            raise ValueError(
+                f"{show(where)} is a deleted array (donated to a jitted step, which freed "
+                "it); save the arrays the step returned"
+            )
         data = np.asarray(leaf)
     else:
         raise TypeError(

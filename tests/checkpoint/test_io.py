@@ -103,6 +103,20 @@ def test_bad_arguments_name_the_function_and_the_argument(tmp_path, call, error,
         call(tmp_path)
 
 
+def test_a_donated_or_traced_leaf_is_named(tmp_path):
+    # A donated array raised JAX's "Array has been deleted" RuntimeError, naming no leaf.
+    w = jnp.ones(3)
+    _ = jax.jit(lambda a: a + 1.0, donate_argnums=0)(w)
+    assert w.is_deleted()
+    with pytest.raises(
+        ValueError, match=r"^save: \['p'\]\['w'\] is a deleted array \(donated to a jitted step"
+    ):
+        checkpoint.save(tmp_path / "d", {"p": {"w": w}})
+    with pytest.raises(TypeError, match=r"^save: \['w'\] is a traced value \(save called inside"):
+        jax.eval_shape(lambda a: checkpoint.save(tmp_path / "t", {"w": a}), jnp.ones(2))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_paths_may_be_str_or_pathlike(tmp_path):
     path = checkpoint.save(str(tmp_path / "s"), {"x": jnp.ones(1)})
     assert isinstance(path, pathlib.Path) and path.name == "s.safetensors"

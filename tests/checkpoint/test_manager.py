@@ -89,6 +89,29 @@ def test_a_new_manager_reads_the_same_directory(tmp_path):
     assert second.steps() == [4] and second.best_step() == 4
 
 
+def test_a_step_below_the_latest_warns(tmp_path):
+    # A new run in an old run's directory: its steps rank below the old ones, so
+    # restore_latest gives the old run's step and pruning deletes the new run's files.
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step in [10, 11]:
+        manager.save(step, _tree(step))
+    with pytest.warns(
+        UserWarning,
+        match=r"^CheckpointManager\.save: step 0 is below the latest step 11 in .*: "
+        r"latest_step\(\) and restore_latest\(\) give step 11",
+    ):
+        manager.save(0, _tree(0))
+    assert manager.steps() == [0, 10, 11] and manager.latest_step() == 11
+    with pytest.warns(UserWarning, match=r"step 1 is below the latest step 11"):
+        manager.save(1, _tree(1))
+    assert manager.steps() == [1, 10, 11]  # step 0 went: the highest 2 and the last saved stay
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manager.save(11, _tree(11))  # the latest step again: overwritten, no warning
+        manager.save(12, _tree(12))
+    assert manager.steps() == [11, 12]
+
+
 @pytest.mark.parametrize("mode, best", [("min", 1), ("max", 3)])
 def test_manager_modes(tmp_path, mode, best):
     manager = CheckpointManager(tmp_path, keep_last=5, monitor="m", mode=mode)
@@ -353,6 +376,7 @@ def test_restore_params_errors(tmp_path, run_dir, params):
 # --- concurrency --------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:.*is below the latest step")
 def test_two_savers_can_share_a_directory(tmp_path):
     errors = []
 
@@ -518,11 +542,36 @@ def test_manager_validates_its_options(tmp_path, kwargs, error, message):
         CheckpointManager(tmp_path, **kwargs)
 
 
-def test_manager_validates_its_directory():
+def test_manager_validates_its_directory(tmp_path):
     with pytest.raises(
         TypeError, match=r"^CheckpointManager: directory must be a str or os\.PathLike, got None$"
     ):
         CheckpointManager(None)
+    # A file where the run directory should be read as an empty run, and saving said
+    # "File exists".
+    (tmp_path / "run").write_text("not a directory")
+    with pytest.raises(
+        NotADirectoryError, match=r"CheckpointManager: .*run is a file, not a directory"
+    ):
+        CheckpointManager(tmp_path / "run")
+    with pytest.raises(NotADirectoryError, match=r"restore_params: .*run is a file, not a"):
+        restore_params(str(tmp_path / "run"))
+
+
+def test_a_relative_directory_stays_where_it_was(tmp_path, monkeypatch):
+    # The directory is made absolute when the manager is built: an os.chdir later (a
+    # notebook's %cd) must not make the run's checkpoints vanish.
+    monkeypatch.chdir(tmp_path)
+    manager = CheckpointManager("run", keep_last=2)
+    manager.save(1, _tree(1))
+    assert manager.directory == tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "run")
+    assert manager.steps() == [1] and manager.latest_step() == 1
+    manager.save(2, _tree(2))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "step_00000001.safetensors",
+        "step_00000002.safetensors",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -541,6 +590,12 @@ def test_manager_validates_its_directory():
             {"loss": "low"},
             TypeError,
             r"^CheckpointManager\.save: metrics\['loss'\] must be a number, got 'low'$",
+        ),
+        (
+            1,
+            {"loss": "0.5"},  # float() would read the string as a number
+            TypeError,
+            r"^CheckpointManager\.save: metrics\['loss'\] must be a number, got '0\.5'$",
         ),
         (1, {0: 1.0}, TypeError, r"^CheckpointManager\.save: metric names must be str, got 0$"),
         (
