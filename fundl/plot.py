@@ -40,7 +40,8 @@ def history(
       the matplotlib Figure.
 
     Raises:
-      ValueError: for a history without an "epoch" list.
+      ValueError: for a history without an "epoch" list or without a metric to draw,
+        or with a metric of another length than "epoch".
 
     Examples:
       >>> import matplotlib
@@ -57,7 +58,6 @@ def history(
         raise ValueError(
             f"plot.history: expected a fit history with an 'epoch' list, got keys {sorted(history)}"
         )
-    plt = _pyplot()
     metrics = [
         k
         for k in history
@@ -65,6 +65,19 @@ def history(
     ]
     metrics += [k[4:] for k in history if k.startswith("val_") and k[4:] not in metrics]
     metrics.sort(key=lambda k: (k != "loss", k))  # loss first
+    if not metrics:
+        raise ValueError(
+            "plot.history: the history has no metric to draw (such as 'loss'), got keys "
+            f"{sorted(history)}"
+        )
+    for key in (k for name in metrics for k in (name, f"val_{name}") if k in history):
+        if len(history[key]) != len(history["epoch"]):
+            raise ValueError(
+                f"plot.history: '{key}' has {len(history[key])} values for "
+                f"{len(history['epoch'])} epochs; plot a history whose entries cover the "
+                "same epochs"
+            )
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     epochs = history["epoch"]
     for ax, name in zip(axes[0], metrics):

@@ -28,9 +28,10 @@ def accumulation_dtype(tree: Any) -> np.dtype:
     """The dtype to accumulate ``tree``'s leaves in: their widest inexact dtype, at least float32.
 
     bfloat16 and float16 leaves give float32, float64 leaves (with x64 on) float64. A
-    complex leaf gives its complex dtype (complex64 is wider than float32), so casting a
-    complex leaf to it keeps the imaginary part; :func:`global_norm` takes the real
-    dtype of the same width for its norm. It is read from the dtypes alone, never from
+    complex leaf makes it complex, with parts as wide as the widest leaf (complex64 and
+    float64 leaves give complex128, in either order), so casting a complex leaf to it
+    keeps the imaginary part; :func:`global_norm` takes the real dtype of the same
+    width for its norm. It is read from the dtypes alone, never from
     JAX's promotion rules, so it holds under ``jax_numpy_dtype_promotion="strict"``;
     cast each leaf to it explicitly.
 
@@ -38,19 +39,22 @@ def accumulation_dtype(tree: Any) -> np.dtype:
       tree: any pytree of arrays (integer and bool leaves count as float32).
 
     Returns:
-      a NumPy dtype: float32, or float64 if a leaf is float64 (complex64 or complex128
-      if a leaf is complex and no real leaf is wider).
+      a NumPy dtype: float32, or float64 if a leaf is float64 or complex128; complex64
+      or complex128 (the complex dtype of that width) if a leaf is complex.
 
     Examples:
       >>> fundl.tree.accumulation_dtype({"W": jnp.zeros((2, 2), jnp.bfloat16), "step": 3})
       dtype('float32')
     """
-    widest = np.dtype(np.float32)
+    bits, complex_ = 32, False  # the widest real precision, and whether a leaf is complex
     for leaf in jax.tree.leaves(tree):
         dtype = np.dtype(jnp.result_type(leaf))
-        if jnp.issubdtype(dtype, jnp.inexact) and dtype.itemsize > widest.itemsize:
-            widest = dtype
-    return widest
+        if jnp.issubdtype(dtype, jnp.inexact):
+            bits = max(bits, jnp.finfo(dtype).bits)  # complex64 -> 32: its parts' width
+            complex_ = complex_ or jnp.issubdtype(dtype, jnp.complexfloating)
+    # complex64 beside float64 is complex128: neither the imaginary part nor float64's
+    # precision is lost, whichever leaf comes first
+    return np.dtype(f"complex{2 * bits}") if complex_ else np.dtype(f"float{bits}")
 
 
 def _real_parts(leaf: Any, dtype: Any) -> list[jax.Array]:

@@ -29,6 +29,14 @@ def test_errors(monkeypatch):
         ValueError, match=r"plot.history: expected a fit history with an 'epoch' list"
     ):
         plot.history({"loss": [1.0]})
+    # both reached matplotlib, which failed with "Number of columns must be a positive
+    # integer, not 0" and "x and y must have same first dimension", naming no key
+    with pytest.raises(
+        ValueError, match=r"plot.history: the history has no metric to draw \(such as 'loss'\)"
+    ):
+        plot.history({"epoch": [1, 2], "time": [0.1, 0.1]})
+    with pytest.raises(ValueError, match=r"plot.history: 'val_loss' has 2 values for 3 epochs"):
+        plot.history({**HISTORY, "val_loss": [1.0, 0.5]})
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(

@@ -205,6 +205,20 @@ def test_accumulation_dtype_reads_dtypes_without_promotion(x64):
         np.testing.assert_allclose(norm, np.sqrt(3.0))
 
 
+def test_accumulation_dtype_of_complex64_beside_float64_keeps_both_in_either_order(x64):
+    # complex64 first gave complex64 (so the float64 leaf's norm in float32), float64
+    # first gave float64: the dtype hung on the order of the keys
+    with x64():
+        z, x = jnp.array([1j], jnp.complex64), jnp.array([1.0 + 2.0**-40], jnp.float64)
+        expected = np.sqrt(1.0 + (1.0 + 2.0**-40) ** 2)  # float32 rounds x to 1: sqrt(2)
+        for tree_ in ({"a": z, "b": x}, {"a": x, "b": z}):
+            assert tree.accumulation_dtype(tree_) == jnp.complex128
+            norm = tree.global_norm(tree_)
+            assert norm.dtype == jnp.float64
+            np.testing.assert_allclose(norm, expected, rtol=1e-15, atol=0)
+        assert tree.accumulation_dtype([jnp.ones(1, jnp.bfloat16), z]) == jnp.complex64
+
+
 def test_global_norm_of_mixed_float32_and_bfloat16():
     norm = tree.global_norm({"a": jnp.full((4,), 1.5, jnp.bfloat16), "b": jnp.ones(5)})
     assert norm.dtype == jnp.float32

@@ -164,9 +164,15 @@ def shard_local_batch(local_batch: Any, mesh: Any, *, axis: str = "data") -> Any
     """The global batch, split along ``axis``, from each process's own part of it.
 
     Process p passes its ``local_batch`` of b_p rows (the same b_p in every process);
-    the global batch is the processes' parts in process order, b = Σ b_p rows, and each
-    process's rows go to its own devices (``jax.make_array_from_process_local_data``).
-    With one process it is :func:`fundl.parallel.shard_batch`.
+    they are split in order over its own devices, and the global batch of b = Σ b_p
+    rows holds every device's slice in the order the mesh lists the devices along
+    ``axis`` (``jax.make_array_from_process_local_data``). For
+    :func:`fundl.parallel.data_mesh` over ``jax.devices()``, which lists the devices
+    process by process, that is the processes' parts one after the other in process
+    order: the shares of :func:`host_shard` come back as the data set's rows in order.
+    A mesh listing the devices in another order (reversed, or alternating between
+    processes) orders the rows as it lists the devices. With one process it is
+    :func:`fundl.parallel.shard_batch`.
 
     Args:
       local_batch: a pytree of arrays of shape (b_p, ...), b_p divisible by this

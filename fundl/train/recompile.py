@@ -95,6 +95,36 @@ def _batch_size_change(batch_name: str | None, old: Any, new: Any, path: str, an
     return same_rest and (any_size or new.shape[0] < old.shape[0])
 
 
+def _leaf_paths(signature: list, start: int) -> list[str]:
+    """The leaf paths of the argument whose structure entry is ``signature[start]``."""
+    paths = []
+    for path, _, aval in signature[start + 1 :]:
+        if aval is None:  # the next argument's structure
+            break
+        paths.append(path)
+    return paths
+
+
+def _leaf_change(first: list, now: list, start: int) -> str:
+    """How the leaves of one argument differ: the first added and removed, or the containers."""
+    before, after = _leaf_paths(first, start), _leaf_paths(now, start)
+    seen_before, seen_after = set(before), set(after)
+    added = [p for p in after if p not in seen_before]
+    removed = [p for p in before if p not in seen_after]
+    parts = [
+        f"{what} {', '.join(paths[:3])}{' and more' if len(paths) > 3 else ''}"
+        for what, paths in (("added", added), ("removed", removed))
+        if paths
+    ]
+    if parts:
+        return "; ".join(parts)
+    a, b = (
+        text if len(text) <= 120 else text[:117] + "..."
+        for text in (first[start][1], now[start][1])
+    )
+    return f"same leaves, other containers: {a} became {b}"
+
+
 class _TraceWatch:
     """Counts a compiled step's traces and warns, once, when it is traced again."""
 
@@ -128,15 +158,15 @@ class _TraceWatch:
         )
 
     def _change(self, first: list, now: list) -> str | None:
-        if len(first) != len(now):
-            return "the number or structure of the arguments changed"
-        for (path_a, text_a, aval_a), (path_b, text_b, aval_b) in zip(first, now):
+        # each argument's tree structure comes before its leaves, so a leaf added to or
+        # removed from an argument is found here, at that argument, before the lengths
+        for i, ((path_a, text_a, aval_a), (path_b, text_b, aval_b)) in enumerate(zip(first, now)):
             if path_a != path_b:
                 return f"the structure of {path_a.split('[')[0]} changed ({path_a} became {path_b})"
             if text_a == text_b:
                 continue
             if aval_a is None:
-                return f"the structure of {path_a} changed"
+                return f"the structure of {path_a} changed ({_leaf_change(first, now, i)})"
             if _batch_size_change(self._batch_arg, aval_a, aval_b, path_a, self._any_batch_size):
                 continue
             hint = ""
@@ -145,6 +175,8 @@ class _TraceWatch:
                     " ('~' marks a weak type: a Python number where an array was, or the reverse)"
                 )
             return f"{path_a} changed from {text_a} to {text_b}{hint}"
+        if len(first) != len(now):
+            return f"the number of arguments changed ({len(first)} became {len(now)})"
         return None
 
 
