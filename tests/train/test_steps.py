@@ -106,6 +106,46 @@ def test_retrace_for_a_changed_batch_shape_names_the_leaf(toy):
         step(params, state, bigger)
 
 
+def test_a_changed_structure_names_the_argument_and_the_leaves_added_or_removed():
+    # a leaf added to the batch changed the number of leaves, and the message said only
+    # "the number or structure of the arguments changed", naming no argument
+    from fundl.train.recompile import _TraceWatch, watched_jit
+
+    step = watched_jit(
+        lambda params, batch: params * jnp.sum(batch["x"]),
+        name="train step",
+        arg_names=("params", "batch"),
+        batch_arg="batch",
+    )
+    params, x = jnp.ones(2), jnp.ones((4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", train.RecompilationWarning)  # the first trace: silent
+        step(params, {"x": x})
+    with pytest.warns(
+        train.RecompilationWarning,
+        match=r"compiled again \(trace 2\) because the structure of batch changed "
+        r"\(added batch\['y'\]\)\.",
+    ):
+        step(params, {"x": x, "y": jnp.ones(4)})
+    assert step.traces == 2
+    with warnings.catch_warnings():  # a third trace: warned once already
+        warnings.simplefilter("error", train.RecompilationWarning)
+        step(params, {"x": x, "w": x})
+    assert step.traces == 3
+    watch = _TraceWatch("step", ("params", "batch"), "batch", False)
+    watch.on_trace((params, {"x": x, "y": x}))
+    with pytest.warns(train.RecompilationWarning, match=r"\(removed batch\['y'\]\)"):
+        watch.on_trace((params, {"x": x}))
+    watch = _TraceWatch("step", ("params", "batch"), "batch", False)
+    watch.on_trace(((params, params), {"x": x}))
+    with pytest.warns(
+        train.RecompilationWarning,
+        match=r"structure of params changed \(same leaves, other containers: "
+        r"PyTreeDef\(\(\*, \*\)\) became PyTreeDef\(\[\*, \*\]\)\)",
+    ):
+        watch.on_trace(([params, params], {"x": x}))
+
+
 def test_scan_steps_equal_single_steps(toy):
     opt = optim.adam(0.01)
     batches = [jax.tree.map(jnp.asarray, toy.data(8, seed=s)) for s in range(4)]
