@@ -97,9 +97,10 @@ class Augment(Layer):
         """``(augmented x, state)`` in training, ``(x, state)`` in evaluation.
 
         Raises ``ValueError`` in training for an input that is not a batch (N, H, W, C)
-        or without a key; ``TypeError`` for an integer input to rotation or jitter. In
-        evaluation any input passes through (one unbatched image too, as the layers after
-        it may take one).
+        or without a key; ``TypeError``, in training and evaluation alike, for an integer
+        input to rotation or jitter (the model would be evaluated on other values than it
+        was trained on). In evaluation any other input passes through (one unbatched image
+        too, as the layers after it may take one).
         """
         check_bool(repr(self), "train", train)
         if train and jnp.ndim(x) != 4:

@@ -238,7 +238,9 @@ def color_jitter(
     brightness of 0.2 moves them by up to a fifth of the range); f ~ U(1 − contrast,
     1 + contrast) scales the deviations from the image's mean m over all pixels and
     channels, which contrast keeps. One δ and one f per image, from the two halves of
-    ``jax.random.split(key)``. Values are not clipped.
+    ``jax.random.split(key)``. Values are not clipped. Not torchvision's ``ColorJitter``,
+    which multiplies by a brightness factor, blends with the grayscale mean and clamps to
+    [0, 1] (see docs/augment.md).
 
     Args:
       key: a PRNG key (or an int seed).

@@ -35,9 +35,10 @@ def sample_token(
 
     temperature = 0 is greedy (argmax; no key needed). Otherwise the token is drawn from
     p ∝ exp(z / T) restricted to the ``top_k`` largest logits (all of them for None; ties
-    at the k-th value are kept), with the explicit ``key``. A row of logits holding a NaN
-    gives −1 — no token, outside every vocabulary — never an arbitrary valid one (fed
-    back to ``generate``, its embedding is a NaN row, so what follows is −1 too).
+    at the k-th value are kept), with the explicit ``key``. A row of logits holding a NaN,
+    or −inf everywhere (every token masked: softmax is 0/0), gives −1 — no token, outside
+    every vocabulary — never an arbitrary valid one (fed back to ``generate``, its
+    embedding is a NaN row, so what follows is −1 too).
 
     Args:
       logits: (..., vocab) scores.
@@ -46,7 +47,7 @@ def sample_token(
       top_k: None or an int in [1, vocab].
 
     Returns:
-      int32 token ids (...); −1 where the logits have a NaN.
+      int32 token ids (...); −1 where the logits have a NaN or are all −inf.
 
     Examples:
       >>> z = jnp.log(jnp.array([[0.1, 0.6, 0.3]]))
@@ -68,8 +69,10 @@ def sample_token(
 
 
 def _no_token_for_nan(logits: jax.Array, token: jax.Array) -> jax.Array:
-    """−1 (no token: outside every vocabulary) where a row of logits has a NaN."""
-    return jnp.where(jnp.any(jnp.isnan(logits), axis=-1), -1, token).astype(jnp.int32)
+    """−1 (no token: outside every vocabulary) where a row of logits has a NaN or is all
+    −inf (argmax and categorical would give token 0 there, as if it were drawn)."""
+    undefined = jnp.any(jnp.isnan(logits), axis=-1) | jnp.all(logits == -jnp.inf, axis=-1)
+    return jnp.where(undefined, -1, token).astype(jnp.int32)
 
 
 def _greedy(logits: jax.Array) -> jax.Array:

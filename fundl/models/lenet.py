@@ -31,6 +31,7 @@ def lenet5(
     pool: str = "max",
     batch_norm: bool = False,
     dropout: float = 0.0,
+    c1_padding: str = "SAME",
     input_shape: tuple[int, int, int] | None = (28, 28, 1),
 ) -> Sequential:
     """LeNet-5 for 28×28 images: 61,706 parameters for one input channel and 10 classes.
@@ -48,10 +49,13 @@ def lenet5(
     ========  ===============================  ===========  ===========
 
     The paper pads MNIST's 28×28 digits to 32×32 and uses VALID convolutions; a SAME
-    first convolution on the 28×28 image is the same network. Its tanh and trainable
-    subsampling become ``activation`` (ReLU, as the notes draw it; "tanh" for the
-    original) and max (or "avg") pooling, and C3 connects every map (the paper's sparse
-    connection table was an engineering economy of 1998).
+    first convolution on the 28×28 image is the same network. On a 32×32 image (CIFAR)
+    that network is ``c1_padding="VALID"``: C1 gives 28×28×6 and the table holds from
+    S2 on (62,006 parameters for 3 channels). The default SAME C1 on 32×32 keeps 32×32,
+    so C5 sees 6×6×16 = 576 features (83,126 parameters for 3 channels). The paper's
+    tanh and trainable subsampling become ``activation`` (ReLU, as the notes draw it;
+    "tanh" for the original) and max (or "avg") pooling, and C3 connects every map (the
+    paper's sparse connection table was an engineering economy of 1998).
 
     Args:
       num_classes: output units (logits; pair with ``softmax_cross_entropy``).
@@ -61,8 +65,10 @@ def lenet5(
         activation (the convs and dense layers then drop their bias); the model then
         has state.
       dropout: a ``Dropout`` of this rate after each hidden dense layer (0: none).
+      c1_padding: "SAME" (28×28 input, the default) or "VALID" (the paper's 32×32 input).
       input_shape: one image's (H, W, C), so ``init(key)`` needs no shape; None to give
-        it to ``init``. Other sizes work as long as C3 fits (H, W ≥ 10).
+        it to ``init``. Other sizes work as long as S4 keeps a pixel: H, W ≥ 12 with a
+        SAME C1, ≥ 16 with a VALID one.
 
     Examples:
       >>> model = fundl.models.lenet5()
@@ -76,6 +82,7 @@ def lenet5(
     check_choice("lenet5", "pool", pool, ("max", "avg"))
     check_bool("lenet5", "batch_norm", batch_norm)
     check_number("lenet5", "dropout", dropout, low=0.0, high=1.0, high_open=True)
+    check_choice("lenet5", "c1_padding", c1_padding, ("SAME", "VALID"))
     act = activations.get(activation)
     w_init = default_w_init(act)
     Pool = MaxPool2D if pool == "max" else AvgPool2D
@@ -85,7 +92,7 @@ def lenet5(
         return [layer, BatchNorm(), act] if batch_norm else [layer, act]
 
     layers = [
-        *unit(Conv2D(6, 5, padding="SAME", use_bias=bias, w_init=w_init)),
+        *unit(Conv2D(6, 5, padding=c1_padding, use_bias=bias, w_init=w_init)),
         Pool(2),
         *unit(Conv2D(16, 5, use_bias=bias, w_init=w_init)),
         Pool(2),

@@ -83,7 +83,9 @@ def vgg(
       the ``Sequential`` model: NHWC images (batch, H, W, C) -> logits (batch, num_classes).
 
     Raises:
-      ValueError: for an unknown config name or blocks that are not (channels, n_convs).
+      ValueError: for an unknown config name, blocks that are not (channels, n_convs), or
+        hidden widths that are not positive ints.
+      TypeError: for hidden widths that are not a tuple (or list).
 
     Examples:
       Shapes only (``expected_params`` traces ``init``; nothing is drawn):
@@ -103,6 +105,12 @@ def vgg(
     if not blocks or any(len(block) != 2 for block in blocks):
         raise ValueError(f"vgg: config must be (channels, n_convs) pairs, got {config!r}")
     check_int("vgg", "num_classes", num_classes)
+    if not isinstance(hidden, (tuple, list)):
+        raise TypeError(
+            f"vgg: hidden must be the widths of the dense layers, a tuple of ints such as "
+            f"(4096, 4096) (() for none), got {hidden!r}"
+        )
+    hidden = tuple(check_int("vgg", "hidden", width) for width in hidden)
     check_number("vgg", "dropout", dropout, low=0.0, high=1.0, high_open=True)
     layers: list[Any] = [vgg_block(c, n, batch_norm=batch_norm) for c, n in blocks]
     layers.append(Flatten())

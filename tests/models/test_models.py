@@ -4,6 +4,8 @@ Counts and shapes come from ``jax.eval_shape`` (tracing, no compiling), so even 
 138 M parameters cost no memory. The numeric checks run tiny configurations.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -38,8 +40,10 @@ def _shapes(model, input_shape=None):
         # Szegedy et al. 2015, block 3a on 28×28×192: 163,696 counted by hand (the paper's
         # table gives 159 K, without biases and rounded)
         (lambda: models.inception_block(64, 96, 128, 16, 32, 32), (28, 28, 192), 163_696),
+        # the paper's own 32×32 input with a VALID C1 (3 channels: C1 has 456 parameters)
+        (lambda: models.lenet5(c1_padding="VALID", input_shape=(32, 32, 3)), None, 62_006),
     ],
-    ids=["lenet5", "resnet20", "resnet56", "vgg16", "inception3a"],
+    ids=["lenet5", "resnet20", "resnet56", "vgg16", "inception3a", "lenet5-32x32-valid"],
 )
 def test_parameter_count_matches_the_published_figure(build, input_shape, expected):
     params, _ = _shapes(build(), input_shape)
@@ -69,7 +73,7 @@ def test_stage_widths_and_strides_shape_the_resnet():
     assert shapes[-1] == (10,)
 
 
-def _lenet_by_hand(params, x):
+def _lenet_by_hand(params, x, c1_padding="SAME"):
     """LeNet-5 written directly in lax, as an independent reference of the composition."""
 
     def conv(x, p, padding):
@@ -81,7 +85,7 @@ def _lenet_by_hand(params, x):
     def pool(x):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
-    x = pool(jax.nn.relu(conv(x, params["conv1"], "SAME")))
+    x = pool(jax.nn.relu(conv(x, params["conv1"], c1_padding)))
     x = pool(jax.nn.relu(conv(x, params["conv2"], "VALID")))
     x = x.reshape(x.shape[0], -1)
     for name in ("dense1", "dense2"):
@@ -100,6 +104,22 @@ def test_lenet5_computes_what_its_table_says(x64):
             rtol=1e-10,
             atol=1e-12,
         )
+
+
+def test_lenet5_on_32x32_shapes_follow_the_c1_padding():
+    # SAME keeps 32×32, so C5 sees 6×6×16; VALID is the paper's 32×32 network (5×5×16)
+    for padding, features in (("SAME", 6 * 6 * 16), ("VALID", 5 * 5 * 16)):
+        model = models.lenet5(c1_padding=padding, input_shape=(32, 32, 3))
+        params, _ = _shapes(model)
+        assert params["dense1"]["W"].shape == (120, features)
+        x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+        by_hand = jax.eval_shape(functools.partial(_lenet_by_hand, c1_padding=padding), params, x)
+        assert jax.eval_shape(model.apply, params, x).shape == by_hand.shape == (2, 10)
+    # the smallest sizes the docstring allows: S4 keeps one pixel
+    assert models.lenet5(input_shape=(12, 12, 1)).output_shape((12, 12, 1)) == (10,)
+    assert models.lenet5(c1_padding="VALID").output_shape((16, 16, 1)) == (10,)
+    with pytest.raises(ValueError, match="MaxPool2D"):
+        models.lenet5(input_shape=(11, 11, 1)).output_shape((11, 11, 1))
 
 
 def test_a_small_resnet_gradient_by_hand_equals_autodiff_in_training_mode(x64):
@@ -132,14 +152,22 @@ def test_a_small_resnet_gradient_by_hand_equals_autodiff_in_training_mode(x64):
         (lambda: models.resnet_cifar(20, widths=(16, 32)), r"resnet_cifar: widths must be .*three"),
         (lambda: models.resnet_cifar(20, widths=(16, 0, 64)), r"resnet_cifar: widths must be"),
         (lambda: models.vgg("vgg17"), r"vgg: unknown config 'vgg17'"),
+        (lambda: models.vgg(hidden=(64, 0)), r"vgg: hidden must be a positive integer, got 0"),
         (lambda: models.lenet5(pool="sum"), r"lenet5: pool"),
         (lambda: models.lenet5(dropout=1.5), r"lenet5: dropout"),
+        (lambda: models.lenet5(c1_padding="same"), r"lenet5: c1_padding must be one of 'SAME'"),
         (lambda: models.inception_block(4, 3, 0, 2, 2, 2), r"inception_block: c3"),
     ],
 )
 def test_bad_configs_are_refused_when_built(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_vgg_hidden_must_be_a_tuple_of_widths():
+    # an int was iterated over: "TypeError: 'int' object is not iterable", naming nothing
+    with pytest.raises(TypeError, match=r"vgg: hidden must be .* a tuple of ints .*got 4096"):
+        models.vgg(hidden=4096)
 
 
 def test_a_block_that_changes_channels_without_projection_says_so():

@@ -116,6 +116,13 @@ def test_a_nan_row_of_logits_gives_no_token_not_an_arbitrary_one():
         assert int(tokens[0]) == -1 and 0 <= int(tokens[1]) < 3
 
 
+def test_a_row_of_all_minus_inf_logits_gives_no_token_not_token_zero():
+    # every token masked: softmax is 0/0; argmax and categorical both gave token 0
+    logits = jnp.array([[-jnp.inf, -jnp.inf, -jnp.inf], [-jnp.inf, 0.2, -jnp.inf]])
+    for options in ({"temperature": 0.0}, {"temperature": 1.0, "key": 0, "top_k": 2}):
+        assert sample_token(logits, **options).tolist() == [-1, 1]
+
+
 def test_sampled_generation_is_deterministic_per_key_and_differs_across_keys():
     lm = _lm(num_layers=1)
     params = lm.init(jax.random.key(0))
