@@ -43,6 +43,11 @@ def basic_block(channels: int, stride: int = 1, *, projection: bool = False) -> 
     check_int("basic_block", "channels", channels)
     check_int("basic_block", "stride", stride)
     check_bool("basic_block", "projection", projection)
+    if stride > 1 and not projection:
+        raise ValueError(
+            f"basic_block: stride {stride} changes H and W, so the shortcut needs a "
+            "projection: pass projection=True"
+        )
     body = Sequential(
         [
             Conv2D(channels, 3, stride=stride, padding=1, use_bias=False),

@@ -10,7 +10,10 @@ notes' column matrices appear transposed: A^[l] is (m, n^[l])):
     dZ^[l-1] = dA^[l-1] ⊙ g'^[l-1](Z^[l-1])
 
 dZ is per example (the 1/m is applied in dW and db), as in the notes. The result
-equals ``jax.grad`` of the mean loss.
+equals ``jax.grad`` of the mean loss. (For cross-entropy the output rule is, exactly,
+dZ^[L] = A^[L] Σ_k Y_k − Y, which is A^[L] − Y for one-hot rows: soft targets that do
+not sum to one, and under ``jit`` an out-of-range label's zero row, keep ``jax.grad``'s
+gradient.)
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from fundl import activations, losses
+from fundl._validate import check_bool
 from fundl.nn.activation import Activation
-from fundl.nn.dense import Dense, dense
+from fundl.nn.base import check_params
 from fundl.nn.combinators import Sequential
+from fundl.nn.dense import Dense, dense
 from fundl.rules import Primitive
 
 __all__ = ["LayerTrace", "backprop"]
@@ -84,6 +89,29 @@ def _units(model: Any) -> list[_Unit]:
     return units
 
 
+def _check_names(units: list[_Unit], params: Any) -> None:
+    """Refuse a params tree with entries that are not dense layers of the model."""
+    if not isinstance(params, dict):
+        raise TypeError(f"backprop: params must be a dict {{layer name: params}}, got {params!r}")
+    names = [unit.name for unit in units]
+    extra = sorted(set(params) - set(names), key=str)
+    if extra:
+        raise ValueError(
+            f"backprop: params has {', '.join(map(repr, extra))}, which is not a layer of this "
+            f"model (its dense layers: {', '.join(names)}); are these another model's parameters?"
+        )
+
+
+def _check_layer(unit: _Unit, layer: Any, A_prev: jax.Array) -> None:
+    """Refuse what ``model.apply`` refuses: a wrong input, another model's params."""
+    try:
+        if isinstance(layer, dict) and "W" in layer:  # a wrong input width, said as such
+            dense.check(A_prev, layer["W"], layer.get("b") if unit.dense.use_bias else None)
+        check_params(unit.dense, layer, jnp.shape(A_prev))
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"backprop: {unit.name}: {error}") from error
+
+
 def _through_activation(activation: Activation | None, Z: jax.Array, dA: jax.Array) -> jax.Array:
     """dZ = dA ⊙ g'(Z); for softmax-like g, the hand-written VJP of g."""
     if activation is None:
@@ -106,10 +134,14 @@ def _output_dZ(
             loss.check(A, y, **loss.options())
         link = _FUSED[key]
         prediction = A if link is None else link.reference(Z)
-        if jnp.issubdtype(jnp.result_type(y), jnp.integer):
-            y = jax.nn.one_hot(y, A.shape[-1], dtype=A.dtype)
-        terms = m if loss in _CATEGORICAL else A.size  # how many terms the mean averages
-        return (prediction - y) * (m / terms), None
+        if loss in _CATEGORICAL:
+            if jnp.issubdtype(jnp.result_type(y), jnp.integer):  # labels; out of range: 0 rows
+                y = jax.nn.one_hot(y, A.shape[-1], dtype=A.dtype)
+            # the loss −Σ_k y_k log softmax(z)_k has dz = softmax(z) Σ_k y_k − y: Ŷ − Y for
+            # one-hot rows, exact for soft targets and (as the loss's rule) 0 for a zero row
+            return prediction * jnp.sum(y, axis=-1, keepdims=True) - y, None
+        # binary targets, 0/1 integers included, are values of Y itself (never one-hot)
+        return (prediction - y.astype(A.dtype)) * (m / A.size), None  # the mean's 1/(m k)
     _, pullback = loss.vjp(A, y)
     dA = m * pullback(jnp.ones((), A.dtype))[0]
     return _through_activation(unit.activation, Z, dA), dA
@@ -135,8 +167,9 @@ def backprop(
       loss: a fundl loss (mean reduction), e.g. ``fundl.losses.binary_cross_entropy``.
         The fused pairs (sigmoid + ``binary_cross_entropy``, softmax +
         ``categorical_cross_entropy``, a linear output + ``*_with_logits`` /
-        ``softmax_cross_entropy``) start from dZ^[L] = Ŷ − Y; any other loss starts
-        from its own hand-written rule, dA^[L] = m ∂L/∂A^[L].
+        ``softmax_cross_entropy``) start from dZ^[L] = Ŷ − Y (Ŷ Σ_k Y_k − Y for the
+        categorical ones); any other loss starts from its own hand-written rule,
+        dA^[L] = m ∂L/∂A^[L].
       return_intermediates: also return one :class:`LayerTrace` per dense layer.
 
     Returns:
@@ -144,8 +177,10 @@ def backprop(
       from layer 1 to L.
 
     Raises:
-      TypeError: for a model that is not such a ``Sequential``, or a loss that is not a
-        fundl loss.
+      TypeError: for a model that is not such a ``Sequential``, a loss that is not a
+        fundl loss, or integer inputs.
+      ValueError: for inputs that are not (m, n^[0]) with m ≥ 1, or params that are not
+        what ``model.init`` makes for them (another model's; the layer and leaf named).
 
     Examples:
       The notes' algorithm gives ``jax.grad``'s gradients:
@@ -174,15 +209,20 @@ def backprop(
     units = _units(model)
     if not isinstance(loss, Primitive):
         raise TypeError(f"backprop: loss must be a fundl loss (a primitive), got {loss!r}")
-    if jnp.ndim(x) != 2:
-        raise ValueError(f"backprop: expected inputs of shape (m, n_0), got shape {jnp.shape(x)}")
+    check_bool("backprop", "return_intermediates", return_intermediates)
+    if jnp.ndim(x) != 2 or jnp.shape(x)[0] == 0:
+        raise ValueError(
+            f"backprop: expected inputs of shape (m, n_0) with m ≥ 1, got shape {jnp.shape(x)}"
+        )
+    _check_names(units, params)
     m = x.shape[0]
 
     # Forward, caching A^[l-1], Z^[l], A^[l].
     cache = []
     A = x
     for unit in units:
-        layer = params[unit.name]
+        layer = params.get(unit.name, {})
+        _check_layer(unit, layer, A)
         Z = dense.reference(A, layer["W"], layer.get("b"))
         A_next = Z if unit.activation is None else unit.activation.apply({}, Z)
         cache.append((A, Z, A_next))

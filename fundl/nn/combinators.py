@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl import activations, initializers
-from fundl._validate import as_key, check_bool, check_choice
+from fundl._validate import as_key, check_bool, check_choice, check_int
 from fundl.nn.activation import Activation
 from fundl.nn.base import Layer, split_key
 from fundl.nn.dense import Dense
@@ -45,6 +45,24 @@ def _as_layer(owner: str, layer: Any, position: Any) -> Any:
             "an activation name or a primitive"
         )
     return layer
+
+
+def _as_shape(owner: str, shape: Any) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints; a float dim (2.7) is refused, not truncated."""
+    try:
+        if isinstance(shape, (str, bytes)):
+            raise TypeError
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(
+            f"{owner}: input_shape must be a tuple of ints, e.g. (784,), got {shape!r}"
+        ) from None
+    try:
+        return tuple(check_int(owner, "input_shape", d, low=0) for d in shape)
+    except ValueError:
+        raise ValueError(
+            f"{owner}: input_shape must be a tuple of non-negative ints, got {tuple(shape)!r}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -142,8 +160,17 @@ class Sequential(_Container):
             raise TypeError(f"Sequential: expected a list of layers, got {layers!r}")
         checked = tuple(_as_layer("Sequential", l, i) for i, l in enumerate(layers))
         object.__setattr__(self, "layers", checked)
-        shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        shape = None if input_shape is None else _as_shape("Sequential", input_shape)
         object.__setattr__(self, "input_shape", shape)
+        names = self.names
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                j = names.index(name)
+                raise ValueError(
+                    f"Sequential: layers {j} ({checked[j]!r}) and {i} ({checked[i]!r}) would both "
+                    f"be named {name!r} (a kind and a count); give the layer class a kind that "
+                    "does not end in a digit"
+                )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -167,7 +194,7 @@ class Sequential(_Container):
                     "model with Sequential(..., input_shape=...)"
                 )
             return self.input_shape
-        return tuple(int(d) for d in input_shape)
+        return _as_shape("Sequential.init", input_shape)
 
     def init(self, key: Any, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
         """Create the parameters: ``{layer name: layer params}`` for layers that have any.
@@ -322,7 +349,12 @@ class Residual(_FanOut):
         out = tuple(self.block.output_shape(shape))
         shortcut = shape if self.projection is None else tuple(self.projection.output_shape(shape))
         if out != shortcut:
-            fix = "projection=Dense(n)" if self.projection is None else "another projection"
+            fix = (
+                "a projection= layer mapping the input to the block's output shape: "
+                "Dense(n) for features, a 1×1 Conv2D with the block's stride for images"
+                if self.projection is None
+                else "another projection"
+            )
             raise ValueError(
                 f"Residual: the block maps inputs of shape {shape} to {out}, but the shortcut "
                 f"gives {shortcut}; they must match to be added (pass {fix})"

@@ -173,9 +173,16 @@ class LearnedPositionalEmbedding(Layer):
         return length, d
 
     def init(self, key: Any, input_shape: tuple[int, ...]) -> dict[str, jax.Array]:
-        """``{"P": (max_length, d)}`` for inputs (..., L, d)."""
+        """``{"P": (max_length, d)}`` for inputs (..., L, d).
+
+        Only d matters: a 1-D ``input_shape`` is taken as (d,) — one sequence (L, d) less
+        its first dim, as ``check_params`` passes it — so an unbatched (L, d) input works.
+        """
         key = as_key("LearnedPositionalEmbedding.init", key)
-        _, d = self._length(input_shape)
+        if len(input_shape) == 1 and input_shape[0] > 0:
+            d = int(input_shape[0])
+        else:
+            _, d = self._length(input_shape)
         return {"P": self.w_init(key, (self.max_length, d), self.param_dtype)}
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -234,16 +241,19 @@ def _rotate(x, cos, sin):
 def rotary(x, positions, *, base=10000.0):
     """Rotary position embedding: rotate feature pairs of x by the angles p θ_i.
 
-    With the half-split pairing (GPT-NeoX, LLaMA): for i < d/2 the pair
+    With the half-split pairing (GPT-NeoX, Hugging Face's LLaMA): for i < d/2 the pair
     (x_i, x_{i+d/2}) at position p is rotated by p θ_i, θ_i = base^(−2i/d):
 
         y_i = x_i cos(p θ_i) − x_{i+d/2} sin(p θ_i),
         y_{i+d/2} = x_{i+d/2} cos(p θ_i) + x_i sin(p θ_i).
 
-    Then R(p)q · R(p')k = q · R(p' − p)k: the score depends on the positions only
-    through their difference. Backward: a rotation is orthogonal, its transpose is the
-    rotation by −θ, so dx = R(−pθ) g; positions get no gradient. Saves the positions
-    alone (cos and sin are recomputed).
+    (RoFormer and Meta's LLaMA code pair adjacent features (x_{2i}, x_{2i+1}) instead:
+    the same rotation of the features permuted, so weights trained with one pairing
+    need their q and k rows permuted for the other.) Then R(p)q · R(p')k =
+    q · R(p' − p)k: the score depends on the positions only through their difference.
+    Backward: a rotation is orthogonal, its transpose is the rotation by −θ, so
+    dx = R(−pθ) g; positions get no gradient. Saves the positions alone (cos and sin
+    are recomputed).
 
     Args:
       x: (..., L, d), d even (per head: q or k of shape (batch, heads, L, d_h)).

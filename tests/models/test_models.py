@@ -157,6 +157,7 @@ def test_a_small_resnet_gradient_by_hand_equals_autodiff_in_training_mode(x64):
         (lambda: models.lenet5(dropout=1.5), r"lenet5: dropout"),
         (lambda: models.lenet5(c1_padding="same"), r"lenet5: c1_padding must be one of 'SAME'"),
         (lambda: models.inception_block(4, 3, 0, 2, 2, 2), r"inception_block: c3"),
+        (lambda: models.basic_block(8, 2), r"basic_block: stride 2 .* pass projection=True"),
     ],
 )
 def test_bad_configs_are_refused_when_built(build, message):

@@ -129,8 +129,76 @@ def test_errors():
     with pytest.raises(TypeError, match=r"backprop: loss must be a fundl loss \(a primitive\)"):
         backprop(model, params, x, x[:, :1], lambda a, b: jnp.mean((a - b) ** 2))
     with pytest.raises(
-        ValueError, match=r"backprop: expected inputs of shape \(m, n_0\), got shape \(2,\)"
+        ValueError,
+        match=r"backprop: expected inputs of shape \(m, n_0\) with m ≥ 1, got shape \(2,\)",
     ):
         backprop(model, params, jnp.ones(2), x, losses.mse)
     with pytest.raises(ValueError, match=r"softmax_cross_entropy: labels must be in \[0, 1\)"):
         backprop(model, params, x, jnp.array([0, 1, 0, 0]), losses.softmax_cross_entropy)
+
+
+def test_binary_cross_entropy_takes_integer_targets_as_values():
+    """0/1 integer targets are values of Y (the loss takes them), never one-hot labels: the
+    one-hot made W's gradient (k, m, n) and b's (m, k), silently."""
+    x, ky = _data(m=6)
+    y = jax.random.bernoulli(ky, 0.5, (6, 3)).astype(jnp.int32)
+    for out, loss in [
+        ("sigmoid", losses.binary_cross_entropy),
+        (None, losses.binary_cross_entropy_with_logits),
+    ]:
+        model = mlp([2, 4, 3], "relu", out)
+        params = model.init(jax.random.key(1))
+        manual = backprop(model, params, x, y, loss)
+        y_float = y.astype(jnp.float32)  # the same targets, as floats
+        auto = jax.grad(lambda p, m=model, f=loss, t=y_float: f(m.apply(p, x), t))(params)
+        chex.assert_trees_all_close(manual, auto, rtol=2e-5, atol=1e-7)
+
+
+def test_cross_entropy_output_rule_keeps_soft_targets_and_dropped_labels(x64):
+    """dZ^[L] = Ŷ Σ_k Y_k − Y (the losses' own rule): targets that do not sum to one, and
+    under jit an out-of-range label (loss NaN, gradient dropped) agree with jax.grad."""
+    x = jax.random.normal(jax.random.key(0), (4, 2))
+    soft = jnp.array([[0.5, 0.7], [1.0, 0.0], [0.2, 0.2], [0.0, 1.0]])
+    labels = jnp.array([0, 1, 5, 1])  # 5 is out of range: only readable as such outside jit
+    for out, loss in [
+        (None, losses.softmax_cross_entropy),
+        ("softmax", losses.categorical_cross_entropy),
+    ]:
+        model = mlp([2, 3, 2], "relu", out)
+        params = model.init(jax.random.key(1))
+
+        def auto(p, y, x=x, model=model, loss=loss):
+            return jax.grad(lambda p: loss(model.apply(p, x), y))(p)
+
+        with x64():
+            p64, x64_, soft64 = jax.tree.map(lambda a: a.astype(jnp.float64), (params, x, soft))
+            manual = backprop(model, p64, x64_, soft64, loss)
+            expected = auto(p64, soft64, x=x64_)
+            chex.assert_trees_all_close(manual, expected, rtol=1e-12, atol=1e-15)
+        manual = jax.jit(backprop, static_argnums=(0, 4))(model, params, x, labels, loss)
+        chex.assert_trees_all_close(manual, jax.jit(auto)(params, labels), rtol=2e-5, atol=1e-7)
+
+
+def test_inputs_and_params_are_checked_as_apply_checks_them():
+    model = mlp([2, 3, 1])
+    params = model.init(jax.random.key(0))
+    x, y = jnp.ones((4, 2)), jnp.ones((4, 1))
+    other = mlp([2, 5, 1]).init(jax.random.key(0))  # ran silently, with 5 hidden units
+    with pytest.raises(
+        ValueError, match=r"backprop: dense1: Dense\(3\): params\['W'\] has shape \(5, 2\)"
+    ):
+        backprop(model, other, x, y, losses.mse)
+    with pytest.raises(ValueError, match=r"backprop: dense2: .*missing params\['W'\]"):
+        backprop(model, {"dense1": params["dense1"]}, x, y, losses.mse)  # was a KeyError
+    with pytest.raises(ValueError, match=r"backprop: params has 'dense3', which is not a layer"):
+        backprop(model, {**params, "dense3": params["dense2"]}, x, y, losses.mse)
+    with pytest.raises(
+        ValueError, match=r"backprop: dense1: dense: expected input with last dim 2 .* \(4, 3\)"
+    ):
+        backprop(model, params, jnp.ones((4, 3)), y, losses.mse)  # was JAX's dot_general error
+    with pytest.raises(TypeError, match=r"backprop: dense1: dense: expected a floating-point"):
+        backprop(model, params, jnp.ones((4, 2), jnp.int32), y, losses.mse)
+    with pytest.raises(ValueError, match=r"backprop: expected inputs .* m ≥ 1, got shape \(0, 2\)"):
+        backprop(model, params, jnp.ones((0, 2)), y[:0], losses.mse)  # was ZeroDivisionError
+    with pytest.raises(ValueError, match=r"backprop: return_intermediates must be True or False"):
+        backprop(model, params, x, y, losses.mse, return_intermediates="yes")

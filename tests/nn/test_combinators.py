@@ -212,7 +212,8 @@ def test_container_errors():
     with pytest.raises(
         ValueError,
         match=r"Residual: the block maps inputs of shape \(4,\) to \(3,\), but the shortcut "
-        r"gives \(4,\); they must match to be added \(pass projection=Dense\(n\)\)",
+        r"gives \(4,\); they must match to be added \(pass a projection= layer mapping the input "
+        r"to the block's output shape: Dense\(n\) for features, a 1×1 Conv2D",
     ):
         Residual(Dense(3)).init(0, (4,))
     with pytest.raises(
@@ -237,3 +238,21 @@ def test_container_errors():
         model.apply_with_state(params, {**state, "batch_norm7": {}}, jnp.ones((4, 3)))
     with pytest.raises(ValueError, match=r"Sequential.apply: train must be True or False, got 1"):
         model.apply_with_state(params, state, jnp.ones((4, 3)), train=1)
+
+
+def test_input_shape_dims_must_be_ints_and_layer_names_unique():
+    """A float dim was truncated (2.7 -> 2); a kind ending in a digit could take another
+    layer's name ("dense1" + 1 = "dense" + 11), and the two shared one params entry."""
+    with pytest.raises(ValueError, match=r"Sequential: input_shape must be a tuple of non-neg"):
+        Sequential([Dense(3)], input_shape=(2.7,))
+    with pytest.raises(ValueError, match=r"Sequential.init: input_shape .* got \(4.9,\)"):
+        Sequential([Dense(3)]).init(0, (4.9,))
+    with pytest.raises(TypeError, match=r"Sequential: input_shape must be a tuple of ints"):
+        Sequential([Dense(3)], input_shape=4)
+    assert Sequential([Dense(3)], input_shape=np.array([2])).input_shape == (2,)
+
+    class DenseOne(Dense):
+        kind = "dense1"
+
+    with pytest.raises(ValueError, match=r"layers 10 \(Dense\(2\)\) and 11 .* named 'dense11'"):
+        Sequential([Dense(2)] * 11 + [DenseOne(2)])

@@ -86,3 +86,17 @@ def test_bad_input_names_the_layer_and_shapes():
         ValueError, match=r"SinusoidalPositionalEncoding\(\): expected an input .*L > 0"
     ):
         SinusoidalPositionalEncoding().apply({}, jnp.ones((2, 0, 4)))
+
+
+def test_learned_table_takes_one_unbatched_sequence():
+    """(L, d), documented, was refused: the params check passed init its (d,) and init read
+    d as L ("got (3,)")."""
+    layer = LearnedPositionalEmbedding(6)
+    params = layer.init(jax.random.key(0), (4, 3))
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    np.testing.assert_allclose(layer.apply(params, x), x + params["P"][:4], atol=1e-7)
+    assert layer.init(jax.random.key(0), (3,))["P"].shape == (6, 3)
+    with pytest.raises(
+        ValueError, match=r"LearnedPositionalEmbedding\(6\): a sequence of length 7 .*\(7, 3\)"
+    ):
+        layer.apply(params, jnp.ones((7, 3)))
