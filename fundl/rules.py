@@ -21,13 +21,14 @@ slope or a reduction name) and are passed to ``fwd`` and ``bwd`` as keywords.
 
 Calling the primitive runs the hand-written rule (``jax.grad`` then uses ``bwd``).
 Inside ``with reference_mode():`` it runs the reference instead, differentiated by
-JAX itself. The mode is read when a function is *traced*: a function that
-``jax.jit`` has already compiled keeps the mode it was traced in.
+JAX itself. The mode is read when a function is *traced*, and it is part of
+``jax.jit``'s cache key: a jitted function called in the other mode is traced again.
 
 Reverse mode (``grad``, ``vjp``, ``jacrev``), grad of grad and ``hessian``, ``vmap``,
 ``jit`` and ``scan`` work in both modes; forward mode alone (``jvp``, ``jacfwd``,
 ``linearize``) needs ``reference_mode()``, because a ``jax.custom_vjp`` has no
-forward rule. The table in docs/gradient-verification.md, checked by a test, lists
+forward rule (``jvp`` and ``jacfwd`` raise a ``TypeError`` saying so; ``linearize``
+fails with JAX's own error when its linear function is applied). The table in docs/gradient-verification.md, checked by a test, lists
 each transformation.
 """
 
