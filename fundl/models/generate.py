@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl._validate import as_key, check_int, check_label_range, check_number
+from fundl.nn.base import check_params
 from fundl.tree import accumulation_dtype
 
 __all__ = ["generate", "sample_token"]
@@ -190,6 +191,7 @@ def generate(
     if not greedy and key is None:
         raise ValueError(f"{name}: temperature {temperature} > 0 samples and needs a key=...")
     key = jax.random.key(0) if greedy else as_key(name, key)
+    check_params(model, params, jnp.shape(prompt))  # before the cache takes their dtype
     return _generate(
         model,
         params,

@@ -27,6 +27,7 @@ from fundl._validate import (
     check_int,
     check_number,
     check_param_dtype,
+    is_floating_dtype,
 )
 from fundl.nn.base import Layer, check_params, check_state
 from fundl.nn.dense import dense
@@ -109,6 +110,8 @@ class TransformerLM(Layer):
         check_bool(name, "tie_embeddings", self.tie_embeddings)
         check_choice(name, "positional", self.positional, POSITIONAL)
         check_bool(name, "norm_first", self.norm_first)
+        eps = check_number(name, "eps", self.eps, low=0.0, low_open=True)
+        object.__setattr__(self, "eps", eps)
         check_param_dtype(name, self.param_dtype)
         if self.d_model % self.num_heads:
             raise ValueError(f"{name}: {self.num_heads} heads do not divide d_model {self.d_model}")
@@ -236,14 +239,49 @@ class TransformerLM(Layer):
 
     def init_cache(self, batch: int | tuple[int, ...], *, dtype: Any = None) -> dict:
         """An empty key/value cache for ``decode``: ``{"block{i}": {"k", "v"}}``, each
-        (*batch, heads, max_length, d_model / heads), in ``dtype`` (the params' by default)."""
-        batch = (batch,) if isinstance(batch, (int, np.integer)) else tuple(batch)
+        (*batch, heads, max_length, d_model / heads), in ``dtype`` (the params' by default).
+
+        ``batch`` is a positive int or a tuple of them (the token ids' leading dims);
+        ``dtype`` a floating dtype (``ValueError`` otherwise).
+        """
+        name = f"{self!r}.init_cache"
+        try:
+            given = batch
+            batch = (batch,) if isinstance(batch, (int, np.integer)) else tuple(batch)
+            batch = tuple(check_int(name, "batch", n) for n in batch)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name}: batch must be a positive int or a tuple of them (the token ids' "
+                f"leading dims), got {given!r}"
+            ) from None
         dtype = self.param_dtype if dtype is None else dtype
+        if not is_floating_dtype(dtype):
+            raise ValueError(f"{name}: dtype must be a floating dtype, got {dtype!r}")
         block = self.block
         return {
             f"block{i}": block.init_cache(batch, self.max_length, self.d_model, dtype)
             for i in range(self.num_layers)
         }
+
+    def _check_cache(self, cache: Any, batch: tuple[int, ...]) -> None:
+        """``cache`` must be what ``init_cache(batch)`` makes (any floating dtype)."""
+        expected = jax.eval_shape(lambda: self.init_cache(batch))
+        ok = isinstance(cache, dict) and set(cache) == set(expected)
+        for block in expected if ok else ():
+            entry = cache[block]
+            ok = ok and isinstance(entry, dict) and set(entry) == {"k", "v"}
+            for kv in ("k", "v") if ok else ():
+                shape = jnp.shape(entry[kv])
+                ok = ok and shape == expected[block][kv].shape
+                ok = ok and is_floating_dtype(jnp.result_type(entry[kv]))
+        if not ok:
+            spec = expected["block0"]["k"].shape
+            raise ValueError(
+                f"{self!r}: expected the cache init_cache({batch if len(batch) > 1 else batch[0]}) "
+                f"makes for token ids of batch dims {batch}: {{'block0' .. 'block"
+                f"{self.num_layers - 1}': {{'k', 'v'}}}}, each floating of shape {spec}; got "
+                f"{jax.tree.map(jnp.shape, cache) if isinstance(cache, dict) else type(cache).__name__}"
+            )
 
     def decode(
         self, params: dict, cache: dict, tokens: jax.Array, position: Any
@@ -260,6 +298,7 @@ class TransformerLM(Layer):
         """
         length = self._check_tokens(tokens, "new token ids")
         check_params(self, params, jnp.shape(tokens))
+        self._check_cache(cache, jnp.shape(tokens)[:-1])
         position = check_cache_position(self, position, length, self.max_length)
         positions = position + jnp.arange(length)
         h = self._embed(params, tokens, jnp.minimum(positions, self.max_length - 1))

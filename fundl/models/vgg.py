@@ -101,7 +101,10 @@ def vgg(
         if config not in VGG_CONFIGS:
             raise ValueError(f"vgg: unknown config {config!r}; known: {sorted(VGG_CONFIGS)}")
         config = VGG_CONFIGS[config]
-    blocks = tuple(tuple(block) for block in config)
+    try:
+        blocks = tuple(tuple(block) for block in config)
+    except TypeError:  # None, a number, or blocks that are numbers
+        blocks = ()
     if not blocks or any(len(block) != 2 for block in blocks):
         raise ValueError(f"vgg: config must be (channels, n_convs) pairs, got {config!r}")
     check_int("vgg", "num_classes", num_classes)

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl import activations
 from fundl.nn.base import Layer, check_state
@@ -41,7 +42,21 @@ class Activation(Layer):
                 f"known names: {', '.join(activations.names())}"
             )
         prim = activations.get(fn)
-        prim.options(**options)  # unknown options raise here, when the model is built
+        full = prim.options(**options)  # unknown options raise here, when the model is built
+        for option, value in options.items():
+            try:
+                hash(value)
+            except TypeError:
+                raise TypeError(
+                    f"Activation({prim.name!r}): option {option}={value!r} must be hashable "
+                    "(a layer is a static argument of jit); pass a number, not a list or array"
+                ) from None
+        if options and prim.check is not None:
+            # the option values are checked now, not at the first apply: the primitive's
+            # own check on a stand-in input (rank enough for any int axis)
+            axis = full.get("axis")
+            rank = abs(axis) + 1 if isinstance(axis, int) and not isinstance(axis, bool) else 1
+            prim.check(np.zeros((1,) * rank, np.float32), **full)
         object.__setattr__(self, "fn", prim)
         object.__setattr__(self, "options", tuple(sorted(options.items())))
 

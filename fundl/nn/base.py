@@ -41,8 +41,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from fundl._validate import as_key
+from fundl._validate import as_key, check_int
 
 __all__ = [
     "Layer",
@@ -115,7 +116,7 @@ class Layer(Protocol):
         Raises ``ValueError`` for a layer with state: use ``apply_with_state`` and keep
         the new state it returns.
         """
-        state = expected_state(self, x.shape)
+        state = expected_state(self, np.shape(x))
         if jax.tree.leaves(state):
             raise ValueError(
                 f"{self!r}: has state ({', '.join(_paths(state))}); call "
@@ -160,6 +161,26 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def as_input_shape(owner: str, input_shape: Any) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of Python ints; else ``TypeError`` naming ``owner``.
+
+    Every layer's ``init`` takes a shape, not a width: ``init(key, 4)`` (for ``(4,)``),
+    None, a string or a float dim (4.0) fails here, not as ``'int' object has no len()``
+    or ``MLIR`` deep inside, nor truncated silently. Ranges (positive dims) are each
+    layer's own check.
+    """
+    try:
+        if isinstance(input_shape, (str, bytes)):
+            raise TypeError
+        shape = tuple(input_shape)
+        return tuple(check_int(owner, "input_shape", d, low=-(2**63)) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{owner}: input_shape must be a tuple of ints (the input's shape, batch dim "
+            f"optional), e.g. (8, 784) or (784,), got {input_shape!r}"
+        ) from None
+
+
 def split_key(key: Any, n: int) -> list[Any]:
     """``n`` keys, one per sublayer (``jax.random.split``); ``n`` Nones without a key.
 
@@ -178,6 +199,7 @@ def split_key(key: Any, n: int) -> list[Any]:
       >>> fundl.nn.split_key(None, 2)
       [None, None]
     """
+    n = check_int("split_key", "n", n, low=0)
     if key is None:
         return [None] * n
     return list(jax.random.split(as_key("apply", key), n))
@@ -217,7 +239,8 @@ def expected_params(layer: Any, input_shape: tuple[int, ...]) -> Any:
       {'W': ShapeDtypeStruct(shape=(3, 2), dtype=float32),
        'b': ShapeDtypeStruct(shape=(3,), dtype=float32)}
     """
-    return _expected(layer, _example_shape(tuple(input_shape)), "params")
+    shape = as_input_shape("expected_params", input_shape)
+    return _expected(layer, _example_shape(shape), "params")
 
 
 def expected_state(layer: Any, input_shape: tuple[int, ...]) -> Any:
@@ -239,7 +262,8 @@ def expected_state(layer: Any, input_shape: tuple[int, ...]) -> Any:
       >>> fundl.nn.expected_state(fundl.nn.Dense(3), (8, 2))
       {}
     """
-    return _expected(layer, _example_shape(tuple(input_shape)), "state")
+    shape = as_input_shape("expected_state", input_shape)
+    return _expected(layer, _example_shape(shape), "state")
 
 
 def _paths(tree: Any) -> dict[str, Any]:

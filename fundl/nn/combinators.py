@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from fundl import activations, initializers
-from fundl._validate import as_key, check_bool, check_choice, check_int
+from fundl._validate import as_key, check_bool, check_choice
 from fundl.nn.activation import Activation
-from fundl.nn.base import Layer, split_key
+from fundl.nn.base import Layer, as_input_shape, split_key
 from fundl.nn.dense import Dense
 from fundl.rules import Primitive
 
@@ -49,20 +49,10 @@ def _as_layer(owner: str, layer: Any, position: Any) -> Any:
 
 def _as_shape(owner: str, shape: Any) -> tuple[int, ...]:
     """A shape as a tuple of non-negative ints; a float dim (2.7) is refused, not truncated."""
-    try:
-        if isinstance(shape, (str, bytes)):
-            raise TypeError
-        shape = tuple(shape)
-    except TypeError:
-        raise TypeError(
-            f"{owner}: input_shape must be a tuple of ints, e.g. (784,), got {shape!r}"
-        ) from None
-    try:
-        return tuple(check_int(owner, "input_shape", d, low=0) for d in shape)
-    except ValueError:
-        raise ValueError(
-            f"{owner}: input_shape must be a tuple of non-negative ints, got {tuple(shape)!r}"
-        ) from None
+    shape = as_input_shape(owner, shape)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{owner}: input_shape must have non-negative dims, got {shape}")
+    return shape
 
 
 @contextlib.contextmanager
@@ -269,6 +259,7 @@ class _FanOut(_Container):
 
     def init(self, key: Any, input_shape: Sequence[int]) -> dict[str, Any]:
         """``{sublayer name: its params}``, each from its own split of the key."""
+        input_shape = _as_shape(f"{type(self).__name__}.init", input_shape)
         self.output_shape(input_shape)  # the sublayers' outputs must combine
         sublayers = self._sublayers()
         keys = jax.random.split(as_key(f"{type(self).__name__}.init", key), len(sublayers))
@@ -282,6 +273,7 @@ class _FanOut(_Container):
 
     def init_state(self, input_shape: Sequence[int]) -> dict[str, Any]:
         """``{sublayer name: its state}`` for the sublayers that have any."""
+        input_shape = _as_shape(f"{type(self).__name__}.init_state", input_shape)
         state = {}
         for name, layer in self._sublayers():
             with _named(name):
@@ -471,7 +463,13 @@ def mlp(
     Examples:
       >>> model = mlp([2, 3, 3, 1], "relu", "sigmoid")   # the notes' 3-layer network
     """
-    sizes = tuple(sizes)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:  # mlp(784): one int, not the list of sizes
+        raise ValueError(
+            f"mlp: sizes must be a list of at least two positive integers (n^[0], ..., "
+            f"n^[L]), e.g. [784, 128, 10], got {sizes!r}"
+        ) from None
     if len(sizes) < 2 or not all(
         isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes
     ):

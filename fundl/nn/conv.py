@@ -36,7 +36,7 @@ from fundl._validate import (
     check_int,
     check_param_dtype,
 )
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.rules import primitive
 
 __all__ = ["Conv1D", "Conv2D", "conv", "conv1d", "conv2d"]
@@ -546,7 +546,7 @@ class _Conv(Layer):
 
     def _spatial_and_channels(self, input_shape: Sequence[int]) -> tuple[tuple[int, ...], int]:
         """((spatial sizes), C_in) of an input shape with or without its batch dim."""
-        shape, n = tuple(int(d) for d in input_shape), self._n
+        shape, n = as_input_shape(repr(self), input_shape), self._n
         if len(shape) not in (n + 1, n + 2) or min(shape, default=0) <= 0:
             raise ValueError(
                 f"{self!r}: expected an input shape {_layout(n)} or {_layout(n, False)}, "

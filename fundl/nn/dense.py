@@ -22,7 +22,7 @@ from fundl._validate import (
     check_int,
     check_param_dtype,
 )
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.rules import primitive
 
 __all__ = ["dense", "Dense"]
@@ -132,6 +132,7 @@ class Dense(Layer):
         ``key`` is a PRNG key or an int seed.
         """
         key = as_key("Dense.init", key)
+        input_shape = as_input_shape("Dense.init", input_shape)
         if len(input_shape) < 1 or input_shape[-1] <= 0:
             raise ValueError(
                 f"Dense: expected an input shape (..., n_in), got {tuple(input_shape)}"

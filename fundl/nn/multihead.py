@@ -33,7 +33,7 @@ from fundl._validate import (
     check_param_dtype,
 )
 from fundl.nn.attention import dot_product_attention
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.nn.position import rotary as rotary_embedding
 
@@ -111,6 +111,7 @@ class MultiHeadAttention(Layer):
     # -- shapes -----------------------------------------------------------------------
 
     def _width(self, input_shape: tuple[int, ...]) -> int:
+        input_shape = as_input_shape(repr(self), input_shape)
         if len(input_shape) < 1 or input_shape[-1] <= 0:
             raise ValueError(
                 f"{self!r}: expected an input shape (..., L, d_in), got {tuple(input_shape)}"
@@ -164,6 +165,14 @@ class MultiHeadAttention(Layer):
         if jnp.shape(x)[-2] == 0:
             raise ValueError(f"{self!r}: sequence length 0 (x of shape {jnp.shape(x)})")
         if context is None:
+            d_in = jnp.shape(x)[-1]
+            if self.context_features is not None and self.context_features != d_in:
+                raise ValueError(
+                    f"{self!r}: context_features={self.context_features} is cross-attention to "
+                    f"a context of shape (..., L_k, {self.context_features}); pass context=... "
+                    f"(self-attention on x of shape {jnp.shape(x)} needs context_features None "
+                    f"or {d_in})"
+                )
             return
         check_floating(repr(self), "a floating-point context", context)
         d_ctx = self.context_features or jnp.shape(x)[-1]

@@ -31,7 +31,7 @@ from jax import lax
 
 from fundl import initializers
 from fundl._validate import check_bool, check_floating, check_number, check_param_dtype
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.rules import primitive
 from fundl.tree import accumulation_dtype
 
@@ -335,6 +335,7 @@ class _Norm(Layer):
         check_param_dtype(name, self.param_dtype)
 
     def _features(self, input_shape: tuple[int, ...]) -> int:
+        input_shape = as_input_shape(f"{type(self).__name__}.init", input_shape)
         if len(input_shape) < 1 or input_shape[-1] <= 0:
             raise ValueError(
                 f"{type(self).__name__}: expected an input shape (..., features), "

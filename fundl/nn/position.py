@@ -29,8 +29,9 @@ from fundl._validate import (
     check_int,
     check_number,
     check_param_dtype,
+    is_floating_dtype,
 )
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.embedding import embedding
 from fundl.rules import primitive
 
@@ -64,6 +65,10 @@ def sinusoidal_positions(length: int, features: int, *, dtype: Any = jnp.float32
     """
     check_int("sinusoidal_positions", "length", length, low=0)
     check_int("sinusoidal_positions", "features", features)
+    if not is_floating_dtype(dtype):  # an int table would round every entry to -1, 0 or 1
+        raise ValueError(
+            f"sinusoidal_positions: dtype must be a floating dtype (e.g. jnp.float32), got {dtype!r}"
+        )
     i = np.arange(features)
     omega = 10000.0 ** (-(i - i % 2) / features)
     angle = np.arange(length)[:, None] * omega[None, :]
@@ -72,6 +77,7 @@ def sinusoidal_positions(length: int, features: int, *, dtype: Any = jnp.float32
 
 def _sequence_shape(layer: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """(L, d) of an input (..., L, d), refusing L = 0."""
+    input_shape = as_input_shape(repr(layer), input_shape)
     if len(input_shape) < 2 or input_shape[-1] <= 0 or input_shape[-2] <= 0:
         raise ValueError(
             f"{layer!r}: expected an input of shape (..., L, d) with L > 0 and d > 0, got "
@@ -179,6 +185,7 @@ class LearnedPositionalEmbedding(Layer):
         its first dim, as ``check_params`` passes it — so an unbatched (L, d) input works.
         """
         key = as_key("LearnedPositionalEmbedding.init", key)
+        input_shape = as_input_shape("LearnedPositionalEmbedding.init", input_shape)
         if len(input_shape) == 1 and input_shape[0] > 0:
             d = int(input_shape[0])
         else:

@@ -28,7 +28,7 @@ from fundl._validate import (
     check_number,
     check_param_dtype,
 )
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dropout import dropout as dropout_primitive
 from fundl.nn.recurrent import gru, lstm, rnn
 from fundl.rules import Primitive
@@ -36,6 +36,14 @@ from fundl.rules import Primitive
 __all__ = ["GRU", "LSTM", "RNN", "params_from_torch", "params_to_torch"]
 
 _TORCH_KEY = re.compile(r"^(weight|bias)_(ih|hh)_(l\d+(?:_reverse)?)$")
+
+
+def _describe_tree(tree: Any) -> str:
+    if isinstance(tree, Mapping):
+        return "a dict with " + ", ".join(
+            f"{k!r}: {type(v).__name__}" for k, v in list(tree.items())[:4]
+        )
+    return type(tree).__name__
 
 
 def params_from_torch(state_dict: Mapping[str, Any]) -> dict[str, dict[str, jax.Array]]:
@@ -47,13 +55,19 @@ def params_from_torch(state_dict: Mapping[str, Any]) -> dict[str, dict[str, jax.
     ``{k: v.numpy() for k, v in module.state_dict().items()}``; torch is not imported.
 
     Raises ``ValueError`` for a key that is not one of those (``proj_size``'s
-    ``weight_hr``, a ``batch_first`` wrapper's prefix, ...).
+    ``weight_hr``, a ``batch_first`` wrapper's prefix, ...), and ``TypeError`` for a
+    ``state_dict`` that is not a mapping.
 
     Examples:
       >>> sd = {"weight_ih_l0": np.ones((8, 3)), "bias_hh_l0_reverse": np.zeros(8)}
       >>> jax.tree.map(jnp.shape, params_from_torch(sd))
       {'l0': {'W_ih': (8, 3)}, 'l0_reverse': {'b_hh': (8,)}}
     """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            "params_from_torch: expected a state dict {name: array} (module.state_dict()), "
+            f"got {type(state_dict).__name__}"
+        )
     params: dict[str, dict[str, jax.Array]] = {}
     for name, value in state_dict.items():
         match = _TORCH_KEY.match(name)
@@ -75,12 +89,20 @@ def params_to_torch(params: Mapping[str, Mapping[str, Any]]) -> dict[str, np.nda
     ``{k: torch.from_numpy(v) for k, v in params_to_torch(params).items()}`` loads into
     the matching ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with ``load_state_dict``.
 
+    Raises ``ValueError`` for an entry that is not ``params["l{k}[_reverse]"][W_ih |
+    W_hh | b_ih | b_hh]``, and ``TypeError`` for params that are not such a dict.
+
     Examples:
       >>> params = LSTM(4).init(0, (5, 3))
       >>> sorted(params_to_torch(params))
       ['bias_hh_l0', 'bias_ih_l0', 'weight_hh_l0', 'weight_ih_l0']
     """
     names = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+    if not isinstance(params, Mapping) or not all(isinstance(t, Mapping) for t in params.values()):
+        raise TypeError(
+            "params_to_torch: expected the params of an RNN, LSTM or GRU, a dict "
+            f"{{'l0': {{'W_ih': ..., ...}}, ...}}, got {_describe_tree(params)}"
+        )
     out = {}
     for suffix, tensors in params.items():
         for leaf, value in tensors.items():
@@ -140,7 +162,8 @@ class _Recurrent(Layer):
         ``input_shape`` is (..., T, d); layer l > 0 reads the H·dirs outputs below it.
         """
         key = as_key(f"{type(self).__name__}.init", key)
-        if len(input_shape) < 2:
+        input_shape = as_input_shape(f"{type(self).__name__}.init", input_shape)
+        if len(input_shape) < 2 or input_shape[-1] <= 0:
             raise ValueError(f"{self!r}: expected an input shape (..., T, d), got {input_shape}")
         h, kh = self.hidden_size, self.gates * self.hidden_size
         bound = 1 / math.sqrt(h)
@@ -167,6 +190,8 @@ class _Recurrent(Layer):
     def _mask(self, lengths: Any, n: int, t: int) -> jax.Array | None:
         if lengths is None:
             return None
+        if isinstance(lengths, (list, tuple)):
+            lengths = np.asarray(lengths)
         shape, dtype = jnp.shape(lengths), jnp.result_type(lengths)
         if shape != (n,) or not jnp.issubdtype(dtype, jnp.integer):
             raise ValueError(

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl import initializers
 from fundl._validate import (
@@ -32,7 +33,7 @@ from fundl._validate import (
 )
 from fundl.activations import gelu
 from fundl.nn.attention import dot_product_attention
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.nn.dropout import dropout
 from fundl.nn.multihead import MultiHeadAttention
@@ -45,11 +46,17 @@ def check_cache_position(owner: Any, position: Any, length: int, max_length: int
     """``position`` checked for ``length`` new tokens in a cache of ``max_length``: an
     integer scalar (``TypeError``); a concrete one with 0 ≤ position ≤ max_length − length
     (``ValueError``) comes back as an int, a traced one as it is (see ``outside_cache``)."""
-    if not jnp.issubdtype(jnp.result_type(position), jnp.integer) or jnp.ndim(position):
-        raise TypeError(
-            f"{owner!r}: expected an integer scalar position, got "
+    try:
+        ok = jnp.issubdtype(jnp.result_type(position), jnp.integer) and not jnp.ndim(position)
+    except TypeError:  # a string, None, ...: no dtype at all
+        ok = False
+    if isinstance(position, (bool, np.bool_)) or not ok:
+        got = (
             f"{jnp.result_type(position)} of shape {jnp.shape(position)}"
+            if isinstance(position, (jax.Array, np.ndarray, np.generic))
+            else repr(position)
         )
+        raise TypeError(f"{owner!r}: expected an integer scalar position, got {got}")
     if isinstance(position, jax.core.Tracer):
         return position
     position = int(position)
@@ -100,7 +107,8 @@ class _Block(Layer):
         raise NotImplementedError
 
     def _width(self, input_shape: tuple[int, ...]) -> int:
-        if len(input_shape) < 2 or input_shape[-1] <= 0:
+        input_shape = as_input_shape(repr(self), input_shape)
+        if len(input_shape) < 1 or input_shape[-1] <= 0:
             raise ValueError(
                 f"{self!r}: expected an input shape (..., L, d), got {tuple(input_shape)}"
             )
@@ -113,7 +121,11 @@ class _Block(Layer):
         return d
 
     def init(self, key: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
-        """Attention params, ``norm1``.. (γ, β of width d) and ``ff1`` (W (F, d)), ``ff2`` (W (d, F))."""
+        """Attention params, ``norm1``.. (γ, β of width d) and ``ff1`` (W (F, d)), ``ff2`` (W (d, F)).
+
+        Only d matters: ``input_shape`` is (..., L, d), or (d,) — one unbatched (L, d)
+        sequence less its first dim, as ``check_params`` passes it.
+        """
         key = as_key(f"{type(self).__name__}.init", key)
         d = self._width(input_shape)
         attentions = self._attentions()
@@ -160,6 +172,8 @@ class _Block(Layer):
     def _run(self, params, state, x, key, train, masks, context):
         check_bool(repr(self), "train", train)
         check_floating(repr(self), "a floating-point input", x)
+        if jnp.ndim(x) < 2:
+            raise ValueError(f"{self!r}: expected x of shape (..., L, d), got shape {jnp.shape(x)}")
         self._width(jnp.shape(x))
         check_params(self, params, jnp.shape(x))
         check_state(self, state, jnp.shape(x))

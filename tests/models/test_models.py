@@ -152,6 +152,7 @@ def test_a_small_resnet_gradient_by_hand_equals_autodiff_in_training_mode(x64):
         (lambda: models.resnet_cifar(20, widths=(16, 32)), r"resnet_cifar: widths must be .*three"),
         (lambda: models.resnet_cifar(20, widths=(16, 0, 64)), r"resnet_cifar: widths must be"),
         (lambda: models.vgg("vgg17"), r"vgg: unknown config 'vgg17'"),
+        (lambda: models.vgg(None), r"vgg: config must be \(channels, n_convs\) pairs, got None"),
         (lambda: models.vgg(hidden=(64, 0)), r"vgg: hidden must be a positive integer, got 0"),
         (lambda: models.lenet5(pool="sum"), r"lenet5: pool"),
         (lambda: models.lenet5(dropout=1.5), r"lenet5: dropout"),

@@ -228,3 +228,57 @@ def test_decode_past_the_cache_under_jit_gives_nan_not_a_clamped_write():
 
 def test_transformer_lm_is_a_model_export():
     assert isinstance(_lm(), TransformerLM) and models.TransformerLM is TransformerLM
+
+
+_BAD = [
+    (
+        "eps_negative",
+        lambda lm, p: TransformerLM(VOCAB, 8, 2, 1, 9, eps=-1.0),
+        ValueError,
+        r"TransformerLM: eps must be a finite number in \(0, inf\); got -1\.0",
+    ),
+    (
+        "init_cache_float_batch",
+        lambda lm, p: lm.init_cache(2.0),
+        ValueError,
+        r"init_cache: batch must be a positive int .*got 2\.0",
+    ),
+    (
+        "init_cache_int_dtype",
+        lambda lm, p: lm.init_cache(2, dtype=jnp.int32),
+        ValueError,
+        r"init_cache: dtype must be a floating dtype",
+    ),
+    (
+        "decode_cache_of_another_batch",
+        lambda lm, p: lm.decode(p, lm.init_cache(2), _tokens((3, 1)), 0),
+        ValueError,
+        r"expected the cache init_cache\(3\) makes",
+    ),
+    (
+        "decode_no_cache",
+        lambda lm, p: lm.decode(p, None, _tokens((2, 1)), 0),
+        ValueError,
+        r"expected the cache init_cache\(2\) makes .*got NoneType",
+    ),
+    (
+        "decode_string_position",
+        lambda lm, p: lm.decode(p, lm.init_cache(2), _tokens((2, 1)), "1"),
+        TypeError,
+        r"expected an integer scalar position, got '1'",
+    ),
+    (
+        "generate_empty_params",
+        lambda lm, p: generate(lm, {}, _tokens((2, 3)), max_new_tokens=2, temperature=0.0),
+        ValueError,
+        r"TransformerLM\(.*\): missing params",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in _BAD], ids=[c[0] for c in _BAD])
+def test_bad_cache_position_and_config_are_refused_naming_the_model(call, error, message):
+    lm = _lm(num_layers=1)
+    params = jax.eval_shape(lm.init, jax.random.key(0))
+    with pytest.raises(error, match=message):
+        call(lm, params)

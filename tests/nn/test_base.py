@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from fundl import nn
 from fundl.nn import Dense, check_params, expected_params, mlp
 
 
@@ -37,3 +38,136 @@ def test_a_first_check_inside_a_trace_stages_nothing_into_it():
     first = str(jax.make_jaxpr(lambda p: layer.apply(p, x))(params))
     assert "random_seed" not in first
     assert first == str(jax.make_jaxpr(lambda p: layer.apply(p, x))(params))
+
+
+# Bad input that used to end in a raw Python/JAX error ('int' object has no len(),
+# MLIR "invalid tensor dimension size", AttributeError, KeyError) or was accepted.
+_K = jax.random.key(0)
+_BAD_INPUT = [
+    (
+        "dense_init_int_shape",
+        lambda: Dense(3).init(_K, 4),
+        TypeError,
+        r"Dense\.init: input_shape must be a tuple of ints.*got 4",
+    ),
+    (
+        "dense_init_float_dim",
+        lambda: Dense(3).init(_K, (4.0,)),
+        TypeError,
+        r"Dense\.init: input_shape .*got \(4\.0,\)",
+    ),
+    (
+        "layernorm_init_none",
+        lambda: nn.LayerNorm().init(_K, None),
+        TypeError,
+        r"LayerNorm\.init: input_shape",
+    ),
+    (
+        "conv_init_int_shape",
+        lambda: nn.Conv2D(3, 3).init(_K, 8),
+        TypeError,
+        r"Conv2D\(3, 3\): input_shape",
+    ),
+    (
+        "lstm_init_negative_width",
+        lambda: nn.LSTM(3).init(_K, (5, -4)),
+        ValueError,
+        r"LSTM\(3\): expected an input shape \(\.\.\., T, d\)",
+    ),
+    (
+        "residual_init_int_shape",
+        lambda: nn.Residual(Dense(4)).init(_K, 4),
+        TypeError,
+        r"Residual\.init: input_shape must be a tuple",
+    ),
+    (
+        "expected_params_int_shape",
+        lambda: expected_params(Dense(3), 4),
+        TypeError,
+        r"expected_params: input_shape",
+    ),
+    (
+        "split_key_negative_n",
+        lambda: nn.split_key(_K, -1),
+        ValueError,
+        r"split_key: n must be a non-negative integer, got -1",
+    ),
+    ("mlp_one_int", lambda: mlp(784), ValueError, r"mlp: sizes must be a list .*got 784"),
+    (
+        "activation_option_value",
+        lambda: nn.Activation("leaky_relu", negative_slope="a"),
+        ValueError,
+        r"leaky_relu: negative_slope must be a finite number",
+    ),
+    (
+        "activation_unhashable_option",
+        lambda: nn.Activation("leaky_relu", negative_slope=[0.1]),
+        TypeError,
+        r"Activation\('leaky_relu'\): option negative_slope=\[0\.1\] must be hashable",
+    ),
+    (
+        "embedding_apply_list_ids",
+        lambda: nn.Embedding(10, 4).apply({"E": jnp.ones((10, 4))}, [1, 2]),
+        TypeError,
+        r"Embedding\(10, 4\): expected an integer array of token ids, got list; pass jnp\.asarray",
+    ),
+    (
+        "mha_context_features_without_context",
+        lambda: nn.MultiHeadAttention(2, context_features=3).apply(
+            nn.MultiHeadAttention(2, context_features=3).init(_K, (5, 4)), jnp.ones((2, 5, 4))
+        ),
+        ValueError,
+        r"MultiHeadAttention\(2, context_features=3\): context_features=3 is cross-attention.*pass context=",
+    ),
+    (
+        "sinusoidal_int_dtype",
+        lambda: nn.sinusoidal_positions(5, 4, dtype=jnp.int32),
+        ValueError,
+        r"sinusoidal_positions: dtype must be a floating dtype",
+    ),
+    (
+        "params_from_torch_none",
+        lambda: nn.params_from_torch(None),
+        TypeError,
+        r"params_from_torch: expected a state dict",
+    ),
+    (
+        "params_to_torch_list",
+        lambda: nn.params_to_torch([1]),
+        TypeError,
+        r"params_to_torch: expected the params of an RNN",
+    ),
+    (
+        "rnn_lengths_as_a_list",
+        lambda: (
+            nn.RNN(3).run(nn.RNN(3).init(_K, (5, 4)), jnp.ones((2, 5, 4)), lengths=[2, 5])[0].shape
+        ),
+        None,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "call, error, message", [c[1:] for c in _BAD_INPUT], ids=[c[0] for c in _BAD_INPUT]
+)
+def test_bad_input_is_refused_naming_the_function(call, error, message):
+    if error is None:  # a list where an array is meant: taken as the array it spells
+        call()
+        return
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_an_encoder_block_takes_one_unbatched_sequence():
+    # (L, d) was refused with "expected an input shape (..., L, d), got (4,)": the params
+    # check passed init (d,), one example's shape
+    block = nn.TransformerEncoderBlock(2, 8)
+    params = block.init(_K, (5, 4))
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    assert jnp.allclose(block.apply(params, x), block.apply(params, x[None])[0], atol=1e-6)
+    with pytest.raises(
+        ValueError,
+        match=r"TransformerEncoderBlock\(2, 8\): expected x of shape \(\.\.\., L, d\), got shape \(4,\)",
+    ):
+        block.apply(params, jnp.ones(4))

@@ -243,9 +243,11 @@ def test_container_errors():
 def test_input_shape_dims_must_be_ints_and_layer_names_unique():
     """A float dim was truncated (2.7 -> 2); a kind ending in a digit could take another
     layer's name ("dense1" + 1 = "dense" + 11), and the two shared one params entry."""
-    with pytest.raises(ValueError, match=r"Sequential: input_shape must be a tuple of non-neg"):
+    with pytest.raises(TypeError, match=r"Sequential: input_shape must be a tuple of ints"):
         Sequential([Dense(3)], input_shape=(2.7,))
-    with pytest.raises(ValueError, match=r"Sequential.init: input_shape .* got \(4.9,\)"):
+    with pytest.raises(ValueError, match=r"Sequential: input_shape must have non-negative dims"):
+        Sequential([Dense(3)], input_shape=(-2,))
+    with pytest.raises(TypeError, match=r"Sequential.init: input_shape .* got \(4.9,\)"):
         Sequential([Dense(3)]).init(0, (4.9,))
     with pytest.raises(TypeError, match=r"Sequential: input_shape must be a tuple of ints"):
         Sequential([Dense(3)], input_shape=4)
