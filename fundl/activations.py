@@ -22,10 +22,13 @@ Examples:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from fundl._validate import check_bool, check_floating, check_number
@@ -60,11 +63,30 @@ __all__ = [
 
 def _floating(name: str) -> Callable[..., None]:
     def check(z: Any, **options: Any) -> None:
+        # None, a list or a dict would reach jnp with a message that names no activation
+        if isinstance(z, bool) or not isinstance(
+            z, (jax.Array, np.ndarray, np.generic, numbers.Real)
+        ):
+            raise TypeError(
+                f"{name}: expected a floating-point array, got {type(z).__name__}"
+                + ("; pass jnp.asarray(z)" if isinstance(z, (list, tuple)) else "")
+            )
         check_floating(name, "a floating-point input", z)
-        axis = options.get("axis")
-        if axis is not None and not -jnp.ndim(z) <= axis < max(jnp.ndim(z), 1):
+        if "axis" not in options:
+            return
+        axis = options["axis"]
+        if axis is None:
+            return
+        if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+            raise ValueError(f"{name}: axis must be an int (or None for all axes), got {axis!r}")
+        if not -jnp.ndim(z) <= axis < max(jnp.ndim(z), 1):
             raise ValueError(
                 f"{name}: axis {axis} is out of range for input of shape {jnp.shape(z)}"
+            )
+        if jnp.shape(z)[axis] == 0:
+            raise ValueError(
+                f"{name}: axis {axis} of the input of shape {jnp.shape(z)} is empty; "
+                "it needs at least one class"
             )
 
     return check
@@ -121,6 +143,7 @@ def sigmoid_derivative(z):
       >>> [round(float(v), 4) for v in fundl.activations.sigmoid_derivative(z)]
       [0.105, 0.25, 0.105]
     """
+    _floating("sigmoid_derivative")(z)
     s = sigmoid.reference(z)
     return s * (1 - s)
 
@@ -174,6 +197,7 @@ def tanh_derivative(z):
       >>> [round(float(v), 4) for v in fundl.activations.tanh_derivative(z)]
       [0.0707, 1.0, 0.0707]
     """
+    _floating("tanh_derivative")(z)
     t = jnp.tanh(z)
     return 1 - t * t
 
@@ -229,7 +253,8 @@ def relu_derivative(z):
       >>> fundl.activations.relu_derivative(jnp.array([-2.0, 0.0, 2.0]))
       Array([0., 0., 1.], dtype=float32)
     """
-    return (~(z <= 0)).astype(jnp.result_type(z))
+    _floating("relu_derivative")(z)
+    return (~(jnp.asarray(z) <= 0)).astype(jnp.result_type(z))
 
 
 relu.defvjp(relu_fwd, relu_bwd, derivative=relu_derivative)
@@ -238,9 +263,9 @@ relu.defvjp(relu_fwd, relu_bwd, derivative=relu_derivative)
 # --- leaky_relu ----------------------------------------------------------------------
 
 
-def _check_leaky_relu(z, *, negative_slope):
-    _floating("leaky_relu")(z)
-    check_number("leaky_relu", "negative_slope", negative_slope)
+def _check_leaky_relu(z, *, negative_slope, name="leaky_relu"):
+    _floating(name)(z)
+    check_number(name, "negative_slope", negative_slope)
 
 
 @primitive(check=_check_leaky_relu)
@@ -290,6 +315,7 @@ def leaky_relu_derivative(z, *, negative_slope=0.01):
       >>> [round(float(v), 4) for v in fundl.activations.leaky_relu_derivative(z)]
       [0.01, 0.01, 1.0]
     """
+    _check_leaky_relu(z, negative_slope=negative_slope, name="leaky_relu_derivative")
     dtype = jnp.result_type(z)
     return jnp.where(z > 0, jnp.ones_like(z), jnp.full_like(z, negative_slope, dtype))
 
@@ -300,9 +326,9 @@ leaky_relu.defvjp(leaky_relu_fwd, leaky_relu_bwd, derivative=leaky_relu_derivati
 # --- elu -----------------------------------------------------------------------------
 
 
-def _check_elu(z, *, alpha):
-    _floating("elu")(z)
-    check_number("elu", "alpha", alpha, low=0.0, low_open=True)
+def _check_elu(z, *, alpha, name="elu"):
+    _floating(name)(z)
+    check_number(name, "alpha", alpha, low=0.0, low_open=True)
 
 
 @primitive(check=_check_elu)
@@ -358,6 +384,7 @@ def elu_derivative(z, *, alpha=1.0):
       >>> [round(float(v), 4) for v in fundl.activations.elu_derivative(z)]
       [0.1353, 1.0, 1.0]
     """
+    _check_elu(z, alpha=alpha, name="elu_derivative")
     negative_part = jnp.where(z > 0, jnp.zeros_like(z), z)
     return jnp.where(z > 0, jnp.ones_like(z), alpha * jnp.exp(negative_part))
 
@@ -371,9 +398,9 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-def _check_gelu(z, *, approximate):
-    _floating("gelu")(z)
-    check_bool("gelu", "approximate", approximate)
+def _check_gelu(z, *, approximate, name="gelu"):
+    _floating(name)(z)
+    check_bool(name, "approximate", approximate)
 
 
 @primitive(check=_check_gelu)
@@ -430,6 +457,7 @@ def gelu_derivative(z, *, approximate=False):
       >>> [round(float(v), 4) for v in fundl.activations.gelu_derivative(z)]
       [-0.0852, 0.5, 1.0852]
     """
+    _check_gelu(z, approximate=approximate, name="gelu_derivative")
     if approximate:
         t = jnp.tanh(_SQRT_2_OVER_PI * (z + _GELU_CUBIC * z**3))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * z * z)
@@ -489,6 +517,7 @@ def silu_derivative(z):
       >>> [round(float(v), 4) for v in fundl.activations.silu_derivative(z)]
       [-0.0908, 0.5, 1.0908]
     """
+    _floating("silu_derivative")(z)
     s = sigmoid.reference(z)
     return s * (1 + z * (1 - s))
 
@@ -540,6 +569,7 @@ def softplus_derivative(z):
       >>> [round(float(v), 4) for v in fundl.activations.softplus_derivative(z)]
       [0.1192, 0.5, 0.8808]
     """
+    _floating("softplus_derivative")(z)
     return sigmoid.reference(z)
 
 
@@ -589,6 +619,7 @@ def identity_derivative(z):
       >>> fundl.activations.identity_derivative(jnp.array([-2.0, 0.0, 2.0]))
       Array([1., 1., 1.], dtype=float32)
     """
+    _floating("identity_derivative")(z)
     return jnp.ones_like(z)
 
 

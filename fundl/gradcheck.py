@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import rules
+from fundl._validate import as_key, check_bool, check_int, check_number
 
 __all__ = ["Tolerances", "Row", "Report", "check", "check_model", "LOW_PRECISION_TOLERANCE"]
 
@@ -95,6 +96,12 @@ class Tolerances:
     atol: float = 1e-9
     fd_rtol: float = 1e-5
     fd_atol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        # a negative or NaN tolerance fails every row; a string fails deep inside a check
+        for field in ("rtol", "atol", "fd_rtol", "fd_atol"):
+            value = check_number("Tolerances", field, getattr(self, field), low=0.0)
+            object.__setattr__(self, field, value)
 
 
 class Row(NamedTuple):
@@ -739,12 +746,28 @@ def check(
         raise ValueError("gradcheck.check: no inputs; call check(f, *example_args)")
     argnums = tuple(range(len(args))) if argnums is None else argnums
     argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    if not all(isinstance(i, int) and 0 <= i < len(args) for i in argnums):
+    if not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(args) for i in argnums
+    ):
         raise ValueError(f"gradcheck.check: argnums {argnums} out of range for {len(args)} args")
-    if not (fd_step > 0 and fd_max_elements > 0):
-        raise ValueError(
-            f"gradcheck.check: fd_step and fd_max_elements must be positive, got {fd_step}, {fd_max_elements}"
+    if len(set(argnums)) != len(argnums):
+        raise ValueError(f"gradcheck.check: argnums {argnums} names an argument twice")
+    if not callable(f):
+        raise TypeError(f"gradcheck.check: f must be a function, got {f!r}")
+    if not isinstance(tolerances, Tolerances):
+        raise TypeError(
+            f"gradcheck.check: tolerances must be a gradcheck.Tolerances, got {tolerances!r}"
         )
+    check_number("gradcheck.check", "fd_step", fd_step, low=0.0, low_open=True)
+    check_int("gradcheck.check", "fd_max_elements", fd_max_elements)
+    for flag, value in (("hvp", hvp), ("vmap", vmap), ("jit", jit)):
+        check_bool("gradcheck.check", flag, value)
+    if isinstance(key, bool) or (isinstance(key, int) and key < 0):
+        raise ValueError(
+            f"gradcheck.check: key must be a PRNG key or an int seed >= 0, got {key!r}"
+        )
+    if not isinstance(key, int):
+        key = as_key("gradcheck.check", key)
     dtypes = {jnp.result_type(x) for i in argnums for x in jax.tree.leaves(args[i]) if _is_float(x)}
     if not dtypes:
         raise ValueError("gradcheck.check: no floating-point inputs to differentiate")
@@ -846,6 +869,11 @@ def check_model(
       >>> report.passed, [row.leaf for row in report.rows if row.check.startswith("vjp")]
       (True, ["params['W']", "params['b']", "params['W']", "params['b']"])
     """
+    if not callable(loss):
+        raise TypeError(
+            f"gradcheck.check_model: loss must be a function loss(predictions, targets), got {loss!r}"
+        )
+    train = check_bool("gradcheck.check_model", "train", train)
     name = getattr(loss, "__name__", "loss")
     if state is not None or model_key is not None or train:
         if not hasattr(model, "apply_with_state"):

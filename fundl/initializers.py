@@ -42,7 +42,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import as_key, check_choice, check_number
+from fundl._validate import as_key, check_choice, check_int, check_number, is_key
 
 __all__ = [
     "Initializer",
@@ -89,7 +89,8 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
       ``(fan_in, fan_out)``, two ints.
 
     Raises:
-      ValueError: for the scalar shape ``()``.
+      ValueError: for the scalar shape ``()``, or a shape that is not a tuple (or list)
+        of ints ≥ 0.
 
     Examples:
       >>> fundl.initializers.fans((4, 3))  # dense W (n_out, n_in)
@@ -97,7 +98,7 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
       >>> fundl.initializers.fans((3, 3, 8, 16))  # conv kernel HWIO: 3·3·8, 3·3·16
       (72, 144)
     """
-    shape = tuple(int(d) for d in shape)
+    shape = _check_shape("fans", shape)
     if len(shape) == 0:
         raise ValueError("fans: a scalar shape () has no fan; expected at least 1 dim")
     if len(shape) == 1:
@@ -109,8 +110,35 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return receptive * shape[-2], receptive * shape[-1]
 
 
+def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints ≥ 0; a bare int, a float or a bool dim is a ``ValueError``."""
+    if not isinstance(shape, (tuple, list)):
+        hint = ""
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            hint = f"; pass ({shape},) for a vector"
+        raise ValueError(f"{name}: shape must be a tuple of ints, got {shape!r}{hint}")
+    return tuple(check_int(name, f"shape[{i}]", d, low=0) for i, d in enumerate(shape))
+
+
+def _check_key(name: str, key: Any) -> jax.Array:
+    """One PRNG key (or an int seed); a batch of keys would fail inside jax.random unnamed."""
+    key = as_key(name, key)
+    single = () if is_key(key) else (2,)
+    if key.shape != single:
+        raise ValueError(
+            f"{name}: key must be a single PRNG key, got a batch of keys of shape "
+            f"{key.shape}; pass one key (jax.vmap the initializer for several)"
+        )
+    return key
+
+
 def _check_dtype(name: str, dtype: Any) -> jnp.dtype:
-    dtype = jnp.dtype(dtype)
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(
+            f"{name}: dtype must be a floating type (e.g. float32), got {dtype!r}"
+        ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name}: dtype must be a floating type (e.g. float32), got {dtype}")
     return dtype
@@ -151,8 +179,9 @@ def variance_scaling(
     label = name or f"variance_scaling({scale}, {mode!r}, {distribution!r})"
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        key = as_key(label, key)
+        key = _check_key(label, key)
         dtype = _check_dtype(label, dtype)
+        shape = _check_shape(label, shape)
         fan_in, fan_out = fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
         if fan_in <= 0 or fan_out <= 0:
@@ -364,7 +393,7 @@ def normal(stddev: float = 1e-2) -> Initializer:
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         return stddev * jax.random.normal(
-            as_key("normal", key), shape, _check_dtype("normal", dtype)
+            _check_key("normal", key), _check_shape("normal", shape), _check_dtype("normal", dtype)
         )
 
     init.__name__ = init.__qualname__ = f"normal({stddev})"
@@ -391,7 +420,8 @@ def uniform(scale: float = 1e-2) -> Initializer:
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         dtype = _check_dtype("uniform", dtype)
-        return jax.random.uniform(as_key("uniform", key), shape, dtype, -scale, scale)
+        shape = _check_shape("uniform", shape)
+        return jax.random.uniform(_check_key("uniform", key), shape, dtype, -scale, scale)
 
     init.__name__ = init.__qualname__ = f"uniform({scale})"
     return init
@@ -414,7 +444,8 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
       an array of ``shape`` and ``dtype``.
 
     Raises:
-      ValueError: for fewer than 2 dims or an empty dim.
+      ValueError: for fewer than 2 dims, an empty dim, a shape that is not a tuple of
+        ints, or a batch of keys.
 
     Examples:
       A wide ``(3, 5)`` weight has orthonormal rows, W Wᵀ = I:
@@ -424,9 +455,9 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
       ...     bool(jnp.allclose(W @ W.T, jnp.eye(3), atol=1e-5))
       True
     """
-    key = as_key("orthogonal", key)
+    key = _check_key("orthogonal", key)
     dtype = _check_dtype("orthogonal", dtype)
-    shape = tuple(int(d) for d in shape)
+    shape = _check_shape("orthogonal", shape)
     if len(shape) < 2:
         raise ValueError(f"orthogonal: expected a shape with at least 2 dims, got {shape}")
     rows, cols = math.prod(shape[:-1]), shape[-1]
@@ -457,7 +488,7 @@ def zeros(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float3
       Array([0., 0., 0.], dtype=float32)
     """
     del key
-    return jnp.zeros(shape, _check_dtype("zeros", dtype))
+    return jnp.zeros(_check_shape("zeros", shape), _check_dtype("zeros", dtype))
 
 
 def ones(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -476,11 +507,11 @@ def ones(key: jax.Array | None, shape: tuple[int, ...], dtype: Any = jnp.float32
       Array([1, 1], dtype=bfloat16)
     """
     del key
-    return jnp.ones(shape, _check_dtype("ones", dtype))
+    return jnp.ones(_check_shape("ones", shape), _check_dtype("ones", dtype))
 
 
 _HE_ACTIVATIONS = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu", "swish", "softplus"})
-_XAVIER_ACTIVATIONS = frozenset({"sigmoid", "tanh", "softmax", "log_softmax", "identity"})
+_XAVIER_ACTIVATIONS = frozenset({"sigmoid", "tanh", "softmax", "log_softmax", "identity", "linear"})
 
 
 def for_activation(activation: str | None) -> Initializer:
@@ -488,7 +519,7 @@ def for_activation(activation: str | None) -> Initializer:
 
     He (``he_normal``) for relu, leaky_relu, elu, gelu, silu/swish, softplus; Xavier
     (``xavier_normal``) for sigmoid, tanh, softmax, log_softmax and a linear output
-    (``None`` or "identity").
+    (``None``, "identity" or "linear", as :func:`fundl.activations.get` names it).
 
     Args:
       activation: an activation name, or ``None`` for a linear layer.

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl._validate import check_choice, check_label_range, check_number, check_unit_interval
 
@@ -53,10 +54,13 @@ class Monitor:
 
     def improved(self, value: float, best: float | None) -> bool:
         """Whether ``value`` beats ``best`` (``None``: nothing yet) by more than ``min_delta``."""
-        value = float(value)
+        value = _metric_value("value", value)
         if math.isnan(value):
             return False
-        if best is None or math.isnan(best):
+        if best is None:
+            return True
+        best = _metric_value("best", best)
+        if math.isnan(best):
             return True
         if self.mode == "min":
             return value < best - self.min_delta
@@ -69,10 +73,27 @@ class Monitor:
         ``None`` when there is none or every value is NaN.
         """
         found = None
-        for tag, value in values:
+        for pair in values:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(
+                    f"Monitor.best: values must be (tag, value) pairs, got an item {pair!r}"
+                )
+            tag, value = pair
             if self.improved(value, None if found is None else found[1]):
                 found = (tag, float(value))
         return found
+
+
+def _metric_value(arg: str, value: Any) -> float:
+    """A metric value as a float (NaN allowed: it never improves); else ``ValueError``."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+        raise ValueError(f"Monitor.improved: {arg} must be a scalar metric value, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Monitor.improved: {arg} must be a scalar metric value, got {value!r}"
+        ) from None
 
 
 def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
@@ -89,8 +110,8 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
         or (N, 1): integers 0/1, or floats in [0, 1] (the label is y > 0.5).
 
     Returns:
-      a scalar in [0, 1]; NaN when any score is NaN (NaN in gives NaN out, so a
-      diverged model never scores well). Concrete (not traced) values are checked:
+      a scalar in [0, 1]; NaN when any score or float label is NaN (NaN in gives NaN
+      out, so a diverged model never scores well). Concrete (not traced) values are checked:
       labels outside the classes, and binary scores or float labels outside [0, 1]
       (logits, say), raise ``ValueError``. Under ``jit`` values cannot be read and are
       not checked: there an out-of-range label never matches and a binary logit is
@@ -103,8 +124,10 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
       >>> float(fundl.metrics.accuracy(p[:, None], jnp.array([1.0, 0.0, 0.0, 0.0])))
       0.5
     """
-    scores = jnp.asarray(scores)
-    labels = jnp.asarray(labels)
+    scores, labels = _as_array("scores", scores), _as_array("labels", labels)
+    nan = jnp.any(jnp.isnan(scores))
+    if jnp.issubdtype(labels.dtype, jnp.inexact):
+        nan = nan | jnp.any(jnp.isnan(labels))  # a NaN target is no label: NaN out
     if scores.ndim < 2:
         raise ValueError(
             "accuracy: scores must be (N, K) for K classes or (N, 1) binary probabilities, "
@@ -148,4 +171,13 @@ def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
             check_label_range("accuracy", labels, scores.shape[-1])
         hits = jnp.argmax(scores, axis=-1) == labels
     value = jnp.mean(hits.astype(jnp.float32))
-    return jnp.where(jnp.any(jnp.isnan(scores)), jnp.float32(jnp.nan), value)
+    return jnp.where(nan, jnp.float32(jnp.nan), value)
+
+
+def _as_array(arg: str, x: Any) -> jax.Array:
+    """``x`` as an array; None, a dict or a string is a ``TypeError`` naming accuracy's ``arg``."""
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"accuracy: {arg} must be an array, got {type(x).__name__}") from error
+    return x

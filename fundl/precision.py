@@ -41,7 +41,7 @@ import numpy as np
 
 from fundl._validate import check_int, check_number
 from fundl.optim.base import GradientTransformation, safe_increment
-from fundl.tree import accumulation_dtype
+from fundl.tree import accumulation_dtype, check_same_shapes
 
 __all__ = [
     "DynamicLossScale",
@@ -86,23 +86,25 @@ _KEYS = {
 }
 
 
-def _floating_dtype(arg: str, value: Any) -> np.dtype:
+def _floating_dtype(arg: str, value: Any, name: str = "Policy") -> np.dtype:
     """``value`` (a dtype, a type such as jnp.bfloat16, or a name) as a floating np.dtype."""
     if isinstance(value, str):
-        name = _DTYPE_NAMES.get(value.strip().lower())
-        if name is None:
+        dtype_name = _DTYPE_NAMES.get(value.strip().lower())
+        if dtype_name is None:
             raise ValueError(
-                f"Policy: {arg} {value!r} is not a dtype name; use one of "
+                f"{name}: {arg} {value!r} is not a dtype name; use one of "
                 f"{', '.join(sorted(_DTYPE_NAMES))}"
             )
-        value = name
+        value = dtype_name
+    if value is None:  # jnp.dtype(None) is float64: never what a policy means
+        raise TypeError(f"{name}: {arg} must be a floating dtype, got None")
     try:
         dtype = jnp.dtype(value)
     except TypeError:
-        raise TypeError(f"Policy: {arg} must be a floating dtype, got {value!r}") from None
+        raise TypeError(f"{name}: {arg} must be a floating dtype, got {value!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
-            f"Policy: {arg} must be a floating dtype (float16, bfloat16, float32 or float64), "
+            f"{name}: {arg} must be a floating dtype (float16, bfloat16, float32 or float64), "
             f"got {dtype}; a policy casts floating leaves only — integer labels and bool "
             "masks are never cast, so they need no dtype here"
         )
@@ -120,8 +122,12 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
       >>> cast = fundl.precision.cast_floating(batch, jnp.bfloat16)
       >>> cast["x"].dtype, cast["y"].dtype
       (dtype(bfloat16), dtype('int32'))
+
+    Raises:
+      ValueError: for a ``dtype`` that is not floating (casting weights to int32 would
+        truncate them); ``TypeError`` for one that is no dtype.
     """
-    dtype = jnp.dtype(dtype)
+    dtype = _floating_dtype("dtype", dtype, "cast_floating")
 
     def cast(x: Any) -> Any:
         if not isinstance(x, (jax.Array, np.ndarray, np.generic)):
@@ -282,10 +288,23 @@ def all_finite(tree: Any) -> jax.Array:
 def select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Leaf by leaf ``where(pred, on_true, on_false)`` for a scalar bool ``pred``; same structures.
 
+    ``on_true`` and ``on_false`` must agree in structure, leaf shapes and dtypes (a
+    broadcast or a promotion would change the tree), else ``ValueError``.
+
     Examples:
       >>> fundl.precision.select_tree(jnp.asarray(False), {"w": jnp.ones(2)}, {"w": jnp.zeros(2)})
       {'w': Array([0., 0.], dtype=float32)}
     """
+    if not hasattr(pred, "dtype") or pred.shape != () or pred.dtype != jnp.bool_:
+        got = f"dtype {pred.dtype} and shape {pred.shape}" if hasattr(pred, "dtype") else repr(pred)
+        raise ValueError(f"select_tree: pred must be a scalar bool array, got {got}")
+    check_same_shapes("select_tree", on_true, on_false, "on_true", "on_false")
+    for a, b in zip(jax.tree.leaves(on_true), jax.tree.leaves(on_false)):
+        if jnp.result_type(a) != jnp.result_type(b):
+            raise ValueError(
+                f"select_tree: on_true and on_false differ in dtype: {jnp.result_type(a)} vs "
+                f"{jnp.result_type(b)}"
+            )
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 

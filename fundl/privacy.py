@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import as_key, check_bool, check_number
+from fundl._validate import as_key, check_bool, check_number, is_key
 from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
@@ -140,8 +140,14 @@ def per_example_grads(
       (5, 3, 2)
     """
     has_aux = check_bool("per_example_grads", "has_aux", has_aux)
+    _check_loss_fn("per_example_grads", loss_fn)
     _, aux, grads = _plain_per_example("per_example_grads", loss_fn, has_aux)(params, batch, *args)
     return (grads, aux) if has_aux else grads
+
+
+def _check_loss_fn(name: str, loss_fn: Any) -> None:
+    if not callable(loss_fn):
+        raise TypeError(f"{name}: loss_fn must be a function, got {loss_fn!r}")
 
 
 def _check_dp_hyperparameters(name: str, l2_norm_clip: Any, noise_multiplier: Any):
@@ -200,6 +206,13 @@ def _aggregate(
     if n == 0:
         raise ValueError(f"{name}: the batch is empty (0 examples); DP-SGD divides by its size")
     leaves, treedef = jax.tree.flatten(grads)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            # an integer sum of clipped gradients, noised, would be truncated back to int
+            raise TypeError(
+                f"{name}: per_example_grads must be floating-point, got dtype "
+                f"{jnp.result_type(leaf)} at per_example_grads{jax.tree_util.keystr(path)}"
+            )
     dtype = accumulation_dtype(leaves)
     wide = [jnp.asarray(leaf).astype(dtype) for leaf in leaves]
     # each example's global norm, overflow-safe: a finite ‖g_i‖ beyond float32's sqrt(max)
@@ -312,6 +325,7 @@ def make_dp_train_step(
     """
 
     name = "make_dp_train_step"
+    _check_loss_fn(name, loss_fn)
     check_optimizer(name, optimizer)
     clip, sigma = _check_dp_hyperparameters(name, l2_norm_clip, noise_multiplier)
     check_flags(name, has_aux=has_aux, stateful=stateful, jit=jit, donate=donate)
@@ -341,7 +355,12 @@ def _noise_key(name: str, key: Any) -> jax.Array:
     """A PRNG key from a key or an int seed, the seed possibly traced (an int32 scalar)."""
     if isinstance(key, jax.Array) and key.shape == () and jnp.issubdtype(key.dtype, jnp.integer):
         return jax.random.key(key)
-    return as_key(name, key)
+    key = as_key(name, key)
+    if key.shape != (() if is_key(key) else (2,)):
+        raise ValueError(
+            f"{name}: key must be a single PRNG key, got a batch of keys of shape {key.shape}"
+        )
+    return key
 
 
 def _plain_dp_step(name, loss_fn, optimizer, has_aux, clip, sigma):

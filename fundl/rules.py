@@ -209,6 +209,15 @@ class Primitive:
     """
 
     def __init__(self, reference: Callable[..., Any], check: Callable[..., None] | None):
+        if not callable(reference):
+            raise TypeError(
+                f"primitive: expected the reference forward function, got {reference!r}"
+            )
+        if check is not None and not callable(check):
+            raise TypeError(
+                f"primitive {getattr(reference, '__name__', reference)!r}: check must be a "
+                f"function check(*inputs, **options) or None, got {check!r}"
+            )
         functools.update_wrapper(self, reference)
         self.reference = reference
         self.name = reference.__name__
@@ -254,6 +263,13 @@ class Primitive:
         ``derivative``, for elementwise functions, is g'(z) itself (the notes'
         backprop step 3 multiplies dA by it).
         """
+        for arg, fn in (("fwd", fwd), ("bwd", bwd)):
+            if not callable(fn):
+                raise TypeError(f"{self.name}.defvjp: {arg} must be a function, got {fn!r}")
+        if derivative is not None and not callable(derivative):
+            raise TypeError(
+                f"{self.name}.defvjp: derivative must be a function or None, got {derivative!r}"
+            )
         self.fwd, self.bwd, self.derivative = fwd, bwd, derivative
         self._hand_cache.clear()
 
@@ -271,11 +287,16 @@ class Primitive:
         return {**self._defaults, **kwargs}
 
     def hand(self, *inputs: Any, **kwargs: Any) -> Any:
-        """Call with the hand-written rule, whatever the mode."""
-        if self.fwd is None or self.bwd is None:
-            raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
+        """Call with the hand-written rule, whatever the mode (the inputs checked as a call)."""
         inputs = self._inputs(inputs)
         options = self.options(**kwargs)
+        if self.check is not None:
+            self.check(*inputs, **options)
+        return self._hand(inputs, options)
+
+    def _hand(self, inputs: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        if self.fwd is None or self.bwd is None:
+            raise NotImplementedError(f"{self.name}: no backward rule registered (defvjp)")
         key = tuple(sorted((k, _hashable(self.name, k, v)) for k, v in options.items()))
         fn = self._hand_cache.get(key)
         if fn is None:
@@ -341,7 +362,7 @@ class Primitive:
         if mode == "reference":
             return self.reference(*inputs, **options)
         try:
-            return self.hand(*inputs, **options)
+            return self._hand(inputs, options)
         except TypeError as error:
             message = str(error)
             if "forward-mode autodiff" in message and "reference_mode" not in message:

@@ -49,6 +49,7 @@ def pytest_unconfigure(config):
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
 
+
 settings.register_profile(
     "fundl",
     max_examples=6,

@@ -209,3 +209,70 @@ def test_bad_inputs():
         match=r"leaky_relu: unknown option\(s\) \['slope'\]; allowed options: negative_slope",
     ):
         A.leaky_relu(jnp.ones(3), slope=0.1)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: A.sigmoid(None),
+            TypeError,
+            r"sigmoid: expected a floating-point array, got NoneType",
+        ),
+        (
+            lambda: A.identity(None),
+            TypeError,
+            r"identity: expected a floating-point array, got NoneType",
+        ),
+        (lambda: A.relu([1.0, 2.0]), TypeError, r"relu: expected .* got list; pass jnp.asarray"),
+        (lambda: A.tanh({"z": jnp.ones(2)}), TypeError, r"tanh: expected .* array, got dict"),
+        (
+            lambda: A.softmax(jnp.ones((2, 3)), axis=True),
+            ValueError,
+            r"softmax: axis must be an int .*got True",
+        ),
+        (
+            lambda: A.softmax(jnp.ones((2, 3)), axis=-1.0),
+            ValueError,
+            r"softmax: axis must be an int .*got -1.0",
+        ),
+        (
+            lambda: A.log_softmax(jnp.ones((2, 3)), axis="a"),
+            ValueError,
+            r"log_softmax: axis must be an int",
+        ),
+        (
+            lambda: A.softmax(jnp.ones((2, 0))),
+            ValueError,
+            r"softmax: axis -1 of the input of shape \(2, 0\) is empty",
+        ),
+        (
+            lambda: A.relu_derivative(jnp.arange(3)),
+            TypeError,
+            r"relu_derivative: expected a floating-point input, got dtype int32",
+        ),
+        (
+            lambda: A.sigmoid_derivative(None),
+            TypeError,
+            r"sigmoid_derivative: expected a floating-point array",
+        ),
+        (
+            lambda: A.elu_derivative(jnp.ones(2), alpha=-1.0),
+            ValueError,
+            r"elu_derivative: alpha must be a finite number in \(0, inf\)",
+        ),
+        (
+            lambda: A.leaky_relu_derivative(jnp.ones(2), negative_slope=float("nan")),
+            ValueError,
+            r"leaky_relu_derivative: negative_slope must be a finite",
+        ),
+        (
+            lambda: A.gelu_derivative(jnp.ones(2), approximate="tanh"),
+            ValueError,
+            r"gelu_derivative: approximate must be True or False",
+        ),
+    ],
+)
+def test_bad_input_table(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -474,6 +474,83 @@ def test_errors():
         gradcheck.check_model(3, {}, jnp.ones(1), jnp.ones(1), losses.mse)
 
 
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: gradcheck.Tolerances(rtol=-1.0),
+            ValueError,
+            r"Tolerances: rtol must be a finite number in \[0, inf\); got -1.0",
+        ),
+        (
+            lambda: gradcheck.Tolerances(fd_atol="1e-6"),
+            ValueError,
+            r"Tolerances: fd_atol must be .*got '1e-6'",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), tolerances={"rtol": 1.0}),
+            TypeError,
+            r"gradcheck.check: tolerances must be a gradcheck.Tolerances",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), fd_step=float("inf")),
+            ValueError,
+            r"gradcheck.check: fd_step must be a finite number in \(0, inf\)",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), fd_max_elements=2.5),
+            ValueError,
+            r"gradcheck.check: fd_max_elements must be a positive integer, got 2.5",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), hvp="no"),
+            ValueError,
+            r"gradcheck.check: hvp must be True or False",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), key="a"),
+            ValueError,
+            r"gradcheck.check: key must be a PRNG key",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), key=True),
+            ValueError,
+            r"gradcheck.check: key must be a PRNG key or an int seed >= 0, got True",
+        ),
+        (
+            lambda: gradcheck.check(activations.tanh, jnp.ones(2), argnums=True),
+            ValueError,
+            r"gradcheck.check: argnums \(True,\) out of range",
+        ),
+        (
+            lambda: gradcheck.check(lambda a, b: a * b, jnp.ones(2), jnp.ones(2), argnums=(0, 0)),
+            ValueError,
+            r"gradcheck.check: argnums \(0, 0\) names an argument twice",
+        ),
+        (
+            lambda: gradcheck.check(3, jnp.ones(2)),
+            TypeError,
+            r"gradcheck.check: f must be a function, got 3",
+        ),
+        (
+            lambda: gradcheck.check_model(lambda p, x: x, {}, jnp.ones(1), jnp.ones(1), "mse"),
+            TypeError,
+            r"gradcheck.check_model: loss must be a function",
+        ),
+        (
+            lambda: gradcheck.check_model(
+                lambda p, x: x, {}, jnp.ones(1), jnp.ones(1), losses.mse, train="yes"
+            ),
+            ValueError,
+            r"gradcheck.check_model: train must be True or False",
+        ),
+    ],
+)
+def test_bad_arguments_table(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
 def test_check_model_with_an_apply_function():
     model = mlp([3, 4, 2], "relu")
     params = model.init(jax.random.key(0))

@@ -221,3 +221,52 @@ def test_the_old_module_name_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match=r"fundl.init is now fundl.initializers"):
         old = importlib.import_module("fundl.init")
     assert old.he_normal is init.he_normal and old.__all__ == init.__all__
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: init.he_normal(jax.random.key(0), 3),
+            ValueError,
+            r"he_normal: shape must be a tuple of ints, got 3; pass \(3,\)",
+        ),
+        (
+            lambda: init.he_uniform(jax.random.key(0), None),
+            ValueError,
+            r"he_uniform: shape must be a tuple of ints, got None",
+        ),
+        (
+            lambda: init.xavier_normal(jax.random.key(0), (True, 3)),
+            ValueError,
+            r"xavier_normal: shape\[0\] must be a non-negative integer, got True",
+        ),
+        (
+            lambda: init.zeros(None, (-1, 3)),
+            ValueError,
+            r"zeros: shape\[0\] must be a non-negative integer, got -1",
+        ),
+        (
+            lambda: init.fans((2.0, 3)),
+            ValueError,
+            r"fans: shape\[0\] must be a non-negative integer, got 2.0",
+        ),
+        (
+            lambda: init.orthogonal(jax.random.split(jax.random.key(0)), (2, 2)),
+            ValueError,
+            r"orthogonal: key must be a single PRNG key, got a batch of keys of shape \(2,\)",
+        ),
+        (
+            lambda: init.lecun_normal(jax.random.key(0), (2, 2), "foo"),
+            TypeError,
+            r"lecun_normal: dtype must be a floating type \(e.g. float32\), got 'foo'",
+        ),
+    ],
+)
+def test_bad_shape_key_and_dtype_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_for_activation_knows_linear_as_activations_get_does():
+    assert init.for_activation("linear") is init.xavier_normal

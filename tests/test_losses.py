@@ -281,6 +281,30 @@ def test_shape_and_dtype_errors():
         L.binary_cross_entropy(jnp.ones(2) * 0.5, jnp.ones(2), eps=0.7)
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: L.mse(None, jnp.ones(2)), r"mse: predictions must be an array, got NoneType"),
+        (lambda: L.mse(jnp.ones(2), None), r"mse: targets must be an array, got NoneType"),
+        (
+            lambda: L.binary_cross_entropy_with_logits(jnp.ones(2), [1.0, 0.0]),
+            r"binary_cross_entropy_with_logits: targets must be an array, got list; pass jnp.asarray",
+        ),
+        (
+            lambda: L.softmax_cross_entropy({"z": jnp.ones((2, 3))}, jnp.zeros(2, jnp.int32)),
+            r"softmax_cross_entropy: scores must be an array, got dict",
+        ),
+        (
+            lambda: L.categorical_cross_entropy(jnp.ones((2, 3)) / 3, [0, 1]),
+            r"categorical_cross_entropy: targets must be an array, got list",
+        ),
+    ],
+)
+def test_non_array_inputs_are_named(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
 def test_dtype_preserved_and_low_precision_finite():
     for dtype in (jnp.bfloat16, jnp.float16):
         p = jnp.array([0.0, 0.5, 1.0], dtype)

@@ -118,6 +118,9 @@ def test_nan_scores_give_nan_not_a_perfect_score():
     one_bad = jnp.eye(3)[jnp.array([0, 1, 2, 0])].at[3, 1].set(jnp.nan)
     assert np.isnan(metrics.accuracy(one_bad, jnp.array([0, 1, 2, 0])))
     assert np.isnan(jax.jit(metrics.accuracy)(scores, jnp.zeros(4, jnp.int32)))
+    # a NaN target is no label either: NaN, not a score from argmax's pick
+    targets = jnp.eye(3)[jnp.array([0, 1, 2, 0])].at[0, 0].set(jnp.nan)
+    assert np.isnan(metrics.accuracy(jnp.eye(3)[jnp.array([0, 1, 2, 0])], targets))
 
 
 def test_monitor_ties_and_nan():
@@ -140,3 +143,43 @@ def test_monitor_ties_and_nan():
         ValueError, match=r"Monitor: min_delta must be a finite number in \[0, inf\); got -1"
     ):
         metrics.Monitor("val_loss", min_delta=-1)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: metrics.accuracy(None, jnp.array([0])),
+            TypeError,
+            r"accuracy: scores must be an array, got NoneType",
+        ),
+        (
+            lambda: metrics.accuracy(jnp.ones((2, 2)), {"y": 1}),
+            TypeError,
+            r"accuracy: labels must be an array, got dict",
+        ),
+        (
+            lambda: metrics.accuracy(jnp.ones((2, 2)), "ab"),
+            TypeError,
+            r"accuracy: labels must be an array, got str",
+        ),
+        (
+            lambda: metrics.Monitor("loss").improved("0.5", None),
+            ValueError,
+            r"Monitor.improved: value must be a scalar metric value, got '0.5'",
+        ),
+        (
+            lambda: metrics.Monitor("loss").improved(0.5, "x"),
+            ValueError,
+            r"Monitor.improved: best must be a scalar",
+        ),
+        (
+            lambda: metrics.Monitor("loss").best([0.5, 0.4]),
+            ValueError,
+            r"Monitor.best: values must be \(tag, value\) pairs, got an item 0.5",
+        ),
+    ],
+)
+def test_bad_input_table(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -83,6 +83,48 @@ def test_presets_and_hashability():
         (lambda: Policy.from_string(""), ValueError, "expected a string"),
         (lambda: Policy("fp8"), ValueError, "'fp8' is not a dtype name"),
         (lambda: Policy(object()), TypeError, "param_dtype must be a floating dtype"),
+        # jnp.dtype(None) is float64: parameters silently stored in float64
+        (lambda: Policy(None), TypeError, "Policy: param_dtype must be a floating dtype, got None"),
+        # casting weights to an integer dtype would truncate them without a word
+        (
+            lambda: precision.cast_floating({"W": jnp.ones(2)}, jnp.int32),
+            ValueError,
+            "cast_floating: dtype must be a floating dtype .*got int32",
+        ),
+        (
+            lambda: precision.cast_floating({"W": jnp.ones(2)}, "foo"),
+            ValueError,
+            "cast_floating: dtype 'foo' is not a dtype name",
+        ),
+        # a broadcast, a promotion or a vector predicate would change the tree
+        (
+            lambda: precision.select_tree(
+                jnp.asarray(True), {"w": jnp.ones((2, 1))}, {"w": jnp.zeros(2)}
+            ),
+            ValueError,
+            r"select_tree: on_true and on_false differ in shape at \['w'\]: \(2, 1\) vs \(2,\)",
+        ),
+        (
+            lambda: precision.select_tree(
+                jnp.asarray(True), {"w": jnp.ones(2)}, {"v": jnp.zeros(2)}
+            ),
+            ValueError,
+            r"select_tree: on_true and on_false differ in structure",
+        ),
+        (
+            lambda: precision.select_tree(
+                jnp.asarray(True), {"w": jnp.ones(2)}, {"w": jnp.zeros(2, jnp.int32)}
+            ),
+            ValueError,
+            "select_tree: on_true and on_false differ in dtype: float32 vs int32",
+        ),
+        (
+            lambda: precision.select_tree(
+                jnp.array([True, False]), {"w": jnp.ones(2)}, {"w": jnp.zeros(2)}
+            ),
+            ValueError,
+            r"select_tree: pred must be a scalar bool array, got dtype bool and shape \(2,\)",
+        ),
     ],
 )
 def test_bad_policies_are_refused_when_built(make, error, match):

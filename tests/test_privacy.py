@@ -231,6 +231,30 @@ def test_bad_input_is_refused_with_the_cause():
         privacy.dp_aggregate({"a": jnp.ones((2, 1))}, 0, l2_norm_clip=0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="the batch is empty"):
         privacy.dp_aggregate({"a": jnp.ones((0, 1))}, 0, l2_norm_clip=1, noise_multiplier=1.0)
+    # integer gradients were clipped, noised and truncated back to int32
+    with pytest.raises(
+        TypeError,
+        match=r"dp_aggregate: per_example_grads must be floating-point, got dtype int32 at per_example_grads\['a'\]",
+    ):
+        privacy.dp_aggregate(
+            {"a": jnp.ones((2, 1), jnp.int32)}, 0, l2_norm_clip=1, noise_multiplier=1.0
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"dp_aggregate: key must be a single PRNG key, got a batch of keys of shape \(2,\)",
+    ):
+        privacy.dp_aggregate(
+            {"a": jnp.ones((2, 1))},
+            jax.random.split(jax.random.key(0)),
+            l2_norm_clip=1,
+            noise_multiplier=1.0,
+        )
+    with pytest.raises(
+        TypeError, match=r"make_dp_train_step: loss_fn must be a function, got 'mse'"
+    ):
+        privacy.make_dp_train_step("mse", opt, l2_norm_clip=1.0, noise_multiplier=1.0)
+    with pytest.raises(TypeError, match=r"per_example_grads: loss_fn must be a function, got None"):
+        privacy.per_example_grads(None, {}, {"x": jnp.ones((2, 1))})
 
     params = MLP.init(0)
     bad = {"x": jnp.ones((4, 3)), "y": jnp.zeros((3,), jnp.int32)}

@@ -119,6 +119,21 @@ def test_bad_calls():
         match=r"primitive lambda_with_required_option: keyword-only options need defaults, \['axis'\] have none",
     ):
         primitive(lambda_with_required_option)
+    with pytest.raises(
+        TypeError, match=r"primitive: expected the reference forward function, got 3"
+    ):
+        primitive(3)
+    with pytest.raises(TypeError, match=r"primitive 'no_check': check must be a function"):
+        primitive(check="shapes")(no_check)
+    with pytest.raises(TypeError, match=r"no_rule.defvjp: bwd must be a function, got None"):
+        no_rule.defvjp(lambda x: (x, x), None)
+    # .hand runs the same input check as a call (it skipped it)
+    with pytest.raises(TypeError, match=r"relu: expected a floating-point input, got dtype int32"):
+        fundl.activations.relu.hand(jnp.arange(3))
+
+
+def no_check(x):
+    return x
 
 
 def lambda_with_required_option(x, *, axis):
