@@ -11,6 +11,7 @@ from jax import lax
 from fundl.optim.base import (
     GradientTransformation,
     check_against_state,
+    check_state,
     moments_like,
     validated,
 )
@@ -67,6 +68,7 @@ def accumulate(k: int, inner: GradientTransformation) -> GradientTransformation:
         )
 
     def update(updates: Any, state: AccumulateState, params: Any = None, **extra_args: Any):
+        check_state("accumulate", state, AccumulateState)
         check_against_state("accumulate", updates, state.grad_sum)
         grad_sum = jax.tree.map(lambda s, g: s + g.astype(s.dtype), state.grad_sum, updates)
 

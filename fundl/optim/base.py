@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -235,7 +236,9 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
       the factory, checking its arguments on every call.
 
     Raises:
-      TypeError: when the factory is defined, if an argument has no rule.
+      TypeError: when the factory is defined, if an argument has no rule; when it is
+        called, for arguments its signature does not take (naming the factory).
+      ValueError: when it is called, for a value its argument's rule refuses.
 
     Examples:
       >>> @fundl.optim.validated
@@ -258,7 +261,10 @@ def validated(fn: Callable | None = None, /, **rules: Rule) -> Any:
 
     @functools.wraps(fn)
     def build(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as error:  # Python's message names neither the factory nor its form
+            raise TypeError(f"{fn.__name__}: {error}; it takes {fn.__name__}{signature}") from None
         for arg, value in bound.arguments.items():
             bound.arguments[arg] = rules[arg](fn.__name__, arg, value)
         built = fn(*bound.args, **bound.kwargs)
@@ -278,10 +284,19 @@ _NOT_FLOATING = (
 def _check_floating(name: str, tree: Any, what: str) -> None:
     """Refuse a leaf of ``tree`` that is not inexact (integer, bool, float0): dtypes only."""
     for i, leaf in enumerate(jax.tree.leaves(tree)):
+        path = None
+        kind = "parameter params" if what == "params" else "gradient grads"
+        # a number is a parameter (a float scalar); a gradient is an array, as jax.grad gives
+        number = what == "params" and isinstance(leaf, numbers.Number)
+        if not (hasattr(leaf, "dtype") and hasattr(leaf, "astype")) and not number:
+            path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(tree)[0][i][0])
+            raise ValueError(
+                f"{name}: {kind}{path} is a {type(leaf).__name__} ({leaf!r:.40}), not an array; "
+                f"{what} must be a pytree of arrays"
+            )
         dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(tree)[0][i][0])
-            kind = "parameter params" if what == "params" else "gradient grads"
             if dtype == jax.dtypes.float0:
                 shown = "float0 (jax.grad(..., allow_int=True) gives it for an integer parameter)"
             else:
@@ -298,6 +313,8 @@ def _floating_only(name: str, t: GradientTransformation) -> GradientTransformati
 
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any):
         _check_floating(name, updates, "grads")
+        if params is not None:
+            check_same_shapes(name, updates, params, "grads", "params")
         return t.update(updates, state, params, **extra_args)
 
     return GradientTransformation(init, update)
@@ -324,6 +341,11 @@ def stateless(fn: Callable[[Any, Any], Any]) -> GradientTransformation:
       >>> print(updates["w"])
       [ 2. -6.]
     """
+
+    if not callable(fn):
+        raise TypeError(
+            f"stateless: fn must be a function fn(updates, params) -> updates, got {fn!r}"
+        )
 
     def init(params: Any) -> EmptyState:
         del params
@@ -406,7 +428,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def update(updates: Any, state: Any, params: Any = None, **extra_args: Any):
         _check_floating("chain", updates, "grads")
         if params is not None:
-            check_same_shapes("update", updates, params, "grads", "params")
+            check_same_shapes("chain", updates, params, "grads", "params")
         states = dict(zip(stateful, _unpack(state, len(stateful))))
         for i, t in enumerate(transforms):
             updates, new = t.update(updates, states.get(i, EmptyState()), params, **extra_args)
@@ -526,6 +548,16 @@ def check_against_state(name: str, updates: Any, state_tree: Any) -> None:
 def check_structure_against_state(name: str, updates: Any, state_tree: Any) -> None:
     """As :func:`check_against_state` for a state with one scalar per leaf (structure only)."""
     check_same_structure(name, updates, state_tree, "grads", "optimizer state", hint=_FOREIGN_STATE)
+
+
+def check_state(name: str, state: Any, kind: type) -> None:
+    """``state`` must be the ``kind`` (a NamedTuple) this transformation's ``init`` gives."""
+    if not isinstance(state, kind):
+        raise TypeError(
+            f"{name}: state must be the {kind.__name__} that {name}'s init(params) returns, got "
+            f"{type(state).__name__}; pass the state from init (or from the previous update) "
+            "of this same optimizer"
+        )
 
 
 def safe_increment(count: jax.Array) -> jax.Array:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from fundl.optim.base import (
     GradientTransformation,
+    check_state,
     check_structure_against_state,
     in_dtype,
     scaled,
@@ -103,6 +104,7 @@ class ZeroNansState(NamedTuple):
     found_nan: Any  # a bool scalar per leaf, like params
 
 
+@validated
 def zero_nans() -> GradientTransformation:
     """Replace NaN updates by 0 and record, per leaf, whether there were any (opt-in safety).
 
@@ -129,6 +131,7 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda p: jnp.zeros([], bool), params))
 
     def update(updates: Any, state: ZeroNansState, params: Any = None, **extra_args: Any):
+        check_state("zero_nans", state, ZeroNansState)
         check_structure_against_state("zero_nans", updates, state.found_nan)
         found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
         clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)

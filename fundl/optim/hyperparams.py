@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fundl.optim.base import HYPERPARAMETERS, GradientTransformation, Range, safe_increment
+from fundl.optim.base import (
+    HYPERPARAMETERS,
+    GradientTransformation,
+    Range,
+    check_state,
+    safe_increment,
+)
 
 __all__ = ["inject_hyperparams", "with_hyperparams", "InjectState"]
 
@@ -121,12 +127,26 @@ def inject_hyperparams(
       >>> round(float(state.hyperparams["learning_rate"]), 6)
       0.0003
     """
+    if isinstance(factory, GradientTransformation) or not callable(factory):
+        built = " (an optimizer already built: pass its factory, e.g. fundl.optim.adam)" * (
+            isinstance(factory, GradientTransformation)
+        )
+        raise TypeError(
+            "inject_hyperparams: factory must be an optimizer factory such as fundl.optim.adam "
+            f"(a function of hyperparameters returning a GradientTransformation), got "
+            f"{factory!r:.80}{built}"
+        )
     if isinstance(static_args, str):  # tuple("mask") would be four names
         raise ValueError(
             f"inject_hyperparams: static_args must be a tuple of argument names, got the string "
             f"{static_args!r}; write ({static_args!r},)"
         )
-    static_args = tuple(static_args)
+    try:
+        static_args = tuple(static_args)
+    except TypeError:
+        raise ValueError(
+            f"inject_hyperparams: static_args must be a tuple of argument names, got {static_args!r}"
+        ) from None
     for arg in static_args:
         if not isinstance(arg, str):
             raise ValueError(
@@ -134,7 +154,12 @@ def inject_hyperparams(
             )
     name = getattr(factory, "__name__", repr(factory))
 
-    def build(**kwargs: Any) -> GradientTransformation:
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        if args:
+            raise TypeError(
+                f"inject_hyperparams({name}): pass the hyperparameters by name, e.g. "
+                f"inject_hyperparams({name})(learning_rate=1e-3), got positional arguments {args!r}"
+            )
         dynamic = {
             k: v
             for k, v in kwargs.items()
@@ -166,6 +191,7 @@ def inject_hyperparams(
             return InjectState(count, _like(hyperparams, recorded), inner)
 
         def update(updates: Any, state: InjectState, params: Any = None, **extra_args: Any):
+            check_state("inject_hyperparams", state, InjectState)
             hyperparams = values_at(state.count, state.hyperparams)
             inner = factory(**static, **hyperparams)
             updates, inner_state = inner.update(updates, state.inner, params, **extra_args)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fundl.optim.base import GradientTransformation, in_dtype, scaled, validated
+from fundl.optim.base import GradientTransformation, check_state, in_dtype, scaled, validated
 
 __all__ = ["reduce_on_plateau", "PlateauState"]
 
@@ -27,6 +28,26 @@ class PlateauState(NamedTuple):
     cooldown_count: jax.Array  # observations left before counting again, int32
     value_sum: jax.Array  # Σ metric over the current accumulation, float32
     value_count: jax.Array  # metrics in the current accumulation, int32
+
+
+def _check_value(value: Any) -> None:
+    """The metric must be a real scalar (NaN passes: it is data). Dtypes and shapes only."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return
+    real = dtype is not None and (
+        jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    )
+    if not real or jnp.shape(value) != ():
+        got = (
+            f"an array of dtype {dtype} and shape {tuple(jnp.shape(value))}"
+            if dtype is not None
+            else f"{value!r:.60} (a {type(value).__name__})"
+        )
+        raise ValueError(
+            "reduce_on_plateau: value must be the monitored metric as a real scalar (a number "
+            f"or a 0-d array, e.g. the mean validation loss), got {got}"
+        )
 
 
 @validated
@@ -104,6 +125,8 @@ def reduce_on_plateau(
                 "reduce_on_plateau: update needs the monitored metric, "
                 "update(grads, state, params, value=validation_loss)"
             )
+        check_state("reduce_on_plateau", state, PlateauState)
+        _check_value(value)
         value_sum = state.value_sum + jnp.asarray(value, jnp.float32)
         value_count = state.value_count + 1
         ready = value_count >= accumulation_size

@@ -24,13 +24,14 @@ from fundl.optim.base import (
     Range,
     ScalarOrSchedule,
     check_against_state,
+    check_state,
     in_dtype,
     moments_like,
     safe_increment,
     scaled,
-    value_at,
     stateless,
     validated,
+    value_at,
 )
 from fundl.tree import accumulation_dtype, check_same_shapes, global_norm
 
@@ -174,6 +175,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> GradientTransform
         return ScheduleState(jnp.zeros([], jnp.int32))
 
     def update(updates: Any, state: ScheduleState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_learning_rate", state, ScheduleState)
         lr = value_at(learning_rate, state.count)
         new = jax.tree.map(lambda u: scaled(u, -lr), updates)
         return new, ScheduleState(safe_increment(state.count))
@@ -239,6 +241,7 @@ def scale_by_momentum(
         return TraceState(moments_like(params, moment_dtype))
 
     def update(updates: Any, state: TraceState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_momentum", state, TraceState)
         check_against_state("scale_by_momentum", updates, state.velocity)
 
         def step(g, v):  # μv + g, in v's dtype
@@ -293,6 +296,7 @@ def scale_by_ema(decay: float = 0.9, *, moment_dtype: MomentDtype = None) -> Gra
         return EmaState(moments_like(params, moment_dtype))
 
     def update(updates: Any, state: EmaState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_ema", state, EmaState)
         check_against_state("scale_by_ema", updates, state.velocity)
         velocity = _update_moment(updates, state.velocity, decay)
         return _in_grad_dtype(updates, velocity), EmaState(velocity)
@@ -356,6 +360,7 @@ def scale_by_rms(
         return RmsState(moments_like(params, moment_dtype), mu)
 
     def update(updates: Any, state: RmsState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_rms", state, RmsState)
         check_against_state("scale_by_rms", updates, state.nu)
         nu = _update_moment(updates, state.nu, decay, order=2)
         if centered:
@@ -425,6 +430,7 @@ def scale_by_adam(
         return AdamState(jnp.zeros([], jnp.int32), mu, nu)
 
     def update(updates: Any, state: AdamState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_adam", state, AdamState)
         check_against_state("scale_by_adam", updates, state.mu)
         count = safe_increment(state.count)
         mu = _update_moment(updates, state.mu, b1)
@@ -490,6 +496,7 @@ def scale_by_adagrad(
         )
 
     def update(updates: Any, state: AdagradState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_adagrad", state, AdagradState)
         check_against_state("scale_by_adagrad", updates, state.sum_of_squares)
         total = jax.tree.map(
             lambda g, s: s + jnp.square(g.astype(s.dtype)), updates, state.sum_of_squares
@@ -543,6 +550,7 @@ def scale_by_lion(
         return LionState(moments_like(params, moment_dtype))
 
     def update(updates: Any, state: LionState, params: Any = None, **extra_args: Any):
+        check_state("scale_by_lion", state, LionState)
         check_against_state("scale_by_lion", updates, state.mu)
         direction = jax.tree.map(jnp.sign, _update_moment(updates, state.mu, b1))
         mu = _update_moment(updates, state.mu, b2)

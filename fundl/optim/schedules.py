@@ -49,6 +49,7 @@ from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fundl._validate import check_bool, check_choice, check_int, check_number
 
@@ -129,8 +130,45 @@ def _geometric_bounds(v0: float, r: float) -> tuple[float, float]:
     return min(v0, limit), max(v0, limit)
 
 
-def _float_step(step: int | jax.Array) -> jax.Array:
-    return jnp.asarray(step, jnp.float32)
+def _checked_step(fn: str, step: Any) -> jax.Array:
+    """The step as an array, refusing what is not a step count: a str, bool, complex number
+    or key, and a negative host step (a Python number or numpy array: the curves are
+    defined for steps ≥ 0). Dtypes, and the values of host steps, only: nothing is added
+    to a traced program, and a device array's value is never read."""
+    dtype = getattr(step, "dtype", None)
+    if dtype is None and isinstance(step, (int, float)) and not isinstance(step, bool):
+        bad = False
+    else:
+        try:
+            arr = step if dtype is not None else np.asarray(step)
+            dtype = arr.dtype
+            bad = jnp.issubdtype(dtype, jnp.bool_) or not (
+                jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+            )
+        except (TypeError, ValueError):
+            bad = True
+    if bad:
+        shown = (
+            f"an array of dtype {step.dtype}"
+            if hasattr(step, "dtype")
+            else f"{step!r:.40} (a {type(step).__name__})"
+        )
+        raise ValueError(
+            f"{fn}: the step must be a step count, an integer (or an integer array), got {shown}"
+        )
+    # the sign of a host value (a Python number or numpy array) only: reading a device
+    # array's value would stall an eager (unjitted) loop on the device every step
+    if isinstance(step, (int, float, np.ndarray, np.generic)) and np.size(step):
+        lowest = np.nanmin(np.asarray(step, np.float64)) if not np.all(np.isnan(step)) else 0.0
+        if lowest < 0:
+            raise ValueError(
+                f"{fn}: the step must be ≥ 0 (the number of updates taken), got {lowest:g}"
+            )
+    return jnp.asarray(step)
+
+
+def _float_step(fn: str, step: int | jax.Array) -> jax.Array:
+    return _checked_step(fn, step).astype(jnp.float32)
 
 
 # -------------------------------------------------------------------------- schedules
@@ -154,10 +192,11 @@ def constant(value: float) -> Schedule:
       >>> np.asarray(jax.jit(lr)(jnp.arange(3)), np.float64).round(4).tolist()
       [0.1, 0.1, 0.1]
     """
-    v = check_number("constant", "value", value)
+    fn = "constant"
+    v = check_number(fn, "value", value)
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        return jnp.full_like(_float_step(step), v)
+        return jnp.full_like(_float_step(fn, step), v)
 
     return _bounded(schedule, v, v)
 
@@ -203,7 +242,7 @@ def piecewise_constant(init_value: float, boundaries_and_scales: Mapping[int, fl
         values.append((values[-1] if values else v0) * scale)
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        step = jnp.asarray(step)  # compared as given, so integer steps stay exact
+        step = _checked_step(fn, step)  # compared as given, so integer steps stay exact
         value = jnp.full(jnp.shape(step), v0, jnp.float32)
         for boundary, scale in pieces:
             value = jnp.where(step >= boundary, value * scale, value)
@@ -238,7 +277,7 @@ def step_decay(init_value: float, decay_rate: float, step_size: int) -> Schedule
     n = check_int(fn, "step_size", step_size)
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        return v0 * jnp.power(r, jnp.floor(_float_step(step) / n))
+        return v0 * jnp.power(r, jnp.floor(_float_step(fn, step) / n))
 
     return _bounded(schedule, *_geometric_bounds(v0, r))
 
@@ -305,7 +344,7 @@ def exponential_decay(
     clip = jnp.maximum if r < 1 else jnp.minimum
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        p = jnp.maximum(_float_step(step) - s0, 0.0) / n
+        p = jnp.maximum(_float_step(fn, step) - s0, 0.0) / n
         if staircase:
             p = jnp.floor(p)
         value = v0 * jnp.power(r, p)
@@ -345,7 +384,7 @@ def inverse_time_decay(
     limit = v0 if r == 0 else 0.0
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        p = _float_step(step) / n
+        p = _float_step(fn, step) / n
         if staircase:
             p = jnp.floor(p)
         return v0 / (1.0 + r * p)
@@ -398,7 +437,7 @@ def polynomial_decay(
     s0 = check_int(fn, "transition_begin", transition_begin, low=0)
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        t = jnp.clip(_float_step(step) - s0, 0.0, n)
+        t = jnp.clip(_float_step(fn, step) - s0, 0.0, n)
         return (v0 - v1) * jnp.power(1.0 - t / n, p) + v1
 
     return _bounded(schedule, min(v0, v1), max(v0, v1))
@@ -431,7 +470,7 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
     v1 = check_number(fn, "end_value", end_value)
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        t = jnp.minimum(_float_step(step), n)
+        t = jnp.minimum(_float_step(fn, step), n)
         return v1 + (v0 - v1) * 0.5 * (1.0 + jnp.cos(math.pi * t / n))
 
     return _bounded(schedule, min(v0, v1), max(v0, v1))
@@ -492,7 +531,7 @@ def warmup_cosine_decay(
             )
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        s = _float_step(step)
+        s = _float_step(fn, step)
         t = jnp.clip(s - w, 0.0, n - w)
         decay = v1 + (peak - v1) * 0.5 * (1.0 + jnp.cos(math.pi * t / (n - w)))
         if w == 0:  # a build-time choice: there is no warm-up to divide by
@@ -556,7 +595,7 @@ def cyclical(
     g = check_number(fn, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        s = _float_step(step)
+        s = _float_step(fn, step)
         # The same x from the position in the cycle, u = s mod 2n (exact): s / n − 2c + 1
         # would cancel two large numbers and lose the bottom of late cycles in float32.
         u = jnp.mod(s, 2.0 * n)
@@ -632,7 +671,7 @@ def one_cycle(
         return end + (start - end) / 2.0 * (1.0 + jnp.cos(math.pi * pct))
 
     def schedule(step: int | jax.Array) -> jax.Array:
-        s = _float_step(step)
+        s = _float_step(fn, step)
         up = anneal(v0, peak, s / end_up)
         down = anneal(peak, v_min, jnp.minimum((s - end_up) / (end_down - end_up), 1.0))
         return jnp.where(s <= end_up, up, down)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import inspect
 import math
 import time
 import warnings
@@ -52,6 +53,7 @@ from fundl.train.steps import (
     build_epoch,
     build_train_step,
     check_flags,
+    check_function,
     check_optimizer,
     data_parallel,
     loss_and_aux,
@@ -583,10 +585,59 @@ def _check_arguments(
         raise ValueError(
             "fit: resume=True needs checkpoints=CheckpointManager(directory) to resume from"
         )
+    return epochs, batch_size, eval_batch_size, _check_callbacks(callbacks)
+
+
+def _check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
+    """A list of functions ``callback(epoch, logs, params)``, each checked before training."""
+    if callbacks is None:
+        return ()
+    if callable(callbacks):
+        raise TypeError(
+            f"fit: callbacks must be a list of functions, got the function {callbacks!r:.80}; "
+            "pass callbacks=[fn]"
+        )
+    if isinstance(callbacks, (str, bytes, dict)) or not isinstance(callbacks, Iterable):
+        raise TypeError(
+            f"fit: callbacks must be a list of functions callback(epoch, logs, params), got "
+            f"{callbacks!r:.80}"
+        )
     callbacks = tuple(callbacks)
-    if not all(callable(cb) for cb in callbacks):
-        raise TypeError("fit: callbacks must be functions callback(epoch, logs, params)")
-    return epochs, batch_size, eval_batch_size, callbacks
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(
+                f"fit: callbacks must be functions callback(epoch, logs, params), got {cb!r:.80} "
+                f"at position {i}"
+            )
+        try:
+            inspect.signature(cb).bind(0, {}, None)
+        except TypeError as error:
+            raise TypeError(
+                f"fit: callbacks[{i}] {getattr(cb, '__name__', cb)!s:.60} cannot be called as "
+                f"callback(epoch, logs, params) ({error})"
+            ) from None
+        except ValueError:  # no inspectable signature (a builtin): called as it is
+            pass
+    return callbacks
+
+
+def _check_val_like_train(train_data: Any, val_data: Any) -> None:
+    """Without ``eval_fn``, ``loss_fn`` sees the validation batches: they must have the
+    training data's structure. (Not its per-example shapes: a sequence model may validate
+    on another length, a fully convolutional one on another image size.)"""
+    train_tree = jax.tree.structure(train_data)
+    val_tree = jax.tree.structure(val_data)
+    if train_tree != val_tree:
+        raise ValueError(
+            "fit: val_data must have the structure of train_data (loss_fn, which validates "
+            f"without an eval_fn, reads its batches), got {_tree_text(val_tree)} for train_data's "
+            f"{_tree_text(train_tree)}; pass eval_fn=... for validation data of another form"
+        )
+
+
+def _tree_text(treedef: Any, limit: int = 120) -> str:
+    text = str(treedef).removeprefix("PyTreeDef(").removesuffix(")")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_divisible(plan: DataParallel, n: int, batch_size: int, drop_last: bool) -> None:
@@ -760,6 +811,9 @@ def fit(
         resume=resume,
         progress=progress,
     )
+    check_function("fit", "loss_fn", loss_fn, "loss_fn(params, batch)")
+    if eval_fn is not None:
+        check_function("fit", "eval_fn", eval_fn, "eval_fn(params, batch)")
     stateful = model_state is not None
     if stateful and has_aux:
         raise ValueError(
@@ -769,6 +823,17 @@ def fit(
     plan = data_parallel("fit", mesh, axis, shard_params)
     n_train = fdata.validate(train_data, name="train_data")
     n_val = 0 if val_data is None else fdata.validate(val_data, name="val_data")
+    if val_data is not None and eval_fn is None:
+        _check_val_like_train(train_data, val_data)
+    if (
+        val_data is None
+        and early_stopping is not None
+        and early_stopping.monitor.startswith("val_")
+    ):
+        raise ValueError(
+            f"fit: early_stopping monitors {early_stopping.monitor!r}, a validation metric, but "
+            "no val_data is given; pass val_data=... or monitor a training metric (e.g. 'loss')"
+        )
     steps_per_epoch = fdata.num_batches(n_train, batch_size, drop_last=drop_last or scan)
     if steps_per_epoch == 0:
         raise ValueError(

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fundl._validate import check_number
+from fundl._validate import check_int, check_number
 from fundl.train.recompile import caller_stacklevel
 from fundl.tree import check_same_shapes, global_norm
 
@@ -317,8 +317,17 @@ class GradHealth:
           the :class:`GradHealthWarning` s issued, in the order nonfinite, vanish,
           explode, growth; empty for a healthy epoch.
         """
-        norms = _norms(metrics)
-        before = _norms(previous or {})
+        for arg, value in (("metrics", metrics), ("previous", previous)):
+            if not isinstance(value, Mapping) and not (arg == "previous" and value is None):
+                raise TypeError(
+                    f"{name}: {arg} must be a dict of an epoch's metrics (the "
+                    f"'grad_norm/<layer>' entries are read){' or None' * (arg == 'previous')}, "
+                    f"got {value!r:.80}"
+                )
+        if epoch is not None:
+            epoch = check_int(name, "epoch", epoch, low=0)
+        norms = _norms(name, metrics)
+        before = _norms(name, previous or {})
         finite = {k: v for k, v in norms.items() if math.isfinite(v)}
         found: dict[str, dict[str, float]] = {
             "nonfinite": {k: v for k, v in norms.items() if k not in finite}
@@ -384,7 +393,20 @@ class GradHealth:
         return f"{where}: the gradient norm {what} in {count}: {listing}{_HINTS[rule]}"
 
 
-def _norms(metrics: Mapping[str, Any]) -> dict[str, float]:
+def _norms(name: str, metrics: Mapping[str, Any]) -> dict[str, float]:
     """The ``grad_norm/<layer>`` entries of ``metrics`` as ``{layer: float}``, in natural order."""
-    norms = {k[len(GRAD_NORM) :]: float(v) for k, v in metrics.items() if k.startswith(GRAD_NORM)}
+    norms = {}
+    for k, v in metrics.items():
+        if not (isinstance(k, str) and k.startswith(GRAD_NORM)):
+            continue
+        if isinstance(v, (str, bytes, bool)) or np.ndim(v) != 0:
+            raise ValueError(
+                f"{name}: {k!r} must be a number (the epoch's gradient norm), got {v!r:.60}"
+            )
+        try:
+            norms[k[len(GRAD_NORM) :]] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name}: {k!r} must be a number (the epoch's gradient norm), got {v!r:.60}"
+            ) from None
     return {k: norms[k] for k in sorted(norms, key=natural_key)}

@@ -17,6 +17,7 @@ state)`` — called with this step's key and ``train=True`` by the train steps, 
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,17 @@ def check_optimizer(name: str, optimizer: Any) -> None:
         raise TypeError(
             f"{name}: optimizer must be a fundl.optim GradientTransformation, got {optimizer!r}"
         )
+
+
+def check_function(name: str, arg: str, fn: Any, form: str) -> None:
+    """``TypeError`` unless ``fn`` is callable (a model object, not its function, is refused)."""
+    if not callable(fn):
+        hint = (
+            f"; pass its function, e.g. {arg}=model.init"
+            if hasattr(fn, "init") and hasattr(fn, "apply")
+            else ""
+        )
+        raise TypeError(f"{name}: {arg} must be a function {form}, got {fn!r:.80}{hint}")
 
 
 def check_flags(name: str, **flags: Any) -> None:
@@ -132,12 +144,25 @@ def loss_and_aux(name: str, out: Any, has_aux: bool) -> tuple[jax.Array, dict]:
 
 
 def _check_scalar_loss(name: str, loss: Any, fn: str) -> None:
+    if not _is_number(loss):
+        raise TypeError(
+            f"{name}: {fn} must return a floating-point scalar loss, got {loss!r:.60} (a "
+            f"{type(loss).__name__})"
+        )
     if jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
         raise TypeError(
             f"{name}: {fn} must return a floating-point scalar loss, got "
             f"{jnp.result_type(loss)}{list(jnp.shape(loss))}; reduce it (e.g. "
             "reduction='mean')"
         )
+
+
+def _is_number(value: Any) -> bool:
+    """A real or complex number or a numeric array (not None, a str, a list, a key)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return isinstance(value, numbers.Number)
+    return jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
 
 
 def _eval_metrics(name: str, out: Any, stateful: bool) -> dict[str, Any]:
@@ -167,6 +192,11 @@ def _eval_metrics(name: str, out: Any, stateful: bool) -> dict[str, Any]:
         _check_scalar_loss(name, out, "metrics_fn")
         metrics = {"loss": out}
     for key, value in metrics.items():
+        if not _is_number(value):
+            raise TypeError(
+                f"{name}: metrics_fn must return {forms}, got {key!r} = {value!r:.60} "
+                f"(a {type(value).__name__}, not a number)"
+            )
         if jnp.shape(value) != ():
             raise TypeError(
                 f"{name}: metrics_fn must return scalar metrics, got {key!r} of "
@@ -684,6 +714,7 @@ def build_train_step(
     plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     """:func:`make_train_step` for a caller ``name`` (``fit``), which its errors then name."""
+    check_function(name, "loss_fn", loss_fn, "loss_fn(params, batch, ...)")
     check_optimizer(name, optimizer)
     check_flags(name, has_aux=has_aux, stateful=stateful, ensemble=ensemble, jit=jit, donate=donate)
     step = _step_fn(
@@ -726,6 +757,7 @@ def init_ensemble(init_fn: Callable[[jax.Array], Any], key: Any, n: int) -> Any:
       >>> params["dense1"]["W"].shape
       (8, 3, 2)
     """
+    check_function("init_ensemble", "init_fn", init_fn, "init_fn(key) -> params")
     n = check_int("init_ensemble", "n", n)
     return jax.vmap(init_fn)(jax.random.split(as_key("init_ensemble", key), n))
 
@@ -792,6 +824,7 @@ def make_eval_step(
       {'loss': Array(2.5, dtype=float32)}
     """
     name = "make_eval_step"
+    check_function(name, "metrics_fn", metrics_fn, "metrics_fn(params, batch, ...)")
     check_flags(name, stateful=stateful, jit=jit, ensemble=ensemble)
     plan = data_parallel(name, mesh, axis, False)
     policy = precision.as_policy(name, policy)
@@ -907,6 +940,7 @@ def make_scan_steps(
       >>> metrics["loss"].shape, [f"{v:.4f}" for v in metrics["loss"].tolist()]
       ((2,), ['2.5000', '0.6250'])
     """
+    check_function("make_scan_steps", "loss_fn", loss_fn, "loss_fn(params, batch, ...)")
     check_optimizer("make_scan_steps", optimizer)
     check_flags(
         "make_scan_steps",
@@ -930,7 +964,7 @@ def make_scan_steps(
     )
     if ensemble:
         step = _vmap_models(step, n_state_args=1 if stateful else 2)
-    run = _entry("make_scan_steps", _scan(step, stateful), stateful)
+    run = _entry("make_scan_steps", _scan(step, stateful, "make_scan_steps"), stateful)
     if not jit:
         return run
     if stateful:
@@ -946,16 +980,46 @@ def make_scan_steps(
     )
 
 
-def _scan(step: Callable[..., Any], stateful: bool) -> Callable[..., Any]:
+def _check_batches(name: str, batches: Any) -> None:
+    """``batches`` must have array leaves sharing a leading axis of k ≥ 1 steps (shapes only)."""
+    flat = jax.tree_util.tree_flatten_with_path(batches)[0]
+    if not flat:
+        raise ValueError(
+            f"{name}: batches has no array leaves; expected a pytree of arrays with a leading "
+            f"axis of k steps, e.g. x of shape (k, batch_size, ...), got {batches!r:.80}"
+        )
+    sizes = {}
+    for path, leaf in flat:
+        shape = jnp.shape(leaf)
+        if not shape:
+            raise ValueError(
+                f"{name}: batches{jax.tree_util.keystr(path)} is 0-d; every leaf needs a leading "
+                "axis of k steps (stack k batches: jax.tree.map(lambda *b: jnp.stack(b), *batches))"
+            )
+        sizes.setdefault(shape[0], jax.tree_util.keystr(path))
+    if len(sizes) > 1:
+        shown = ", ".join(f"batches{where} has {k}" for k, where in sizes.items())
+        raise ValueError(
+            f"{name}: the leaves of batches disagree on the number of steps k: {shown}"
+        )
+
+
+def _scan(step: Callable[..., Any], stateful: bool, name: str = "") -> Callable[..., Any]:
     """k applications of ``step`` over the leading axis of ``batches``, in one ``lax.scan``."""
 
     def run_stateful(train_state, batches, *args):
+        if name:
+            _check_batches(name, batches)
+
         def body(carry, batch):
             return step(carry, batch, *args)
 
         return jax.lax.scan(body, train_state, batches)
 
     def run(params, opt_state, batches, *args):
+        if name:
+            _check_batches(name, batches)
+
         def body(carry, batch):
             params, opt_state, metrics = step(*carry, batch, *args)
             return (params, opt_state), metrics
@@ -1057,6 +1121,7 @@ def build_epoch(
     plan: DataParallel | None = None,
 ) -> Callable[..., Any]:
     """:func:`make_epoch` for a caller ``name`` (``fit``), which its errors then name."""
+    check_function(name, "loss_fn", loss_fn, "loss_fn(params, batch, ...)")
     check_optimizer(name, optimizer)
     check_flags(name, has_aux=has_aux, stateful=stateful, ensemble=ensemble, jit=jit, donate=donate)
     batch_size = check_int(name, "batch_size", batch_size)

@@ -99,7 +99,7 @@ def test_chain_checks_grads_against_params_shapes():
     grads = {"W": jnp.ones((3, 2)), "b": jnp.zeros(2)}  # transposed
     with pytest.raises(
         ValueError,
-        match=r"^update: grads and params differ in shape at \['W'\]: \(3, 2\) vs \(2, 3\)$",
+        match=r"^chain: grads and params differ in shape at \['W'\]: \(3, 2\) vs \(2, 3\)$",
     ):
         opt.update(grads, opt.init(params), params)
 
@@ -147,3 +147,92 @@ def test_stateless_builds_a_transformation_from_a_function():
     assert state == optim.EmptyState()
     updates, _ = double.update({"w": jnp.array([3.0])}, state, params)
     np.testing.assert_array_equal(updates["w"], [7.0])
+
+
+_P = {"w": jnp.ones(2)}
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        # Python's own bind error named neither the factory nor its form
+        (lambda: optim.sgd(0.1, foo=1), TypeError, r"^sgd: got an unexpected keyword .*'foo'"),
+        (lambda: optim.accumulate(2), TypeError, r"^accumulate: missing a required .*'inner'"),
+        # a state of another transformation (or none) failed with AttributeError: no .mu
+        (
+            lambda: optim.adam(0.1).update(_P, None, _P),
+            TypeError,
+            r"^scale_by_adam: state must be the AdamState that scale_by_adam's init",
+        ),
+        (
+            lambda: optim.adam(0.1).update(_P, optim.sgd(0.1, 0.9).init(_P), _P),
+            TypeError,
+            r"^scale_by_adam: state must be the AdamState .*, got TraceState",
+        ),
+        (
+            lambda: optim.reduce_on_plateau().update(_P, None, value=1.0),
+            TypeError,
+            r"^reduce_on_plateau: state must be the PlateauState",
+        ),
+        # the monitored value broadcast into the state ((1,)) or failed in a multiply ((3,))
+        (
+            lambda: optim.reduce_on_plateau().update(
+                _P, optim.reduce_on_plateau().init(_P), value=[1.0]
+            ),
+            ValueError,
+            r"^reduce_on_plateau: value must be the monitored metric as a real scalar .*list",
+        ),
+        (
+            lambda: optim.reduce_on_plateau().update(
+                _P, optim.reduce_on_plateau().init(_P), value=jnp.ones(3)
+            ),
+            ValueError,
+            r"^reduce_on_plateau: value must be .*shape \(3,\)",
+        ),
+        (
+            lambda: optim.reduce_on_plateau().update(
+                _P, optim.reduce_on_plateau().init(_P), value="a"
+            ),
+            ValueError,
+            r"^reduce_on_plateau: value must be .*'a' \(a str\)",
+        ),
+        # non-array leaves: "data type 'abc' not understood", "'float' has no attribute astype"
+        (
+            lambda: optim.adam(0.1).init({"w": "abc"}),
+            ValueError,
+            r"^adam: parameter params\['w'\] is a str .*not an array",
+        ),
+        (
+            lambda: optim.adam(0.1).update(1.0, optim.adam(0.1).init(1.0)),
+            ValueError,
+            r"^adam: gradient grads is a float .*not an array",
+        ),
+        # zero_nans alone took integer leaves, which every other transformation refuses
+        (
+            lambda: optim.zero_nans().init({"w": jnp.ones(2, jnp.int32)}),
+            ValueError,
+            r"^zero_nans: parameter params\['w'\] is int32",
+        ),
+        (lambda: optim.stateless(3), TypeError, r"^stateless: fn must be a function"),
+        # a built optimizer, or no factory: "'GradientTransformation' object is not callable"
+        (
+            lambda: optim.inject_hyperparams(optim.adam(0.1)),
+            TypeError,
+            r"^inject_hyperparams: factory must be an optimizer factory .*already built",
+        ),
+        (lambda: optim.inject_hyperparams(None), TypeError, r"^inject_hyperparams: factory"),
+        (
+            lambda: optim.inject_hyperparams(optim.adam, static_args=3),
+            ValueError,
+            r"^inject_hyperparams: static_args must be a tuple of argument names, got 3",
+        ),
+        (
+            lambda: optim.inject_hyperparams(optim.adam)(0.1),
+            TypeError,
+            r"^inject_hyperparams\(adam\): pass the hyperparameters by name",
+        ),
+    ],
+)
+def test_bad_input_errors_name_the_function(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -534,6 +534,30 @@ def test_bad_hyperparameters_raise_when_built(build, message):
         build()
 
 
+@pytest.mark.parametrize(
+    "step, got",
+    [
+        ("3", r"'3' \(a str\)"),  # was read as the number 3
+        (True, r"True \(a bool\)"),  # was read as step 1
+        (1j, r"1j \(a complex\)"),  # was float()'s TypeError
+        (jax.random.key(0), r"an array of dtype key<fry>"),  # was convert_element_type's
+    ],
+)
+def test_a_step_that_is_no_step_count_is_refused(step, got):
+    with pytest.raises(
+        ValueError, match=rf"^cosine_decay: the step must be a step count.*got {got}"
+    ):
+        schedules.cosine_decay(0.1, 10)(step)
+
+
+def test_a_negative_step_is_refused():
+    # warmup_cosine_decay(-3) was −0.3: off the curve and below the schedule's bounds
+    with pytest.raises(ValueError, match=r"^warmup_cosine_decay: the step must be ≥ 0.*got -3$"):
+        schedules.warmup_cosine_decay(0.1, 10, 20)(-3)
+    with pytest.raises(ValueError, match=r"^piecewise_constant: the step must be ≥ 0"):
+        schedules.piecewise_constant(0.1, {2: 0.5})(np.array([1, -1]))
+
+
 def test_numpy_hyperparameters_are_accepted():
     s = schedules.step_decay(np.float32(0.5), np.float64(0.5), np.int64(2))
     _assert_close(s(4), 0.125)

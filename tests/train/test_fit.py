@@ -363,7 +363,7 @@ def test_fit_errors(toy, run):
     with pytest.raises(ValueError, match=r"leaves disagree on the number of examples"):
         run(train_data={"x": np.ones((4, 3)), "y": np.ones(3, np.int32)})
     with pytest.raises(ValueError, match=r"fit: cannot monitor 'val_accuracy'"):
-        run(early_stopping=train.EarlyStopping("val_accuracy"))
+        run(early_stopping=train.EarlyStopping("val_accuracy"), val_data=toy.data(8, seed=3))
     with pytest.raises(ValueError, match=r"fit: resume=True needs checkpoints=CheckpointManager"):
         run(resume=True)
     with pytest.raises(
@@ -396,6 +396,47 @@ def test_fit_errors(toy, run):
         TypeError, match=r"fit: loss_fn returned a tuple of 2; .* pass has_aux=True"
     ):
         run(toy.loss_with_accuracy)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        # each failed only after an epoch of training, with Python's or JAX's own message
+        (
+            {"callbacks": lambda e, logs, p: None},
+            TypeError,
+            r"callbacks must be a list of functions, got the function .*; pass callbacks=\[fn\]",
+        ),
+        (
+            {"callbacks": [lambda epoch: None]},
+            TypeError,
+            r"callbacks\[0\] .* cannot be called as callback\(epoch, logs, params\)",
+        ),
+        (
+            {"val_data": "tuple"},
+            ValueError,
+            r"val_data must have the structure of train_data .*pass eval_fn=",
+        ),
+        (
+            {"early_stopping": train.EarlyStopping("val_loss")},
+            ValueError,
+            r"early_stopping monitors 'val_loss', a validation metric, but no val_data",
+        ),
+        ({"eval_fn": 3, "val_data": "same"}, TypeError, r"eval_fn must be a function"),
+    ],
+)
+def test_fit_refuses_bad_arguments_before_training(toy, run, kwargs, error, match):
+    data = toy.data(8, seed=3)
+    val = {
+        "tuple": (data["x"], data["y"]),
+        "same": data,
+    }
+    if "val_data" in kwargs:
+        kwargs = {**kwargs, "val_data": val[kwargs["val_data"]]}
+    with pytest.raises(error, match=rf"^fit: {match}"):
+        run(**kwargs)
+    with pytest.raises(TypeError, match=r"^fit: loss_fn must be a function .*, got 3"):
+        run(3)
 
 
 def test_no_warning_when_fit_validates_every_epoch(toy, run):

@@ -374,3 +374,18 @@ def test_progress_leaves_the_per_layer_values_to_the_history(capsys):
     )
     err = capsys.readouterr().err
     assert "loss 0.5" in err and "grad_norm" not in err and "update_ratio" not in err
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((None,), {}, TypeError, r"metrics must be a dict of an epoch's metrics"),  # AttributeError
+        (({"grad_norm/a": 1.0}, 3), {}, TypeError, r"previous must be a dict .* or None, got 3"),
+        (({"grad_norm/a": "x"},), {}, ValueError, r"'grad_norm/a' must be a number .*'x'"),
+        (({"grad_norm/a": jnp.ones(2)},), {}, ValueError, r"'grad_norm/a' must be a number"),
+        (({"grad_norm/a": 1.0},), {"epoch": "a"}, ValueError, r"epoch must be a non-negative"),
+    ],
+)
+def test_check_refuses_what_is_not_an_epochs_metrics(args, kwargs, error, match):
+    with pytest.raises(error, match=rf"^GradHealth\.check: {match}"):
+        train.GradHealth().check(*args, **kwargs)

@@ -407,6 +407,22 @@ def _per_example(params, batch):
             ValueError,
             r"the loss function's metrics hold a 'loss', the name the step reports the loss under",
         ),
+        # None was returned as {"loss": None}; a str or a list failed inside JAX
+        (
+            lambda p, b: None,
+            TypeError,
+            r"metrics_fn must return a floating-point scalar loss, got None",
+        ),
+        (
+            lambda p, b: "a",
+            TypeError,
+            r"metrics_fn must return a floating-point scalar loss, got 'a'",
+        ),
+        (
+            lambda p, b: {"acc": [1.0]},
+            TypeError,
+            r"metrics_fn must return .*, got 'acc' = \[1\.0\] \(a list, not a number\)",
+        ),
     ],
 )
 def test_eval_step_checks_what_the_metrics_function_returns(toy, metrics_fn, error, match):
@@ -501,3 +517,37 @@ def test_init_ensemble_takes_an_int_seed(toy):
         train.init_ensemble(toy.model.init, 3, 2),
         train.init_ensemble(toy.model.init, jax.random.key(3), 2),
     )
+
+
+@pytest.mark.parametrize("builder", list(_BUILDERS))
+def test_a_loss_function_that_is_not_callable_is_refused_when_built(builder):
+    # was "'NoneType' object is not callable" at the first call
+    arg = "metrics_fn" if builder == "make_eval_step" else "loss_fn"
+    with pytest.raises(TypeError, match=rf"^{builder}: {arg} must be a function .*, got None"):
+        _BUILDERS[builder](None)
+
+
+def test_init_ensemble_refuses_a_model_for_its_init_function():
+    with pytest.raises(
+        TypeError, match=r"^init_ensemble: init_fn must be a function .*model\.init"
+    ):
+        train.init_ensemble(MODEL, 0, 2)
+
+
+@pytest.mark.parametrize(
+    "batches, match",
+    [
+        ({"x": 1.0, "y": 2.0}, r"batches\['x'\] is 0-d"),  # was IndexError
+        (
+            {"x": np.ones((2, 4, 3), np.float32), "y": np.ones((3, 4), np.int32)},
+            r"the leaves of batches disagree on the number of steps k: batches\['x'\] has 2, "
+            r"batches\['y'\] has 3",
+        ),
+        (None, r"batches has no array leaves"),
+    ],
+)
+def test_scan_steps_check_the_stacked_batches(toy, batches, match):
+    steps = train.make_scan_steps(toy.loss_fn, optim.sgd(0.1), donate=False)
+    params = toy.params()
+    with pytest.raises(ValueError, match=rf"^make_scan_steps: {match}"):
+        steps(params, optim.sgd(0.1).init(params), batches)
