@@ -220,8 +220,28 @@ def check_initializers(name: str, layer: Any, *args: str) -> None:
             )
 
 
+def _not_an_array(x: Any) -> str | None:
+    """What ``x`` is when it is neither an array nor a real number (else None): None, a
+    list or a dict would reach ``jnp`` and fail with a message naming no fundl function."""
+    if isinstance(x, bool) or not isinstance(x, (jax.Array, np.ndarray, np.generic, numbers.Real)):
+        hint = "; pass jnp.asarray(...)" if isinstance(x, (list, tuple)) else ""
+        return f"{type(x).__name__}{hint}"
+    return None
+
+
+def check_array(name: str, what: str, x: Any) -> None:
+    """``TypeError`` unless ``x`` is an array or a real number."""
+    got = _not_an_array(x)
+    if got is not None:
+        raise TypeError(f"{name}: {what} must be an array, got {got}")
+
+
 def check_floating(name: str, expected: str, x: Any) -> None:
-    """``TypeError(f"{name}: expected {expected}, got dtype ...")`` unless x is floating."""
+    """``TypeError(f"{name}: expected {expected}, got dtype ...")`` unless x is floating
+    (naming its type when it is no array at all)."""
+    got = _not_an_array(x)
+    if got is not None:
+        raise TypeError(f"{name}: expected {expected}, got {got}")
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name}: expected {expected}, got dtype {dtype}")
@@ -267,6 +287,17 @@ def is_key(x: Any) -> bool:
     """Whether ``x`` is a typed PRNG key array (``jax.random.key``)."""
     dtype = getattr(x, "dtype", None)
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def as_single_key(name: str, key: Any) -> jax.Array:
+    """:func:`as_key`, refusing a batch of keys (``jax.random`` would fail on it unnamed)."""
+    key = as_key(name, key)
+    if key.shape != (() if is_key(key) else (2,)):
+        raise ValueError(
+            f"{name}: key must be a single PRNG key, got a batch of keys of shape "
+            f"{key.shape}; pass one key (jax.vmap over keys for several)"
+        )
+    return key
 
 
 def as_key(name: str, key: Any, *, arg: str = "key") -> jax.Array:

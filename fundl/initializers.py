@@ -42,7 +42,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import as_key, check_choice, check_int, check_number, is_key
+from fundl._validate import as_single_key, check_choice, check_int, check_number
 
 __all__ = [
     "Initializer",
@@ -120,18 +120,6 @@ def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
     return tuple(check_int(name, f"shape[{i}]", d, low=0) for i, d in enumerate(shape))
 
 
-def _check_key(name: str, key: Any) -> jax.Array:
-    """One PRNG key (or an int seed); a batch of keys would fail inside jax.random unnamed."""
-    key = as_key(name, key)
-    single = () if is_key(key) else (2,)
-    if key.shape != single:
-        raise ValueError(
-            f"{name}: key must be a single PRNG key, got a batch of keys of shape "
-            f"{key.shape}; pass one key (jax.vmap the initializer for several)"
-        )
-    return key
-
-
 def _check_dtype(name: str, dtype: Any) -> jnp.dtype:
     try:
         dtype = jnp.dtype(dtype)
@@ -179,7 +167,7 @@ def variance_scaling(
     label = name or f"variance_scaling({scale}, {mode!r}, {distribution!r})"
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        key = _check_key(label, key)
+        key = as_single_key(label, key)
         dtype = _check_dtype(label, dtype)
         shape = _check_shape(label, shape)
         fan_in, fan_out = fans(shape)
@@ -393,7 +381,9 @@ def normal(stddev: float = 1e-2) -> Initializer:
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         return stddev * jax.random.normal(
-            _check_key("normal", key), _check_shape("normal", shape), _check_dtype("normal", dtype)
+            as_single_key("normal", key),
+            _check_shape("normal", shape),
+            _check_dtype("normal", dtype),
         )
 
     init.__name__ = init.__qualname__ = f"normal({stddev})"
@@ -421,7 +411,7 @@ def uniform(scale: float = 1e-2) -> Initializer:
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         dtype = _check_dtype("uniform", dtype)
         shape = _check_shape("uniform", shape)
-        return jax.random.uniform(_check_key("uniform", key), shape, dtype, -scale, scale)
+        return jax.random.uniform(as_single_key("uniform", key), shape, dtype, -scale, scale)
 
     init.__name__ = init.__qualname__ = f"uniform({scale})"
     return init
@@ -455,7 +445,7 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
       ...     bool(jnp.allclose(W @ W.T, jnp.eye(3), atol=1e-5))
       True
     """
-    key = _check_key("orthogonal", key)
+    key = as_single_key("orthogonal", key)
     dtype = _check_dtype("orthogonal", dtype)
     shape = _check_shape("orthogonal", shape)
     if len(shape) < 2:

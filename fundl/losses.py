@@ -14,15 +14,14 @@ The fused pairs have the notes' clean gradient: for sigmoid + binary cross-entro
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from fundl._validate import (
+    check_array,
     check_choice,
     check_floating,
     check_label_range,
@@ -52,21 +51,14 @@ def _check_reduction(name: str, reduction: str) -> None:
     check_choice(name, "reduction", reduction, _REDUCTIONS)
 
 
-def _check_array(name: str, what: str, x: Any) -> None:
-    """An array or a number; None, a list or a dict would reach jnp and fail unnamed."""
-    if isinstance(x, bool) or not isinstance(x, (jax.Array, np.ndarray, np.generic, numbers.Real)):
-        hint = "; pass jnp.asarray(...)" if isinstance(x, (list, tuple)) else ""
-        raise TypeError(f"{name}: {what} must be an array, got {type(x).__name__}{hint}")
-
-
 def _check_float(name: str, what: str, x: Any) -> None:
-    _check_array(name, what, x)
+    check_array(name, what, x)
     check_floating(name, f"floating-point {what}", x)
 
 
 def _check_same_shape(name: str, predictions: Any, targets: Any) -> None:
     _check_float(name, "predictions", predictions)
-    _check_array(name, "targets", targets)
+    check_array(name, "targets", targets)
     if jnp.shape(predictions) != jnp.shape(targets):
         raise ValueError(
             f"{name}: targets must have the shape of the predictions {jnp.shape(predictions)}, "
@@ -138,7 +130,7 @@ def _categorical_targets(name: str, scores: Any, targets: Any) -> None:
     if len(shape) < 1:
         raise ValueError(f"{name}: expected scores with a class axis (last), got shape {shape}")
     n_classes = shape[-1]
-    _check_array(name, "targets", targets)
+    check_array(name, "targets", targets)
     if _is_integer(targets):
         if jnp.shape(targets) != shape[:-1]:
             raise ValueError(

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fundl._validate import as_key, check_bool, check_number, is_key
+from fundl._validate import as_single_key, check_bool, check_number
 from fundl.optim.base import GradientTransformation, apply_updates, safe_increment
 from fundl.train.recompile import watched_jit
 from fundl.train.state import TrainState
@@ -355,12 +355,7 @@ def _noise_key(name: str, key: Any) -> jax.Array:
     """A PRNG key from a key or an int seed, the seed possibly traced (an int32 scalar)."""
     if isinstance(key, jax.Array) and key.shape == () and jnp.issubdtype(key.dtype, jnp.integer):
         return jax.random.key(key)
-    key = as_key(name, key)
-    if key.shape != (() if is_key(key) else (2,)):
-        raise ValueError(
-            f"{name}: key must be a single PRNG key, got a batch of keys of shape {key.shape}"
-        )
-    return key
+    return as_single_key(name, key)
 
 
 def _plain_dp_step(name, loss_fn, optimizer, has_aux, clip, sigma):
