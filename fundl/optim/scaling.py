@@ -60,6 +60,19 @@ def _float(count: jax.Array) -> jax.Array:
     return count.astype(jnp.result_type(float))
 
 
+def _refuse_complex(name: str, params: Any) -> None:
+    """A second moment of g² is meaningless for complex g (optax keeps |g|², PyTorch treats
+    the real and imaginary parts as two parameters): refused rather than computed wrong."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+            raise TypeError(
+                f"{name}: parameter params{jax.tree_util.keystr(path)} is complex "
+                f"({jnp.result_type(leaf)}); its second moment of g² would be complex and the "
+                "update meaningless: optimize the real and imaginary parts as two real "
+                "parameters (jnp.stack([z.real, z.imag]))"
+            )
+
+
 def _update_moment(updates: Any, moments: Any, decay: Any, *, order: int = 1) -> Any:
     """The moving average Adam, RMSprop, Lion and the notes' momentum share: m ← βm + (1 − β)gᵏ.
 
@@ -356,6 +369,7 @@ def scale_by_rms(
     """
 
     def init(params: Any) -> RmsState:
+        _refuse_complex("scale_by_rms", params)
         mu = moments_like(params, moment_dtype) if centered else ()
         return RmsState(moments_like(params, moment_dtype), mu)
 
@@ -425,6 +439,7 @@ def scale_by_adam(
     """
 
     def init(params: Any) -> AdamState:
+        _refuse_complex("scale_by_adam", params)
         # Two separate buffers: a donated state must not hold one array twice.
         mu, nu = moments_like(params, moment_dtype), moments_like(params, moment_dtype)
         return AdamState(jnp.zeros([], jnp.int32), mu, nu)
@@ -490,6 +505,7 @@ def scale_by_adagrad(
     """
 
     def init(params: Any) -> AdagradState:
+        _refuse_complex("scale_by_adagrad", params)
         zeros = moments_like(params, moment_dtype)
         return AdagradState(
             jax.tree.map(lambda z: z + in_dtype(initial_accumulator_value, z.dtype), zeros)

@@ -231,6 +231,19 @@ _P = {"w": jnp.ones(2)}
             TypeError,
             r"^inject_hyperparams\(adam\): pass the hyperparameters by name",
         ),
+        # complex params: g² made the second moment complex and the update meaningless
+        *(
+            (
+                lambda opt=opt: opt.init({"w": jnp.ones(2, jnp.complex64)}),
+                TypeError,
+                rf"^{inner}: parameter params\['w'\] is complex \(complex64\)",
+            )
+            for opt, inner in [
+                (optim.adam(0.1), "scale_by_adam"),
+                (optim.rmsprop(0.1, centered=True), "scale_by_rms"),
+                (optim.adagrad(0.1), "scale_by_adagrad"),
+            ]
+        ),
     ],
 )
 def test_bad_input_errors_name_the_function(call, error, match):
