@@ -159,6 +159,9 @@ def test_bad_input_is_refused_naming_the_function(call, error, message):
         call()
 
 
+# one sequence and the same sequence as a batch of one: two computations of the same values,
+# held to each other at full float32 matmul precision on every backend
+@pytest.mark.usefixtures("highest_precision")
 def test_an_encoder_block_takes_one_unbatched_sequence():
     # (L, d) was refused with "expected an input shape (..., L, d), got (4,)": the params
     # check passed init (d,), one example's shape
