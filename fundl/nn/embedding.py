@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fundl import initializers
 from fundl._validate import (
+    check_array,
     as_key,
     check_floating,
     check_initializers,
@@ -142,11 +142,7 @@ class Embedding(Layer):
     ) -> tuple[jax.Array, Any]:
         """(E[x], state) for integer ids x of any shape; no state, no randomness."""
         del key, train
-        if not isinstance(x, (jax.Array, np.ndarray, np.generic, int)):
-            raise TypeError(
-                f"{self!r}: expected an integer array of token ids, got {type(x).__name__}"
-                + ("; pass jnp.asarray(ids)" if isinstance(x, (list, tuple)) else "")
-            )
+        check_array(repr(self), "the token ids x", x)
         if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
             raise TypeError(f"{self!r}: expected integer token ids, got dtype {jnp.result_type(x)}")
         check_params(self, params, jnp.shape(x))

@@ -109,7 +109,7 @@ _BAD_INPUT = [
         "embedding_apply_list_ids",
         lambda: nn.Embedding(10, 4).apply({"E": jnp.ones((10, 4))}, [1, 2]),
         TypeError,
-        r"Embedding\(10, 4\): expected an integer array of token ids, got list; pass jnp\.asarray",
+        r"Embedding\(10, 4\): the token ids x must be an array, got list; pass jnp\.asarray",
     ),
     (
         "mha_context_features_without_context",
