@@ -9,6 +9,12 @@ loss per example.
 The fused pairs have the notes' clean gradient: for sigmoid + binary cross-entropy
 (:func:`binary_cross_entropy_with_logits`) and softmax + categorical cross-entropy
 (:func:`softmax_cross_entropy`), dL/dz = (ŷ − y)/m with m the number of terms averaged.
+
+Half-precision inputs (bfloat16, float16) are computed in float32 and rounded once: the
+logs, exponentials and the reduction over every example run in float32 (as PyTorch's
+autocast runs its losses), and the loss and the gradients come back in the inputs'
+dtype. The backward rules keep only their inputs (and, for the softmax cross-entropy,
+two numbers per example), so a bfloat16 loss keeps no float32 copy of its input alive.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from fundl._validate import (
 )
 from fundl.activations import log_softmax, sigmoid
 from fundl.rules import primitive
-from fundl.tree import is_weight, mask_tree
+from fundl.tree import accumulation_dtype, is_weight, mask_tree
 
 __all__ = [
     "mse",
@@ -76,6 +82,18 @@ def _check_probabilities(name: str, probabilities: Any, remedy: str) -> None:
 def _check_eps(name: str, eps: float | None) -> None:
     if eps is not None:
         check_number(name, "eps", eps, low=0.0, high=0.5, low_open=True, high_open=True)
+
+
+def _wide(*arrays: jax.Array) -> Any:
+    """Each array in the dtype the formula's result takes, widened to float32 at least.
+
+    float32 and float64 inputs are returned as they are (the program is unchanged);
+    bfloat16 and float16 ones are computed in float32 and rounded once, by the caller.
+    Integer targets take the predictions' dtype, as the plain formula's promotion gives.
+    """
+    wide = accumulation_dtype(jnp.result_type(*arrays))
+    cast = tuple(jnp.asarray(x).astype(wide) for x in arrays)
+    return cast if len(cast) > 1 else cast[0]
 
 
 def _reduce(losses: jax.Array, reduction: str) -> jax.Array:
@@ -166,7 +184,8 @@ def _check_mse(predictions, targets, *, reduction):
 def mse(predictions, targets, *, reduction="mean"):
     """Mean squared error: L = mean over elements of (ŷ − y)².
 
-    Backward: dL/dŷ = 2(ŷ − y)/N (N elements for "mean"), dL/dy = −dL/dŷ. Saves ŷ − y.
+    Backward: dL/dŷ = 2(ŷ − y)/N (N elements for "mean"), dL/dy = −dL/dŷ. Saves only
+    its inputs.
 
     Args:
       predictions: array ŷ of any shape.
@@ -183,19 +202,21 @@ def mse(predictions, targets, *, reduction="mean"):
       >>> [round(float(v), 4) for v in jax.grad(fundl.losses.mse)(y_hat, y)]  # 2(ŷ − y)/N
       [-0.5, 1.0]
     """
-    diff = predictions - targets
-    return _reduce(diff * diff, reduction)
+    out_dtype = jnp.result_type(predictions, targets)
+    p, y = _wide(predictions, targets)
+    diff = p - y
+    return _reduce(diff * diff, reduction).astype(out_dtype)
 
 
 def mse_fwd(predictions, targets, *, reduction):
-    diff = predictions - targets
-    return _reduce(diff * diff, reduction), (diff, targets)
+    return mse.reference(predictions, targets, reduction=reduction), (predictions, targets)
 
 
 def mse_bwd(residuals, g, *, reduction):
-    diff, targets = residuals
-    d_pred = 2 * diff * _expand(g, diff.shape, reduction)
-    return d_pred, _cotangent_for(targets, -d_pred)
+    predictions, targets = residuals
+    p, y = _wide(predictions, targets)
+    d_pred = 2 * (p - y) * _expand(g.astype(p.dtype), p.shape, reduction)
+    return _cotangent_for(predictions, d_pred), _cotangent_for(targets, -d_pred)
 
 
 mse.defvjp(mse_fwd, mse_bwd)
@@ -242,24 +263,27 @@ def binary_cross_entropy(probabilities, targets, *, eps=None, reduction="mean"):
       >>> [round(float(v), 4) for v in dp]
       [-0.5556, 0.625]
     """
+    out_dtype = jnp.result_type(probabilities, targets)
     eps = _clip_eps(eps, probabilities.dtype)
     p = _straight_through_clip(probabilities, eps, 1 - eps)
-    return _reduce(-(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p)), reduction)
+    p, y = _wide(p, targets)
+    losses = -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
+    return _reduce(losses, reduction).astype(out_dtype)
 
 
 def binary_cross_entropy_fwd(probabilities, targets, *, eps, reduction):
-    eps_ = _clip_eps(eps, probabilities.dtype)
-    p = jnp.clip(probabilities, eps_, 1 - eps_)
-    out = _reduce(-(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p)), reduction)
-    return out, (p, targets)
+    out = binary_cross_entropy.reference(probabilities, targets, eps=eps, reduction=reduction)
+    return out, (probabilities, targets)
 
 
 def binary_cross_entropy_bwd(residuals, g, *, eps, reduction):
-    p, targets = residuals
-    gl = _expand(g, p.shape, reduction)
-    d_p = gl * (p - targets) / (p * (1 - p))
+    probabilities, targets = residuals
+    eps_ = _clip_eps(eps, probabilities.dtype)
+    p, y = _wide(jnp.clip(probabilities, eps_, 1 - eps_), targets)
+    gl = _expand(g.astype(p.dtype), p.shape, reduction)
+    d_p = gl * (p - y) / (p * (1 - p))
     d_targets = gl * (jnp.log1p(-p) - jnp.log(p))
-    return d_p, _cotangent_for(targets, d_targets)
+    return _cotangent_for(probabilities, d_p), _cotangent_for(targets, d_targets)
 
 
 binary_cross_entropy.defvjp(binary_cross_entropy_fwd, binary_cross_entropy_bwd)
@@ -293,9 +317,10 @@ def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean"):
       >>> [round(float(v), 4) for v in dz]
       [-0.0596, 0.1345]
     """
-    z = logits
-    losses = jnp.maximum(z, 0) - z * targets + jnp.log1p(jnp.exp(-jnp.abs(z)))
-    return _reduce(losses, reduction)
+    out_dtype = jnp.result_type(logits, targets)
+    z, y = _wide(logits, targets)
+    losses = jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+    return _reduce(losses, reduction).astype(out_dtype)
 
 
 def binary_cross_entropy_with_logits_fwd(logits, targets, *, reduction):
@@ -304,10 +329,11 @@ def binary_cross_entropy_with_logits_fwd(logits, targets, *, reduction):
 
 
 def binary_cross_entropy_with_logits_bwd(residuals, g, *, reduction):
-    z, targets = residuals
-    gl = _expand(g, z.shape, reduction)
-    d_z = gl * (sigmoid.reference(z) - targets)
-    return d_z, _cotangent_for(targets, -gl * z)
+    logits, targets = residuals
+    z, y = _wide(logits, targets)
+    gl = _expand(g.astype(z.dtype), z.shape, reduction)
+    d_z = gl * (sigmoid.reference(z) - y)
+    return _cotangent_for(logits, d_z), _cotangent_for(targets, -gl * z)
 
 
 binary_cross_entropy_with_logits.defvjp(
@@ -332,7 +358,7 @@ def categorical_cross_entropy(probabilities, targets, *, eps=None, reduction="me
     """Categorical cross-entropy on probabilities: L = −Σ_k y_k log ŷ_k per example.
 
     ŷ is clipped to [eps, 1] in value only (see :func:`binary_cross_entropy`).
-    Backward: dL/dŷ = −y/ŷ / m, dL/dy = −log ŷ / m. Prefer
+    Backward: dL/dŷ = −y/ŷ / m, dL/dy = −log ŷ / m. Saves only its inputs. Prefer
     :func:`softmax_cross_entropy` on logits: exact and cheaper.
 
     Args:
@@ -357,28 +383,25 @@ def categorical_cross_entropy(probabilities, targets, *, eps=None, reduction="me
       >>> [round(float(v), 4) for v in losses]
       [0.3567, 0.2231]
     """
-    dtype = probabilities.dtype
-    eps = _clip_eps(eps, dtype)
-    y, valid = _as_distribution(targets, probabilities.shape[-1], dtype)
-    p = _straight_through_clip(probabilities, eps, 1.0)
+    out_dtype = jnp.result_type(probabilities, *([] if _is_integer(targets) else [targets]))
+    p = _wide(_straight_through_clip(probabilities, _clip_eps(eps, probabilities.dtype), 1.0))
+    y, valid = _as_distribution(targets, p.shape[-1], p.dtype)
     losses = -jnp.sum(y * jnp.log(p), axis=-1)
-    return _reduce(jnp.where(valid, losses, jnp.nan), reduction)
+    return _reduce(jnp.where(valid, losses, jnp.nan), reduction).astype(out_dtype)
 
 
 def categorical_cross_entropy_fwd(probabilities, targets, *, eps, reduction):
-    dtype = probabilities.dtype
-    y, valid = _as_distribution(targets, probabilities.shape[-1], dtype)
-    log_p = jnp.log(jnp.clip(probabilities, _clip_eps(eps, dtype), 1.0))
-    losses = -jnp.sum(y * log_p, axis=-1)
-    return _reduce(jnp.where(valid, losses, jnp.nan), reduction), (log_p, targets)
+    out = categorical_cross_entropy.reference(probabilities, targets, eps=eps, reduction=reduction)
+    return out, (probabilities, targets)
 
 
 def categorical_cross_entropy_bwd(residuals, g, *, eps, reduction):
-    log_p, targets = residuals
-    y, valid = _as_distribution(targets, log_p.shape[-1], log_p.dtype)
-    gl = jnp.where(valid, _expand(g, valid.shape, reduction), 0)[..., None]
-    d_p = -gl * y * jnp.exp(-log_p)
-    return d_p, _cotangent_for(targets, -gl * log_p)
+    probabilities, targets = residuals
+    p = _wide(jnp.clip(probabilities, _clip_eps(eps, probabilities.dtype), 1.0))
+    y, valid = _as_distribution(targets, p.shape[-1], p.dtype)
+    gl = jnp.where(valid, _expand(g.astype(p.dtype), valid.shape, reduction), 0)[..., None]
+    d_p = -gl * y / p
+    return _cotangent_for(probabilities, d_p), _cotangent_for(targets, -gl * jnp.log(p))
 
 
 categorical_cross_entropy.defvjp(categorical_cross_entropy_fwd, categorical_cross_entropy_bwd)
@@ -422,7 +445,8 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mea
     Backward (the notes' clean rule): dL/dz = (softmax(z) − y')/m — computed as
     (softmax(z)·Σ_k y'_k − y')/m, exact also for targets whose sum is off one by
     rounding — and for probability targets dL/dy = −(1 − ε) log softmax(z)/m.
-    Saves log softmax(z) and the labels. Masking works: a class whose logit is −inf gets
+    Saves the logits, the labels and, per example, max_k z_k and log Σ_k e^{z_k − max z}
+    (log softmax is recomputed from them). Masking works: a class whose logit is −inf gets
     probability 0 and, where its target is 0, adds nothing to the loss.
     Integer labels out of [0, K) raise a ValueError when the labels are concrete; under
     ``jit`` the loss of such an example is NaN (and its gradient zero).
@@ -449,28 +473,48 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mea
       >>> [round(float(v), 4) for v in dz[0]]
       [-0.1674, 0.1224, 0.045]
     """
-    log_p = log_softmax.reference(logits)
-    y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
+    log_p = log_softmax.reference(_wide(logits))
+    return _softmax_cross_entropy(logits, labels, log_p, label_smoothing, reduction)
+
+
+def _softmax_cross_entropy(logits, labels, log_p, label_smoothing, reduction):
+    """The loss from log softmax(z) (float32 at least), in the dtype of the logits and labels."""
+    out_dtype = jnp.result_type(logits, *([] if _is_integer(labels) else [labels]))
+    y, valid = _as_distribution(labels, log_p.shape[-1], log_p.dtype)
     losses = _cross_entropy_terms(_smoothed(y, label_smoothing), log_p)
-    return _reduce(jnp.where(valid, losses, jnp.nan), reduction)
+    return _reduce(jnp.where(valid, losses, jnp.nan), reduction).astype(out_dtype)
+
+
+def _log_softmax_parts(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(max_k z_k, log Σ_k e^{z_k − max z}) over the last axis, kept, float32 at least."""
+    z = _wide(logits)
+    peak = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    return peak, jnp.log(jnp.sum(jnp.exp(z - peak), axis=-1, keepdims=True))
+
+
+def _log_p(logits: jax.Array, peak: jax.Array, log_sum: jax.Array) -> jax.Array:
+    """log softmax(z) = (z − max z) − log Σ e^{z − max z}, as ``log_softmax`` computes it."""
+    return (_wide(logits) - peak) - log_sum
 
 
 def softmax_cross_entropy_fwd(logits, labels, *, label_smoothing, reduction):
-    log_p = log_softmax.reference(logits)
-    y, valid = _as_distribution(labels, logits.shape[-1], logits.dtype)
-    losses = _cross_entropy_terms(_smoothed(y, label_smoothing), log_p)
-    return _reduce(jnp.where(valid, losses, jnp.nan), reduction), (log_p, labels)
+    peak, log_sum = _log_softmax_parts(logits)
+    log_p = _log_p(logits, peak, log_sum)
+    out = _softmax_cross_entropy(logits, labels, log_p, label_smoothing, reduction)
+    return out, (logits, labels, peak, log_sum)
 
 
 def softmax_cross_entropy_bwd(residuals, g, *, label_smoothing, reduction):
-    log_p, labels = residuals
+    logits, labels, peak, log_sum = residuals
+    log_p = _log_p(logits, peak, log_sum)
     y, valid = _as_distribution(labels, log_p.shape[-1], log_p.dtype)
-    gl = jnp.where(valid, _expand(g, valid.shape, reduction), 0)[..., None]
+    gl = jnp.where(valid, _expand(g.astype(log_p.dtype), valid.shape, reduction), 0)[..., None]
     target = _smoothed(y, label_smoothing)
     # softmax(z)·Σ_k y_k − y: the notes' ŷ − y, exact also for targets that do not sum
     # to one in floating point (soft labels computed in float32, say).
     d_logits = gl * (jnp.exp(log_p) * jnp.sum(target, axis=-1, keepdims=True) - target)
-    return d_logits, _cotangent_for(labels, -(1 - label_smoothing) * gl * log_p)
+    d_labels = -(1 - label_smoothing) * gl * log_p
+    return _cotangent_for(logits, d_logits), _cotangent_for(labels, d_labels)
 
 
 softmax_cross_entropy.defvjp(softmax_cross_entropy_fwd, softmax_cross_entropy_bwd)
@@ -520,9 +564,15 @@ def l2_penalty(params, lam, *, include=None):
       ([0.1, 0.2], [0.0])
     """
     chosen = _penalized(params, include)
-
-    squares = [jnp.sum(leaf * leaf) for leaf, c in zip(jax.tree.leaves(params), chosen) if c]
-    return 0.5 * lam * sum(squares, jnp.zeros((), jnp.result_type(lam, *jax.tree.leaves(params))))
+    out_dtype = jnp.result_type(lam, *jax.tree.leaves(params))
+    wide = accumulation_dtype(out_dtype)  # bfloat16 weights are squared and summed in float32
+    squares = [
+        jnp.sum(jnp.square(leaf.astype(wide)))
+        for leaf, c in zip(jax.tree.leaves(params), chosen)
+        if c
+    ]
+    total = sum(squares, jnp.zeros((), wide))
+    return (0.5 * jnp.asarray(lam).astype(wide) * total).astype(out_dtype)
 
 
 def l2_penalty_fwd(params, lam, *, include):
@@ -532,8 +582,10 @@ def l2_penalty_fwd(params, lam, *, include):
 def l2_penalty_bwd(residuals, g, *, include):
     params, lam = residuals
     leaves, treedef = jax.tree.flatten(params)
+    wide = accumulation_dtype(g)
+    g_lam = g.astype(wide) * jnp.asarray(lam).astype(wide)
     d_leaves = [
-        (g * lam * w).astype(w.dtype) if chosen else jnp.zeros_like(w)
+        (g_lam * w.astype(wide)).astype(w.dtype) if chosen else jnp.zeros_like(w)
         for w, chosen in zip(leaves, _penalized(params, include))
     ]
     d_lam = g * l2_penalty.reference(params, 1.0, include=include)
