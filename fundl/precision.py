@@ -334,20 +334,41 @@ def _state(scale: float) -> LossScaleState:
 
 
 class _LossScale:
-    """What every loss scale shares: scaling the loss and unscaling the gradients by S."""
+    """What every loss scale shares: scaling the loss and unscaling the gradients by S.
+
+    ``scale``, ``unscale`` and ``adjust`` take the :class:`LossScaleState` that ``init()``
+    made; anything else (None, a dict, the optimizer's whole state) is a ``TypeError``
+    naming the method, checked on the Python type when the step is traced.
+    """
 
     skips_nonfinite: ClassVar[bool] = True  # skip the update of a step with inf/NaN gradients
 
     def init(self) -> LossScaleState:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
+    def _check_state(self, method: str, state: Any) -> None:
+        if isinstance(state, LossScaleState):
+            return
+        name = f"{type(self).__name__}.{method}"
+        hint = (
+            "; pass opt_state.loss_scale, the loss scale's part of the loss_scaled state"
+            if isinstance(state, LossScaledState)
+            else ""
+        )
+        raise TypeError(
+            f"{name}: state must be a fundl.precision.LossScaleState (made by "
+            f"{type(self).__name__}(...).init()), got {type(state).__name__}{hint}"
+        )
+
     def scale(self, loss: jax.Array, state: LossScaleState) -> jax.Array:
         """S · loss, in float32 at least: a float16 loss times S = 2¹⁵ would overflow."""
+        self._check_state("scale", state)
         wide = accumulation_dtype(loss)
         return jnp.asarray(loss).astype(wide) * state.scale.astype(wide)
 
     def unscale(self, grads: Any, state: LossScaleState) -> Any:
         """grads / S, each leaf divided in float32 (at least) and returned in its own dtype."""
+        self._check_state("unscale", state)
 
         def unscale(g: jax.Array) -> jax.Array:
             if not jnp.issubdtype(jnp.result_type(g), jnp.floating):
@@ -359,6 +380,7 @@ class _LossScale:
 
     def adjust(self, state: LossScaleState, grads_finite: jax.Array) -> LossScaleState:
         """The state after a step whose gradients were (or were not) all finite."""
+        self._check_state("adjust", state)
         del grads_finite
         return state
 
@@ -451,6 +473,7 @@ class DynamicLossScale(_LossScale):
 
     def adjust(self, state: LossScaleState, grads_finite: jax.Array) -> LossScaleState:
         """Halve S (by ``factor``) after a non-finite step; grow it after ``period`` good ones."""
+        self._check_state("adjust", state)
         scale, good = state.scale, state.good_steps
         due = grads_finite & (good + 1 >= self.period)
         grown = scale * jnp.float32(self.factor)

@@ -125,6 +125,37 @@ def test_presets_and_hashability():
             ValueError,
             r"select_tree: pred must be a scalar bool array, got dtype bool and shape \(2,\)",
         ),
+        # a loss scale given another state than its LossScaleState read .scale off it
+        (
+            lambda: DynamicLossScale().scale(jnp.ones(()), None),
+            TypeError,
+            (
+                r"DynamicLossScale.scale: state must be a fundl.precision.LossScaleState "
+                r"\(made by DynamicLossScale\(...\).init\(\)\), got NoneType"
+            ),
+        ),
+        (
+            lambda: StaticLossScale().unscale({"w": jnp.ones(2)}, {"scale": jnp.ones(())}),
+            TypeError,
+            "StaticLossScale.unscale: state must be a fundl.precision.LossScaleState .*got dict",
+        ),
+        (  # StaticLossScale.adjust returned the dict unchanged
+            lambda: NoOpLossScale().adjust({}, jnp.asarray(True)),
+            TypeError,
+            "NoOpLossScale.adjust: state must be a fundl.precision.LossScaleState .*got dict",
+        ),
+        (
+            lambda: DynamicLossScale().adjust(optim.adam(0.1).init(jnp.ones(2)), True),
+            TypeError,
+            "DynamicLossScale.adjust: state must be .*LossScaleState .*got AdamState",
+        ),
+        (
+            lambda: DynamicLossScale().adjust(
+                precision.loss_scaled(optim.sgd(0.1), DynamicLossScale()).init(jnp.ones(2)), True
+            ),
+            TypeError,
+            "got LossScaledState; pass opt_state.loss_scale",
+        ),
     ],
 )
 def test_bad_policies_are_refused_when_built(make, error, match):
