@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl._validate import as_key, check_bool, check_floating
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 
 __all__ = ["Augment"]
 
@@ -78,6 +78,7 @@ class Augment(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input shape: (H, W, C), the batch axis optional."""
+        input_shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
         if len(input_shape) not in (3, 4):
             raise ValueError(
                 f"{self!r}: expected images of shape (H, W, C) (batch axis optional), got "

@@ -29,7 +29,7 @@ from fundl._validate import (
     check_param_dtype,
     is_floating_dtype,
 )
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.nn.embedding import embedding
 from fundl.nn.norm import layer_norm
@@ -162,7 +162,8 @@ class TransformerLM(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """ids (..., L) -> (..., L, vocab_size)."""
-        return tuple(input_shape) + (self.vocab_size,)
+        shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
+        return shape + (self.vocab_size,)
 
     def _check_tokens(self, tokens: Any, what: str = "token ids") -> int:
         if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fundl import activations
-from fundl.nn.base import Layer, check_state
+from fundl._validate import check_bool
+from fundl.nn.base import Layer, as_input_shape, check_state
 from fundl.rules import Primitive
 
 __all__ = ["Activation"]
@@ -74,10 +75,16 @@ class Activation(Layer):
         self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False
     ) -> tuple[jax.Array, Any]:
         """(A = g(x), state), same shape as x. ``params`` and ``state`` must be empty."""
-        del key, train
-        if params:
+        del key
+        check_bool(repr(self), "train", train)
+        if not isinstance(params, dict) or params:
+            got = (
+                f"params with keys {sorted(params, key=str)}"
+                if isinstance(params, dict)
+                else f"params of type {type(params).__name__}"
+            )
             raise ValueError(
-                f"{self!r}: has no parameters, got params with keys {sorted(params, key=str)}"
+                f"{self!r}: has no parameters (pass {{}}), got {got}"
             )
         check_state(self, state, jnp.shape(x))
         return self.fn(x, **dict(self.options)), state
@@ -90,7 +97,7 @@ class Activation(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input shape."""
-        return tuple(input_shape)
+        return as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
 
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.options)

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fundl._validate import as_key, check_int
+from fundl._validate import as_key, check_int, is_floating_dtype
 
 __all__ = [
     "Layer",
@@ -298,10 +298,22 @@ def _check_tree(layer: Any, what: str, expected: Any, given: Any, input_shape: t
                 f"{layer!r}: {what}{path} has shape {None if shape is None else tuple(shape)}; "
                 f"for inputs of shape {tuple(input_shape)} it expects {tuple(spec.shape)}. {hint}"
             )
+        # A float leaf in another float dtype is mixed precision (bfloat16 params cast on
+        # purpose); an integer or bool leaf where init makes a float one is not.
+        dtype = getattr(given[path], "dtype", None)
+        if is_floating_dtype(spec.dtype) and (dtype is None or not is_floating_dtype(dtype)):
+            raise TypeError(
+                f"{layer!r}: {what}{path} has dtype {dtype}; it expects a floating dtype "
+                f"(init makes {spec.dtype}). Cast it, e.g. {what}{path}.astype(jnp.{spec.dtype})"
+                f", or pass the {what} init made."
+            )
 
 
 def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
-    """Raise ``ValueError`` unless ``params`` has the structure and shapes ``layer.init`` makes.
+    """Raise unless ``params`` has the structure, shapes and kinds of dtype ``layer.init`` makes.
+
+    A leaf may be in another floating dtype than init's (bfloat16 params under mixed
+    precision), but not an integer or bool one where init makes a float.
 
     A layer's ``apply_with_state`` calls this first (a container adds the layer's name to
     the message), so another model's parameters never run silently.
@@ -313,6 +325,7 @@ def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
 
     Raises:
       ValueError: naming the missing, unexpected or misshapen leaves.
+      TypeError: naming a leaf of integer or bool dtype where init makes a floating one.
 
     Examples:
       >>> layer = fundl.nn.Dense(3)
@@ -327,7 +340,7 @@ def check_params(layer: Any, params: Any, input_shape: tuple[int, ...]) -> None:
 
 
 def check_state(layer: Any, state: Any, input_shape: tuple[int, ...]) -> None:
-    """Raise ``ValueError`` unless ``state`` has the structure and shapes of ``init_state``.
+    """Raise unless ``state`` has the structure, shapes and kinds of dtype of ``init_state``.
 
     Args:
       layer: the layer config; its ``repr`` starts the message.
@@ -336,6 +349,7 @@ def check_state(layer: Any, state: Any, input_shape: tuple[int, ...]) -> None:
 
     Raises:
       ValueError: naming the missing, unexpected or misshapen leaves.
+      TypeError: naming a leaf of integer or bool dtype where init_state makes a floating one.
 
     Examples:
       >>> layer = fundl.nn.BatchNorm()

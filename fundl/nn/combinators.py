@@ -176,15 +176,17 @@ class Sequential(_Container):
     def _sublayers(self) -> tuple[tuple[str, Any], ...]:
         return tuple(zip(self.names, self.layers))
 
-    def _shape(self, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    def _shape(self, input_shape: Sequence[int] | None, method: str) -> tuple[int, ...]:
+        """``input_shape`` checked, or the model's own; ``method`` names the caller."""
         if input_shape is None:
             if self.input_shape is None:
+                call = "init(key, input_shape)" if method == "init" else f"{method}(input_shape)"
                 raise ValueError(
-                    "Sequential.init: no input shape; pass init(key, input_shape) or build the "
-                    "model with Sequential(..., input_shape=...)"
+                    f"Sequential.{method}: no input shape; pass {call} or build the model with "
+                    "Sequential(..., input_shape=...)"
                 )
             return self.input_shape
-        return _as_shape("Sequential.init", input_shape)
+        return _as_shape(f"Sequential.{method}", input_shape)
 
     def init(self, key: Any, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
         """Create the parameters: ``{layer name: layer params}`` for layers that have any.
@@ -194,7 +196,7 @@ class Sequential(_Container):
           input_shape: shape of an input (leading batch dims optional), e.g. ``(784,)``.
         """
         key = as_key("Sequential.init", key)
-        shape = self._shape(input_shape)
+        shape = self._shape(input_shape, "init")
         params = {}
         keys = jax.random.split(key, max(len(self.layers), 1))
         for (name, layer), layer_key in zip(self._sublayers(), keys):
@@ -207,7 +209,7 @@ class Sequential(_Container):
 
     def init_state(self, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
         """Create the state: ``{layer name: layer state}`` for layers that have any."""
-        shape = self._shape(input_shape)
+        shape = self._shape(input_shape, "init_state")
         state = {}
         for name, layer in self._sublayers():
             with _named(name):
@@ -248,7 +250,7 @@ class Sequential(_Container):
 
     def output_shape(self, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """The output shape for an input of shape ``input_shape``."""
-        shape = self._shape(input_shape)
+        shape = self._shape(input_shape, "output_shape")
         for layer in self.layers:
             shape = layer.output_shape(shape)
         return shape
@@ -337,7 +339,7 @@ class Residual(_FanOut):
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """The block's output shape, which must equal the shortcut's."""
-        shape = tuple(input_shape)
+        shape = _as_shape(f"{type(self).__name__}.output_shape", input_shape)
         out = tuple(self.block.output_shape(shape))
         shortcut = shape if self.projection is None else tuple(self.projection.output_shape(shape))
         if out != shortcut:
@@ -410,7 +412,8 @@ class Parallel(_FanOut):
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """The combined shape: last dims added ("concat") or the common shape ("sum")."""
-        shapes = [tuple(b.output_shape(tuple(input_shape))) for b in self.branches]
+        input_shape = _as_shape(f"{type(self).__name__}.output_shape", input_shape)
+        shapes = [tuple(b.output_shape(input_shape)) for b in self.branches]
         leading = {s[:-1] for s in shapes} if self.combine == "concat" else set(shapes)
         if len(leading) != 1:
             rule = "all but the last dim" if self.combine == "concat" else "their whole shape"

@@ -599,8 +599,9 @@ class _Conv(Layer):
         ``params`` must be what ``init`` makes for this input, and ``state`` empty
         (checked when traced: ``ValueError`` naming the leaf and both shapes otherwise).
         """
-        del key, train
+        del key
         name = repr(self)
+        check_bool(name, "train", train)
         check_floating(name, "a floating-point input", x)
         if isinstance(params, dict) and hasattr(params.get("W"), "shape"):
             # An input whose channels disagree with W is the usual mistake: say so first.

@@ -158,7 +158,8 @@ class Dense(Layer):
         ``params`` must be what ``init`` makes for this input, and ``state`` empty
         (checked when traced: ``ValueError`` naming the leaf and both shapes otherwise).
         """
-        del key, train
+        del key
+        check_bool(repr(self), "train", train)
         if isinstance(params, dict) and "W" in params:
             # An input whose width disagrees with W is the usual mistake: say so first.
             _check_dense(x, params["W"], params.get("b") if self.use_bias else None)
@@ -168,4 +169,5 @@ class Dense(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., n_in) -> (..., n_out)."""
-        return tuple(input_shape[:-1]) + (self.n_out,)
+        shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
+        return shape[:-1] + (self.n_out,)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fundl._validate import as_key, check_bool, check_floating, check_number
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.rules import primitive
 from fundl.tree import accumulation_dtype
 
@@ -115,7 +115,7 @@ class Dropout(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input shape."""
-        return tuple(input_shape)
+        return as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
 
     def apply_with_state(
         self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False

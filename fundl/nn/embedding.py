@@ -16,15 +16,16 @@ import jax.numpy as jnp
 
 from fundl import initializers
 from fundl._validate import (
-    check_array,
     as_key,
+    check_array,
+    check_bool,
     check_floating,
     check_initializers,
     check_int,
     check_label_range,
     check_param_dtype,
 )
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.rules import Static, primitive
 
@@ -141,7 +142,8 @@ class Embedding(Layer):
         self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False
     ) -> tuple[jax.Array, Any]:
         """(E[x], state) for integer ids x of any shape; no state, no randomness."""
-        del key, train
+        del key
+        check_bool(repr(self), "train", train)
         check_array(repr(self), "the token ids x", x)
         if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
             raise TypeError(f"{self!r}: expected integer token ids, got dtype {jnp.result_type(x)}")
@@ -156,4 +158,4 @@ class Embedding(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """ids (...) -> (..., features)."""
-        return tuple(input_shape) + (self.features,)
+        return as_input_shape(f"{type(self).__name__}.output_shape", input_shape) + (self.features,)

@@ -354,7 +354,7 @@ class _Norm(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input shape."""
-        return tuple(input_shape)
+        return as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
 
     def _check(self, params: Any, state: Any, x: jax.Array, train: bool) -> None:
         check_bool(repr(self), "train", train)

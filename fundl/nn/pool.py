@@ -42,7 +42,7 @@ import numpy as np
 from jax import lax
 
 from fundl._validate import check_bool, check_floating, check_int
-from fundl.nn.base import Layer, check_params, check_state
+from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.rules import Static, primitive
 from fundl.tree import accumulation_dtype
 
@@ -573,7 +573,7 @@ class _Pool(Layer):
 
         Raises ``ValueError`` naming the layer when the window cannot pool the input.
         """
-        shape = tuple(input_shape)
+        shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
         pads = _resolve(repr(self), shape, self.window, self._strides, self.padding)
         d = self.spatial_dims
         out = _output_spatial(_spatial(shape, d), self.window, self._strides, pads)
@@ -743,7 +743,7 @@ class GlobalAvgPool(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., *spatial, C) -> (..., C)."""
-        shape = tuple(input_shape)
+        shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
         d = self.spatial_dims
         if len(shape) < d + 1:
             raise ValueError(f"{self!r}: expected an input {_layout(d)}, got shape {shape}")
@@ -798,7 +798,7 @@ class Flatten(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., d_a, ..., d_last) -> (..., d_a·...·d_last)."""
-        shape = tuple(input_shape)
+        shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
         if len(shape) < -self.start_axis:
             raise ValueError(
                 f"{self!r}: start_axis={self.start_axis} needs an input with at least "

@@ -117,7 +117,7 @@ class SinusoidalPositionalEncoding(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input shape."""
-        return tuple(input_shape)
+        return as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
 
     def apply_with_state(
         self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False
@@ -194,7 +194,7 @@ class LearnedPositionalEmbedding(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input shape."""
-        return tuple(input_shape)
+        return as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
 
     def apply_with_state(
         self, params: dict, state: Any, x: jax.Array, *, key: Any = None, train: bool = False

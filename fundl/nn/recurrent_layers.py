@@ -183,7 +183,8 @@ class _Recurrent(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(..., T, d) -> (..., T, H·dirs)."""
-        return tuple(input_shape[:-1]) + (self.hidden_size * len(self._directions),)
+        shape = as_input_shape(f"{type(self).__name__}.output_shape", input_shape)
+        return shape[:-1] + (self.hidden_size * len(self._directions),)
 
     # running
 

@@ -37,3 +37,19 @@ def test_bad_activation():
         TypeError, match=r"relu: unknown option\(s\) \['alpha'\]; allowed options: none"
     ):
         Activation("relu", alpha=1.0)
+
+
+@pytest.mark.parametrize(
+    "params, got",
+    [
+        ({"W": jnp.ones(1)}, r"params with keys \['W'\]"),
+        (jnp.ones(3), r"params of type ArrayImpl"),  # was NumPy's "truth value ... ambiguous"
+        ([1.0], r"params of type list"),
+    ],
+)
+def test_params_other_than_empty_are_refused(params, got):
+    with pytest.raises(
+        ValueError, match=rf"Activation\('relu'\): has no parameters \(pass {{}}\), got {got}"
+    ):
+        Activation("relu").apply(params, jnp.ones(3))
+    assert Activation("relu").apply({}, -jnp.ones(3)).tolist() == [0.0, 0.0, 0.0]

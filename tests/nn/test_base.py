@@ -26,6 +26,8 @@ def test_check_params_accepts_its_own_and_names_the_first_misfit():
         check_params(mlp([2, 5, 1]), model.init(0), (8, 2))
     with pytest.raises(ValueError, match=r"missing params\['W'\]"):
         check_params(Dense(1), 3.0, (8, 2))
+    # another floating dtype is mixed precision, cast on purpose: it passes
+    check_params(model, jax.tree.map(lambda p: p.astype(jnp.bfloat16), model.init(0)), (8, 2))
 
 
 def test_a_first_check_inside_a_trace_stages_nothing_into_it():
@@ -136,6 +138,36 @@ _BAD_INPUT = [
         lambda: nn.params_to_torch([1]),
         TypeError,
         r"params_to_torch: expected the params of an RNN",
+    ),
+    (  # integer weights ran: Dense computed x @ W.T in int32 and promoted, silently
+        "dense_apply_int_params",
+        lambda: Dense(3).apply(
+            jax.tree.map(lambda p: p.astype(jnp.int32), Dense(3).init(_K, (2,))), jnp.ones((1, 2))
+        ),
+        TypeError,
+        (
+            r"Dense\(3\): params\['W'\] has dtype int32; it expects a floating dtype "
+            r"\(init makes float32\)\. Cast it"
+        ),
+    ),
+    (
+        "sequential_apply_bool_params",
+        lambda: mlp([2, 3]).apply(
+            {"dense1": {"W": jnp.ones((3, 2), bool), "b": jnp.zeros(3)}}, jnp.ones((1, 2))
+        ),
+        TypeError,
+        r"dense1: Dense\(3.*\): params\['W'\] has dtype bool; it expects a floating dtype",
+    ),
+    (  # the state's dtypes are checked as the params': running statistics are floats
+        "batchnorm_int_state",
+        lambda: nn.BatchNorm().apply_with_state(
+            nn.BatchNorm().init(_K, (2,)),
+            {"mean": jnp.zeros(2, jnp.int32), "var": jnp.ones(2)},
+            jnp.ones((4, 2)),
+            train=True,
+        ),
+        TypeError,
+        r"BatchNorm\(\): state\['mean'\] has dtype int32; it expects a floating dtype",
     ),
     (
         "rnn_lengths_as_a_list",

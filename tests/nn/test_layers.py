@@ -5,7 +5,8 @@ shape and the new state's structure equal ``jax.eval_shape`` and ``output_shape`
 hashable config usable as a static ``jit`` argument; jit equal to eager, in training
 and in evaluation; evaluation deterministic (no key needed); the gradient check of the
 layer in training mode (state and key held fixed); a clear error naming the layer for a
-bad input; another config's parameters and state refused; an int seed accepted as a key.
+bad input; a train flag that is not a bool refused; output_shape of an int refused;
+another config's parameters and state refused; an int seed accepted as a key.
 """
 
 from typing import Any, NamedTuple
@@ -441,6 +442,27 @@ def test_another_models_state_is_refused(case):
     other_state = case.layer.init_state(narrower[1:]) if case.id == "batch_norm" else {"bogus": {}}
     with pytest.raises(ValueError, match=r"another model's state"):
         _run(case, params, other_state, x, train=True)
+
+
+@pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
+@pytest.mark.parametrize("train", ["no", None, 1])
+def test_a_train_flag_that_is_not_a_bool_is_refused(case, train):
+    """Dense, Conv, Activation and Embedding ignored train="no" (they have no training
+    mode), so a typo there ran as evaluation; every layer refuses it, as Dropout does."""
+    params, state, x = _setup(case)
+    with pytest.raises(ValueError, match=rf"train must be True or False, got {train!r}"):
+        _run(case, params, state, x, train=train)
+
+
+@pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
+def test_output_shape_of_a_width_is_refused_naming_the_layer(case):
+    """output_shape(4) for (4,) ended in 'int' object is not iterable (or subscriptable)."""
+    width = case.input_shape[-1]
+    name = type(case.layer).__name__
+    with pytest.raises(
+        TypeError, match=rf"{name}.*: input_shape must be a tuple of ints .*got {width}$"
+    ):
+        case.layer.output_shape(width)
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
