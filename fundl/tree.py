@@ -212,6 +212,34 @@ def check_mask(name: str, arg: str, mask: Any) -> Any:
     return mask
 
 
+def _predicate_value(name: str, path: tuple, chosen: Any) -> bool:
+    """What a ``(key_path, leaf) -> bool`` predicate returned for one leaf, as a bool.
+
+    True, False, a NumPy bool and a concrete 0-d bool array pass; anything else (an
+    array per element, an int, None, a traced bool under ``jit``) is a ``TypeError``:
+    ``bool()`` of it would fail with NumPy's "truth value ... is ambiguous", or pick
+    the leaf by the truthiness of something that is not a choice.
+    """
+    if isinstance(chosen, (bool, np.bool_)):
+        return bool(chosen)
+    if isinstance(chosen, (jax.Array, np.ndarray)):
+        if not isinstance(chosen, jax.core.Tracer) and chosen.shape == () and chosen.dtype == bool:
+            return bool(chosen)
+        traced = isinstance(chosen, jax.core.Tracer)
+        got = (
+            f"{'a traced' if traced else 'an'} array of dtype {chosen.dtype} and shape "
+            f"{tuple(chosen.shape)}"
+        )
+        if traced:
+            got += " (decide from the path, shape or dtype, which are known when traced)"
+    else:
+        got = f"{chosen!r} of type {type(chosen).__name__}"
+    raise TypeError(
+        f"{name}: a mask predicate (key_path, leaf) -> bool must return True or False for "
+        f"each leaf; for the leaf at {_where(path)} it returned {got}"
+    )
+
+
 def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[bool]:
     """One bool per leaf of ``params``: which leaves ``mask`` selects.
 
@@ -229,6 +257,9 @@ def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[
     Raises:
       ValueError: if a pytree ``mask`` (given, or returned by ``mask(params)``) differs
         from ``params`` in structure or holds something other than bools.
+      TypeError: if a predicate returns anything but a bool (True, False, a NumPy bool
+        or a concrete 0-d bool array) for a leaf — an array of bools, say — naming
+        ``name`` and the leaf's key path.
 
     Examples:
       >>> params = {"W": jnp.zeros((3, 2)), "b": jnp.zeros(3)}
@@ -244,7 +275,7 @@ def mask_tree(name: str, params: Any, mask: PathPredicate | Any | None) -> list[
         return [True] * len(flat)
     if callable(mask):
         if not _takes_params_tree(name, "mask", mask):
-            return [bool(mask(path, leaf)) for path, leaf in flat]
+            return [_predicate_value(name, path, mask(path, leaf)) for path, leaf in flat]
         mask = mask(params)
         _check_bools(name, "mask", mask, "mask(params) gave")
         check_same_structure(name, params, mask, "params", "mask(params)")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fundl import tree
+from fundl import optim, tree
 
 
 def test_global_norm():
@@ -115,6 +115,57 @@ def test_a_params_tree_mask_must_return_a_matching_tree_of_bools():
         match=r"^t: params and mask\(params\) differ in structure at \['b'\] only in the first",
     ):
         tree.mask_tree("t", params, lambda p: {"W": True})
+
+
+_PARAMS = {"W": jnp.ones((2, 3)), "b": jnp.ones(3)}
+_L2 = optim.add_l2(0.1, mask=lambda path, leaf: leaf != 0)
+
+
+# A predicate that returned an array ended in NumPy's "truth value of an array with more
+# than one element is ambiguous"; one returning 1 or None chose the leaf by truthiness.
+@pytest.mark.parametrize(
+    "call, name, returned",
+    [
+        (
+            lambda: tree.mask_tree("t", _PARAMS, lambda path, leaf: leaf > 0),
+            "t",
+            r"an array of dtype bool and shape \(2, 3\)",
+        ),
+        (lambda: tree.mask_tree("t", _PARAMS, lambda path, leaf: leaf.ndim), "t", "2 of type int"),
+        (
+            lambda: tree.mask_tree("t", _PARAMS, lambda path, leaf: None),
+            "t",
+            "None of type NoneType",
+        ),
+        (
+            lambda: jax.jit(lambda p: tree.mask_tree("t", p, lambda path, leaf: jnp.all(leaf > 0)))(
+                _PARAMS
+            ),
+            "t",
+            r"a traced array of dtype bool and shape \(\) \(decide from the path, shape or dtype",
+        ),
+        (  # an optimizer's weight-decay mask: the message names the optimizer
+            lambda: _L2.update(_PARAMS, _L2.init(_PARAMS), _PARAMS),
+            "add_l2",
+            r"an array of dtype bool and shape \(2, 3\)",
+        ),
+    ],
+)
+def test_a_mask_predicate_must_return_a_bool(call, name, returned):
+    with pytest.raises(
+        TypeError,
+        match=rf"^{name}: a mask predicate \(key_path, leaf\) -> bool must return True or False "
+        rf"for each leaf; for the leaf at \['W'\] it returned {returned}",
+    ):
+        call()
+
+
+def test_a_mask_predicate_may_return_a_numpy_or_0d_array_bool():
+    assert tree.mask_tree("t", _PARAMS, lambda path, leaf: np.bool_(leaf.ndim > 1)) == [True, False]
+    assert tree.mask_tree("t", _PARAMS, lambda path, leaf: jnp.asarray(leaf.ndim == 1)) == [
+        False,
+        True,
+    ]
 
 
 @pytest.mark.parametrize(
