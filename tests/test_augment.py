@@ -440,6 +440,24 @@ def test_configs_are_hashable_and_equal_by_value():
             ValueError,
             r"random_crop: fill must be an integer in \[0, 255\] for a uint8 image, got -1.0",
         ),
+        (  # was cast to inf without a word
+            lambda: random_crop(KEY, IMAGE.astype(jnp.float16), fill=1e6),
+            ValueError,
+            (
+                r"random_crop: fill must be a finite number in \[-65504, 65504\] for a float16 "
+                r"image \(beyond it the cast gives inf\), got 1000000.0"
+            ),
+        ),
+        (
+            lambda: RandomCrop(1, fill=1e39)(KEY, IMAGE),
+            ValueError,
+            r"random_crop: fill must be a finite number in \[-3.40282e\+38, 3.40282e\+38\] for a float32",
+        ),
+        (  # was cast to True
+            lambda: random_crop(KEY, IMAGE > 0, fill=2),
+            ValueError,
+            r"random_crop: fill must be 0 or 1 \(False or True\) for a bool image, got 2.0",
+        ),
         (lambda: random_translate(KEY, IMAGE[None], max_shift=1), ValueError, r"shape \(1, 4,"),
         (
             lambda: random_rotate(KEY, IMAGE.astype(jnp.uint8), max_degrees=5),

@@ -69,12 +69,27 @@ def _window(image: jax.Array, pad: tuple[int, int], offset: jax.Array, fill: Any
 
 
 def _check_fill(name: str, fill: float, image: jax.Array) -> None:
-    if jnp.issubdtype(image.dtype, jnp.integer):
-        info = jnp.iinfo(image.dtype)
+    """``fill`` must be a value of the image's dtype: cast to it, it would change silently
+    (an integer truncated or wrapped, 1e6 in float16 inf, 2 in a bool image True)."""
+    dtype = image.dtype
+    if dtype == jnp.bool_:
+        if fill not in (0.0, 1.0):
+            raise ValueError(
+                f"{name}: fill must be 0 or 1 (False or True) for a bool image, got {fill!r}"
+            )
+    elif jnp.issubdtype(dtype, jnp.integer):
+        info = jnp.iinfo(dtype)
         if fill != int(fill) or not info.min <= fill <= info.max:
             raise ValueError(
                 f"{name}: fill must be an integer in [{info.min}, {info.max}] for a "
-                f"{image.dtype} image, got {fill!r}"
+                f"{dtype} image, got {fill!r}"
+            )
+    elif jnp.issubdtype(dtype, jnp.floating):
+        top = float(jnp.finfo(dtype).max)
+        if not -top <= fill <= top:
+            raise ValueError(
+                f"{name}: fill must be a finite number in [{-top:g}, {top:g}] for a {dtype} "
+                f"image (beyond it the cast gives inf), got {fill!r}"
             )
 
 
@@ -116,7 +131,9 @@ def random_crop(key: Any, image: jax.Array, *, padding: int = 4, fill: float = 0
       key: a PRNG key (or an int seed).
       image: (H, W, C), any dtype.
       padding: pixels added on each side, a non-negative int (0 is the identity).
-      fill: the value of the padding (an integer in range for an integer image).
+      fill: the value of the padding, which must be a value of the image's dtype: an
+        integer in range for an integer image, 0 or 1 for a bool image, within ±65504
+        for a float16 image (±the dtype's largest finite value for any float image).
 
     Returns:
       (H, W, C), the image's dtype.
