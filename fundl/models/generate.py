@@ -39,7 +39,9 @@ def sample_token(
     at the k-th value are kept), with the explicit ``key``. A row of logits holding a NaN,
     or −inf everywhere (every token masked: softmax is 0/0), gives −1 — no token, outside
     every vocabulary — never an arbitrary valid one (fed back to ``generate``, its
-    embedding is a NaN row, so what follows is −1 too).
+    embedding is a NaN row, so what follows is −1 too). A row with +inf logits samples
+    uniformly among the +inf tokens, at any T > 0: the limit of softmax(z / T) as those
+    logits grow together (greedy takes the first of them, as argmax does).
 
     Args:
       logits: (..., vocab) scores.
@@ -54,6 +56,9 @@ def sample_token(
       >>> z = jnp.log(jnp.array([[0.1, 0.6, 0.3]]))
       >>> fundl.models.sample_token(z, temperature=0.0).tolist()
       [1]
+      >>> z = jnp.array([0.0, jnp.inf, jnp.inf, 5.0])  # tokens 1 and 2, each half the time
+      >>> sorted({int(fundl.models.sample_token(z, k)) for k in range(20)})
+      [1, 2]
     """
     name = "sample_token"
     if not jnp.issubdtype(jnp.result_type(logits), jnp.floating) or jnp.ndim(logits) < 1:
@@ -85,12 +90,20 @@ def _sample(logits: jax.Array, key: jax.Array, temperature: Any, top_k: int | No
 
     (z − max z)/T is computed in float32 at least, with T at least float32's smallest
     normal number: in float16, z/T overflows to +inf for several z at a small T (and
-    categorical then takes the first, not the largest), and a tiny T rounds to 0.
+    categorical then takes the first, not the largest), and a tiny T rounds to 0. In a
+    row whose largest z is +inf, the +inf tokens become 0 and the rest −inf: categorical
+    (Gumbel + argmax) would take the first +inf every time, where the limit of the
+    softmax is uniform among them.
     """
     wide = accumulation_dtype(logits)
     z = logits.astype(wide)
     top = jnp.max(z, axis=-1, keepdims=True)
-    z = z - jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))  # the largest is 0
+    minus_inf = jnp.asarray(-jnp.inf, wide)
+    z = jnp.where(
+        top == jnp.inf,
+        jnp.where(z == jnp.inf, jnp.zeros_like(z), minus_inf),
+        z - jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top)),  # the largest is 0
+    )
     z = z / jnp.maximum(jnp.asarray(temperature, wide), jnp.finfo(jnp.float32).tiny)
     if top_k is not None:
         kth = jax.lax.top_k(z, top_k)[0][..., -1:]

@@ -109,6 +109,29 @@ def test_a_tiny_temperature_samples_the_largest_logit_in_any_dtype(dtype, temper
     assert np.all(np.asarray(tokens) == 1)
 
 
+@pytest.mark.parametrize(
+    "dtype, temperature, top_k",
+    [
+        (jnp.float32, 1.0, None),
+        (jnp.float32, 5.0, 1),
+        (jnp.float16, 0.5, 2),
+        (jnp.bfloat16, 1.0, 3),
+    ],
+)
+def test_several_plus_inf_logits_are_sampled_uniformly(dtype, temperature, top_k):
+    # categorical (Gumbel + argmax) took the first +inf token every time; the limit of
+    # softmax(z / T) as those logits grow together is uniform among them (top_k=1 keeps
+    # both: ties at the k-th value are kept)
+    logits = jnp.array([[3.0, jnp.inf, 1e4, jnp.inf, -jnp.inf]], dtype)
+    n = 2000
+    keys = jax.random.split(jax.random.key(0), n)
+    draw = jax.vmap(lambda k: sample_token(logits, k, temperature=temperature, top_k=top_k))
+    counts = np.bincount(np.asarray(draw(keys)).ravel(), minlength=5)
+    assert counts[0] == counts[2] == counts[4] == 0, counts
+    assert abs(counts[1] / n - 0.5) < 4 * np.sqrt(0.25 / n), counts
+    assert sample_token(logits, temperature=0.0).tolist() == [1]  # greedy: the first, as argmax
+
+
 def test_a_nan_row_of_logits_gives_no_token_not_an_arbitrary_one():
     logits = jnp.array([[0.1, jnp.nan, 0.3], [0.1, 0.2, 0.3]])
     for options in ({"temperature": 0.0}, {"temperature": 1.0, "key": 0, "top_k": 2}):
