@@ -32,6 +32,7 @@ from fundl._validate import (
 from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.nn.embedding import embedding
+from fundl.nn.multihead import check_attention_masks
 from fundl.nn.norm import layer_norm
 from fundl.nn.position import sinusoidal_positions
 from fundl.nn.transformer import (
@@ -207,16 +208,21 @@ class TransformerLM(Layer):
         key: Any = None,
         train: bool = False,
         mask: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, Any]:
         """(logits (N, L, vocab), state) for token ids x (N, L) (more leading axes allowed).
 
-        ``mask``: None or bool (N, L), False at padding keys (right padding keeps the
-        real tokens' logits unchanged: attention is causal).
+        ``padding_mask``: None or bool (N, L), False at padding tokens, which no token
+        attends to (right padding keeps the real tokens' logits unchanged: attention is
+        causal). ``mask``: None or bool (N, L, L), True where token i may see token j,
+        and-ed with the causal mask (packed sequences: a block-diagonal mask). A dim of
+        1 broadcasts in either.
         """
         check_bool(repr(self), "train", train)
         length = self._check_tokens(x)
         check_params(self, params, jnp.shape(x))
         check_state(self, state, jnp.shape(x))
+        check_attention_masks(repr(self), jnp.shape(x), length, mask, padding_mask)
         drop = train and self.dropout > 0.0
         if drop and key is None:
             raise ValueError(
@@ -230,13 +236,15 @@ class TransformerLM(Layer):
         for i in range(self.num_layers):
             h, _ = block.apply_with_state(
                 params[f"block{i}"], {}, h, key=None if keys is None else keys[i], train=train,
-                mask=mask,
+                mask=mask, padding_mask=padding_mask,
             )  # fmt: skip
         return self._logits(params, h), state
 
-    def apply(self, params, x, *, key=None, train=False, mask=None):
+    def apply(self, params, x, *, key=None, train=False, mask=None, padding_mask=None):
         """The logits alone: ``apply_with_state(params, {}, x, ...)[0]``."""
-        return self.apply_with_state(params, {}, x, key=key, train=train, mask=mask)[0]
+        return self.apply_with_state(
+            params, {}, x, key=key, train=train, mask=mask, padding_mask=padding_mask
+        )[0]
 
     def init_cache(self, batch: int | tuple[int, ...], *, dtype: Any = None) -> dict:
         """An empty key/value cache for ``decode``: ``{"block{i}": {"k", "v"}}``, each

@@ -40,6 +40,45 @@ from fundl.nn.position import rotary as rotary_embedding
 __all__ = ["MultiHeadAttention"]
 
 
+def check_attention_masks(
+    owner: str,
+    q_shape: tuple[int, ...],
+    k_length: int,
+    mask: Any,
+    padding_mask: Any,
+    names: tuple[str, str] = ("mask", "padding_mask"),
+) -> None:
+    """Raise ``ValueError`` unless the masks fit queries of shape (..., L_q) and L_k keys.
+
+    ``mask``: None or bool (..., L_q, L_k), True where query i may see key j;
+    ``padding_mask``: None or bool (..., L_k), True at a real key. Each has the queries'
+    batch axes (...), exactly as many (a dim of 1 broadcasts): an unbatched (L_q, L_k)
+    mask for batched queries is refused, not broadcast — with one batch axis of size
+    B = L_q it would have a key-padding mask's shape, and the two must never be confused.
+    ``owner`` starts the message and ``names`` are the arguments' names in it.
+    """
+    lead, lq = tuple(q_shape[:-1]), q_shape[-1]
+    wants = (lead + (lq, k_length), lead + (k_length,))
+    for arg, given, want in zip(names, (mask, padding_mask), wants):
+        if given is None:
+            continue
+        ms = jnp.shape(given)
+        fits = len(ms) == len(want) and all(m in (w, 1) for m, w in zip(ms, want))
+        if jnp.result_type(given) == jnp.bool_ and fits:
+            continue
+        hints = []
+        if arg == names[0] and ms == wants[1]:
+            hints.append(f"a key-padding mask (..., L_k) goes to {names[1]}=")
+        if len(ms) < len(want) and lead:
+            index = ", ".join(["None"] * (len(want) - len(ms)))
+            hints.append(f"{arg}[{index}] broadcasts it over x's batch axes {lead}")
+        hint = "".join(f"; {h}" for h in hints)
+        raise ValueError(
+            f"{owner}: expected {arg} of dtype bool and shape {want} (a 1 broadcasts), got "
+            f"{jnp.result_type(given)} of shape {ms}{hint}"
+        )
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class MultiHeadAttention(Layer):
     """Multi-head (self- or cross-) attention, the Transformer's mixing layer.
@@ -62,10 +101,14 @@ class MultiHeadAttention(Layer):
       b_init: initializer of the b's (zeros).
       param_dtype: dtype of the parameters.
 
-    ``apply_with_state(params, state, x, *, context=None, mask=None)``: x (..., L_q,
-    d_in); context None (self-attention) or (..., L_k, d_ctx); mask None, bool (..., L_k)
-    (key padding, True = a real key) or bool (..., L_q, L_k) (True: query i may see key
-    j). Returns (..., L_q, d_out).
+    ``apply_with_state(params, state, x, *, context=None, mask=None, padding_mask=None)``:
+    x (..., L_q, d_in); context None (self-attention) or (..., L_k, d_ctx); ``mask`` None
+    or bool (..., L_q, L_k), True where query i may see key j; ``padding_mask`` None or
+    bool (..., L_k), True at a real key. Each has x's batch axes (a dim of 1
+    broadcasts), and both given, a query sees a key where both allow it. True means
+    "attend", as in Flax and ``torch.nn.functional.scaled_dot_product_attention``
+    (``torch.nn.MultiheadAttention``'s ``attn_mask`` and ``key_padding_mask`` mark the
+    keys to ignore: pass ``~m``). Returns (..., L_q, d_out).
 
     Examples:
       >>> mha = MultiHeadAttention(2, causal=True)
@@ -236,36 +279,25 @@ class MultiHeadAttention(Layer):
         o = o.reshape(o.shape[:-2] + (o.shape[-2] * o.shape[-1],))
         return dense(o, params["W_o"], params.get("b_o") if self.use_bias else None)
 
-    def attention_mask(self, mask: Any, q_shape: tuple, k_length: int) -> jax.Array | None:
-        """A mask as ``dot_product_attention`` takes it: bool (..., H, L_q, L_k).
+    def attention_mask(
+        self, q_shape: tuple, k_length: int, *, mask: Any = None, padding_mask: Any = None
+    ) -> jax.Array | None:
+        """The masks as ``dot_product_attention`` takes them: bool (..., H, L_q, L_k), or None.
 
-        ``mask``: None, bool (..., L_k) (key padding) or bool (..., L_q, L_k), with x's
-        batch axes (...); ``q_shape`` is q's (..., H, L_q, d_h). An unbatched (L_q, L_k)
-        mask is not broadcast as PyTorch's ``attn_mask`` is: with one batch axis of size
-        B = L_q it has the key-padding shape (B, L_k) and is read as one, so broadcast
-        it first (``jnp.broadcast_to(m, (B, L_q, L_k))``).
+        ``q_shape`` is q's (..., H, L_q, d_h); ``mask`` and ``padding_mask`` as
+        :func:`check_attention_masks` takes them (checked by it); both given, a query
+        sees a key where both allow it.
         """
-        if mask is None:
-            return None
         lead, lq = tuple(q_shape[:-3]), q_shape[-2]
-        ms = jnp.shape(mask)
-        if jnp.result_type(mask) != jnp.bool_ or ms not in (
-            lead + (k_length,),
-            lead + (lq, k_length),
-        ):
-            hint = (
-                f"; broadcast an unbatched (L_q, L_k) mask to {lead + (lq, k_length)} first"
-                if ms == (lq, k_length) and lead
-                else ""
-            )
-            raise ValueError(
-                f"{self!r}: expected a bool mask of shape {lead + (k_length,)} (key padding) or "
-                f"{lead + (lq, k_length)}, got {jnp.result_type(mask)} of shape {ms}{hint}"
-            )
-        if len(ms) == len(lead) + 1:
-            mask = mask[..., None, :]  # every query sees the same keys
+        check_attention_masks(repr(self), lead + (lq,), k_length, mask, padding_mask)
+        if padding_mask is not None:
+            padding_mask = padding_mask[..., None, :]  # every query sees the same keys
+        given = [m for m in (mask, padding_mask) if m is not None]
+        if not given:
+            return None
+        combined = given[0] if len(given) == 1 else given[0] & given[1]
         target = lead + (self.num_heads, lq, k_length)
-        return jnp.broadcast_to(jnp.expand_dims(mask, -3), target)
+        return jnp.broadcast_to(jnp.expand_dims(combined, -3), target)
 
     def apply_with_state(
         self,
@@ -277,15 +309,15 @@ class MultiHeadAttention(Layer):
         train: bool = False,
         context: jax.Array | None = None,
         mask: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, Any]:
-        """(y, state): project, ``dot_product_attention`` (mask, causal), merge; no state."""
+        """(y, state): project, ``dot_product_attention`` (masks, causal), merge; no state."""
         del key
         check_bool(repr(self), "train", train)
         check_state(self, state, jnp.shape(x))
         q, k, v = self.project(params, x, context)
-        o = dot_product_attention(
-            q, k, v, self.attention_mask(mask, q.shape, k.shape[-2]), causal=self.causal
-        )
+        masks = self.attention_mask(q.shape, k.shape[-2], mask=mask, padding_mask=padding_mask)
+        o = dot_product_attention(q, k, v, masks, causal=self.causal)
         return self.merge(params, o), state
 
     def apply(
@@ -297,9 +329,17 @@ class MultiHeadAttention(Layer):
         train: bool = False,
         context: jax.Array | None = None,
         mask: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
     ) -> jax.Array:
         """The output alone: ``apply_with_state(params, {}, x, ...)[0]``."""
         y, _ = self.apply_with_state(
-            params, {}, x, key=key, train=train, context=context, mask=mask
+            params,
+            {},
+            x,
+            key=key,
+            train=train,
+            context=context,
+            mask=mask,
+            padding_mask=padding_mask,
         )
         return y

@@ -36,7 +36,7 @@ from fundl.nn.attention import dot_product_attention
 from fundl.nn.base import Layer, as_input_shape, check_params, check_state
 from fundl.nn.dense import dense
 from fundl.nn.dropout import dropout
-from fundl.nn.multihead import MultiHeadAttention
+from fundl.nn.multihead import MultiHeadAttention, check_attention_masks
 from fundl.nn.norm import layer_norm
 
 __all__ = ["TransformerDecoderBlock", "TransformerEncoderBlock"]
@@ -169,6 +169,19 @@ class _Block(Layer):
             return x + self._drop(fn(layer_norm(x, g, b, eps=self.eps)), key, train)
         return layer_norm(x + self._drop(fn(x), key, train), g, b, eps=self.eps)
 
+    def _check_masks(self, x: Any, context: Any, masks: tuple) -> None:
+        """Each attention's (mask, padding_mask) against x (..., L, d) and its keys."""
+        if jnp.ndim(x) < 2:
+            return  # x itself is refused, naming its shape
+        for (name, _), (mask, padding) in zip(self._attentions(), masks):
+            names = ("mask", "padding_mask")
+            k_length = jnp.shape(x)[-2]
+            if name == "cross_attention":
+                if jnp.ndim(context) < 2:
+                    continue  # the cross-attention names a context of the wrong rank
+                names, k_length = ("context_mask", "context_padding_mask"), jnp.shape(context)[-2]
+            check_attention_masks(repr(self), jnp.shape(x)[:-1], k_length, mask, padding, names)
+
     def _run(self, params, state, x, key, train, masks, context):
         check_bool(repr(self), "train", train)
         check_floating(repr(self), "a floating-point input", x)
@@ -177,6 +190,7 @@ class _Block(Layer):
         self._width(jnp.shape(x))
         check_params(self, params, jnp.shape(x))
         check_state(self, state, jnp.shape(x))
+        self._check_masks(x, context, masks)
         if train and self.dropout > 0.0:
             if key is None:
                 raise ValueError(
@@ -187,11 +201,11 @@ class _Block(Layer):
         else:
             keys = [None] * (len(masks) + 1)
         attentions = self._attentions()
-        for i, ((name, mha), mask, k) in enumerate(zip(attentions, masks, keys)):
+        for i, ((name, mha), (mask, padding), k) in enumerate(zip(attentions, masks, keys)):
             c = context if name == "cross_attention" else None
 
-            def attend(h, mha=mha, name=name, mask=mask, c=c):
-                return mha.apply(params[name], h, context=c, mask=mask)
+            def attend(h, mha=mha, name=name, mask=mask, padding=padding, c=c):
+                return mha.apply(params[name], h, context=c, mask=mask, padding_mask=padding)
 
             x = self._sublayer(params, f"norm{i + 1}", x, attend, k, train)
         last = f"norm{len(attentions) + 1}"
@@ -221,8 +235,10 @@ class TransformerEncoderBlock(_Block):
       rotary: rotary position embeddings in the attention.
       param_dtype: dtype of the parameters.
 
-    ``apply_with_state(params, state, x, *, key, train, mask=None)``: x (..., L, d);
-    mask None, bool (..., L) (key padding, True = a real token) or (..., L, L).
+    ``apply_with_state(params, state, x, *, key, train, mask=None, padding_mask=None)``:
+    x (..., L, d); ``mask`` None or bool (..., L, L), True where token i may see token j;
+    ``padding_mask`` None or bool (..., L), True at a real token (as
+    ``MultiHeadAttention``'s).
 
     Examples:
       >>> block = TransformerEncoderBlock(2, 16)
@@ -258,13 +274,16 @@ class TransformerEncoderBlock(_Block):
         key: Any = None,
         train: bool = False,
         mask: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, Any]:
         """(y, state) for x (..., L, d); see the class docstring."""
-        return self._run(params, state, x, key, train, (mask,), None)
+        return self._run(params, state, x, key, train, ((mask, padding_mask),), None)
 
-    def apply(self, params, x, *, key=None, train=False, mask=None):
+    def apply(self, params, x, *, key=None, train=False, mask=None, padding_mask=None):
         """The output alone: ``apply_with_state(params, {}, x, ...)[0]``."""
-        return self.apply_with_state(params, {}, x, key=key, train=train, mask=mask)[0]
+        return self.apply_with_state(
+            params, {}, x, key=key, train=train, mask=mask, padding_mask=padding_mask
+        )[0]
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -292,10 +311,12 @@ class TransformerDecoderBlock(_Block):
         output); then ``context=`` is required at apply.
       context_features: the context's width; None is d.
 
-    ``apply_with_state(params, state, x, *, key, train, mask=None, context=None,
-    context_mask=None)``: x (..., L, d); mask for the self-attention ((..., L) or (..., L,
-    L), combined with the causal mask); context (..., L_k, d_ctx) and context_mask
-    ((..., L_k) or (..., L, L_k)) for the cross-attention.
+    ``apply_with_state(params, state, x, *, key, train, mask=None, padding_mask=None,
+    context=None, context_mask=None, context_padding_mask=None)``: x (..., L, d);
+    ``mask`` (..., L, L) and ``padding_mask`` (..., L) for the self-attention (combined
+    with the causal mask); context (..., L_k, d_ctx), ``context_mask`` (..., L, L_k) and
+    ``context_padding_mask`` (..., L_k) for the cross-attention. Masks as
+    ``MultiHeadAttention``'s: bool, True where a query may see a key.
 
     Examples:
       >>> block = TransformerDecoderBlock(2, 16)
@@ -343,19 +364,31 @@ class TransformerDecoderBlock(_Block):
         key: Any = None,
         train: bool = False,
         mask: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
         context: jax.Array | None = None,
         context_mask: jax.Array | None = None,
+        context_padding_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, Any]:
         """(y, state) for x (..., L, d); see the class docstring."""
+        self._check_context(context, context_mask, context_padding_mask)
+        masks = ((mask, padding_mask),)
+        if self.cross_attention:
+            masks += ((context_mask, context_padding_mask),)
+        return self._run(params, state, x, key, train, masks, context)
+
+    def _check_context(self, context: Any, context_mask: Any, context_padding_mask: Any) -> None:
         if self.cross_attention and context is None:
             raise ValueError(
                 f"{self!r}: cross_attention=True needs context=... (..., L_k, d_ctx); "
                 "use cross_attention=False for a decoder-only block"
             )
-        if not self.cross_attention and (context is not None or context_mask is not None):
-            raise ValueError(f"{self!r}: cross_attention=False takes no context or context_mask")
-        masks = (mask, context_mask) if self.cross_attention else (mask,)
-        return self._run(params, state, x, key, train, masks, context)
+        if not self.cross_attention and any(
+            a is not None for a in (context, context_mask, context_padding_mask)
+        ):
+            raise ValueError(
+                f"{self!r}: cross_attention=False takes no context, context_mask or "
+                "context_padding_mask"
+            )
 
     def init_cache(self, batch: tuple[int, ...], max_length: int, d: int, dtype: Any) -> dict:
         """An empty key/value cache: ``{"k", "v"}`` of shape (*batch, H, max_length, d_h)."""
@@ -373,6 +406,7 @@ class TransformerDecoderBlock(_Block):
         *,
         context: jax.Array | None = None,
         context_mask: jax.Array | None = None,
+        context_padding_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, dict]:
         """The block on new tokens x (..., L_new, d) at ``position``, with a key/value cache.
 
@@ -385,8 +419,9 @@ class TransformerDecoderBlock(_Block):
         """
         check_floating(repr(self), "a floating-point input", x)
         check_params(self, params, jnp.shape(x))
-        if self.cross_attention and context is None:
-            raise ValueError(f"{self!r}: cross_attention=True needs context=...")
+        self._check_context(context, context_mask, context_padding_mask)
+        if self.cross_attention:
+            self._check_masks(x, context, ((None, None), (context_mask, context_padding_mask)))
         attentions = self._attentions()
         name, mha = attentions[0]
         length, max_length = jnp.shape(x)[-2], cache["k"].shape[-2]
@@ -411,7 +446,13 @@ class TransformerDecoderBlock(_Block):
             cross = attentions[1][1]
 
             def attend(h):
-                return cross.apply(params["cross_attention"], h, context=context, mask=context_mask)
+                return cross.apply(
+                    params["cross_attention"],
+                    h,
+                    context=context,
+                    mask=context_mask,
+                    padding_mask=context_padding_mask,
+                )
 
             x = self._sublayer(params, "norm2", x, attend, None, False)
         last = f"norm{len(attentions) + 1}"
@@ -419,7 +460,17 @@ class TransformerDecoderBlock(_Block):
         return nan_outside_cache(x, position, length, max_length), cache
 
     def apply(
-        self, params, x, *, key=None, train=False, mask=None, context=None, context_mask=None
+        self,
+        params,
+        x,
+        *,
+        key=None,
+        train=False,
+        mask=None,
+        padding_mask=None,
+        context=None,
+        context_mask=None,
+        context_padding_mask=None,
     ):
         """The output alone: ``apply_with_state(params, {}, x, ...)[0]``."""
         y, _ = self.apply_with_state(
@@ -429,7 +480,9 @@ class TransformerDecoderBlock(_Block):
             key=key,
             train=train,
             mask=mask,
+            padding_mask=padding_mask,
             context=context,
             context_mask=context_mask,
+            context_padding_mask=context_padding_mask,
         )
         return y

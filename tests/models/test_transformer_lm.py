@@ -190,8 +190,8 @@ def test_right_padding_leaves_real_positions_unchanged():
     tokens = _tokens((2, 6))
     mask = jnp.arange(6)[None, :] < jnp.array([[4], [6]])
     padded = jnp.where(mask, tokens, 0)
-    a = lm.apply(params, tokens, mask=mask)
-    b = lm.apply(params, padded, mask=mask)
+    a = lm.apply(params, tokens, padding_mask=mask)
+    b = lm.apply(params, padded, padding_mask=mask)
     np.testing.assert_array_equal(np.asarray(a)[0, :4], np.asarray(b)[0, :4])
 
 

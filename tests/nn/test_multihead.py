@@ -57,7 +57,7 @@ def test_equals_a_float64_einsum_reference(x64):
         cross = MultiHeadAttention(2, context_features=6, out_features=5, param_dtype=jnp.float64)
         p = _biased(cross, key, (4, 8))
         c64 = c.astype(jnp.float64)
-        got = cross.apply(p, x64_, context=c64, mask=pad)
+        got = cross.apply(p, x64_, context=c64, padding_mask=pad)
         want = _reference(p, x64_, c64, jnp.broadcast_to(pad[:, None], (2, 4, 3)), 2)
         assert got.shape == (2, 4, 5)
         np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -77,7 +77,7 @@ def test_equals_torch_multihead_attention(f32_tol):
         xt = torch.tensor(np.asarray(x))
         pad = np.array([[False] * 4, [False, False, False, True]])  # torch: True = padded
         want, _ = t(xt, xt, xt, key_padding_mask=torch.tensor(pad), need_weights=False)
-    got = mha.apply(p, x, mask=jnp.asarray(~pad))
+    got = mha.apply(p, x, padding_mask=jnp.asarray(~pad))
     np.testing.assert_allclose(
         got, want.numpy(), **f32_tol(1e-5, 1e-6)
     )  # torch: float32 on the CPU
@@ -100,14 +100,14 @@ def test_gradcheck(config):
     params = _biased(mha, key, (4, 8))
     context = c if "context_features" in config else None
     lk = 3 if context is not None else 4
-    mask = None
+    mask = padding = None
     if which == "pad":
-        mask = jnp.ones((2, lk), bool).at[1, -1].set(False)
+        padding = jnp.ones((2, lk), bool).at[1, -1].set(False)
     elif which == "full":
         mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 4, lk)).at[:, :, 0].set(True)
 
     def f(params, x, context):
-        return mha.apply(params, x, context=context, mask=mask)
+        return mha.apply(params, x, context=context, mask=mask, padding_mask=padding)
 
     args = (params, x, context) if context is not None else (params, x)
     fn = jax.jit(f if context is not None else (lambda p, x: f(p, x, None)))
@@ -122,12 +122,12 @@ def test_padded_keys_change_no_output_or_gradient_of_real_positions():
     real = (jnp.arange(5)[None, :, None] < jnp.array([5, 3])[:, None, None]).astype(x.dtype)
 
     def loss(params, x):
-        return jnp.sum(mha.apply(params, x, mask=pad) * real)
+        return jnp.sum(mha.apply(params, x, padding_mask=pad) * real)
 
-    y = mha.apply(params, x, mask=pad)
+    y = mha.apply(params, x, padding_mask=pad)
     g_p, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
     junk = x.at[1, 3:].set(100.0 * jax.random.normal(jax.random.key(9), (2, 8)))
-    y2 = mha.apply(params, junk, mask=pad)
+    y2 = mha.apply(params, junk, padding_mask=pad)
     g_p2, g_x2 = jax.grad(loss, argnums=(0, 1))(params, junk)
     np.testing.assert_allclose(y2[1, :3], y[1, :3], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(g_x2[1, :3], g_x[1, :3], rtol=1e-5, atol=1e-6)
@@ -165,12 +165,6 @@ def test_bad_input_names_the_layer_and_shapes():
         MultiHeadAttention(3).init(key, (4, 8))
     mha = MultiHeadAttention(2)
     params = mha.init(key, (4, 8))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention\(2\): expected a bool mask of shape"):
-        mha.apply(params, x, mask=jnp.ones((2, 3), bool))
-    with pytest.raises(
-        ValueError, match=r"broadcast an unbatched \(L_q, L_k\) mask to \(2, 4, 4\)"
-    ):
-        mha.apply(params, x, mask=jnp.tril(jnp.ones((4, 4), bool)))  # PyTorch's attn_mask
     with pytest.raises(
         ValueError, match=r"expected a context of shape \(2, 'L_k', 8\).*\(2, 3, 6\)"
     ):
@@ -181,3 +175,56 @@ def test_bad_input_names_the_layer_and_shapes():
         MultiHeadAttention(2, rotary=True).init(key, (4, 6))
     with pytest.raises(ValueError, match=r"MultiHeadAttention: num_heads"):
         MultiHeadAttention(0)
+
+
+# Masks, with batch B = L_q = 4: an unbatched (L_q, L_k) mask and a (B, L_k) key-padding mask
+# have the same shape, so each has its own argument and an unbatched mask is never broadcast.
+MASK_ERRORS = [
+    (
+        {"mask": jnp.tril(jnp.ones((4, 4), bool))},  # PyTorch's and Flax's unbatched mask
+        r"mask of dtype bool and shape \(4, 4, 4\) \(a 1 broadcasts\), got bool of "
+        r"shape \(4, 4\); a key-padding mask \(\.\.\., L_k\) goes to padding_mask=; "
+        r"mask\[None\] broadcasts it over x's batch axes \(4,\)",
+    ),
+    ({"mask": jnp.ones((4, 4, 4), jnp.int32)}, r"mask of dtype bool .*got int32"),
+    (
+        {"mask": jnp.ones((4, 1, 4, 4), bool)},
+        r"mask .*shape \(4, 4, 4\) .*of shape \(4, 1, 4, 4\)$",
+    ),
+    ({"mask": jnp.ones((4, 4, 3), bool)}, r"mask .*shape \(4, 4, 4\) .*of shape \(4, 4, 3\)$"),
+    ({"padding_mask": jnp.ones((4, 3), bool)}, r"padding_mask of dtype bool and shape \(4, 4\)"),
+    (
+        {"padding_mask": jnp.ones((4,), bool)},
+        r"padding_mask .*; padding_mask\[None\] broadcasts it",
+    ),
+    ({"padding_mask": jnp.ones((4, 4), jnp.float32)}, r"padding_mask .*got float32"),
+]
+
+
+@pytest.mark.parametrize("masks, match", MASK_ERRORS)
+def test_masks_of_another_shape_or_dtype_are_refused_naming_the_argument(masks, match):
+    mha = MultiHeadAttention(2)
+    x = jnp.ones((4, 4, 8))
+    with pytest.raises(ValueError, match=r"^MultiHeadAttention\(2\): expected " + match):
+        mha.apply(mha.init(0, (4, 8)), x, **masks)
+
+
+@pytest.mark.usefixtures("highest_precision")
+def test_mask_and_padding_mask_combine_and_a_one_broadcasts():
+    mha = MultiHeadAttention(2)
+    x = jax.random.normal(jax.random.key(0), (4, 4, 8))
+    params = _biased(mha, jax.random.key(1), (4, 8))
+    band = jnp.abs(jnp.arange(4)[:, None] - jnp.arange(4)[None, :]) <= 1  # (L_q, L_k)
+    pad = jnp.arange(4)[None, :] < jnp.array([[4], [3], [2], [1]])  # (B, L_k)
+    full = band[None] & pad[:, None, :]  # (B, L_q, L_k): what both say
+    want = mha.apply(params, x, mask=full)
+    np.testing.assert_array_equal(mha.apply(params, x, mask=band[None], padding_mask=pad), want)
+    np.testing.assert_array_equal(
+        mha.apply(params, x, mask=jnp.broadcast_to(band, (4, 4, 4)), padding_mask=pad), want
+    )
+    # the padding alone is the full mask with every query row the same
+    np.testing.assert_array_equal(
+        mha.apply(params, x, padding_mask=pad),
+        mha.apply(params, x, mask=jnp.broadcast_to(pad[:, None, :], (4, 4, 4))),
+    )
+    assert not np.allclose(want, mha.apply(params, x, mask=jnp.broadcast_to(band, (4, 4, 4))))

@@ -64,7 +64,7 @@ def test_blocks_equal_a_float64_reference(x64, block):
             p = _perturbed(enc.init(ks[2], (4, 8)))
             allowed = jnp.broadcast_to(pad[:, None], (2, 4, 4))
             want = _reference(p, x, [lambda h: _mha(p["attention"], h, h, allowed)], True)
-            got = jax.jit(lambda p, x: enc.apply(p, x, mask=pad))(p, x)
+            got = jax.jit(lambda p, x: enc.apply(p, x, padding_mask=pad))(p, x)
         else:
             dec = TransformerDecoderBlock(
                 2, 16, context_features=6, norm_first=False, param_dtype=jnp.float64
@@ -79,9 +79,9 @@ def test_blocks_equal_a_float64_reference(x64, block):
                 ),
             ]
             want = _reference(p, x, sub, False)
-            got = jax.jit(lambda p, x: dec.apply(p, x, mask=pad, context=c, context_mask=cpad))(
-                p, x
-            )
+            got = jax.jit(
+                lambda p, x: dec.apply(p, x, padding_mask=pad, context=c, context_padding_mask=cpad)
+            )(p, x)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -93,7 +93,7 @@ def test_gradcheck_post_ln_decoder_block_with_cross_attention_and_masks():
     cpad = jnp.array([[True] * 4, [True, True, False, True]])
     dec = TransformerDecoderBlock(2, 8, norm_first=False)
     p = _perturbed(dec.init(ks[2], (3, 8)))
-    f = jax.jit(lambda p, x, c: dec.apply(p, x, context=c, context_mask=cpad))
+    f = jax.jit(lambda p, x, c: dec.apply(p, x, context=c, context_padding_mask=cpad))
     report = gradcheck.check(f, p, x, c, hvp=False, vmap=False, jit=False, fd_max_elements=8)
     report.assert_passed()
 
@@ -123,9 +123,50 @@ def test_bad_input_names_the_block_and_shapes():
         dec.apply(params, x)
     with pytest.raises(ValueError, match=r"expected a context of shape \(2, 'L_k', 8\)"):
         dec.apply(params, x, context=jnp.ones((2, 4, 6)))
-    with pytest.raises(ValueError, match=r"expected a bool mask of shape \(2, 4\)"):
-        dec.apply(params, x, context=jnp.ones((2, 4, 8)), context_mask=jnp.ones((2, 3), bool))
+    with pytest.raises(
+        ValueError,
+        match=r"TransformerDecoderBlock\(2, 8\): expected context_padding_mask of dtype bool "
+        r"and shape \(2, 4\) \(a 1 broadcasts\), got bool of shape \(2, 3\)",
+    ):
+        dec.apply(
+            params, x, context=jnp.ones((2, 4, 8)), context_padding_mask=jnp.ones((2, 3), bool)
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"expected context_mask of dtype bool and shape \(2, 3, 4\) .*got bool of shape "
+        r"\(2, 4\); a key-padding mask \(\.\.\., L_k\) goes to context_padding_mask=",
+    ):
+        dec.apply(params, x, context=jnp.ones((2, 4, 8)), context_mask=jnp.ones((2, 4), bool))
     with pytest.raises(ValueError, match=r"3 heads do not divide the input width 8"):
         TransformerEncoderBlock(3, 8).init(0, (3, 8))
     with pytest.raises(ValueError, match=r"TransformerEncoderBlock: dropout"):
         TransformerEncoderBlock(2, 8, dropout=1.0)
+
+
+@pytest.mark.usefixtures("highest_precision")
+def test_cached_decoding_with_a_padded_context_equals_the_full_pass():
+    ks = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(ks[0], (2, 4, 8))
+    c = jax.random.normal(ks[1], (2, 3, 8))
+    cpad = jnp.array([[True] * 3, [True, False, True]])
+    dec = TransformerDecoderBlock(2, 8)
+    params = _perturbed(dec.init(ks[2], (4, 8)))
+    full = dec.apply(params, x, context=c, context_padding_mask=cpad)
+    step = jax.jit(
+        lambda cache, x_t, t: dec.decode(
+            params, cache, x_t, t, context=c, context_padding_mask=cpad
+        )
+    )
+    cache, rows = dec.init_cache((2,), 4, 8, x.dtype), []
+    for t in range(4):
+        y, cache = step(cache, x[:, t : t + 1], t)
+        rows.append(y)
+    np.testing.assert_allclose(jnp.concatenate(rows, axis=1), full, rtol=1e-5, atol=1e-5)
+    # the padded context key changes nothing; unpadded, it does
+    junk = c.at[1, 1].set(100.0)
+    np.testing.assert_allclose(
+        dec.apply(params, x, context=junk, context_padding_mask=cpad), full, rtol=1e-5, atol=1e-5
+    )
+    assert not np.allclose(dec.apply(params, x, context=junk), full, atol=1e-3)
+    with pytest.raises(ValueError, match=r"expected context_padding_mask .*\(2, 1, 3\)"):
+        dec.decode(params, cache, x[:, :1], 0, context=c, context_padding_mask=cpad[:, None])
