@@ -449,9 +449,9 @@ def test_another_models_state_is_refused(case):
 def test_a_train_flag_that_is_not_a_bool_is_refused(case, train):
     """Dense, Conv, Activation and Embedding ignored train="no" (they have no training
     mode), so a typo there ran as evaluation; every layer refuses it, as Dropout does."""
-    params, state, x = _setup(case)
+    params, state, x = jax.eval_shape(lambda: _setup(case))  # refused when traced: no compile
     with pytest.raises(ValueError, match=rf"train must be True or False, got {train!r}"):
-        _run(case, params, state, x, train=train)
+        jax.eval_shape(lambda p, s, x: _run(case, p, s, x, train=train), params, state, x)
 
 
 @pytest.mark.parametrize("case", LAYERS_UNDER_TEST, ids=IDS)
