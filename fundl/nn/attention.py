@@ -97,10 +97,13 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None):
     """Scaled dot-product attention o = softmax(scale · q kᵀ + masks) v.
 
     A query row that may see no key at all (its mask all False) gives o = 0 and no
-    gradient (PyTorch's ``scaled_dot_product_attention`` gives NaN there). ``causal``
-    aligns the last query with the last key: query i sees keys j ≤ i + L_k − L_q (with
-    L_q = L_k, j ≤ i), which is what a key/value cache needs. Backward: see the module
-    docstring — p is recomputed from the saved log-sum-exp, never stored.
+    gradient (as PyTorch 2.x's ``scaled_dot_product_attention``; a plain softmax gives
+    NaN there). ``causal`` aligns the last query with the last key: query i sees keys
+    j ≤ i + L_k − L_q (with L_q = L_k, j ≤ i), which is what a key/value cache needs;
+    PyTorch's ``is_causal=True`` aligns the first query with the first key instead
+    (j ≤ i), so for L_q ≠ L_k pass it an explicit mask, ``tril(ones, L_k − L_q)``.
+    Backward: see the module docstring — p is recomputed from the saved log-sum-exp,
+    never stored.
 
     Args:
       q: queries (..., L_q, d); leading dims are batch (and head) dims.

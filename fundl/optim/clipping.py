@@ -53,7 +53,9 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     direction is kept; afterwards ‖u‖ = min(‖u‖, c). This holds for every finite u: the
     norm does not overflow (:func:`fundl.tree.global_norm`), nor does c/‖u‖ underflow.
     A NaN in u leaves u as it is (‖u‖ is NaN, and NaN > c is false); an inf makes the
-    finite elements 0 (c/∞) and itself NaN (∞·0).
+    finite elements 0 (c/∞) and itself NaN (∞·0). The factor is exactly c/‖u‖:
+    PyTorch's ``clip_grad_norm_`` uses c/(‖u‖ + 10⁻⁶), which leaves the norm about
+    10⁻⁶·c/‖u‖ below c (2·10⁻⁷ relative for ‖u‖ = 5, c = 1).
 
     Args:
       max_norm: c ≥ 0.
