@@ -165,6 +165,11 @@ def _categorical_targets(name: str, scores: Any, targets: Any) -> None:
         )
 
 
+def _categorical_dtype(scores: Any, targets: Any) -> Any:
+    """The loss's dtype: the scores', promoted with probability targets (labels add none)."""
+    return jnp.result_type(scores, *([] if _is_integer(targets) else [targets]))
+
+
 def _as_distribution(targets: jax.Array, n_classes: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
     """(probabilities over classes, per-example validity) for labels or probabilities."""
     if _is_integer(targets):
@@ -383,7 +388,7 @@ def categorical_cross_entropy(probabilities, targets, *, eps=None, reduction="me
       >>> [round(float(v), 4) for v in losses]
       [0.3567, 0.2231]
     """
-    out_dtype = jnp.result_type(probabilities, *([] if _is_integer(targets) else [targets]))
+    out_dtype = _categorical_dtype(probabilities, targets)
     p = _wide(_straight_through_clip(probabilities, _clip_eps(eps, probabilities.dtype), 1.0))
     y, valid = _as_distribution(targets, p.shape[-1], p.dtype)
     losses = -jnp.sum(y * jnp.log(p), axis=-1)
@@ -479,7 +484,7 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, reduction="mea
 
 def _softmax_cross_entropy(logits, labels, log_p, label_smoothing, reduction):
     """The loss from log softmax(z) (float32 at least), in the dtype of the logits and labels."""
-    out_dtype = jnp.result_type(logits, *([] if _is_integer(labels) else [labels]))
+    out_dtype = _categorical_dtype(logits, labels)
     y, valid = _as_distribution(labels, log_p.shape[-1], log_p.dtype)
     losses = _cross_entropy_terms(_smoothed(y, label_smoothing), log_p)
     return _reduce(jnp.where(valid, losses, jnp.nan), reduction).astype(out_dtype)
